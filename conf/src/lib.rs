@@ -1,0 +1,18 @@
+//! What the `embedns` plugin and `embedns-resolverd` share: the CNI types and the plugin's
+//! network configuration, name validation, resolv.conf handling, and the on-disk record store
+//! through which the plugin tells every resolver who is on which network.
+//!
+//! Everything here is pure logic or plain file I/O; namespaces, iptables and processes live in
+//! the binaries.
+
+pub mod cni;
+pub mod error;
+pub mod names;
+pub mod netconf;
+pub mod paths;
+pub mod record;
+pub mod resolv;
+pub mod sandbox;
+pub mod store;
+
+pub use error::ConfError;

@@ -1,0 +1,359 @@
+//! The plugin's network configuration: stdin of a CNI call, parsed and validated in one place.
+//!
+//! Keys (all optional but `cniVersion`, `name`, `type`): `dataDir`, `hostResolvConf`, `dns`
+//! (`nameservers`, `search`, `options`), `aliases`, `ttl`, `internal`, `resolvConfPath`,
+//! `domainName`, `logFile`, `logLevel`, `resolverPath`, `upstreamTimeoutMs`, `maxInflight`.
+//! Runtime inputs: `runtimeConfig.aliases` (map or list), `runtimeConfig.dns`,
+//! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::names;
+use crate::record::Link;
+use crate::ConfError;
+
+/// Docker's TTL for local answers (R11).
+pub const DEFAULT_TTL: u32 = 600;
+/// Per-upstream timeout (R19); Docker uses 4 s.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 2000;
+/// Forwarded queries in flight per resolver (R20), Docker's value.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+pub const DEFAULT_DATA_DIR: &str = "/run/embedns";
+pub const DEFAULT_HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// `dns` in the plugin's own config (same field names as a CNI result's `dns`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConf {
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// `runtimeConfig.dns` (the `dns` capability of the CNI conventions).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DnsCapability {
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub searches: Vec<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawRuntimeConfig {
+    #[serde(default)]
+    aliases: Option<Value>,
+    #[serde(default)]
+    dns: Option<DnsCapability>,
+    #[serde(default)]
+    links: Option<Vec<Value>>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawNetConf {
+    cni_version: String,
+    name: String,
+    #[serde(rename = "type")]
+    plugin_type: String,
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    host_resolv_conf: Option<PathBuf>,
+    #[serde(default)]
+    dns: Option<DnsConf>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    ttl: Option<u32>,
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    resolv_conf_path: Option<String>,
+    #[serde(default)]
+    domain_name: Option<String>,
+    #[serde(default)]
+    log_file: Option<PathBuf>,
+    #[serde(default)]
+    log_level: Option<String>,
+    #[serde(default)]
+    resolver_path: Option<PathBuf>,
+    #[serde(default)]
+    upstream_timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_inflight: Option<usize>,
+    #[serde(default)]
+    runtime_config: Option<RawRuntimeConfig>,
+    #[serde(default)]
+    prev_result: Option<Value>,
+}
+
+/// A validated network configuration with the runtime's inputs folded in.
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    pub plugin_type: String,
+    pub data_dir: PathBuf,
+    pub host_resolv_conf: PathBuf,
+    pub dns: DnsConf,
+    pub dns_capability: DnsCapability,
+    /// Explicit upstreams in priority order (R17): conf `dns.nameservers`, then capability.
+    pub explicit_upstreams: Vec<SocketAddr>,
+    /// Aliases from the conf and the `aliases` capability for this network, validated.
+    pub aliases: Vec<String>,
+    pub links: Vec<Link>,
+    /// `runtimeConfig.name`, one of the container name's sources (R2).
+    pub runtime_name: Option<String>,
+    pub ttl: u32,
+    pub internal: bool,
+    pub resolv_conf_path: Option<String>,
+    pub domain_name: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub resolver_path: Option<PathBuf>,
+    pub upstream_timeout_ms: u64,
+    pub max_inflight: usize,
+    pub prev_result: Option<Value>,
+}
+
+impl NetConf {
+    /// Parses and validates stdin. Errors are CNI code 6 (not JSON) or 7 (invalid values).
+    pub fn parse(stdin: &[u8]) -> Result<NetConf, ConfError> {
+        let raw: RawNetConf = serde_json::from_slice(stdin).map_err(|source| {
+            if source.is_data() {
+                ConfError::InvalidConfig(source.to_string())
+            } else {
+                ConfError::Decode {
+                    what: "network configuration",
+                    source,
+                }
+            }
+        })?;
+        names::network(&raw.name)?;
+        let rc = raw.runtime_config.unwrap_or_default();
+        let dns = raw.dns.unwrap_or_default();
+        let dns_capability = rc.dns.unwrap_or_default();
+
+        let mut explicit_upstreams = Vec::new();
+        for s in dns.nameservers.iter().chain(&dns_capability.servers) {
+            let addr = parse_upstream(s)?;
+            if !is_embedded_resolver(addr) && !explicit_upstreams.contains(&addr) {
+                explicit_upstreams.push(addr);
+            }
+        }
+        explicit_upstreams.truncate(3);
+
+        let mut aliases = Vec::new();
+        for a in raw
+            .aliases
+            .iter()
+            .chain(capability_aliases(&raw.name, rc.aliases.as_ref())?.iter())
+        {
+            names::dns_name("alias", a)?;
+            let a = names::normalize(a);
+            if !aliases.contains(&a) {
+                aliases.push(a);
+            }
+        }
+        let links = rc
+            .links
+            .unwrap_or_default()
+            .iter()
+            .map(Link::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(n) = &rc.name {
+            names::dns_name("runtimeConfig.name", n)?;
+        }
+        if let Some(d) = &raw.domain_name {
+            names::dns_name("domainName", d)?;
+        }
+        if raw.ttl == Some(0) {
+            return Err(ConfError::InvalidConfig("ttl must be at least 1".into()));
+        }
+        if raw.upstream_timeout_ms == Some(0) || raw.max_inflight == Some(0) {
+            return Err(ConfError::InvalidConfig(
+                "upstreamTimeoutMs and maxInflight must be at least 1".into(),
+            ));
+        }
+        if let Some(t) = &raw.resolv_conf_path {
+            if !t.starts_with('/') {
+                return Err(ConfError::InvalidConfig(format!(
+                    "resolvConfPath {t:?} must be an absolute path"
+                )));
+            }
+        }
+        if let Some(p) = &raw.prev_result {
+            if !p.is_object() {
+                return Err(ConfError::InvalidConfig("prevResult must be an object".into()));
+            }
+        }
+        Ok(NetConf {
+            cni_version: raw.cni_version,
+            name: raw.name,
+            plugin_type: raw.plugin_type,
+            data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            host_resolv_conf: raw
+                .host_resolv_conf
+                .unwrap_or_else(|| DEFAULT_HOST_RESOLV_CONF.into()),
+            dns,
+            dns_capability,
+            explicit_upstreams,
+            aliases,
+            links,
+            runtime_name: rc.name,
+            ttl: raw.ttl.unwrap_or(DEFAULT_TTL),
+            internal: raw.internal,
+            resolv_conf_path: raw.resolv_conf_path,
+            domain_name: raw.domain_name.map(|d| names::normalize(&d)),
+            log_file: raw.log_file,
+            log_level: raw.log_level,
+            resolver_path: raw.resolver_path,
+            upstream_timeout_ms: raw
+                .upstream_timeout_ms
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
+            max_inflight: raw.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
+            prev_result: raw.prev_result,
+        })
+    }
+}
+
+/// `127.0.0.11` is the embedded resolver itself and never an upstream (R17).
+pub fn is_embedded_resolver(addr: SocketAddr) -> bool {
+    addr.ip() == IpAddr::from([127, 0, 0, 11])
+}
+
+/// An upstream as written in a conf: `IP`, `IP:port` or `[IPv6]:port`.
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfError> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        ConfError::InvalidConfig(format!(
+            "nameserver {s:?} is not an IP address or IP:port"
+        ))
+    })
+}
+
+/// The `aliases` capability: podman sends `{"<network>": [...]}`, the CNI conventions a list.
+fn capability_aliases(network: &str, value: Option<&Value>) -> Result<Vec<String>, ConfError> {
+    let list = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Object(m)) => match m.get(network) {
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Null) | None => Vec::new(),
+            Some(_) => {
+                return Err(ConfError::InvalidConfig(format!(
+                    "runtimeConfig.aliases.{network} must be a list of names"
+                )))
+            }
+        },
+        Some(_) => {
+            return Err(ConfError::InvalidConfig(
+                "runtimeConfig.aliases must be a list or a map of network to list".into(),
+            ))
+        }
+    };
+    list.into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            other => Err(ConfError::InvalidConfig(format!(
+                "runtimeConfig.aliases: {other} is not a string"
+            ))),
+        })
+        .collect()
+}
+
+/// CNI_ARGS as a map (`K1=V1;K2=V2`). Malformed pairs are an env error (code 4).
+pub fn parse_cni_args(args: &str) -> Result<BTreeMap<String, String>, ConfError> {
+    let mut out = BTreeMap::new();
+    for pair in args.split(';').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| ConfError::InvalidEnv {
+            var: "CNI_ARGS",
+            reason: format!("{pair:?} is not KEY=VALUE"),
+        })?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Links from CNI_ARGS `EMBEDNS_LINKS=target:alias,target2:alias2` (R4).
+pub fn links_from_args(value: &str) -> Result<Vec<Link>, ConfError> {
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(Link::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> Result<NetConf, ConfError> {
+        NetConf::parse(
+            format!(r#"{{"cniVersion":"1.0.0","name":"net1","type":"embedns"{extra}}}"#).as_bytes(),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = conf("").unwrap();
+        assert_eq!(c.ttl, 600);
+        assert_eq!(c.data_dir, PathBuf::from("/run/embedns"));
+        assert!(c.explicit_upstreams.is_empty());
+    }
+
+    #[test]
+    fn aliases_map_and_list_forms() {
+        // R3: podman's map form and the conventions' list form, plus the static list.
+        let m = conf(r#","aliases":["static"],"runtimeConfig":{"aliases":{"net1":["WWW","2ff3fb1478a2"],"other":["no"]}}"#).unwrap();
+        assert_eq!(m.aliases, vec!["static", "www", "2ff3fb1478a2"]);
+        let l = conf(r#","runtimeConfig":{"aliases":["api"]}"#).unwrap();
+        assert_eq!(l.aliases, vec!["api"]);
+        assert!(conf(r#","runtimeConfig":{"aliases":{"net1":"x"}}"#).is_err());
+    }
+
+    #[test]
+    fn upstreams_in_order_capped_without_self() {
+        // R17
+        let c = conf(r#","dns":{"nameservers":["10.0.0.1","127.0.0.11","10.0.0.2:5353"]},"runtimeConfig":{"dns":{"servers":["10.0.0.3","10.0.0.4"]}}"#).unwrap();
+        let got: Vec<String> = c.explicit_upstreams.iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, vec!["10.0.0.1:53", "10.0.0.2:5353", "10.0.0.3:53"]);
+    }
+
+    #[test]
+    fn bad_input_codes() {
+        assert_eq!(NetConf::parse(b"{not json").unwrap_err().cni_code(), 6);
+        assert_eq!(conf(r#","ttl":"x""#).unwrap_err().cni_code(), 7);
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"../x","type":"embedns"}"#)
+                .unwrap_err()
+                .cni_code(),
+            7
+        );
+        assert_eq!(conf(r#","dns":{"nameservers":["nope"]}"#).unwrap_err().cni_code(), 7);
+    }
+
+    #[test]
+    fn cni_args() {
+        let a = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web").unwrap();
+        assert_eq!(a["K8S_POD_NAME"], "web");
+        assert_eq!(parse_cni_args("novalue").unwrap_err().cni_code(), 4);
+    }
+}

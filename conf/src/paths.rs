@@ -1,0 +1,59 @@
+//! The layout of the state directory (`dataDir`, default `/run/embedns`):
+//!
+//! ```text
+//! networks/<network>/<cid>@<ifname>.json   one record per attachment (store.rs)
+//! networks/<network>/.lock                 serializes writers of that network
+//! networks/<network>/.names/<name>/<key>   who claims a container name (stale-name cleanup)
+//! sandboxes/<cid>/sandbox.json             a container's attachments, resolver and files
+//! sandboxes/<cid>/.lock                    serializes ADD/DEL of that container
+//! sandboxes/<cid>/control.sock             the resolver's control channel
+//! sandboxes/<cid>/resolver.log             the resolver's log (size-capped)
+//! ```
+//!
+//! Directories are 0700 and files 0600: records say which containers exist and where.
+
+use std::path::{Path, PathBuf};
+
+/// Paths under one state directory.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    root: PathBuf,
+}
+
+impl StatePaths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StatePaths { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn networks(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+
+    pub fn network(&self, network: &str) -> PathBuf {
+        self.networks().join(network)
+    }
+
+    pub fn sandboxes(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    pub fn sandbox(&self, container_id: &str) -> PathBuf {
+        self.sandboxes().join(container_id)
+    }
+
+    pub fn sandbox_file(&self, container_id: &str) -> PathBuf {
+        self.sandbox(container_id).join("sandbox.json")
+    }
+
+    pub fn control_socket(&self, container_id: &str) -> PathBuf {
+        self.sandbox(container_id).join("control.sock")
+    }
+
+    pub fn resolver_log(&self, container_id: &str) -> PathBuf {
+        self.sandbox(container_id).join("resolver.log")
+    }
+}

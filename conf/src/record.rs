@@ -1,0 +1,134 @@
+//! One attachment of a container to a network, as the plugin stores it and resolvers read it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::names;
+use crate::ConfError;
+
+/// A link `alias -> target` (Docker `--link target:alias`), visible to its owner only (R4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The target container's name, normalized.
+    pub name: String,
+    /// The name the owner uses for it, normalized.
+    pub alias: String,
+}
+
+impl Link {
+    /// Parses Docker's `target:alias` form (`target` alone links under its own name).
+    pub fn parse(s: &str) -> Result<Link, ConfError> {
+        let (name, alias) = s.split_once(':').unwrap_or((s, s));
+        Link::new(name, alias)
+    }
+
+    /// `runtimeConfig.links` entries: `"target:alias"` or `{"name": .., "alias": ..}`.
+    pub fn from_json(v: &Value) -> Result<Link, ConfError> {
+        match v {
+            Value::String(s) => Link::parse(s),
+            Value::Object(m) => match (m.get("name"), m.get("alias")) {
+                (Some(Value::String(n)), Some(Value::String(a))) => Link::new(n, a),
+                (Some(Value::String(n)), None) => Link::new(n, n),
+                _ => Err(ConfError::InvalidConfig(format!(
+                    "runtimeConfig.links: {v} needs string fields \"name\" and \"alias\""
+                ))),
+            },
+            _ => Err(ConfError::InvalidConfig(format!(
+                "runtimeConfig.links: {v} is neither \"target:alias\" nor an object"
+            ))),
+        }
+    }
+
+    fn new(name: &str, alias: &str) -> Result<Link, ConfError> {
+        names::dns_name("link target", name)?;
+        names::dns_name("link alias", alias)?;
+        Ok(Link {
+            name: names::normalize(name),
+            alias: names::normalize(alias),
+        })
+    }
+}
+
+/// Where a resolver sends what it does not answer itself (R17, R18, R21).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstreams {
+    /// Explicit upstreams (conf or capability), queried from the container's netns.
+    #[serde(default)]
+    pub explicit: Vec<SocketAddr>,
+    /// The host resolv.conf to read upstreams from (and watch, R22), queried from the host
+    /// netns. `None` when explicit upstreams exist or the network is internal.
+    #[serde(default)]
+    pub host_resolv_conf: Option<PathBuf>,
+}
+
+/// A container's attachment to one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// The container name (R2), normalized; `None` for an unnamed container.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Network aliases (R3), normalized.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// This container's links (R4).
+    #[serde(default)]
+    pub links: Vec<Link>,
+    pub ips: Vec<IpAddr>,
+    pub netns: String,
+    /// `domainName` of the network: `name.<domain>` resolves too.
+    #[serde(default)]
+    pub domain_name: Option<String>,
+    pub ttl: u32,
+    #[serde(default)]
+    pub internal: bool,
+    pub upstreams: Upstreams,
+    #[serde(default)]
+    pub upstream_timeout_ms: u64,
+    #[serde(default)]
+    pub max_inflight: usize,
+}
+
+impl Record {
+    /// Every name this record answers to on its network (container name first).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.name.iter().chain(self.aliases.iter()).map(String::as_str)
+    }
+
+    /// The store's key of an attachment: unique per (container, interface) on a network.
+    pub fn key(&self) -> String {
+        attachment_key(&self.container_id, &self.ifname)
+    }
+}
+
+/// `CID@IFNAME`: both are validated to contain no `@` or `/`.
+pub fn attachment_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}@{ifname}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_in_all_forms() {
+        // R4: "target:alias", {"name","alias"}, and a bare target.
+        assert_eq!(
+            Link::parse("Web:w").unwrap(),
+            Link {
+                name: "web".into(),
+                alias: "w".into()
+            }
+        );
+        let j: Value = serde_json::json!({"name": "db", "alias": "database"});
+        assert_eq!(Link::from_json(&j).unwrap().alias, "database");
+        assert_eq!(Link::parse("db").unwrap().alias, "db");
+        assert!(Link::parse("a/b:c").is_err());
+        assert!(Link::from_json(&serde_json::json!(3)).is_err());
+    }
+}

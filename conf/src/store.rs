@@ -1,0 +1,286 @@
+//! The record store: a directory per network, one JSON file per attachment.
+//!
+//! Locking story: every writer of a network holds an exclusive `flock` on the network's
+//! `.lock` while it changes files there; readers (resolvers) take no lock, because every file
+//! is written to a temporary name and renamed into place, so a reader sees the old record or
+//! the new one, never half of one. Resolvers learn of changes by inotify on the directory
+//! (a rename in is `IN_MOVED_TO`, a removal `IN_DELETE`), one file per change.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::paths::StatePaths;
+use crate::record::{attachment_key, Record};
+use crate::ConfError;
+
+/// Suffix of record files; anything else in a network directory is not a record.
+pub const RECORD_SUFFIX: &str = ".json";
+const NAMES_DIR: &str = ".names";
+
+/// The records of one network.
+#[derive(Debug, Clone)]
+pub struct NetworkStore {
+    dir: PathBuf,
+}
+
+/// Proof that the caller holds the network's lock; dropped, it releases it.
+pub struct NetworkLock(#[allow(dead_code)] Flock<File>);
+
+impl NetworkStore {
+    pub fn new(paths: &StatePaths, network: &str) -> Self {
+        NetworkStore {
+            dir: paths.network(network),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the network's directory if needed and takes its lock (blocking).
+    pub fn lock(&self) -> Result<NetworkLock, ConfError> {
+        create_private_dir(&self.dir)?;
+        lock_file(&self.dir.join(".lock")).map(NetworkLock)
+    }
+
+    pub fn record_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}{RECORD_SUFFIX}"))
+    }
+
+    /// Writes (or replaces) a record atomically.
+    pub fn put(&self, _lock: &NetworkLock, record: &Record) -> Result<(), ConfError> {
+        let body = serde_json::to_vec_pretty(record).expect("a record always serializes");
+        write_atomic(&self.record_path(&record.key()), &body)?;
+        if let Some(name) = &record.name {
+            let claim = self.dir.join(NAMES_DIR).join(name);
+            create_private_dir(&claim)?;
+            write_atomic(&claim.join(record.key()), b"")?;
+        }
+        Ok(())
+    }
+
+    /// Reads one record; `Ok(None)` when there is none.
+    pub fn get(&self, container_id: &str, ifname: &str) -> Result<Option<Record>, ConfError> {
+        read_record(&self.record_path(&attachment_key(container_id, ifname)))
+    }
+
+    /// Removes a record and its name claim; returns what was there.
+    pub fn remove(
+        &self,
+        _lock: &NetworkLock,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Record>, ConfError> {
+        let key = attachment_key(container_id, ifname);
+        let path = self.record_path(&key);
+        // A corrupt record is still removed: DEL must leave nothing behind.
+        let old = read_record(&path).unwrap_or(None);
+        remove_if_exists(&path)?;
+        if let Some(name) = old.as_ref().and_then(|r| r.name.as_ref()) {
+            let claim = self.dir.join(NAMES_DIR).join(name);
+            remove_if_exists(&claim.join(&key))?;
+            let _ = fs::remove_dir(&claim); // only succeeds once no one claims the name
+        }
+        Ok(old)
+    }
+
+    /// The other attachments that claim `name` on this network (a cost of O(claimants), not
+    /// O(network)).
+    pub fn claimants(&self, name: &str) -> Result<Vec<String>, ConfError> {
+        let dir = self.dir.join(NAMES_DIR).join(name);
+        match fs::read_dir(&dir) {
+            Ok(entries) => Ok(entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(ConfError::io(dir, e)),
+        }
+    }
+
+    /// Removes a name claim whose record is gone (left by a crash between two writes).
+    pub fn drop_claim(&self, _lock: &NetworkLock, name: &str, key: &str) -> Result<(), ConfError> {
+        let claim = self.dir.join(NAMES_DIR).join(name);
+        remove_if_exists(&claim.join(key))?;
+        let _ = fs::remove_dir(&claim);
+        Ok(())
+    }
+
+    /// Every record file of the network: its key and what parsing it gave.
+    pub fn list(&self) -> Result<Vec<(String, Result<Record, ConfError>)>, ConfError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ConfError::io(&self.dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let file_name = entry.file_name();
+            let Some(key) = record_key(&file_name.to_string_lossy()).map(str::to_string) else {
+                continue;
+            };
+            match read_record(&entry.path()) {
+                Ok(Some(r)) => out.push((key, Ok(r))),
+                Ok(None) => {} // removed since read_dir
+                Err(e) => out.push((key, Err(e))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The attachment key of a record file name, `None` for temporary and other files.
+pub fn record_key(file_name: &str) -> Option<&str> {
+    if file_name.starts_with('.') {
+        return None;
+    }
+    file_name.strip_suffix(RECORD_SUFFIX)
+}
+
+/// Reads a record file; `Ok(None)` if it does not exist.
+pub fn read_record(path: &Path) -> Result<Option<Record>, ConfError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| ConfError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfError::io(path, e)),
+    }
+}
+
+/// Names of the networks that have a directory in the store.
+pub fn networks(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
+    let dir = paths.networks();
+    match fs::read_dir(&dir) {
+        Ok(entries) => Ok(entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ConfError::io(dir, e)),
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), ConfError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ConfError::io(dir, e))
+}
+
+/// Takes an exclusive flock on `path` (created 0600), blocking until it is free.
+pub fn lock_file(path: &Path) -> Result<Flock<File>, ConfError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ConfError::io(path, e))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| ConfError::io(path, std::io::Error::from(errno)))
+}
+
+/// Writes `path` atomically with mode 0600: a temporary file in the same directory, fsynced
+/// data, then a rename over the target.
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), ConfError> {
+    write_atomic_mode(path, body, 0o600)
+}
+
+/// [`write_atomic`] with an explicit mode (a container's resolv.conf must be world-readable).
+pub fn write_atomic_mode(path: &Path, body: &[u8], mode: u32) -> Result<(), ConfError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| ConfError::io(dir, e))?;
+    tmp.write_all(body)
+        .and_then(|_| tmp.as_file().sync_data())
+        .and_then(|_| {
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))
+        })
+        .map_err(|e| ConfError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| ConfError::io(path, e.error))?;
+    Ok(())
+}
+
+/// Removes a file; a missing file is not an error.
+pub fn remove_if_exists(path: &Path) -> Result<(), ConfError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ConfError::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Upstreams;
+
+    fn record(cid: &str, name: &str) -> Record {
+        Record {
+            network: "n".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            name: Some(name.into()),
+            aliases: vec![],
+            links: vec![],
+            ips: vec!["10.0.0.2".parse().unwrap()],
+            netns: "/run/netns/x".into(),
+            domain_name: None,
+            ttl: 600,
+            internal: false,
+            upstreams: Upstreams::default(),
+            upstream_timeout_ms: 2000,
+            max_inflight: 1024,
+        }
+    }
+
+    #[test]
+    fn put_get_remove_with_claims() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let lock = store.lock().unwrap();
+        store.put(&lock, &record("c1", "web")).unwrap();
+        assert_eq!(store.get("c1", "eth0").unwrap().unwrap().name.as_deref(), Some("web"));
+        assert_eq!(store.claimants("web").unwrap(), vec!["c1@eth0"]);
+        assert_eq!(store.list().unwrap().len(), 1);
+        let mode = fs::metadata(store.record_path("c1@eth0")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(store.remove(&lock, "c1", "eth0").unwrap().is_some());
+        assert!(store.remove(&lock, "c1", "eth0").unwrap().is_none());
+        assert!(store.claimants("web").unwrap().is_empty());
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn corrupt_records_are_reported_not_fatal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let lock = store.lock().unwrap();
+        store.put(&lock, &record("c1", "web")).unwrap();
+        fs::write(store.record_path("c2@eth0"), b"{garbage").unwrap();
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.iter().filter(|(_, r)| r.is_err()).count(), 1);
+    }
+
+    #[test]
+    fn ignores_temporary_files() {
+        assert_eq!(record_key(".tmp-abc"), None);
+        assert_eq!(record_key("c1@eth0.json"), Some("c1@eth0"));
+    }
+}
