@@ -100,6 +100,16 @@ struct RawNetConf {
     runtime_config: Option<RawRuntimeConfig>,
     #[serde(default)]
     prev_result: Option<Value>,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+/// An entry of GC's `cni.dev/valid-attachments` (CNI 1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
 }
 
 /// A validated network configuration with the runtime's inputs folded in.
@@ -129,6 +139,7 @@ pub struct NetConf {
     pub upstream_timeout_ms: u64,
     pub max_inflight: usize,
     pub prev_result: Option<Value>,
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
 impl NetConf {
@@ -228,6 +239,7 @@ impl NetConf {
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
             max_inflight: raw.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
             prev_result: raw.prev_result,
+            valid_attachments: raw.valid_attachments,
         })
     }
 }

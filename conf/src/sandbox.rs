@@ -36,6 +36,9 @@ pub struct WrittenFile {
     pub path: PathBuf,
     /// The previous content, restored on DEL; `None` if the file did not exist.
     pub original: Option<String>,
+    /// A directory embedns created to hold the file (`/etc/netns/<name>`), removed on DEL.
+    #[serde(default)]
+    pub created_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

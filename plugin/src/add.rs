@@ -1,0 +1,174 @@
+//! ADD: record the container, write its resolv.conf, make sure its resolver serves this
+//! network, and return `prevResult` with our `dns`. Anything that fails after the first write
+//! is undone by the same code DEL runs, so a failed ADD leaves nothing behind.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use embedns_conf::cni;
+use embedns_conf::netconf::NetConf;
+use embedns_conf::paths::StatePaths;
+use embedns_conf::record::{Record, Upstreams};
+use embedns_conf::sandbox::{self, Attachment, Sandbox, SandboxLock};
+use embedns_conf::store::{NetworkLock, NetworkStore};
+use embedns_conf::ConfError;
+use serde_json::Value;
+
+use crate::env::CniEnv;
+use crate::error::{PluginError, RESOLVER_FAILED};
+use crate::identity::Identity;
+use crate::{del, files, netns, probe, redirect, resolver};
+
+/// How long ADD waits for a new resolver to answer through the redirect.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        ConfError::InvalidConfig(
+            "ADD needs a prevResult: embedns is a chained plugin, put it after an \
+             IP-assigning plugin such as bridge + host-local"
+                .into(),
+        )
+    })?;
+    let ips = cni::container_ips(prev)?;
+    let identity = Identity::new(env, conf)?;
+    let host = files::host_resolv_conf(&conf.host_resolv_conf)?;
+    let rc = files::container_resolv_conf(conf, &host);
+    let targets = files::targets(env, conf)?;
+    let binary = resolver::binary(conf.resolver_path.as_deref())?;
+    if !binary.is_file() {
+        return Err(PluginError::new(
+            RESOLVER_FAILED,
+            format!(
+                "resolver binary {} not found (install embedns-resolverd next to embedns or set resolverPath)",
+                binary.display()
+            ),
+        )
+        .into());
+    }
+    if !netns::exists(&env.netns) {
+        return Err(ConfError::InvalidEnv {
+            var: "CNI_NETNS",
+            reason: format!("{} does not exist", env.netns),
+        }
+        .into());
+    }
+    let record = Record {
+        network: conf.name.clone(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        name: identity.name,
+        aliases: identity.aliases,
+        links: identity.links,
+        ips,
+        netns: env.netns.clone(),
+        domain_name: conf.domain_name.clone(),
+        ttl: conf.ttl,
+        internal: conf.internal,
+        upstreams: Upstreams {
+            explicit: conf.explicit_upstreams.clone(),
+            // R17/R21: the host's upstreams only when none are explicit and the network is
+            // not internal.
+            host_resolv_conf: (conf.explicit_upstreams.is_empty() && !conf.internal)
+                .then(|| conf.host_resolv_conf.clone()),
+        },
+        upstream_timeout_ms: conf.upstream_timeout_ms,
+        max_inflight: conf.max_inflight,
+    };
+
+    let paths = StatePaths::new(&conf.data_dir);
+    let lock = sandbox::lock(&paths, &env.container_id)?;
+    let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &binary);
+    if let Err(e) = attached {
+        if let Err(undo) = del::detach_locked(&paths, &lock, &env.container_id, &conf.name, &env.ifname) {
+            tracing::error!("undoing the failed ADD: {undo:#}");
+        }
+        return Err(e);
+    }
+    Ok(cni::add_result(
+        Some(prev),
+        &conf.cni_version,
+        &files::result_dns(&rc, conf),
+    ))
+}
+
+fn attach(
+    paths: &StatePaths,
+    lock: &SandboxLock,
+    env: &CniEnv,
+    record: &Record,
+    targets: &[std::path::PathBuf],
+    resolv_conf: &str,
+    binary: &std::path::Path,
+) -> anyhow::Result<()> {
+    let net = NetworkStore::new(paths, &record.network);
+    {
+        let net_lock = net.lock()?;
+        if let Some(name) = &record.name {
+            evict_stale_claims(&net, &net_lock, name, &record.key())?;
+        }
+        net.put(&net_lock, record)?;
+    }
+
+    let mut sb = sandbox::load(paths, &env.container_id)?.unwrap_or_else(|| Sandbox {
+        container_id: env.container_id.clone(),
+        ..Sandbox::default()
+    });
+    sb.netns = env.netns.clone();
+    let attachment = Attachment {
+        network: record.network.clone(),
+        ifname: record.ifname.clone(),
+    };
+    if !sb.attachments.contains(&attachment) {
+        sb.attachments.push(attachment);
+    }
+    // The sandbox is saved before the files are written and before the resolver starts, so
+    // that an undo after a failure knows what to restore and what to stop.
+    files::write(&mut sb, targets, resolv_conf)?;
+    sandbox::save(paths, lock, &sb)?;
+
+    match &sb.resolver {
+        Some(info) if resolver::alive(info) => {
+            resolver::control(paths, &env.container_id, "reload")
+                .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
+        }
+        _ => {
+            let info = resolver::spawn(binary, paths, &env.container_id)?;
+            sb.resolver = Some(info.clone());
+            sandbox::save(paths, lock, &sb)?;
+            let _in = netns::enter(&env.netns)?;
+            redirect::install(info.udp_port, info.tcp_port)?;
+            probe::wait_answers(PROBE_TIMEOUT)
+                .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))
+                .with_context(|| format!("resolver pid {} in {}", info.pid, env.netns))?;
+        }
+    }
+    Ok(())
+}
+
+/// A name held by an attachment whose netns is gone is released, so a restarted container
+/// does not leave a stale address next to its new one.
+fn evict_stale_claims(
+    net: &NetworkStore,
+    lock: &NetworkLock,
+    name: &str,
+    own_key: &str,
+) -> anyhow::Result<()> {
+    for key in net.claimants(name)? {
+        if key == own_key {
+            continue;
+        }
+        let Some((cid, ifname)) = key.rsplit_once('@') else {
+            continue;
+        };
+        match net.get(cid, ifname) {
+            Ok(Some(r)) if netns::exists(&r.netns) => {}
+            Ok(Some(r)) => {
+                tracing::info!(name, stale = %key, netns = %r.netns, "replacing a dead attachment's record");
+                net.remove(lock, cid, ifname)?;
+            }
+            Ok(None) | Err(_) => net.drop_claim(lock, name, &key)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! CHECK: the record matches prevResult, the files say `nameserver 127.0.0.11`, the resolver
+//! is our live process, and `127.0.0.11:53` answers inside the container.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use embedns_conf::cni;
+use embedns_conf::netconf::NetConf;
+use embedns_conf::paths::StatePaths;
+use embedns_conf::sandbox;
+use embedns_conf::store::NetworkStore;
+
+use crate::env::CniEnv;
+use crate::error::{PluginError, CHECK_FAILED};
+use crate::{netns, probe, redirect, resolver};
+
+pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
+    let failed = |msg: String| -> anyhow::Error { PluginError::new(CHECK_FAILED, msg).into() };
+    let paths = StatePaths::new(&conf.data_dir);
+    let record = NetworkStore::new(&paths, &conf.name)
+        .get(&env.container_id, &env.ifname)?
+        .ok_or_else(|| {
+            failed(format!(
+                "no record of container {} ({}) on network {}",
+                env.container_id, env.ifname, conf.name
+            ))
+        })?;
+    if let Some(prev) = &conf.prev_result {
+        let want: BTreeSet<_> = cni::container_ips(prev)?.into_iter().collect();
+        let have: BTreeSet<_> = record.ips.iter().copied().collect();
+        if want != have {
+            return Err(failed(format!(
+                "recorded addresses {have:?} differ from prevResult's {want:?}"
+            )));
+        }
+    }
+    let sb = sandbox::load(&paths, &env.container_id)?
+        .ok_or_else(|| failed(format!("no sandbox for container {}", env.container_id)))?;
+    for f in &sb.files {
+        let text = std::fs::read_to_string(&f.path).unwrap_or_default();
+        if !text.lines().any(|l| l.trim() == "nameserver 127.0.0.11") {
+            return Err(failed(format!(
+                "{} does not name 127.0.0.11 as its nameserver",
+                f.path.display()
+            )));
+        }
+    }
+    let info = sb
+        .resolver
+        .as_ref()
+        .ok_or_else(|| failed("no resolver recorded".into()))?;
+    if !resolver::alive(info) {
+        return Err(failed(format!("the resolver (pid {}) is not running", info.pid)));
+    }
+    let _in = netns::enter(&env.netns)?;
+    if !redirect::present() {
+        return Err(failed(format!("the 127.0.0.11 redirect is missing in {}", env.netns)));
+    }
+    probe::wait_answers(Duration::from_secs(1)).map_err(|e| failed(format!("{e:#}")))?;
+    Ok(())
+}

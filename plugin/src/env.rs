@@ -1,0 +1,78 @@
+//! The CNI_* environment of one invocation, validated before any of it touches a path.
+
+use std::collections::BTreeMap;
+
+use embedns_conf::netconf::parse_cni_args;
+use embedns_conf::{names, ConfError};
+
+#[derive(Debug, Clone)]
+pub struct CniEnv {
+    pub container_id: String,
+    /// Empty on DEL/GC when the runtime no longer has a netns.
+    pub netns: String,
+    pub ifname: String,
+    pub args: BTreeMap<String, String>,
+}
+
+impl CniEnv {
+    pub fn from_process(command: &str) -> Result<CniEnv, ConfError> {
+        let get = |var: &'static str| std::env::var(var).unwrap_or_default();
+        let container_id = get("CNI_CONTAINERID");
+        let netns = get("CNI_NETNS");
+        let ifname = get("CNI_IFNAME");
+        let args = parse_cni_args(&get("CNI_ARGS"))?;
+        // GC and STATUS are not about one container.
+        if matches!(command, "GC" | "STATUS") {
+            return Ok(CniEnv {
+                container_id,
+                netns,
+                ifname,
+                args,
+            });
+        }
+        let required = |var: &'static str, value: &str| {
+            if value.is_empty() {
+                Err(ConfError::InvalidEnv {
+                    var,
+                    reason: format!("required for {command}"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        required("CNI_CONTAINERID", &container_id)?;
+        required("CNI_IFNAME", &ifname)?;
+        if command != "DEL" {
+            required("CNI_NETNS", &netns)?;
+        }
+        names::container_id(&container_id).map_err(|e| ConfError::InvalidEnv {
+            var: "CNI_CONTAINERID",
+            reason: e.to_string(),
+        })?;
+        names::ifname(&ifname).map_err(|e| ConfError::InvalidEnv {
+            var: "CNI_IFNAME",
+            reason: e.to_string(),
+        })?;
+        if !netns.is_empty() && !netns.starts_with('/') {
+            return Err(ConfError::InvalidEnv {
+                var: "CNI_NETNS",
+                reason: format!("{netns:?} is not an absolute path"),
+            });
+        }
+        Ok(CniEnv {
+            container_id,
+            netns,
+            ifname,
+            args,
+        })
+    }
+
+    /// The netns name when CNI_NETNS is `/run/netns/<name>` (the `ip netns` flow).
+    pub fn netns_name(&self) -> Option<&str> {
+        let name = self
+            .netns
+            .strip_prefix("/run/netns/")
+            .or_else(|| self.netns.strip_prefix("/var/run/netns/"))?;
+        names::network(name).ok().map(|_| name)
+    }
+}

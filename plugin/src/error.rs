@@ -1,0 +1,52 @@
+//! The plugin's own error codes (100+) and the mapping of any error to a CNI code.
+
+use embedns_conf::ConfError;
+
+/// An error with the CNI code it must be reported with.
+#[derive(Debug)]
+pub struct PluginError {
+    pub code: u32,
+    pub msg: String,
+}
+
+/// The resolver did not start or does not answer.
+pub const RESOLVER_FAILED: u32 = 101;
+/// The redirect rules could not be installed.
+pub const REDIRECT_FAILED: u32 = 102;
+/// The container's netns could not be entered.
+pub const NETNS_FAILED: u32 = 103;
+/// CHECK found something missing or wrong.
+pub const CHECK_FAILED: u32 = 104;
+/// STATUS: the plugin cannot work (CNI 1.1 code 50).
+pub const NOT_AVAILABLE: u32 = 50;
+
+impl PluginError {
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        PluginError {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// The CNI code and a one-line message for an error: the first typed error in its chain
+/// decides the code; anything untyped is 100 (a generic embedns failure).
+pub fn classify(e: &anyhow::Error) -> (u32, String) {
+    let code = e
+        .chain()
+        .find_map(|c| {
+            c.downcast_ref::<PluginError>()
+                .map(|p| p.code)
+                .or_else(|| c.downcast_ref::<ConfError>().map(ConfError::cni_code))
+        })
+        .unwrap_or(100);
+    (code, e.to_string())
+}

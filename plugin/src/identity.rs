@@ -1,0 +1,50 @@
+//! Who the container is on a network: its name (R2), aliases (R3) and links (R4), from the
+//! runtime's inputs in their documented order of precedence.
+
+use embedns_conf::netconf::{links_from_args, NetConf};
+use embedns_conf::record::Link;
+use embedns_conf::{names, ConfError};
+
+use crate::env::CniEnv;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: Option<String>,
+    pub aliases: Vec<String>,
+    pub links: Vec<Link>,
+}
+
+impl Identity {
+    pub fn new(env: &CniEnv, conf: &NetConf) -> Result<Identity, ConfError> {
+        // R2: K8S_POD_NAME (podman, CRI), then runtimeConfig.name, then CNI_ARGS name.
+        let name = env
+            .args
+            .get("K8S_POD_NAME")
+            .cloned()
+            .or_else(|| conf.runtime_name.clone())
+            .or_else(|| env.args.get("name").cloned())
+            .filter(|n| !n.is_empty());
+        if let Some(n) = &name {
+            names::dns_name("container name", n)?;
+        }
+        let mut aliases = conf.aliases.clone();
+        // Docker resolves the 12-character short ID of every container (podman sends it as
+        // an alias too; dedup keeps one).
+        if env.container_id.len() >= 12 && env.container_id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let short = env.container_id[..12].to_ascii_lowercase();
+            if !aliases.contains(&short) {
+                aliases.push(short);
+            }
+        }
+        let mut links = conf.links.clone();
+        if let Some(l) = env.args.get("EMBEDNS_LINKS") {
+            links.extend(links_from_args(l)?);
+        }
+        Ok(Identity {
+            name: name.map(|n| names::normalize(&n)),
+            aliases,
+            links,
+        })
+    }
+}

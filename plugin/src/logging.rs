@@ -1,0 +1,25 @@
+//! Logs go to stderr (the runtime shows them with a failure) or to the conf's `logFile`;
+//! stdout carries only the result.
+
+use std::fs::OpenOptions;
+use std::sync::Mutex;
+
+use embedns_conf::netconf::NetConf;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(conf: &NetConf) {
+    let level = conf.log_level.clone().unwrap_or_else(|| "warn".into());
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let file = conf
+        .log_file
+        .as_ref()
+        .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
+    let _ = match file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}

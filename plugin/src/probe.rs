@@ -1,0 +1,39 @@
+//! Asking `127.0.0.11:53` a question from the current netns, to know the resolver answers
+//! through the redirect (ADD returns only then, R25; CHECK asks the same).
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+/// Waits until `127.0.0.11:53` answers over UDP, or `timeout` passes.
+pub fn wait_answers(timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.connect("127.0.0.11:53")?;
+    // A single-label unknown name is answered locally (R16), never forwarded.
+    let name = Name::from_ascii(format!("embedns-probe-{:08x}.", rand::random::<u32>()))?;
+    let mut query = Message::query();
+    query.add_query(Query::query(name, RecordType::A));
+    query.metadata.recursion_desired = true;
+    let id = query.metadata.id;
+    let bytes = query.to_vec()?;
+    let mut buf = [0u8; 512];
+    let mut last_err = String::from("no answer");
+    while Instant::now() < deadline {
+        // ECONNREFUSED until the redirect is in place: the recv below reports it.
+        let _ = sock.send(&bytes);
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(20))
+            .max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(wait))?;
+        match sock.recv(&mut buf) {
+            Ok(n) if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id => return Ok(()),
+            Ok(_) => last_err = "a reply with a wrong ID".into(),
+            Err(e) => last_err = e.to_string(),
+        }
+    }
+    anyhow::bail!("127.0.0.11:53 did not answer within {timeout:?} ({last_err})")
+}

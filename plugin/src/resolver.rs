@@ -1,0 +1,248 @@
+//! The resolver process of a sandbox: starting it detached, telling it to reload, and stopping
+//! exactly our process.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use embedns_conf::paths::StatePaths;
+use embedns_conf::sandbox::ResolverInfo;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::error::{PluginError, RESOLVER_FAILED};
+
+/// How long a resolver may take to bind and report its ports.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long it may take to exit on SIGTERM before it gets SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `embedns-resolverd`: the conf's `resolverPath`, else next to this executable.
+pub fn binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = configured {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("locating the embedns executable")?;
+    Ok(exe.with_file_name("embedns-resolverd"))
+}
+
+/// Starts the resolver of a sandbox whose `sandbox.json` is written, and returns once it has
+/// bound its sockets in the container's netns. It runs in its own session with stdio on
+/// /dev/null, so it outlives the runtime process that called the plugin (R25).
+pub fn spawn(
+    binary: &Path,
+    paths: &StatePaths,
+    container_id: &str,
+) -> anyhow::Result<ResolverInfo> {
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the resolver's ready pipe")?;
+    let ready_w_fd = ready_w.as_raw_fd();
+    let mut cmd = Command::new(binary);
+    cmd.arg("--data-dir")
+        .arg(paths.root())
+        .args(["--container-id", container_id, "--ready-fd", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Ok(level) = std::env::var("EMBEDNS_RESOLVER_LOG") {
+        cmd.env("EMBEDNS_RESOLVER_LOG", level);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, dup2, fcntl).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if ready_w_fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(ready_w_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        PluginError::new(
+            RESOLVER_FAILED,
+            format!("cannot start the resolver {}: {e}", binary.display()),
+        )
+    })?;
+    drop(ready_w);
+    let pid = child.id() as i32;
+    let line = read_line_until(ready_r, Instant::now() + READY_TIMEOUT);
+    let fail = |why: String| -> anyhow::Error {
+        kill_pid(pid);
+        let log = tail(&paths.resolver_log(container_id));
+        PluginError::new(
+            RESOLVER_FAILED,
+            format!("the resolver did not start: {why}{log}"),
+        )
+        .into()
+    };
+    let line = line.map_err(|e| fail(e.to_string()))?;
+    let mut words = line.split_whitespace();
+    let (udp_port, tcp_port) = match (words.next(), words.next(), words.next()) {
+        (Some("READY"), Some(u), Some(t)) => match (u.parse(), t.parse()) {
+            (Ok(u), Ok(t)) => (u, t),
+            _ => return Err(fail(format!("bad ready line {line:?}"))),
+        },
+        _ => return Err(fail(line.trim().to_string())),
+    };
+    let start_time = start_time(pid).ok_or_else(|| fail("it exited right after starting".into()))?;
+    Ok(ResolverInfo {
+        pid,
+        start_time,
+        udp_port,
+        tcp_port,
+    })
+}
+
+/// Reads one line from the ready pipe, or fails at the deadline or on EOF.
+fn read_line_until(fd: OwnedFd, deadline: Instant) -> anyhow::Result<String> {
+    let mut file = File::from(fd);
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            anyhow::bail!("no ready signal within {READY_TIMEOUT:?}");
+        }
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&file), PollFlags::POLLIN)];
+        poll(&mut fds, ms).context("waiting for the resolver")?;
+        let mut chunk = [0u8; 256];
+        let n = match file.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            anyhow::bail!("it exited before it was ready");
+        }
+        got.extend_from_slice(&chunk[..n]);
+        if got.contains(&b'\n') {
+            return Ok(String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_string());
+        }
+    }
+}
+
+/// The last lines of the resolver's log, to explain a failure.
+fn tail(log: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(" (log {}: ", log.display());
+    out.push_str(&lines.into_iter().rev().collect::<Vec<_>>().join(" | "));
+    out.push(')');
+    out
+}
+
+/// Start time of a process (/proc/PID/stat field 22), `None` if it is gone.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and ')' : parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the recorded resolver is still that process and not a zombie.
+pub fn alive(info: &ResolverInfo) -> bool {
+    start_time(info.pid) == Some(info.start_time) && !is_zombie(info.pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Stops the recorded resolver if it is still ours: a pidfd pins the process, its start time
+/// proves it is the one we started, then SIGTERM, and SIGKILL if it lingers.
+pub fn stop(info: &ResolverInfo) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) } as i32;
+    if raw < 0 {
+        return; // gone already
+    }
+    // SAFETY: raw is a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if start_time(info.pid) != Some(info.start_time) {
+        tracing::warn!(pid = info.pid, "pid now belongs to another process; not signalling");
+        return;
+    }
+    let signal = |sig: i32| {
+        // SAFETY: pidfd_send_signal on a pidfd we own.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        }
+    };
+    if signal(libc::SIGTERM) < 0 {
+        return;
+    }
+    if !wait_exit(&pidfd, STOP_TIMEOUT) {
+        tracing::warn!(pid = info.pid, "resolver ignored SIGTERM; sending SIGKILL");
+        signal(libc::SIGKILL);
+        wait_exit(&pidfd, STOP_TIMEOUT);
+    }
+}
+
+/// A pidfd becomes readable when its process exits.
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = PollTimeout::try_from(left.as_millis() as i32 + 1).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(pidfd), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn kill_pid(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+/// Sends one command on the resolver's control socket and returns its reply line.
+pub fn control(paths: &StatePaths, container_id: &str, cmd: &str) -> anyhow::Result<String> {
+    let path = paths.control_socket(container_id);
+    let mut stream = UnixStream::connect(&path)
+        .with_context(|| format!("connecting to the resolver at {}", path.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    writeln!(stream, "{}", serde_json::json!({ "cmd": cmd }))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
+    if reply.get("ok") != Some(&serde_json::Value::Bool(true)) {
+        anyhow::bail!("resolver refused {cmd}: {line}");
+    }
+    Ok(line)
+}
