@@ -1,1 +1,138 @@
-fn main() {}
+//! `embedns-resolverd --data-dir DIR --container-id ID --ready-fd FD`: started by the embedns
+//! plugin, never by hand. It makes its host-netns socket maker, enters the container's netns,
+//! brings `lo` up, binds UDP and TCP on 127.0.0.11 at kernel-chosen ports, loads the records
+//! of the container's networks, and writes `READY <udp> <tcp>` (or `ERROR <why>`) on FD.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use embedns_conf::paths::StatePaths;
+use embedns_conf::sandbox;
+use embedns_resolverd::forward::Forwarder;
+use embedns_resolverd::hostns::HostSockets;
+use embedns_resolverd::state::Resolver;
+use embedns_resolverd::{control, server, sys, watch};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The log is cut in half when it grows past this at start.
+const LOG_CAP: u64 = 1 << 20;
+
+struct Args {
+    data_dir: PathBuf,
+    container_id: String,
+    ready_fd: i32,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let (mut data_dir, mut container_id, mut ready_fd) = (None, None, None);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--data-dir" => data_dir = Some(PathBuf::from(value)),
+            "--container-id" => container_id = Some(value),
+            "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
+            _ => anyhow::bail!("unknown flag {flag} (this program is started by the embedns CNI plugin)"),
+        }
+    }
+    Ok(Args {
+        data_dir: data_dir.context("--data-dir is required")?,
+        container_id: container_id.context("--container-id is required")?,
+        ready_fd: ready_fd.unwrap_or(-1),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("embedns-resolverd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: the plugin passes the write end of a pipe as this fd; we own it from here.
+    let mut ready = (args.ready_fd >= 0).then(|| unsafe { File::from_raw_fd(args.ready_fd) });
+    let paths = StatePaths::new(&args.data_dir);
+    init_logging(&paths, &args.container_id);
+    match run(&args, paths, &mut ready) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            if let Some(r) = ready.as_mut() {
+                let _ = writeln!(r, "ERROR {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Result<()> {
+    let sb = sandbox::load(&paths, &args.container_id)?
+        .with_context(|| format!("no sandbox for {}", args.container_id))?;
+    // Host-netns sockets must be made by a thread that never leaves the host netns (R18).
+    let host = HostSockets::start().context("starting the host-netns thread")?;
+    sys::enter_netns(&sb.netns)?;
+    sys::loopback_up()?;
+    let udp = std::net::UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
+    let tcp = std::net::TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
+    udp.set_nonblocking(true)?;
+    tcp.set_nonblocking(true)?;
+    let ports = (udp.local_addr()?.port(), tcp.local_addr()?.port());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let st = Arc::new(Resolver::new(&args.container_id, paths));
+        let _ = st.ports.set(ports);
+        let events = watch::init(&st).context("inotify")?;
+        let nets = st.reload()?;
+        let control = control::bind(&st).context("binding the control socket")?;
+        let fwd = Arc::new(Forwarder::new(st.clone(), host));
+        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(server::serve_udp(udp, st.clone(), fwd.clone()));
+        tokio::spawn(server::serve_tcp(tcp, st.clone(), fwd));
+        tokio::spawn(watch::run(events, st.clone()));
+        tokio::spawn(control::serve(control, st.clone()));
+        tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
+        if let Some(mut r) = ready.take() {
+            writeln!(r, "READY {} {}", ports.0, ports.1).context("signalling readiness")?;
+        }
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("stopping");
+        Ok(())
+    })
+}
+
+/// Logs to `resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the level).
+fn init_logging(paths: &StatePaths, container_id: &str) {
+    let path = paths.resolver_log(container_id);
+    if std::fs::metadata(&path).map(|m| m.len() > LOG_CAP).unwrap_or(false) {
+        let _ = std::fs::rename(&path, path.with_extension("log.1"));
+    }
+    let Ok(file) = OpenOptions::new().create(true).append(true).open(&path) else {
+        return;
+    };
+    let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(Mutex::new(file))
+        .try_init();
+}

@@ -1,0 +1,244 @@
+//! From query bytes to a local reply or a decision to forward (R9–R13, R16): header flags as
+//! Docker sets them, and truncation to the client's size that never cuts a record.
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::lookup::{Outcome, View};
+use crate::state::{Counters, Resolver};
+
+/// The payload size we advertise in our EDNS replies.
+const OUR_EDNS_PAYLOAD: u16 = 1232;
+
+/// What to do with one datagram or TCP message.
+pub enum Handled {
+    Reply(Vec<u8>),
+    /// Not answered locally: forward the bytes unchanged (R15).
+    Forward { question_end: usize },
+    /// Not a query (a response, or less than a header): no reply.
+    Drop,
+}
+
+/// Handles one query. `tcp` lifts the size limit to 65535 (R13).
+pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
+    if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+        return Handled::Drop;
+    }
+    let msg = match Message::from_vec(bytes) {
+        Ok(m) => m,
+        Err(_) => return Handled::Reply(header_only(bytes, ResponseCode::FormErr)),
+    };
+    if msg.metadata.op_code != OpCode::Query {
+        return Handled::Reply(header_only(bytes, ResponseCode::NotImp));
+    }
+    if msg.queries.len() != 1 {
+        return Handled::Reply(header_only(bytes, ResponseCode::FormErr));
+    }
+    let q = &msg.queries[0];
+    if !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY) {
+        return forward(bytes);
+    }
+    let name = embedns_conf::names::normalize(&q.name().to_ascii());
+    let outcome = {
+        let nets = st.networks.read().unwrap();
+        View {
+            container_id: &st.container_id,
+            networks: &nets,
+        }
+        .lookup(&name, q.query_type())
+    };
+    if outcome == Outcome::Forward {
+        return forward(bytes);
+    }
+    Counters::bump(&st.counters.local);
+    Handled::Reply(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
+}
+
+fn forward(bytes: &[u8]) -> Handled {
+    match question_end(bytes) {
+        Some(question_end) => Handled::Forward { question_end },
+        None => Handled::Reply(header_only(bytes, ResponseCode::FormErr)),
+    }
+}
+
+/// R13: 512 bytes over UDP, or the client's EDNS size; 65535 over TCP.
+fn size_limit(msg: &Message, tcp: bool) -> usize {
+    if tcp {
+        return u16::MAX as usize;
+    }
+    msg.edns
+        .as_ref()
+        .map(|e| e.max_payload().max(512))
+        .unwrap_or(512) as usize
+}
+
+/// A reply skeleton for `query`: ID and question echoed, RD copied, RA=1, AA=0 (R12).
+pub fn reply_to(query: &Message, rcode: ResponseCode) -> Message {
+    let mut resp = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+    resp.metadata.recursion_desired = query.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.metadata.authoritative = false;
+    resp.metadata.checking_disabled = query.metadata.checking_disabled;
+    resp.metadata.response_code = rcode;
+    resp.add_queries(query.queries.iter().cloned());
+    if query.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(OUR_EDNS_PAYLOAD).set_version(0);
+        resp.set_edns(edns);
+    }
+    resp
+}
+
+fn local_reply(query: &Message, outcome: &Outcome, limit: usize) -> Vec<u8> {
+    let mut resp = reply_to(query, ResponseCode::NoError);
+    let qname: Name = query.queries[0].name().clone();
+    match outcome {
+        Outcome::Addresses(ips, ttl) => {
+            for ip in ips {
+                let rdata = match ip {
+                    std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
+                    std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                resp.add_answer(Record::from_rdata(qname.clone(), *ttl, rdata));
+            }
+        }
+        Outcome::Pointer(target, ttl) => match Name::from_ascii(target) {
+            Ok(n) => {
+                resp.add_answer(Record::from_rdata(qname, *ttl, RData::PTR(PTR(n))));
+            }
+            Err(_) => resp.metadata.response_code = ResponseCode::ServFail,
+        },
+        Outcome::NoData(_) | Outcome::Forward => {}
+    }
+    encode_within(resp, limit)
+}
+
+/// Encodes, dropping whole answers and setting TC until the message fits `limit`.
+pub fn encode_within(mut resp: Message, limit: usize) -> Vec<u8> {
+    let full = match resp.to_vec() {
+        Ok(b) => b,
+        Err(_) => return servfail_bytes(&resp),
+    };
+    if full.len() <= limit {
+        return full;
+    }
+    resp.metadata.truncation = true;
+    // Start from a proportional guess, then step down until it fits.
+    let n = resp.answers.len();
+    let mut keep = (n * limit / full.len()).min(n);
+    loop {
+        resp.answers.truncate(keep);
+        if let Ok(b) = resp.to_vec() {
+            if b.len() <= limit || keep == 0 {
+                return b;
+            }
+        }
+        if keep == 0 {
+            return servfail_bytes(&resp);
+        }
+        keep -= 1;
+    }
+}
+
+fn servfail_bytes(resp: &Message) -> Vec<u8> {
+    let mut bytes = vec![0u8; 12];
+    bytes[..2].copy_from_slice(&resp.metadata.id.to_be_bytes());
+    header_only(&bytes, ResponseCode::ServFail)
+}
+
+/// A bare reply built from the request's raw header, for what does not parse.
+pub fn header_only(request: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[..2].copy_from_slice(&request[..2]);
+    let opcode_rd = request.get(2).copied().unwrap_or(0) & 0x79; // opcode and RD
+    out[2] = 0x80 | opcode_rd;
+    out[3] = 0x80 | (u16::from(rcode) as u8 & 0x0f);
+    out
+}
+
+/// A SERVFAIL/REFUSED reply echoing the raw question of a forwarded query.
+pub fn error_for_raw(request: &[u8], question_end: usize, rcode: ResponseCode) -> Vec<u8> {
+    let mut out = header_only(request, rcode);
+    out[4..6].copy_from_slice(&1u16.to_be_bytes()); // one question
+    out.extend_from_slice(&request[12..question_end]);
+    out
+}
+
+/// End offset of the first question (uncompressed, as clients send it), or `None`.
+pub fn question_end(bytes: &[u8]) -> Option<usize> {
+    if u16::from_be_bytes([bytes[4], bytes[5]]) != 1 {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *bytes.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    (i + 4 <= bytes.len()).then_some(i + 4)
+}
+
+/// Record types a query may ask for, for logs.
+pub fn qtype_of(bytes: &[u8], question_end: usize) -> RecordType {
+    RecordType::from(u16::from_be_bytes([
+        bytes[question_end - 4],
+        bytes[question_end - 3],
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+
+    fn query(name: &str, t: RecordType, edns: Option<u16>) -> Message {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        m.metadata.recursion_desired = true;
+        if let Some(p) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(p);
+            m.set_edns(e);
+        }
+        m
+    }
+
+    #[test]
+    fn flags_and_truncation() {
+        // R12, R13: 40 AAAA answers exceed 512 bytes; whole records are dropped, TC set.
+        let q = query("Many.", RecordType::AAAA, None);
+        let ips: Vec<std::net::IpAddr> = (0..40u16)
+            .map(|i| std::net::IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]))
+            .collect();
+        let bytes = local_reply(&q, &Outcome::Addresses(ips.clone(), 600), 512);
+        assert!(bytes.len() <= 512);
+        let r = Message::from_vec(&bytes).unwrap();
+        assert!(r.metadata.truncation);
+        assert!(r.metadata.recursion_available && !r.metadata.authoritative);
+        assert!(r.metadata.recursion_desired);
+        assert_eq!(r.metadata.id, q.metadata.id);
+        assert_eq!(r.queries[0].name().to_ascii(), "Many.");
+        assert!(!r.answers.is_empty() && r.answers.len() < 40);
+        let full = Message::from_vec(&local_reply(&q, &Outcome::Addresses(ips, 600), 65535)).unwrap();
+        assert_eq!(full.answers.len(), 40);
+        assert!(!full.metadata.truncation);
+    }
+
+    #[test]
+    fn question_bounds() {
+        let q = query("web.", RecordType::A, None).to_vec().unwrap();
+        assert_eq!(question_end(&q), Some(12 + 5 + 4));
+        assert_eq!(qtype_of(&q, 21), RecordType::A);
+        let err = error_for_raw(&q, 21, ResponseCode::ServFail);
+        let m = Message::from_vec(&err).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(m.queries.len(), 1);
+    }
+}

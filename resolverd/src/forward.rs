@@ -1,0 +1,174 @@
+//! Forwarding what is not answered locally (R15, R17–R21): the query goes upstream unchanged
+//! but for a fresh random ID, over the client's transport; the answer comes back with the
+//! client's ID. Each upstream gets a timeout; on timeout, error, SERVFAIL or REFUSED the next
+//! is tried, and one that failed is tried last for the next 30 s (★ over Docker). At most
+//! `maxInflight` queries are in flight; beyond that the answer is REFUSED at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use nix::sys::socket::SockType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+use crate::answer::error_for_raw;
+use crate::hostns::HostSockets;
+use crate::state::{Counters, Resolver, Upstream};
+
+/// How long an upstream that failed stays at the end of the list.
+const PENALTY: Duration = Duration::from_secs(30);
+/// Docker logs upstream failures at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Forwarder {
+    state: Arc<Resolver>,
+    host: HostSockets,
+    inflight: Arc<Semaphore>,
+    failed_at: Mutex<HashMap<SocketAddr, Instant>>,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl Forwarder {
+    pub fn new(state: Arc<Resolver>, host: HostSockets) -> Self {
+        let max = state.upstreams.read().unwrap().max_inflight;
+        Forwarder {
+            state,
+            host,
+            inflight: Arc::new(Semaphore::new(max)),
+            failed_at: Mutex::new(HashMap::new()),
+            last_log: Mutex::new(None),
+        }
+    }
+
+    /// Forwards `query` and returns the bytes to send the client.
+    pub async fn forward(&self, query: &[u8], question_end: usize, tcp: bool) -> Vec<u8> {
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            Counters::bump(&self.state.counters.refused);
+            self.log_limited(format_args!("more than the allowed forwarded queries in flight; refusing"));
+            return error_for_raw(query, question_end, ResponseCode::Refused);
+        };
+        Counters::bump(&self.state.counters.forwarded);
+        let (upstreams, timeout) = {
+            let set = self.state.upstreams.read().unwrap();
+            (self.ordered(&set.list), set.timeout)
+        };
+        let client_id = [query[0], query[1]];
+        for up in upstreams {
+            let id: u16 = rand::random();
+            let mut q = query.to_vec();
+            q[..2].copy_from_slice(&id.to_be_bytes());
+            let started = Instant::now();
+            let result = tokio::time::timeout(timeout, self.exchange(up, &q, question_end, tcp)).await;
+            let why = match result {
+                Ok(Ok(mut resp)) => {
+                    let rcode = resp[3] & 0x0f;
+                    if rcode == u16::from(ResponseCode::ServFail) as u8
+                        || rcode == u16::from(ResponseCode::Refused) as u8
+                    {
+                        format!("answered rcode {rcode}")
+                    } else {
+                        self.failed_at.lock().unwrap().remove(&up.addr);
+                        self.state.counters.upstream_micros.fetch_add(
+                            started.elapsed().as_micros() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        resp[..2].copy_from_slice(&client_id);
+                        return resp;
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {timeout:?}"),
+            };
+            self.failed_at.lock().unwrap().insert(up.addr, Instant::now());
+            self.log_limited(format_args!("upstream {} failed: {why}", up.addr));
+        }
+        Counters::bump(&self.state.counters.failed);
+        error_for_raw(query, question_end, ResponseCode::ServFail)
+    }
+
+    /// Upstreams in order, those that failed in the last 30 s moved to the end.
+    fn ordered(&self, list: &[Upstream]) -> Vec<Upstream> {
+        let failed = self.failed_at.lock().unwrap();
+        let recent = |u: &Upstream| failed.get(&u.addr).is_some_and(|t| t.elapsed() < PENALTY);
+        let mut out: Vec<Upstream> = list.iter().filter(|u| !recent(u)).copied().collect();
+        out.extend(list.iter().filter(|u| recent(u)).copied());
+        out
+    }
+
+    async fn exchange(
+        &self,
+        up: Upstream,
+        query: &[u8],
+        question_end: usize,
+        tcp: bool,
+    ) -> std::io::Result<Vec<u8>> {
+        let v6 = up.addr.is_ipv6();
+        if tcp {
+            let stream = if up.from_host {
+                let fd = self.host.socket(v6, SockType::Stream).await?;
+                TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
+                    .connect(up.addr)
+                    .await?
+            } else {
+                TcpStream::connect(up.addr).await?
+            };
+            return exchange_tcp(stream, query, question_end).await;
+        }
+        let sock = if up.from_host {
+            let fd = self.host.socket(v6, SockType::Datagram).await?;
+            UdpSocket::from_std(std::net::UdpSocket::from(fd))?
+        } else {
+            let any: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+            UdpSocket::bind(any).await?
+        };
+        sock.connect(up.addr).await?;
+        sock.send(query).await?;
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let n = sock.recv(&mut buf).await?;
+            // A reply with another ID or question is not ours (spoofed or late): keep waiting.
+            if is_reply_to(&buf[..n], query, question_end) {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+        }
+    }
+
+    fn log_limited(&self, msg: std::fmt::Arguments<'_>) {
+        let mut last = self.last_log.lock().unwrap();
+        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!("{msg}");
+        }
+    }
+}
+
+async fn exchange_tcp(
+    mut stream: TcpStream,
+    query: &[u8],
+    question_end: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await?;
+    let len = stream.read_u16().await? as usize;
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).await?;
+    if !is_reply_to(&buf, query, question_end) {
+        return Err(std::io::Error::other("upstream answered another question or ID"));
+    }
+    Ok(buf)
+}
+
+/// Same ID, QR set, and the same question (case-insensitively).
+fn is_reply_to(resp: &[u8], query: &[u8], question_end: usize) -> bool {
+    resp.len() >= question_end
+        && resp[..2] == query[..2]
+        && resp[2] & 0x80 != 0
+        && resp[12..question_end].eq_ignore_ascii_case(&query[12..question_end])
+}

@@ -1,0 +1,48 @@
+//! Sockets in the host's network namespace, for upstreams taken from the host's resolv.conf
+//! (R18: a host resolver on 127.0.0.53 works). A socket keeps the netns it was created in, so
+//! one thread stays in the host netns (it is started before the main thread enters the
+//! container's) and makes sockets on request; they are then used from the runtime like any
+//! other.
+
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use tokio::sync::oneshot;
+
+type Reply = oneshot::Sender<nix::Result<OwnedFd>>;
+
+/// A handle to the host-netns socket maker.
+#[derive(Clone)]
+pub struct HostSockets {
+    tx: mpsc::Sender<(AddressFamily, SockType, Reply)>,
+}
+
+impl HostSockets {
+    /// Starts the maker thread in the calling thread's (the host's) netns.
+    pub fn start() -> std::io::Result<HostSockets> {
+        let (tx, rx) = mpsc::channel::<(AddressFamily, SockType, Reply)>();
+        std::thread::Builder::new()
+            .name("host-netns".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for (family, ty, reply) in rx {
+                    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+                    let _ = reply.send(socket(family, ty, flags, None));
+                }
+            })?;
+        Ok(HostSockets { tx })
+    }
+
+    /// A new non-blocking socket of the host netns.
+    pub async fn socket(&self, v6: bool, ty: SockType) -> std::io::Result<OwnedFd> {
+        let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((family, ty, reply))
+            .map_err(|_| std::io::Error::other("host-netns thread is gone"))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("host-netns thread is gone"))?
+            .map_err(std::io::Error::from)
+    }
+}

@@ -1,0 +1,278 @@
+//! Docker's naming rules (docker-behaviour.md R1–R10, R16), as pure functions over the
+//! networks the asking container is on. No I/O here: the server asks, this answers.
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::RecordType;
+use rand::seq::SliceRandom;
+
+use crate::index::NetworkIndex;
+use embedns_conf::netconf::DEFAULT_TTL;
+
+/// What the resolver does with a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Addresses of the asked family, already shuffled (R5), with their TTL.
+    Addresses(Vec<IpAddr>, u32),
+    /// A known name without data of the asked type: NOERROR, no answers (R9, R16).
+    NoData(u32),
+    /// A reverse answer `<name>.<network>.` (R10).
+    Pointer(String, u32),
+    /// Not ours: forward it (R15).
+    Forward,
+}
+
+/// The container's view: its networks in attach order and its own ID.
+pub struct View<'a> {
+    pub container_id: &'a str,
+    pub networks: &'a [NetworkIndex],
+}
+
+impl View<'_> {
+    /// Answers a question for a normalized name (lower case, no trailing dot).
+    pub fn lookup(&self, name: &str, qtype: RecordType) -> Outcome {
+        if qtype == RecordType::PTR {
+            if let Some(ip) = arpa_to_ip(name) {
+                return self.reverse(&ip);
+            }
+        }
+        match self.resolve(name) {
+            Some((mut ips, ttl)) => {
+                ips.retain(|ip| match qtype {
+                    RecordType::A => ip.is_ipv4(),
+                    RecordType::AAAA => ip.is_ipv6(),
+                    _ => false,
+                });
+                if ips.is_empty() {
+                    Outcome::NoData(ttl)
+                } else {
+                    ips.shuffle(&mut rand::rng());
+                    Outcome::Addresses(ips, ttl)
+                }
+            }
+            // R16: an unknown single-label A/AAAA never leaves the container.
+            None if !name.contains('.') && matches!(qtype, RecordType::A | RecordType::AAAA) => {
+                Outcome::NoData(self.ttl(None))
+            }
+            None => Outcome::Forward,
+        }
+    }
+
+    /// All addresses of a name, deduplicated, and the TTL to give them.
+    fn resolve(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
+        // R4: the asker's links first; a link to a target not on the network is as if the
+        // alias did not exist.
+        for net in self.networks {
+            for own in net.owned_by(self.container_id) {
+                if let Some(link) = own.links.iter().find(|l| l.alias == name) {
+                    if let Some(hit) = self.by_name(&link.name) {
+                        return Some(hit);
+                    }
+                }
+            }
+        }
+        if let Some(hit) = self.by_name(name) {
+            return Some(hit);
+        }
+        // R7: `a.b.net` as `a.b` on network `net`, when the asker is on `net`.
+        for net in self.networks {
+            let suffix = net.network.to_ascii_lowercase();
+            if let Some(prefix) = name
+                .strip_suffix(suffix.as_str())
+                .and_then(|p| p.strip_suffix('.'))
+            {
+                if let Some(ips) = addresses(net, prefix) {
+                    return Some((ips, self.ttl(Some(net))));
+                }
+            }
+        }
+        None
+    }
+
+    /// R1/R5: the first network (in attach order) that knows the name answers, with every
+    /// address it has for it.
+    fn by_name(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
+        self.networks
+            .iter()
+            .find_map(|net| addresses(net, name).map(|ips| (ips, self.ttl(Some(net)))))
+    }
+
+    /// R10: the container name on the network, for an address of a container.
+    fn reverse(&self, ip: &IpAddr) -> Outcome {
+        for net in self.networks {
+            if let Some(name) = net.by_ip(ip).find_map(|r| r.name.clone()) {
+                return Outcome::Pointer(format!("{name}.{}.", net.network), self.ttl(Some(net)));
+            }
+        }
+        Outcome::Forward
+    }
+
+    /// R11: the TTL configured on the asker's own record of that network.
+    fn ttl(&self, net: Option<&NetworkIndex>) -> u32 {
+        let mut nets = net.into_iter().chain(self.networks.iter());
+        nets.find_map(|n| n.owned_by(self.container_id).next().map(|r| r.ttl))
+            .unwrap_or(DEFAULT_TTL)
+    }
+}
+
+fn addresses(net: &NetworkIndex, name: &str) -> Option<Vec<IpAddr>> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut found = false;
+    for r in net.by_name(name) {
+        found = true;
+        for ip in &r.ips {
+            if !ips.contains(ip) {
+                ips.push(*ip);
+            }
+        }
+    }
+    found.then_some(ips)
+}
+
+/// `4.3.2.1.in-addr.arpa` / nibble `ip6.arpa` names to addresses; `None` for partial names.
+pub fn arpa_to_ip(name: &str) -> Option<IpAddr> {
+    if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
+        let mut octets: Vec<u8> = v4.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
+        if octets.len() != 4 {
+            return None;
+        }
+        octets.reverse();
+        return Some(IpAddr::from([octets[0], octets[1], octets[2], octets[3]]));
+    }
+    let v6 = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u8> = v6
+        .split('.')
+        .map(|n| {
+            (n.len() == 1)
+                .then(|| u8::from_str_radix(n, 16).ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    // The name lists nibbles least significant first.
+    for k in 0..16 {
+        bytes[15 - k] = (nibbles[2 * k + 1] << 4) | nibbles[2 * k];
+    }
+    Some(IpAddr::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedns_conf::record::{Link, Record, Upstreams};
+
+    fn rec(net: &str, cid: &str, name: Option<&str>, aliases: &[&str], ips: &[&str]) -> Record {
+        Record {
+            network: net.into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            name: name.map(str::to_string),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            links: vec![],
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            netns: String::new(),
+            domain_name: None,
+            ttl: 600,
+            internal: false,
+            upstreams: Upstreams::default(),
+            upstream_timeout_ms: 2000,
+            max_inflight: 1024,
+        }
+    }
+
+    fn net(name: &str, recs: Vec<Record>) -> NetworkIndex {
+        let mut n = NetworkIndex::new(name);
+        for r in recs {
+            n.upsert(&r.key(), r);
+        }
+        n
+    }
+
+    fn a(o: Outcome) -> Vec<String> {
+        match o {
+            Outcome::Addresses(ips, _) => {
+                let mut v: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                v.sort();
+                v
+            }
+            other => panic!("expected addresses, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_aliases_and_round_robin() {
+        // R2, R3, R5
+        let nets = [net(
+            "n1",
+            vec![
+                rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]),
+                rec("n1", "c2", Some("web1"), &["www"], &["10.0.0.2"]),
+                rec("n1", "c3", Some("web2"), &["www"], &["10.0.0.3", "fd00::3"]),
+            ],
+        )];
+        let v = View { container_id: "me", networks: &nets };
+        assert_eq!(a(v.lookup("web1", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(a(v.lookup("www", RecordType::A)), vec!["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(a(v.lookup("www", RecordType::AAAA)), vec!["fd00::3"]);
+        // R9
+        assert_eq!(v.lookup("web1", RecordType::AAAA), Outcome::NoData(600));
+        assert_eq!(v.lookup("web1", RecordType::MX), Outcome::NoData(600));
+        // R16 / R15
+        assert_eq!(v.lookup("nothere", RecordType::A), Outcome::NoData(600));
+        assert_eq!(v.lookup("nothere", RecordType::MX), Outcome::Forward);
+        assert_eq!(v.lookup("example.com", RecordType::A), Outcome::Forward);
+    }
+
+    #[test]
+    fn links_only_for_their_owner_and_before_names() {
+        // R4
+        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
+        me.links = vec![
+            Link { name: "web".into(), alias: "db".into() },
+            Link { name: "absent".into(), alias: "ghost".into() },
+        ];
+        let nets = [net(
+            "n1",
+            vec![
+                me,
+                rec("n1", "c2", Some("web"), &[], &["10.0.0.2"]),
+                rec("n1", "c3", Some("db"), &[], &["10.0.0.3"]),
+            ],
+        )];
+        let mine = View { container_id: "me", networks: &nets };
+        assert_eq!(a(mine.lookup("db", RecordType::A)), vec!["10.0.0.2"]);
+        let other = View { container_id: "c2", networks: &nets };
+        assert_eq!(a(other.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
+        // a link to a missing target is as if the alias did not exist
+        assert_eq!(mine.lookup("ghost", RecordType::A), Outcome::NoData(600));
+    }
+
+    #[test]
+    fn scope_dotted_names_and_ptr() {
+        // R1, R7, R10
+        let n1 = net("n1", vec![rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]), rec("n1", "c2", Some("web"), &["alias"], &["10.0.0.2"])]);
+        let n2 = net("n2", vec![rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])]);
+        let only_n1 = [n1];
+        let v = View { container_id: "me", networks: &only_n1 };
+        assert_eq!(v.lookup("hidden", RecordType::A), Outcome::NoData(600));
+        assert_eq!(a(v.lookup("web.n1", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(v.lookup("web.n2", RecordType::A), Outcome::Forward);
+        assert_eq!(
+            v.lookup("2.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Pointer("web.n1.".into(), 600)
+        );
+        assert_eq!(v.lookup("9.9.9.10.in-addr.arpa", RecordType::PTR), Outcome::Forward);
+        drop(n2);
+    }
+
+    #[test]
+    fn arpa_parsing() {
+        assert_eq!(arpa_to_ip("4.3.2.1.in-addr.arpa"), Some("1.2.3.4".parse().unwrap()));
+        let six = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(arpa_to_ip(six), Some("fd00::3".parse().unwrap()));
+        assert_eq!(arpa_to_ip("3.2.1.in-addr.arpa"), None);
+    }
+}
