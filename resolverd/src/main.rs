@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -122,7 +123,11 @@ fn init_logging(paths: &StatePaths, container_id: &str) {
     if std::fs::metadata(&path).map(|m| m.len() > LOG_CAP).unwrap_or(false) {
         let _ = std::fs::rename(&path, path.with_extension("log.1"));
     }
-    let Ok(file) = OpenOptions::new().create(true).append(true).open(&path) else {
+    let Ok(file) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path) else {
         return;
     };
     let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());
