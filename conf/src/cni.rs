@@ -123,7 +123,10 @@ pub fn add_result(prev: Option<&Value>, version: &str, dns: &ResultDns) -> Value
             }
         }
     }
-    out.insert("dns".into(), serde_json::to_value(dns).unwrap_or(Value::Null));
+    out.insert(
+        "dns".into(),
+        serde_json::to_value(dns).unwrap_or(Value::Null),
+    );
     Value::Object(out)
 }
 

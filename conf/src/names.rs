@@ -19,10 +19,18 @@ pub fn container_id(id: &str) -> Result<(), ConfError> {
 /// Checks a CNI_IFNAME (part of a record's file name; Linux caps names at 15 bytes).
 pub fn ifname(name: &str) -> Result<(), ConfError> {
     if name.is_empty() || name.len() > 15 || name == "." || name == ".." {
-        return Err(invalid("interface name", name, "must be 1 to 15 characters"));
+        return Err(invalid(
+            "interface name",
+            name,
+            "must be 1 to 15 characters",
+        ));
     }
     if name.contains(['/', '@']) || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("interface name", name, "must not contain '/', '@' or spaces"));
+        return Err(invalid(
+            "interface name",
+            name,
+            "must not contain '/', '@' or spaces",
+        ));
     }
     Ok(())
 }
@@ -36,13 +44,28 @@ pub fn dns_name(what: &'static str, name: &str) -> Result<(), ConfError> {
     }
     for label in trimmed.split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(invalid(what, name, "each dot-separated label must be 1 to 63 characters"));
+            return Err(invalid(
+                what,
+                name,
+                "each dot-separated label must be 1 to 63 characters",
+            ));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(invalid(what, name, "only letters, digits, '-', '_' and '.' are allowed"));
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                what,
+                name,
+                "only letters, digits, '-', '_' and '.' are allowed",
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(invalid(what, name, "a label must not start or end with '-'"));
+            return Err(invalid(
+                what,
+                name,
+                "a label must not start or end with '-'",
+            ));
         }
     }
     Ok(())
@@ -55,7 +78,11 @@ pub fn normalize(name: &str) -> String {
 
 fn path_component(what: &'static str, value: &str, max: usize) -> Result<(), ConfError> {
     if value.is_empty() || value.len() > max {
-        return Err(invalid(what, value, &format!("must be 1 to {max} characters")));
+        return Err(invalid(
+            what,
+            value,
+            &format!("must be 1 to {max} characters"),
+        ));
     }
     // The CNI spec allows alphanumerics, '_', '.' and '-' in both; '.' alone and '..' would
     // name the parent directory.
@@ -66,7 +93,11 @@ fn path_component(what: &'static str, value: &str, max: usize) -> Result<(), Con
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     {
-        return Err(invalid(what, value, "only letters, digits, '_', '.' and '-' are allowed"));
+        return Err(invalid(
+            what,
+            value,
+            "only letters, digits, '_', '.' and '-' are allowed",
+        ));
     }
     Ok(())
 }

@@ -210,7 +210,9 @@ impl NetConf {
         }
         if let Some(p) = &raw.prev_result {
             if !p.is_object() {
-                return Err(ConfError::InvalidConfig("prevResult must be an object".into()));
+                return Err(ConfError::InvalidConfig(
+                    "prevResult must be an object".into(),
+                ));
             }
         }
         Ok(NetConf {
@@ -255,9 +257,7 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfError> {
         return Ok(SocketAddr::new(ip, 53));
     }
     s.parse::<SocketAddr>().map_err(|_| {
-        ConfError::InvalidConfig(format!(
-            "nameserver {s:?} is not an IP address or IP:port"
-        ))
+        ConfError::InvalidConfig(format!("nameserver {s:?} is not an IP address or IP:port"))
     })
 }
 
@@ -359,7 +359,12 @@ mod tests {
                 .cni_code(),
             7
         );
-        assert_eq!(conf(r#","dns":{"nameservers":["nope"]}"#).unwrap_err().cni_code(), 7);
+        assert_eq!(
+            conf(r#","dns":{"nameservers":["nope"]}"#)
+                .unwrap_err()
+                .cni_code(),
+            7
+        );
     }
 
     #[test]

@@ -97,7 +97,10 @@ pub struct Record {
 impl Record {
     /// Every name this record answers to on its network (container name first).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.name.iter().chain(self.aliases.iter()).map(String::as_str)
+        self.name
+            .iter()
+            .chain(self.aliases.iter())
+            .map(String::as_str)
     }
 
     /// The store's key of an attachment: unique per (container, interface) on a network.

@@ -103,7 +103,10 @@ mod tests {
             options: vec!["edns0".into()],
         };
         let text = rc.render();
-        let ns: Vec<&str> = text.lines().filter(|l| l.starts_with("nameserver")).collect();
+        let ns: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
         assert_eq!(ns, vec!["nameserver 127.0.0.11"]);
         assert!(text.contains("search corp.example\n"));
         assert!(text.contains("options edns0 ndots:0\n"));
@@ -113,7 +116,9 @@ mod tests {
 
     #[test]
     fn caps_upstreams_at_three() {
-        let rc = ResolvConf::parse("nameserver 1.1.1.1\nnameserver 1.1.1.2\nnameserver 1.1.1.3\nnameserver 1.1.1.4\n");
+        let rc = ResolvConf::parse(
+            "nameserver 1.1.1.1\nnameserver 1.1.1.2\nnameserver 1.1.1.3\nnameserver 1.1.1.4\n",
+        );
         assert_eq!(rc.upstreams().len(), 3);
     }
 }

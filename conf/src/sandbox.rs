@@ -82,11 +82,18 @@ pub fn save(paths: &StatePaths, _lock: &SandboxLock, sb: &Sandbox) -> Result<(),
 
 /// Removes the sandbox's directory (its lock file included: the caller's lock stays valid
 /// until dropped, and a waiter that then locks the unlinked file re-creates the directory).
-pub fn remove(paths: &StatePaths, _lock: &SandboxLock, container_id: &str) -> Result<(), ConfError> {
+pub fn remove(
+    paths: &StatePaths,
+    _lock: &SandboxLock,
+    container_id: &str,
+) -> Result<(), ConfError> {
     let dir = paths.sandbox(container_id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ConfError::Io { path: dir, source: e }),
+        Err(e) => Err(ConfError::Io {
+            path: dir,
+            source: e,
+        }),
     }
 }

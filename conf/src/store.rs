@@ -145,12 +145,14 @@ pub fn record_key(file_name: &str) -> Option<&str> {
 /// Reads a record file; `Ok(None)` if it does not exist.
 pub fn read_record(path: &Path) -> Result<Option<Record>, ConfError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| ConfError::Corrupt {
-                path: path.to_path_buf(),
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| ConfError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ConfError::io(path, e)),
     }
@@ -255,10 +257,16 @@ mod tests {
         let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
         let lock = store.lock().unwrap();
         store.put(&lock, &record("c1", "web")).unwrap();
-        assert_eq!(store.get("c1", "eth0").unwrap().unwrap().name.as_deref(), Some("web"));
+        assert_eq!(
+            store.get("c1", "eth0").unwrap().unwrap().name.as_deref(),
+            Some("web")
+        );
         assert_eq!(store.claimants("web").unwrap(), vec!["c1@eth0"]);
         assert_eq!(store.list().unwrap().len(), 1);
-        let mode = fs::metadata(store.record_path("c1@eth0")).unwrap().permissions().mode();
+        let mode = fs::metadata(store.record_path("c1@eth0"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(store.remove(&lock, "c1", "eth0").unwrap().is_some());
         assert!(store.remove(&lock, "c1", "eth0").unwrap().is_none());

@@ -80,7 +80,9 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     let lock = sandbox::lock(&paths, &env.container_id)?;
     let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &binary);
     if let Err(e) = attached {
-        if let Err(undo) = del::detach_locked(&paths, &lock, &env.container_id, &conf.name, &env.ifname) {
+        if let Err(undo) =
+            del::detach_locked(&paths, &lock, &env.container_id, &conf.name, &env.ifname)
+        {
             tracing::error!("undoing the failed ADD: {undo:#}");
         }
         return Err(e);

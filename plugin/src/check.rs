@@ -50,11 +50,17 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
         .as_ref()
         .ok_or_else(|| failed("no resolver recorded".into()))?;
     if !resolver::alive(info) {
-        return Err(failed(format!("the resolver (pid {}) is not running", info.pid)));
+        return Err(failed(format!(
+            "the resolver (pid {}) is not running",
+            info.pid
+        )));
     }
     let _in = netns::enter(&env.netns)?;
     if !redirect::present() {
-        return Err(failed(format!("the 127.0.0.11 redirect is missing in {}", env.netns)));
+        return Err(failed(format!(
+            "the 127.0.0.11 redirect is missing in {}",
+            env.netns
+        )));
     }
     probe::wait_answers(Duration::from_secs(1)).map_err(|e| failed(format!("{e:#}")))?;
     Ok(())

@@ -192,7 +192,11 @@ mod tests {
 
     #[test]
     fn template_expansion_validates_values() {
-        let p = expand_template("/var/lib/x/{podNamespace}/{containerId}/resolv.conf", &env()).unwrap();
+        let p = expand_template(
+            "/var/lib/x/{podNamespace}/{containerId}/resolv.conf",
+            &env(),
+        )
+        .unwrap();
         assert_eq!(p, PathBuf::from("/var/lib/x/default/abc/resolv.conf"));
         assert!(expand_template("/x/{podName}/resolv.conf", &env()).is_err());
         assert!(expand_template("/x/{nope}", &env()).is_err());
@@ -206,7 +210,8 @@ mod tests {
                 "dns":{"search":["a.example"],"options":["edns0"]}}"#,
         )
         .unwrap();
-        let host = ResolvConf::parse("nameserver 10.0.0.1\nsearch corp.example\noptions timeout:1\n");
+        let host =
+            ResolvConf::parse("nameserver 10.0.0.1\nsearch corp.example\noptions timeout:1\n");
         let rc = container_resolv_conf(&conf, &host);
         assert_eq!(rc.search, vec!["dns.podman", "a.example", "corp.example"]);
         assert_eq!(rc.options, vec!["timeout:1", "edns0", "ndots:0"]);

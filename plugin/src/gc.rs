@@ -15,9 +15,7 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
     let valid: BTreeSet<(String, String)> = conf
         .valid_attachments
         .as_ref()
-        .ok_or_else(|| {
-            ConfError::InvalidConfig("GC needs \"cni.dev/valid-attachments\"".into())
-        })?
+        .ok_or_else(|| ConfError::InvalidConfig("GC needs \"cni.dev/valid-attachments\"".into()))?
         .iter()
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
@@ -42,6 +40,8 @@ pub fn status(conf: &NetConf) -> anyhow::Result<()> {
     create_private_dir(paths.root())
         .and_then(|_| write_atomic(&probe, b"ok"))
         .and_then(|_| remove_if_exists(&probe))
-        .map_err(|e| PluginError::new(NOT_AVAILABLE, format!("state directory not writable: {e}")))?;
+        .map_err(|e| {
+            PluginError::new(NOT_AVAILABLE, format!("state directory not writable: {e}"))
+        })?;
     Ok(())
 }

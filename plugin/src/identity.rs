@@ -30,8 +30,7 @@ impl Identity {
         let mut aliases = conf.aliases.clone();
         // Docker resolves the 12-character short ID of every container (podman sends it as
         // an alias too; dedup keeps one).
-        if env.container_id.len() >= 12 && env.container_id.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if env.container_id.len() >= 12 && env.container_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             let short = env.container_id[..12].to_ascii_lowercase();
             if !aliases.contains(&short) {
                 aliases.push(short);

@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init(conf: &NetConf) {
     let level = conf.log_level.clone().unwrap_or_else(|| "warn".into());
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let file = conf
         .log_file
         .as_ref()

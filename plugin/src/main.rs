@@ -12,6 +12,7 @@
 //! Limits: one resolver per container (per CNI_CONTAINERID), shared by all its networks; the
 //! redirect needs `iptables-restore` (nft or legacy) on PATH or in /usr/sbin.
 
+mod add;
 mod check;
 mod del;
 mod env;
@@ -19,7 +20,6 @@ mod error;
 mod files;
 mod gc;
 mod identity;
-mod add;
 mod logging;
 mod netns;
 mod probe;
@@ -41,7 +41,10 @@ fn main() -> ExitCode {
     };
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
-        return fail(&requested_version(&stdin), &anyhow::Error::from(e).context("reading stdin"));
+        return fail(
+            &requested_version(&stdin),
+            &anyhow::Error::from(e).context("reading stdin"),
+        );
     }
     let version = requested_version(&stdin);
     match run(&command, &stdin) {
@@ -74,7 +77,9 @@ fn run(command: &str, stdin: &[u8]) -> anyhow::Result<Option<Value>> {
         "STATUS" => gc::status(&conf).map(|()| None),
         other => Err(error::PluginError::new(
             4,
-            format!("unknown CNI_COMMAND {other:?} (expected ADD, DEL, CHECK, GC, STATUS or VERSION)"),
+            format!(
+                "unknown CNI_COMMAND {other:?} (expected ADD, DEL, CHECK, GC, STATUS or VERSION)"
+            ),
         )
         .into()),
     }
@@ -107,7 +112,11 @@ fn fail(version: &str, e: &anyhow::Error) -> ExitCode {
     let err = CniError {
         cni_version: version.to_string(),
         code,
-        details: if details == msg { String::new() } else { details },
+        details: if details == msg {
+            String::new()
+        } else {
+            details
+        },
         msg,
     };
     tracing::error!(code, "{:#}", e);

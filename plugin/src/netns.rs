@@ -16,12 +16,10 @@ pub struct InNetns {
 /// Moves the current thread into the netns at `path`.
 pub fn enter(path: &str) -> anyhow::Result<InNetns> {
     let original = File::open("/proc/thread-self/ns/net").context("opening the current netns")?;
-    let target = File::open(path).map_err(|e| {
-        PluginError::new(NETNS_FAILED, format!("cannot open netns {path}: {e}"))
-    })?;
-    setns(target.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-        PluginError::new(NETNS_FAILED, format!("cannot enter netns {path}: {e}"))
-    })?;
+    let target = File::open(path)
+        .map_err(|e| PluginError::new(NETNS_FAILED, format!("cannot open netns {path}: {e}")))?;
+    setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+        .map_err(|e| PluginError::new(NETNS_FAILED, format!("cannot enter netns {path}: {e}")))?;
     Ok(InNetns { original })
 }
 

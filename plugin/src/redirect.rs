@@ -34,7 +34,11 @@ pub fn install(udp: u16, tcp: u16) -> anyhow::Result<()> {
          COMMIT\n"
     );
     restore(&batch).map_err(|e| {
-        PluginError::new(REDIRECT_FAILED, format!("installing the 127.0.0.11 redirect: {e:#}")).into()
+        PluginError::new(
+            REDIRECT_FAILED,
+            format!("installing the 127.0.0.11 redirect: {e:#}"),
+        )
+        .into()
     })
 }
 
@@ -54,7 +58,14 @@ pub fn remove() -> anyhow::Result<()> {
     // Part of it is gone: a batch is all or nothing, so remove piece by piece.
     let steps: [&[&str]; 6] = [
         &["-D", "OUTPUT", "-d", "127.0.0.11/32", "-j", OUTPUT_CHAIN],
-        &["-D", "POSTROUTING", "-d", "127.0.0.11/32", "-j", POSTROUTING_CHAIN],
+        &[
+            "-D",
+            "POSTROUTING",
+            "-d",
+            "127.0.0.11/32",
+            "-j",
+            POSTROUTING_CHAIN,
+        ],
         &["-F", OUTPUT_CHAIN],
         &["-X", OUTPUT_CHAIN],
         &["-F", POSTROUTING_CHAIN],
@@ -95,7 +106,9 @@ fn restore(batch: &str) -> anyhow::Result<()> {
         .expect("stdin is piped")
         .write_all(batch.as_bytes())
         .context("writing to iptables-restore")?;
-    let out = child.wait_with_output().context("waiting for iptables-restore")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for iptables-restore")?;
     if !out.status.success() {
         anyhow::bail!(
             "iptables-restore failed ({}): {}",

@@ -95,7 +95,8 @@ pub fn spawn(
         },
         _ => return Err(fail(line.trim().to_string())),
     };
-    let start_time = start_time(pid).ok_or_else(|| fail("it exited right after starting".into()))?;
+    let start_time =
+        start_time(pid).ok_or_else(|| fail("it exited right after starting".into()))?;
     Ok(ResolverInfo {
         pid,
         start_time,
@@ -115,7 +116,10 @@ fn read_line_until(fd: OwnedFd, deadline: Instant) -> anyhow::Result<String> {
         }
         let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&file), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&file),
+            PollFlags::POLLIN,
+        )];
         poll(&mut fds, ms).context("waiting for the resolver")?;
         let mut chunk = [0u8; 256];
         let n = match file.read(&mut chunk) {
@@ -129,7 +133,11 @@ fn read_line_until(fd: OwnedFd, deadline: Instant) -> anyhow::Result<String> {
         }
         got.extend_from_slice(&chunk[..n]);
         if got.contains(&b'\n') {
-            return Ok(String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_string());
+            return Ok(String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string());
         }
     }
 }
@@ -180,7 +188,10 @@ pub fn stop(info: &ResolverInfo) {
     // SAFETY: raw is a fresh fd we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
     if start_time(info.pid) != Some(info.start_time) {
-        tracing::warn!(pid = info.pid, "pid now belongs to another process; not signalling");
+        tracing::warn!(
+            pid = info.pid,
+            "pid now belongs to another process; not signalling"
+        );
         return;
     }
     let signal = |sig: i32| {
@@ -214,7 +225,10 @@ fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
             return false;
         }
         let ms = PollTimeout::try_from(left.as_millis() as i32 + 1).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(pidfd), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(pidfd),
+            PollFlags::POLLIN,
+        )];
         match poll(&mut fds, ms) {
             Ok(n) if n > 0 => return true,
             Ok(_) => return false,

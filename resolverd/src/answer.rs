@@ -15,7 +15,9 @@ const OUR_EDNS_PAYLOAD: u16 = 1232;
 pub enum Handled {
     Reply(Vec<u8>),
     /// Not answered locally: forward the bytes unchanged (R15).
-    Forward { question_end: usize },
+    Forward {
+        question_end: usize,
+    },
     /// Not a query (a response, or less than a header): no reply.
     Drop,
 }
@@ -75,7 +77,11 @@ fn size_limit(msg: &Message, tcp: bool) -> usize {
 
 /// A reply skeleton for `query`: ID and question echoed, RD copied, RA=1, AA=0 (R12).
 pub fn reply_to(query: &Message, rcode: ResponseCode) -> Message {
-    let mut resp = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+    let mut resp = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
     resp.metadata.recursion_desired = query.metadata.recursion_desired;
     resp.metadata.recursion_available = true;
     resp.metadata.authoritative = false;
@@ -226,7 +232,8 @@ mod tests {
         assert_eq!(r.metadata.id, q.metadata.id);
         assert_eq!(r.queries[0].name().to_ascii(), "Many.");
         assert!(!r.answers.is_empty() && r.answers.len() < 40);
-        let full = Message::from_vec(&local_reply(&q, &Outcome::Addresses(ips, 600), 65535)).unwrap();
+        let full =
+            Message::from_vec(&local_reply(&q, &Outcome::Addresses(ips, 600), 65535)).unwrap();
         assert_eq!(full.answers.len(), 40);
         assert!(!full.metadata.truncation);
     }

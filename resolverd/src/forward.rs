@@ -48,7 +48,9 @@ impl Forwarder {
     pub async fn forward(&self, query: &[u8], question_end: usize, tcp: bool) -> Vec<u8> {
         let Ok(_permit) = self.inflight.try_acquire() else {
             Counters::bump(&self.state.counters.refused);
-            self.log_limited(format_args!("more than the allowed forwarded queries in flight; refusing"));
+            self.log_limited(format_args!(
+                "more than the allowed forwarded queries in flight; refusing"
+            ));
             return error_for_raw(query, question_end, ResponseCode::Refused);
         };
         Counters::bump(&self.state.counters.forwarded);
@@ -62,7 +64,8 @@ impl Forwarder {
             let mut q = query.to_vec();
             q[..2].copy_from_slice(&id.to_be_bytes());
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, self.exchange(up, &q, question_end, tcp)).await;
+            let result =
+                tokio::time::timeout(timeout, self.exchange(up, &q, question_end, tcp)).await;
             let why = match result {
                 Ok(Ok(mut resp)) => {
                     let rcode = resp[3] & 0x0f;
@@ -83,7 +86,10 @@ impl Forwarder {
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {timeout:?}"),
             };
-            self.failed_at.lock().unwrap().insert(up.addr, Instant::now());
+            self.failed_at
+                .lock()
+                .unwrap()
+                .insert(up.addr, Instant::now());
             self.log_limited(format_args!("upstream {} failed: {why}", up.addr));
         }
         Counters::bump(&self.state.counters.failed);
@@ -160,7 +166,9 @@ async fn exchange_tcp(
     let mut buf = vec![0u8; len];
     stream.read_exact(&mut buf).await?;
     if !is_reply_to(&buf, query, question_end) {
-        return Err(std::io::Error::other("upstream answered another question or ID"));
+        return Err(std::io::Error::other(
+            "upstream answered another question or ID",
+        ));
     }
     Ok(buf)
 }

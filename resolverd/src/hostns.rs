@@ -36,7 +36,11 @@ impl HostSockets {
 
     /// A new non-blocking socket of the host netns.
     pub async fn socket(&self, v6: bool, ty: SockType) -> std::io::Result<OwnedFd> {
-        let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        let family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((family, ty, reply))

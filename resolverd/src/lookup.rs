@@ -132,7 +132,10 @@ fn addresses(net: &NetworkIndex, name: &str) -> Option<Vec<IpAddr>> {
 /// `4.3.2.1.in-addr.arpa` / nibble `ip6.arpa` names to addresses; `None` for partial names.
 pub fn arpa_to_ip(name: &str) -> Option<IpAddr> {
     if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
-        let mut octets: Vec<u8> = v4.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
+        let mut octets: Vec<u8> = v4
+            .split('.')
+            .map(|o| o.parse().ok())
+            .collect::<Option<_>>()?;
         if octets.len() != 4 {
             return None;
         }
@@ -213,9 +216,15 @@ mod tests {
                 rec("n1", "c3", Some("web2"), &["www"], &["10.0.0.3", "fd00::3"]),
             ],
         )];
-        let v = View { container_id: "me", networks: &nets };
+        let v = View {
+            container_id: "me",
+            networks: &nets,
+        };
         assert_eq!(a(v.lookup("web1", RecordType::A)), vec!["10.0.0.2"]);
-        assert_eq!(a(v.lookup("www", RecordType::A)), vec!["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            a(v.lookup("www", RecordType::A)),
+            vec!["10.0.0.2", "10.0.0.3"]
+        );
         assert_eq!(a(v.lookup("www", RecordType::AAAA)), vec!["fd00::3"]);
         // R9
         assert_eq!(v.lookup("web1", RecordType::AAAA), Outcome::NoData(600));
@@ -231,8 +240,14 @@ mod tests {
         // R4
         let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
         me.links = vec![
-            Link { name: "web".into(), alias: "db".into() },
-            Link { name: "absent".into(), alias: "ghost".into() },
+            Link {
+                name: "web".into(),
+                alias: "db".into(),
+            },
+            Link {
+                name: "absent".into(),
+                alias: "ghost".into(),
+            },
         ];
         let nets = [net(
             "n1",
@@ -242,9 +257,15 @@ mod tests {
                 rec("n1", "c3", Some("db"), &[], &["10.0.0.3"]),
             ],
         )];
-        let mine = View { container_id: "me", networks: &nets };
+        let mine = View {
+            container_id: "me",
+            networks: &nets,
+        };
         assert_eq!(a(mine.lookup("db", RecordType::A)), vec!["10.0.0.2"]);
-        let other = View { container_id: "c2", networks: &nets };
+        let other = View {
+            container_id: "c2",
+            networks: &nets,
+        };
         assert_eq!(a(other.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
         // a link to a missing target is as if the alias did not exist
         assert_eq!(mine.lookup("ghost", RecordType::A), Outcome::NoData(600));
@@ -253,10 +274,22 @@ mod tests {
     #[test]
     fn scope_dotted_names_and_ptr() {
         // R1, R7, R10
-        let n1 = net("n1", vec![rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]), rec("n1", "c2", Some("web"), &["alias"], &["10.0.0.2"])]);
-        let n2 = net("n2", vec![rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])]);
+        let n1 = net(
+            "n1",
+            vec![
+                rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]),
+                rec("n1", "c2", Some("web"), &["alias"], &["10.0.0.2"]),
+            ],
+        );
+        let n2 = net(
+            "n2",
+            vec![rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])],
+        );
         let only_n1 = [n1];
-        let v = View { container_id: "me", networks: &only_n1 };
+        let v = View {
+            container_id: "me",
+            networks: &only_n1,
+        };
         assert_eq!(v.lookup("hidden", RecordType::A), Outcome::NoData(600));
         assert_eq!(a(v.lookup("web.n1", RecordType::A)), vec!["10.0.0.2"]);
         assert_eq!(v.lookup("web.n2", RecordType::A), Outcome::Forward);
@@ -264,13 +297,19 @@ mod tests {
             v.lookup("2.0.0.10.in-addr.arpa", RecordType::PTR),
             Outcome::Pointer("web.n1.".into(), 600)
         );
-        assert_eq!(v.lookup("9.9.9.10.in-addr.arpa", RecordType::PTR), Outcome::Forward);
+        assert_eq!(
+            v.lookup("9.9.9.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Forward
+        );
         drop(n2);
     }
 
     #[test]
     fn arpa_parsing() {
-        assert_eq!(arpa_to_ip("4.3.2.1.in-addr.arpa"), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            arpa_to_ip("4.3.2.1.in-addr.arpa"),
+            Some("1.2.3.4".parse().unwrap())
+        );
         let six = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
         assert_eq!(arpa_to_ip(six), Some("fd00::3".parse().unwrap()));
         assert_eq!(arpa_to_ip("3.2.1.in-addr.arpa"), None);

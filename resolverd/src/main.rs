@@ -38,7 +38,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--data-dir" => data_dir = Some(PathBuf::from(value)),
             "--container-id" => container_id = Some(value),
             "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
-            _ => anyhow::bail!("unknown flag {flag} (this program is started by the embedns CNI plugin)"),
+            _ => anyhow::bail!(
+                "unknown flag {flag} (this program is started by the embedns CNI plugin)"
+            ),
         }
     }
     Ok(Args {
@@ -120,14 +122,18 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
 /// Logs to `resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the level).
 fn init_logging(paths: &StatePaths, container_id: &str) {
     let path = paths.resolver_log(container_id);
-    if std::fs::metadata(&path).map(|m| m.len() > LOG_CAP).unwrap_or(false) {
+    if std::fs::metadata(&path)
+        .map(|m| m.len() > LOG_CAP)
+        .unwrap_or(false)
+    {
         let _ = std::fs::rename(&path, path.with_extension("log.1"));
     }
     let Ok(file) = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(&path) else {
+        .open(&path)
+    else {
         return;
     };
     let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());

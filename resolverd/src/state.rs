@@ -180,7 +180,10 @@ impl Resolver {
         for (dir, names) in by_dir {
             self.watch(
                 &dir,
-                WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::CREATE | WatchMask::DELETE,
+                WatchMask::MOVED_TO
+                    | WatchMask::CLOSE_WRITE
+                    | WatchMask::CREATE
+                    | WatchMask::DELETE,
                 Target::HostDir(names),
             );
         }
@@ -314,7 +317,13 @@ pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
     };
     for r in own {
         for addr in &r.upstreams.explicit {
-            push(Upstream { addr: *addr, from_host: false }, &mut set.list);
+            push(
+                Upstream {
+                    addr: *addr,
+                    from_host: false,
+                },
+                &mut set.list,
+            );
         }
         if let Some(path) = &r.upstreams.host_resolv_conf {
             if !set.host_files.contains(path) {
@@ -322,7 +331,13 @@ pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
             }
             let text = std::fs::read_to_string(path).unwrap_or_default();
             for addr in ResolvConf::parse(&text).upstreams() {
-                push(Upstream { addr, from_host: true }, &mut set.list);
+                push(
+                    Upstream {
+                        addr,
+                        from_host: true,
+                    },
+                    &mut set.list,
+                );
             }
         }
     }

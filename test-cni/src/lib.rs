@@ -1,1 +1,38 @@
+//! The embedns test harness: each test builds a [`World`], a host netns of its own in which
+//! cnitool (built from Debian's libcni source) runs the reference `bridge` + `host-local`
+//! plugins and embedns, container netns attached to it, and fake upstream DNS servers on the
+//! host netns' loopback. Nothing touches the machine's own network or nameserver. A World
+//! deletes everything it made when dropped, also when the test panics.
 
+pub mod bins;
+pub mod dig;
+pub mod upstream;
+pub mod wait;
+pub mod world;
+
+pub use dig::Dig;
+pub use upstream::{FakeUpstream, Mode};
+pub use wait::wait_until;
+pub use world::{Container, Network, World};
+
+/// Whether the tests can run (root, for netns and iptables). Prints why not.
+pub fn can_run(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIP {test}: needs root (network namespaces, iptables)");
+    false
+}
+
+/// A name no other test run uses: prefix, pid, a counter and random bits (netns names are
+/// global to the machine).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{:x}{:x}{:04x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u16>()
+    )
+}

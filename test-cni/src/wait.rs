@@ -1,0 +1,21 @@
+//! Waiting on a condition with a deadline (tests never sleep to synchronise).
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` until it returns `Some`, or panics with `what` when `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause.min(deadline - now)); // bounded by the deadline
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

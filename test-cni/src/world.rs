@@ -1,0 +1,463 @@
+//! A test's world: its own host netns (where cnitool, the bridge and fake upstreams live),
+//! container netns, a conflist dir, a CNI bin dir, a state dir and a host resolv.conf, all
+//! with unique names, all removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::bins;
+use crate::dig::Dig;
+use crate::upstream::FakeUpstream;
+
+/// A container: a netns of its own.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// The netns name (`ip netns exec NAME`).
+    pub netns: String,
+    /// `/run/netns/NAME`, what CNI_NETNS says.
+    pub path: String,
+}
+
+/// A network made by [`World::network`].
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    /// e.g. `10.88.3`; the bridge (gateway) is `.1`.
+    pub prefix: String,
+}
+
+impl Network {
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+}
+
+/// The output of one direct plugin call.
+#[derive(Debug)]
+pub struct PluginOut {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl PluginOut {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    containers: Vec<String>,
+    /// (network, container, env) of every successful ADD not yet deleted.
+    attached: Vec<(String, Container, Vec<(String, String)>)>,
+    networks: u32,
+}
+
+pub struct World {
+    pub id: String,
+    pub dir: PathBuf,
+    /// The host netns name.
+    pub host: String,
+    pub data_dir: PathBuf,
+    pub net_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    /// The "host" resolv.conf the plugin reads (never the machine's).
+    pub resolv_conf: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl World {
+    /// A new world, or `None` (with a SKIP line) when not root.
+    pub fn new(test: &str) -> Option<World> {
+        if !crate::can_run(test) {
+            return None;
+        }
+        let id = crate::unique("en");
+        let dir = std::env::temp_dir().join(format!("embedns-test-{id}"));
+        let w = World {
+            host: format!("{id}-h"),
+            data_dir: dir.join("data"),
+            net_dir: dir.join("net.d"),
+            bin_dir: dir.join("bin"),
+            resolv_conf: dir.join("host-resolv.conf"),
+            dir,
+            id,
+            inner: Mutex::new(Inner::default()),
+        };
+        for d in [
+            &w.net_dir,
+            &w.bin_dir,
+            &w.dir.join("ipam"),
+            &w.dir.join("cache"),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let refs = bins::reference_plugins();
+        for p in ["bridge", "host-local", "loopback"] {
+            std::os::unix::fs::symlink(refs.join(p), w.bin_dir.join(p)).unwrap();
+        }
+        let ours = bins::bin_dir();
+        for p in ["embedns", "embedns-resolverd"] {
+            std::os::unix::fs::symlink(ours.join(p), w.bin_dir.join(p)).unwrap();
+        }
+        w.set_host_resolv_conf("nameserver 127.0.0.53\nsearch corp.example\noptions edns0\n");
+        must(Command::new("ip").args(["netns", "add", &w.host]));
+        must(Command::new("ip").args(["netns", "exec", &w.host, "ip", "link", "set", "lo", "up"]));
+        Some(w)
+    }
+
+    /// Writes a conflist `name`: bridge + host-local, then embedns with `opts` merged in
+    /// (`opts.cniVersion` sets the list's version, default 1.0.0).
+    pub fn network(&self, name: &str, opts: Value) -> Network {
+        let n = {
+            let mut inner = self.inner.lock().unwrap();
+            inner.networks += 1;
+            inner.networks
+        };
+        let prefix = format!("10.88.{n}");
+        let mut opts = opts.as_object().cloned().unwrap_or_default();
+        let version = opts
+            .remove("cniVersion")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "1.0.0".into());
+        let mut embedns = json!({
+            "type": "embedns",
+            "dataDir": self.data_dir,
+            "hostResolvConf": self.resolv_conf,
+            "capabilities": {"aliases": true, "dns": true, "links": true, "name": true},
+        });
+        for (k, v) in opts {
+            embedns[k] = v;
+        }
+        let list = json!({
+            "cniVersion": version,
+            "name": name,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": format!("ebr{n}"),
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "subnet": format!("{prefix}.0/24"),
+                        "dataDir": self.dir.join("ipam"),
+                    },
+                },
+                embedns,
+            ],
+        });
+        std::fs::write(
+            self.net_dir.join(format!("{name}.conflist")),
+            serde_json::to_vec_pretty(&list).unwrap(),
+        )
+        .unwrap();
+        Network {
+            name: name.to_string(),
+            prefix,
+        }
+    }
+
+    /// A new container netns.
+    pub fn container(&self, label: &str) -> Container {
+        let netns = format!("{}-{label}", self.id);
+        must(Command::new("ip").args(["netns", "add", &netns]));
+        self.inner.lock().unwrap().containers.push(netns.clone());
+        Container {
+            path: format!("/run/netns/{netns}"),
+            netns,
+        }
+    }
+
+    /// Runs `cnitool VERB NET NETNS` in the host netns with `env` (CNI_ARGS defaults to
+    /// `IgnoreUnknown=1`, as runtimes send).
+    pub fn cnitool(&self, verb: &str, net: &str, c: &Container, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host])
+            .arg(bins::cnitool())
+            .args([verb, net, &c.path])
+            .env("NETCONFPATH", &self.net_dir)
+            .env("CNI_PATH", &self.bin_dir)
+            .env("CNI_CACHE_DIR", self.dir.join("cache"))
+            .env("CNI_ARGS", "IgnoreUnknown=1")
+            .env_remove("CAP_ARGS")
+            .env_remove("CNI_CONTAINERID")
+            .env_remove("CNI_IFNAME");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("running cnitool");
+        let owned: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut inner = self.inner.lock().unwrap();
+        let same = |(n, cc, e): &(String, Container, Vec<(String, String)>)| {
+            n == net
+                && cc.path == c.path
+                && id_of(e) == id_of(&owned)
+                && ifname_of(e) == ifname_of(&owned)
+        };
+        if out.status.success() && verb == "add" && !inner.attached.iter().any(same) {
+            inner.attached.push((net.to_string(), c.clone(), owned));
+        } else if out.status.success() && verb == "del" {
+            inner.attached.retain(|a| !same(a));
+        }
+        out
+    }
+
+    /// ADD that must succeed: `name` becomes K8S_POD_NAME; `args` are more CNI_ARGS;
+    /// `cap` is CAP_ARGS. Returns the result JSON.
+    pub fn add(
+        &self,
+        net: &Network,
+        c: &Container,
+        name: Option<&str>,
+        args: &str,
+        cap: Option<Value>,
+    ) -> Value {
+        let out = self.try_add(net, c, name, args, cap, &[]);
+        assert!(
+            out.status.success(),
+            "cnitool add {} {} failed: {}{}",
+            net.name,
+            c.netns,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("cnitool add prints the result")
+    }
+
+    /// ADD with full control over the environment; returns cnitool's output.
+    pub fn try_add(
+        &self,
+        net: &Network,
+        c: &Container,
+        name: Option<&str>,
+        args: &str,
+        cap: Option<Value>,
+        env: &[(&str, &str)],
+    ) -> Output {
+        let mut cni_args = String::from("IgnoreUnknown=1");
+        if let Some(n) = name {
+            cni_args.push_str(&format!(";K8S_POD_NAME={n}"));
+        }
+        if !args.is_empty() {
+            cni_args.push(';');
+            cni_args.push_str(args);
+        }
+        let cap = cap.map(|c| c.to_string());
+        let mut all: Vec<(&str, &str)> = vec![("CNI_ARGS", &cni_args)];
+        if let Some(c) = &cap {
+            all.push(("CAP_ARGS", c));
+        }
+        all.extend_from_slice(env);
+        self.cnitool("add", &net.name, c, &all)
+    }
+
+    /// DEL that must succeed.
+    pub fn del(&self, net: &Network, c: &Container, env: &[(&str, &str)]) {
+        let out = self.cnitool("del", &net.name, c, env);
+        assert!(
+            out.status.success(),
+            "cnitool del {} {} failed: {}",
+            net.name,
+            c.netns,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs a command inside a container's netns (with its /etc/netns files, as
+    /// `ip netns exec` does).
+    pub fn exec(&self, c: &Container, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &c.netns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Runs a command in the host netns.
+    pub fn exec_host(&self, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.host])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// `dig @127.0.0.11 ARGS` from inside a container.
+    pub fn dig(&self, c: &Container, args: &[&str]) -> Dig {
+        let mut cmd = vec!["dig", "@127.0.0.11", "+time=4", "+tries=1"];
+        cmd.extend_from_slice(args);
+        let out = self.exec(c, &cmd);
+        Dig::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// The addresses `dig +short NAME TYPE` returns (sorted).
+    pub fn resolve(&self, c: &Container, name: &str, rtype: &str) -> Vec<String> {
+        self.dig(c, &[name, rtype]).data()
+    }
+
+    /// Runs the plugin directly in the host netns with `env` and `stdin`.
+    pub fn plugin(&self, env: &[(&str, &str)], stdin: &str) -> PluginOut {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host])
+            .arg(self.bin_dir.join("embedns"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("running embedns");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        PluginOut {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A plugin conf for direct calls on network `net` (as libcni would send it).
+    pub fn conf(&self, net: &str, version: &str, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": version,
+            "name": net,
+            "type": "embedns",
+            "dataDir": self.data_dir,
+            "hostResolvConf": self.resolv_conf,
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            c[k] = v;
+        }
+        c
+    }
+
+    /// Replaces the host resolv.conf the plugin reads.
+    pub fn set_host_resolv_conf(&self, text: &str) {
+        let tmp = self.resolv_conf.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.resolv_conf).unwrap();
+    }
+
+    /// A fake upstream on `addr` in the host netns.
+    pub fn upstream(&self, addr: &str, zone: &str, records: &[(&str, &str)]) -> FakeUpstream {
+        FakeUpstream::start(
+            Some(&format!("/run/netns/{}", self.host)),
+            addr,
+            zone,
+            records,
+        )
+    }
+
+    /// PIDs of the resolvers of this world.
+    pub fn resolver_pids(&self) -> Vec<i32> {
+        let out = Command::new("pgrep")
+            .args([
+                "-f",
+                &format!("embedns-resolverd --data-dir {}", self.data_dir.display()),
+            ])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Record files of a network in the store.
+    pub fn records(&self, net: &str) -> Vec<String> {
+        let dir = self.data_dir.join("networks").join(net);
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// `iptables -t nat -S` inside a container.
+    pub fn nat_rules(&self, c: &Container) -> String {
+        String::from_utf8_lossy(&self.exec(c, &["iptables", "-w", "-t", "nat", "-S"]).stdout)
+            .into_owned()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+fn id_of(env: &[(String, String)]) -> Option<&str> {
+    env.iter()
+        .find(|(k, _)| k == "CNI_CONTAINERID")
+        .map(|(_, v)| v.as_str())
+}
+
+fn ifname_of(env: &[(String, String)]) -> Option<&str> {
+    env.iter()
+        .find(|(k, _)| k == "CNI_IFNAME")
+        .map(|(_, v)| v.as_str())
+}
+
+fn must(cmd: &mut Command) {
+    let out = cmd.output().expect("running a setup command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let inner = std::mem::take(&mut *self.inner.lock().unwrap());
+        for (net, c, env) in inner.attached.iter().rev() {
+            let env: Vec<(&str, &str)> = env
+                .iter()
+                .filter(|(k, _)| k != "CAP_ARGS")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let _ = self.cnitool("del", net, c, &env);
+        }
+        // Whatever a failed test left running.
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("embedns-resolverd --data-dir {}", self.data_dir.display()),
+            ])
+            .status();
+        for ns in &inner.containers {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let etc = Path::new("/etc/netns").join(ns);
+            if etc.exists() {
+                let _ = std::fs::remove_dir_all(etc);
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.host])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
