@@ -53,6 +53,14 @@ impl StatePaths {
         self.sandbox(container_id).join("control.sock")
     }
 
+    /// The control socket as a path short enough for `sun_path` (108 bytes) whatever the
+    /// state directory: through `dir`, an open handle on the sandbox directory, which the
+    /// caller keeps open while it binds or connects.
+    pub fn control_socket_via(dir: &std::fs::File) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}/control.sock", dir.as_raw_fd()))
+    }
+
     pub fn resolver_log(&self, container_id: &str) -> PathBuf {
         self.sandbox(container_id).join("resolver.log")
     }

@@ -246,7 +246,9 @@ fn kill_pid(pid: i32) {
 /// Sends one command on the resolver's control socket and returns its reply line.
 pub fn control(paths: &StatePaths, container_id: &str, cmd: &str) -> anyhow::Result<String> {
     let path = paths.control_socket(container_id);
-    let mut stream = UnixStream::connect(&path)
+    let dir = File::open(paths.sandbox(container_id))
+        .with_context(|| format!("opening {}", paths.sandbox(container_id).display()))?;
+    let mut stream = UnixStream::connect(StatePaths::control_socket_via(&dir))
         .with_context(|| format!("connecting to the resolver at {}", path.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;

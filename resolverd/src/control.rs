@@ -11,12 +11,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::timeout;
 
+use embedns_conf::paths::StatePaths;
+
 use crate::state::Resolver;
 
 pub fn bind(st: &Resolver) -> anyhow::Result<UnixListener> {
     let path = st.paths.control_socket(&st.container_id);
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
+    let dir = std::fs::File::open(st.paths.sandbox(&st.container_id))?;
+    let listener = UnixListener::bind(StatePaths::control_socket_via(&dir))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }

@@ -260,6 +260,32 @@ impl World {
         self.cnitool("add", &net.name, c, &all)
     }
 
+    /// ADD that must succeed with `CNI_CONTAINERID` set (podman-style 64-hex IDs).
+    pub fn try_add_ok(
+        &self,
+        net: &Network,
+        c: &Container,
+        name: &str,
+        cap: Value,
+        id: &str,
+    ) -> Value {
+        let out = self.try_add(
+            net,
+            c,
+            Some(name),
+            "",
+            Some(cap),
+            &[("CNI_CONTAINERID", id)],
+        );
+        assert!(
+            out.status.success(),
+            "cnitool add failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("cnitool add prints the result")
+    }
+
     /// DEL that must succeed.
     pub fn del(&self, net: &Network, c: &Container, env: &[(&str, &str)]) {
         let out = self.cnitool("del", &net.name, c, env);
@@ -449,7 +475,10 @@ impl Drop for World {
             ])
             .status();
         for ns in &inner.containers {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
             let etc = Path::new("/etc/netns").join(ns);
             if etc.exists() {
                 let _ = std::fs::remove_dir_all(etc);

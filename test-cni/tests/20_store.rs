@@ -1,0 +1,234 @@
+//! The record store under concurrency, stale names, and the files ADD writes (R23).
+
+use std::time::Duration;
+
+use serde_json::json;
+use test_cni::{wait_until, World};
+
+#[test]
+fn sixty_four_parallel_adds_and_dels_lose_nothing() {
+    let Some(w) = World::new("sixty_four_parallel_adds_and_dels_lose_nothing") else {
+        return;
+    };
+    let net = w.network("par", json!({}));
+    let containers: Vec<_> = (0..64).map(|i| w.container(&format!("p{i}"))).collect();
+    std::thread::scope(|s| {
+        for (i, c) in containers.iter().enumerate() {
+            let (w, net) = (&w, &net);
+            s.spawn(move || w.add(net, c, Some(&format!("c{i}")), "", None));
+        }
+    });
+    let records = w.records("par");
+    println!(
+        "64 parallel ADD: {} records expected, {} found",
+        64,
+        records.len()
+    );
+    assert_eq!(records.len(), 64);
+    assert_eq!(w.resolver_pids().len(), 64);
+    // Every name resolves from a peer (the index of a running resolver is complete).
+    for i in (0..64).step_by(9) {
+        let got = w.resolve(&containers[0], &format!("c{i}"), "A");
+        assert_eq!(got.len(), 1, "c{i} from c0: {got:?}");
+    }
+    std::thread::scope(|s| {
+        for c in &containers {
+            let (w, net) = (&w, &net);
+            s.spawn(move || w.del(net, c, &[]));
+        }
+    });
+    let left = w.records("par");
+    println!("64 parallel DEL: 0 records expected, {} found", left.len());
+    assert!(left.is_empty(), "{left:?}");
+    assert!(w.resolver_pids().is_empty());
+}
+
+#[test]
+fn a_dead_attachments_name_is_replaced() {
+    let Some(w) = World::new("a_dead_attachments_name_is_replaced") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (old, new, cli) = (w.container("old"), w.container("new"), w.container("cli"));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let first = w.add(&net, &old, Some("web"), "", None);
+    // The runtime loses the container without a DEL: its netns disappears.
+    assert!(w
+        .exec_host(&["ip", "netns", "del", &old.netns])
+        .status
+        .success());
+    let second = w.add(&net, &new, Some("web"), "", None);
+    let ip = |r: &serde_json::Value| {
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(ip(&first), ip(&second));
+    assert_eq!(
+        w.resolve(&cli, "web", "A"),
+        vec![ip(&second)],
+        "no stale duplicate"
+    );
+    assert_eq!(w.records("n1").len(), 2);
+}
+
+#[test]
+fn resolv_conf_is_written_and_restored() {
+    let Some(w) = World::new("resolv_conf_is_written_and_restored") else {
+        return;
+    };
+    w.set_host_resolv_conf("nameserver 127.0.0.53\nnameserver 127.0.0.11\nsearch corp.example lab.example\noptions edns0 timeout:2\n");
+    let net = w.network(
+        "n1",
+        json!({"dns": {"search": ["extra.example"], "options": ["attempts:3"]}}),
+    );
+    let c = w.container("c");
+    let etc = std::path::Path::new("/etc/netns").join(&c.netns);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 192.0.2.1\n").unwrap();
+    let result = w.add(
+        &net,
+        &c,
+        Some("web"),
+        "",
+        Some(json!({"dns": {"searches": ["cap.example"]}})),
+    );
+    // R23: only 127.0.0.11; search and options kept, ndots:0 added.
+    let text = std::fs::read_to_string(etc.join("resolv.conf")).unwrap();
+    let ns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect();
+    assert_eq!(ns, vec!["nameserver 127.0.0.11"], "{text}");
+    assert!(
+        text.contains("search extra.example cap.example corp.example lab.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("options edns0 timeout:2 attempts:3 ndots:0"),
+        "{text}"
+    );
+    assert_eq!(
+        result["dns"]["search"],
+        json!([
+            "extra.example",
+            "cap.example",
+            "corp.example",
+            "lab.example"
+        ])
+    );
+    // The container sees it (ip netns exec binds it over /etc/resolv.conf).
+    let inside = w.exec(&c, &["cat", "/etc/resolv.conf"]);
+    assert!(String::from_utf8_lossy(&inside.stdout).contains("nameserver 127.0.0.11"));
+    w.del(&net, &c, &[]);
+    assert_eq!(
+        std::fs::read_to_string(etc.join("resolv.conf")).unwrap(),
+        "nameserver 192.0.2.1\n"
+    );
+}
+
+#[test]
+fn resolv_conf_path_template_for_containerd() {
+    let Some(w) = World::new("resolv_conf_path_template_for_containerd") else {
+        return;
+    };
+    let sandbox_dir = w.path("sandboxes/pod-infra-1");
+    std::fs::create_dir_all(&sandbox_dir).unwrap();
+    let template = format!(
+        "{}/sandboxes/{{podInfraContainerId}}/resolv.conf",
+        w.dir.display()
+    );
+    let net = w.network("n1", json!({"resolvConfPath": template}));
+    let c = w.container("c");
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_INFRA_CONTAINER_ID=pod-infra-1";
+    w.add(&net, &c, Some("web"), args, None);
+    let file = sandbox_dir.join("resolv.conf");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("nameserver 127.0.0.11"), "{text}");
+    w.del(
+        &net,
+        &c,
+        &[(
+            "CNI_ARGS",
+            &format!("IgnoreUnknown=1;K8S_POD_NAME=web;{args}"),
+        )],
+    );
+    assert!(!file.exists(), "a file embedns created is removed on DEL");
+}
+
+#[test]
+fn failed_add_leaves_nothing_behind() {
+    let Some(w) = World::new("failed_add_leaves_nothing_behind") else {
+        return;
+    };
+    // The resolver binary is missing.
+    let net = w.network(
+        "n1",
+        json!({"resolverPath": "/nonexistent/embedns-resolverd"}),
+    );
+    let c = w.container("c");
+    let out = w.try_add(&net, &c, Some("web"), "", None, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resolver binary"));
+    // The resolver starts but dies at once (a binary that is not a resolver).
+    let net2 = w.network("n2", json!({"resolverPath": "/bin/false"}));
+    let c2 = w.container("c2");
+    let out = w.try_add(&net2, &c2, Some("web"), "", None, &[]);
+    assert!(!out.status.success());
+    for n in ["n1", "n2"] {
+        assert!(w.records(n).is_empty(), "record left on {n}");
+    }
+    assert!(w.resolver_pids().is_empty());
+    assert!(!w.nat_rules(&c2).contains("EMBEDNS"));
+    assert!(!std::path::Path::new("/etc/netns").join(&c2.netns).exists());
+    let sandboxes = std::fs::read_dir(w.data_dir.join("sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(sandboxes, 0);
+    // A netns path that does not exist is a clear error.
+    let ghost = test_cni::Container {
+        netns: "ghost".into(),
+        path: "/run/netns/embedns-no-such-netns".into(),
+    };
+    let out = w.try_add(
+        &w.network("n3", json!({})),
+        &ghost,
+        Some("x"),
+        "",
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    wait_until(Duration::from_secs(1), "no records on n3", || {
+        w.records("n3").is_empty().then_some(())
+    });
+}
+
+#[test]
+fn store_is_private() {
+    let Some(w) = World::new("store_is_private") else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.add(&net, &c, Some("web"), "", None);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&w.data_dir.join("networks/n1")), 0o700);
+    let rec = w.data_dir.join("networks/n1").join(&w.records("n1")[0]);
+    assert_eq!(mode(&rec), 0o600);
+    let sb = std::fs::read_dir(w.data_dir.join("sandboxes"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(mode(&sb), 0o700);
+    for f in ["sandbox.json", "control.sock", "resolver.log"] {
+        assert_eq!(mode(&sb.join(f)), 0o600, "{f}");
+    }
+}

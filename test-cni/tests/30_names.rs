@@ -1,0 +1,248 @@
+//! Which names a container resolves (docker-behaviour.md R1–R8), asked with dig and busybox
+//! nslookup from inside real container netns.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use test_cni::{wait_until, World};
+
+fn ip_of(result: &serde_json::Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn r1_scope_and_same_name_on_two_networks() {
+    let Some(w) = World::new("r1_scope_and_same_name_on_two_networks") else {
+        return;
+    };
+    let (n1, n2) = (w.network("front", json!({})), w.network("back", json!({})));
+    let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
+    let web1 = ip_of(&w.add(&n1, &a, Some("web"), "", None));
+    let web2 = ip_of(&w.add(&n2, &b, Some("web"), "", None));
+    let only2 = w.container("only2");
+    w.add(&n2, &only2, Some("db"), "", None);
+    w.add(&n1, &cli, Some("cli"), "", None);
+    // R1: cli (on front) sees front's web, not back's, and nothing of back.
+    assert_eq!(w.resolve(&cli, "web", "A"), vec![web1.clone()]);
+    assert_eq!(w.resolve(&cli, "db", "A"), Vec::<String>::new());
+    assert_eq!(w.resolve(&only2, "web", "A"), vec![web2]);
+}
+
+#[test]
+fn r2_name_sources() {
+    let Some(w) = World::new("r2_name_sources") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (a, b, c, d, cli) = (
+        w.container("a"),
+        w.container("b"),
+        w.container("c"),
+        w.container("d"),
+        w.container("cli"),
+    );
+    let ip_a = ip_of(&w.add(&net, &a, Some("frompod"), "", None));
+    let ip_b = ip_of(&w.add(&net, &b, None, "", Some(json!({"name": "fromruntime"}))));
+    let ip_c = ip_of(&w.add(&net, &c, None, "name=fromargs", None));
+    // K8S_POD_NAME wins over runtimeConfig.name, which wins over CNI_ARGS name.
+    let ip_d = ip_of(&w.add(
+        &net,
+        &d,
+        Some("winner"),
+        "name=loser",
+        Some(json!({"name": "loser2"})),
+    ));
+    w.add(&net, &cli, None, "", None); // no name: still served
+    assert_eq!(w.resolve(&cli, "frompod", "A"), vec![ip_a]);
+    assert_eq!(w.resolve(&cli, "fromruntime", "A"), vec![ip_b]);
+    assert_eq!(w.resolve(&cli, "fromargs", "A"), vec![ip_c]);
+    assert_eq!(w.resolve(&cli, "winner", "A"), vec![ip_d]);
+    assert!(w.resolve(&cli, "loser", "A").is_empty());
+    assert!(w.resolve(&cli, "loser2", "A").is_empty());
+}
+
+#[test]
+fn r3_aliases_map_list_static_and_short_id() {
+    let Some(w) = World::new("r3_aliases_map_list_static_and_short_id") else {
+        return;
+    };
+    let net = w.network("n1", json!({"aliases": ["everyone"]}));
+    let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
+    let long_id = "2ff3fb1478a204897c8aded9df34b9a07b5274daf89831a4435819e7042eda5b";
+    // podman's map form, with the short ID as podman sends it, and a 64-hex container ID.
+    let ip_a = ip_of(&w.try_add_ok(
+        &net,
+        &a,
+        "web",
+        json!({"aliases": {"n1": ["www", "api"], "other": ["nope"]}}),
+        long_id,
+    ));
+    // the conventions' list form
+    let ip_b = ip_of(&w.add(
+        &net,
+        &b,
+        Some("db"),
+        "",
+        Some(json!({"aliases": ["database"]})),
+    ));
+    w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.resolve(&cli, "www", "A"), vec![ip_a.clone()]);
+    assert_eq!(w.resolve(&cli, "api", "A"), vec![ip_a.clone()]);
+    assert!(w.resolve(&cli, "nope", "A").is_empty());
+    assert_eq!(w.resolve(&cli, "database", "A"), vec![ip_b.clone()]);
+    assert_eq!(
+        w.resolve(&cli, "2ff3fb1478a2", "A"),
+        vec![ip_a.clone()],
+        "short ID"
+    );
+    let mut all = vec![ip_a, ip_b];
+    all.sort();
+    let mut everyone = w.resolve(&cli, "everyone", "A");
+    everyone.retain(|ip| all.contains(ip));
+    assert_eq!(everyone, all, "static alias on every container");
+}
+
+#[test]
+fn r4_links_are_private_and_checked_first() {
+    let Some(w) = World::new("r4_links_are_private_and_checked_first") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (web, db, cli, other) = (
+        w.container("web"),
+        w.container("db"),
+        w.container("cli"),
+        w.container("other"),
+    );
+    let ip_web = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    let ip_db = ip_of(&w.add(&net, &db, Some("db"), "", None));
+    // cli links web as "db" (hiding the real db for cli only), via CNI_ARGS, and "later"
+    // to a container that is not there yet, via runtimeConfig.links.
+    w.add(
+        &net,
+        &cli,
+        Some("cli"),
+        "EMBEDNS_LINKS=web:db",
+        Some(json!({"links": [{"name": "late", "alias": "later"}]})),
+    );
+    w.add(&net, &other, Some("other"), "", None);
+    assert_eq!(w.resolve(&cli, "db", "A"), vec![ip_web.clone()]);
+    assert_eq!(
+        w.resolve(&other, "db", "A"),
+        vec![ip_db],
+        "a link is visible only to its owner"
+    );
+    assert!(
+        w.resolve(&cli, "later", "A").is_empty(),
+        "target not there yet"
+    );
+    let late = w.container("late");
+    let ip_late = ip_of(&w.add(&net, &late, Some("late"), "", None));
+    // Once the target joins, the alias resolves without restarting anything.
+    wait_until(Duration::from_secs(2), "link alias to resolve", || {
+        (w.resolve(&cli, "later", "A") == vec![ip_late.clone()]).then_some(())
+    });
+    assert!(w.resolve(&other, "later", "A").is_empty());
+}
+
+#[test]
+fn r5_shared_alias_answers_all_ips_round_robin() {
+    let Some(w) = World::new("r5_shared_alias_answers_all_ips_round_robin") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (a, b, c, cli) = (
+        w.container("a"),
+        w.container("b"),
+        w.container("c"),
+        w.container("cli"),
+    );
+    let mut ips = BTreeSet::new();
+    for (ct, n) in [(&a, "w1"), (&b, "w2"), (&c, "w3")] {
+        ips.insert(ip_of(&w.add(
+            &net,
+            ct,
+            Some(n),
+            "",
+            Some(json!({"aliases": ["www", "www"]})),
+        )));
+    }
+    w.add(&net, &cli, Some("cli"), "", None);
+    let mut orders = BTreeSet::new();
+    for _ in 0..20 {
+        let d = w.dig(&cli, &["www", "A"]);
+        let got: BTreeSet<String> = d.data().into_iter().collect();
+        assert_eq!(got, ips, "every IP, deduplicated");
+        assert_eq!(d.answers.len(), 3);
+        orders.insert(d.ordered());
+    }
+    assert!(orders.len() > 1, "the order never changed over 20 answers");
+}
+
+#[test]
+fn r6_case_and_trailing_dot_r7_dotted_names() {
+    let Some(w) = World::new("r6_case_and_trailing_dot_r7_dotted_names") else {
+        return;
+    };
+    let net = w.network("mynet", json!({}));
+    let (a, cli) = (w.container("a"), w.container("cli"));
+    let ip = ip_of(&w.add(
+        &net,
+        &a,
+        Some("web"),
+        "",
+        Some(json!({"aliases": ["svc.backend"]})),
+    ));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let d = w.dig(&cli, &["WeB.", "A"]);
+    assert_eq!(d.data(), vec![ip.clone()]);
+    assert_eq!(d.answers[0].name, "WeB.", "the question's case is echoed");
+    assert_eq!(w.resolve(&cli, "web.mynet", "A"), vec![ip.clone()]);
+    assert_eq!(w.resolve(&cli, "WEB.MYNET.", "A"), vec![ip.clone()]);
+    // a.b.c: first as a whole, then a.b on network c.
+    assert_eq!(w.resolve(&cli, "svc.backend", "A"), vec![ip.clone()]);
+    assert_eq!(w.resolve(&cli, "svc.backend.mynet", "A"), vec![ip]);
+}
+
+#[test]
+fn r8_peers_come_and_go_live() {
+    let Some(w) = World::new("r8_peers_come_and_go_live") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (cli, peer) = (w.container("cli"), w.container("peer"));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let pids = w.resolver_pids();
+    assert!(w.resolve(&cli, "peer", "A").is_empty());
+    let ip = ip_of(&w.add(&net, &peer, Some("peer"), "", None));
+    let added = Instant::now();
+    wait_until(Duration::from_secs(2), "peer to resolve", || {
+        (w.resolve(&cli, "peer", "A") == vec![ip.clone()]).then_some(())
+    });
+    println!(
+        "R8: peer resolvable {:?} after its ADD returned",
+        added.elapsed()
+    );
+    w.del(&net, &peer, &[]);
+    wait_until(Duration::from_secs(2), "peer to be gone", || {
+        w.resolve(&cli, "peer", "A").is_empty().then_some(())
+    });
+    assert!(
+        w.resolver_pids().contains(&pids[0]),
+        "cli's resolver was not restarted"
+    );
+    // busybox nslookup, through the container's resolv.conf, agrees.
+    let out = w.exec(&cli, &["busybox", "nslookup", "cli"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Address"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
