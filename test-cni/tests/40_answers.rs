@@ -1,0 +1,141 @@
+//! What local answers look like (docker-behaviour.md R9–R14).
+
+use serde_json::json;
+use test_cni::World;
+
+fn ip_of(result: &serde_json::Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn r9_nodata_r11_ttl_r12_flags_r14_tcp() {
+    let Some(w) = World::new("r9_nodata_r11_ttl_r12_flags_r14_tcp") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (a, cli) = (w.container("a"), w.container("cli"));
+    let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let d = w.dig(&cli, &["web", "A"]);
+    assert_eq!(d.status, "NOERROR");
+    assert_eq!(d.answers[0].ttl, 600, "R11 default TTL");
+    // R12: qr rd ra, never aa.
+    assert!(
+        d.has_flag("qr") && d.has_flag("rd") && d.has_flag("ra"),
+        "{:?}",
+        d.flags
+    );
+    assert!(!d.has_flag("aa"), "{:?}", d.flags);
+    let nord = w.dig(&cli, &["+nordflag", "web", "A"]);
+    assert!(
+        !nord.has_flag("rd") && nord.has_flag("ra"),
+        "RD is copied: {:?}",
+        nord.flags
+    );
+    // R9: a v4-only name asked AAAA or MX: NOERROR, no answers.
+    for t in ["AAAA", "MX", "TXT"] {
+        let d = w.dig(&cli, &["web", t]);
+        assert_eq!(d.status, "NOERROR", "{t}");
+        assert!(d.answers.is_empty(), "{t}: {:?}", d.answers);
+    }
+    // R14: TCP too.
+    let t = w.dig(&cli, &["+tcp", "web", "A"]);
+    assert_eq!(t.data(), vec![ip]);
+}
+
+#[test]
+fn r11_ttl_is_configurable() {
+    let Some(w) = World::new("r11_ttl_is_configurable") else {
+        return;
+    };
+    let net = w.network("n1", json!({"ttl": 30}));
+    let (a, cli) = (w.container("a"), w.container("cli"));
+    w.add(&net, &a, Some("web"), "", None);
+    w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.dig(&cli, &["web"]).answers[0].ttl, 30);
+}
+
+#[test]
+fn r10_ptr_names_the_container() {
+    let Some(w) = World::new("r10_ptr_names_the_container") else {
+        return;
+    };
+    let up = w.upstream("127.0.0.53:53", "up.test", &[]);
+    let net = w.network("n1", json!({}));
+    let (a, cli) = (w.container("a"), w.container("cli"));
+    let ip = ip_of(&w.add(&net, &a, Some("web"), "", Some(json!({"aliases": ["www"]}))));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let d = w.dig(&cli, &["-x", &ip]);
+    assert_eq!(d.status, "NOERROR");
+    assert_eq!(
+        d.data(),
+        vec!["web.n1."],
+        "the container name, not an alias"
+    );
+    assert_eq!(up.queries(), 0);
+    // An address that is no container's is forwarded.
+    w.dig(&cli, &["-x", "192.0.2.77"]);
+    assert_eq!(up.queries(), 1, "PTR of an unknown IP goes upstream");
+}
+
+#[test]
+fn r13_truncation_udp_edns_and_tcp() {
+    let Some(w) = World::new("r13_truncation_udp_edns_and_tcp") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (big, cli) = (w.container("big"), w.container("cli"));
+    w.add(&net, &cli, Some("cli"), "", None);
+    // A container with 40 IPv6 addresses, added as a runtime would after an IPAM plugin.
+    let ips: Vec<_> = (1..=40)
+        .map(|i| json!({"address": format!("fd00::{i:x}/64"), "interface": 0}))
+        .collect();
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": big.path}], "ips": ips});
+    let out = w.plugin(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "big40"),
+            ("CNI_NETNS", &big.path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+            ("CNI_ARGS", "K8S_POD_NAME=big"),
+        ],
+        &w.conf("n1", "1.0.0", json!({"prevResult": prev}))
+            .to_string(),
+    );
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    // No EDNS: 512 bytes, whole records only, TC set.
+    let d = w.dig(&cli, &["+noedns", "+ignore", "+notcp", "big", "AAAA"]);
+    assert!(d.has_flag("tc"), "{:?}", d.flags);
+    assert!(d.msg_size <= 512 && d.msg_size > 0, "size {}", d.msg_size);
+    assert!(!d.answers.is_empty() && d.answers.len() < 40);
+    // EDNS 700: up to 700 bytes.
+    let e = w.dig(&cli, &["+bufsize=700", "+ignore", "+notcp", "big", "AAAA"]);
+    assert!(
+        e.has_flag("tc") && e.msg_size <= 700 && e.answers.len() > d.answers.len(),
+        "{} {}",
+        e.msg_size,
+        e.answers.len()
+    );
+    // TCP: everything.
+    let t = w.dig(&cli, &["+tcp", "big", "AAAA"]);
+    assert!(!t.has_flag("tc"));
+    assert_eq!(t.answers.len(), 40);
+    let out = w.plugin(
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "big40"),
+            ("CNI_NETNS", &big.path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+        ],
+        &w.conf("n1", "1.0.0", json!({})).to_string(),
+    );
+    assert!(out.success);
+}

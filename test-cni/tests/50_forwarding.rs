@@ -1,0 +1,245 @@
+//! What is forwarded and how (docker-behaviour.md R15–R22). Upstreams are fake servers in
+//! the test's host netns; the machine's nameserver is never asked.
+
+use std::time::Duration;
+
+use serde_json::json;
+use test_cni::{wait_until, Mode, World};
+
+#[test]
+fn r15_forwarded_unchanged_and_relayed() {
+    let Some(w) = World::new("r15_forwarded_unchanged_and_relayed") else {
+        return;
+    };
+    let big = "x".repeat(1500);
+    let up = test_cni::FakeUpstream::start_with_txt(
+        Some(&format!("/run/netns/{}", w.host)),
+        "127.0.0.53:53",
+        "up.test",
+        &[("a.up.test", "10.9.9.9")],
+        &[("big.up.test", &big)],
+    );
+    let net = w.network("n1", json!({}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    let d = w.dig(&cli, &["a.up.test"]);
+    assert_eq!(d.data(), vec!["10.9.9.9"]);
+    // The upstream's answer is relayed as it came: the fake upstream sets AA, local answers never do.
+    assert!(d.has_flag("aa"), "upstream flags relayed: {:?}", d.flags);
+    assert_eq!(w.dig(&cli, &["+tcp", "a.up.test"]).data(), vec!["10.9.9.9"]);
+    // NXDOMAIN with its SOA.
+    let nx = w.dig(&cli, &["missing.up.test"]);
+    assert_eq!(nx.status, "NXDOMAIN");
+    assert_eq!(nx.authority.first().map(|r| r.rtype.as_str()), Some("SOA"));
+    // Every type of an unknown name goes up; EDNS options are kept.
+    let before = up.queries();
+    w.dig(&cli, &["+nsid", "a.up.test", "MX"]);
+    assert_eq!(up.queries(), before + 1);
+    let q = up.last_query().unwrap();
+    let edns = q.edns.expect("EDNS kept");
+    assert!(
+        edns.option(hickory_proto::rr::rdata::opt::EdnsCode::NSID)
+            .is_some(),
+        "NSID option kept"
+    );
+    // The upstream's TC is relayed; over TCP the whole answer comes through.
+    let tc = w.dig(
+        &cli,
+        &["+noedns", "+ignore", "+notcp", "big.up.test", "TXT"],
+    );
+    assert!(tc.has_flag("tc"), "{:?}", tc.flags);
+    let full = w.dig(&cli, &["+tcp", "big.up.test", "TXT"]);
+    assert_eq!(full.answers.len(), 1);
+}
+
+#[test]
+fn r16_single_label_unknown_is_not_forwarded() {
+    let Some(w) = World::new("r16_single_label_unknown_is_not_forwarded") else {
+        return;
+    };
+    let up = w.upstream("127.0.0.53:53", "up.test", &[]);
+    let net = w.network("n1", json!({}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    for t in ["A", "AAAA"] {
+        let d = w.dig(&cli, &["nosuchhost", t]);
+        assert_eq!(d.status, "NOERROR");
+        assert!(d.answers.is_empty());
+    }
+    assert_eq!(up.queries(), 0);
+}
+
+#[test]
+fn r17_explicit_upstreams_first_and_never_self() {
+    let Some(w) = World::new("r17_explicit_upstreams_first_and_never_self") else {
+        return;
+    };
+    w.set_host_resolv_conf("nameserver 127.0.0.11\nnameserver 127.0.0.53\n");
+    let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
+    let net = w.network("n1", json!({}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    // 127.0.0.11 in the host file is skipped; 127.0.0.53 answers.
+    assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
+    assert_eq!(host_up.queries(), 1);
+}
+
+#[test]
+fn r18_host_upstreams_from_host_netns_explicit_from_container() {
+    let Some(w) = World::new("r18_host_upstreams_from_host_netns_explicit_from_container") else {
+        return;
+    };
+    let _host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
+    let via_host = w.network("n1", json!({}));
+    let c1 = w.container("c1");
+    w.add(&via_host, &c1, Some("c1"), "", None);
+    // A loopback upstream of the host works: it is asked from the host netns.
+    assert_eq!(w.resolve(&c1, "a.up.test", "A"), vec!["10.9.9.1"]);
+
+    // Explicit upstreams are asked from the container: the bridge's address works...
+    let n2_prefix = "10.88.2";
+    let explicit = w.network(
+        "n2",
+        json!({"dns": {"nameservers": [format!("{n2_prefix}.1")]}}),
+    );
+    assert_eq!(explicit.prefix, n2_prefix);
+    let c2 = w.container("c2");
+    w.add(&explicit, &c2, Some("c2"), "", None); // creates the bridge and its address
+    let _gw_up = w.upstream(
+        &format!("{n2_prefix}.1:53"),
+        "up.test",
+        &[("a.up.test", "10.9.9.2")],
+    );
+    assert_eq!(w.resolve(&c2, "a.up.test", "A"), vec!["10.9.9.2"]);
+    // ...and an explicit loopback address is the container's own loopback, where nothing
+    // listens: SERVFAIL, although the host's 127.0.0.53 would have answered.
+    let n3 = w.network(
+        "n3",
+        json!({"dns": {"nameservers": ["127.0.0.53"]}, "upstreamTimeoutMs": 300}),
+    );
+    let c3 = w.container("c3");
+    w.add(&n3, &c3, Some("c3"), "", None);
+    assert_eq!(w.dig(&c3, &["a.up.test"]).status, "SERVFAIL");
+}
+
+#[test]
+fn r19_failover_and_dead_upstream_tried_last() {
+    let Some(w) = World::new("r19_failover_and_dead_upstream_tried_last") else {
+        return;
+    };
+    w.set_host_resolv_conf("nameserver 127.0.0.60\nnameserver 127.0.0.53\n");
+    let dead = w.upstream("127.0.0.60:53", "up.test", &[("a.up.test", "10.9.9.60")]);
+    dead.set_mode(Mode::Silent);
+    let good = w.upstream(
+        "127.0.0.53:53",
+        "up.test",
+        &[("a.up.test", "10.9.9.1"), ("b.up.test", "10.9.9.2")],
+    );
+    let net = w.network("n1", json!({"upstreamTimeoutMs": 400}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
+    assert_eq!(dead.queries(), 1);
+    // ★ the dead one is now tried last: the next query does not wait for it.
+    assert_eq!(w.resolve(&cli, "b.up.test", "A"), vec!["10.9.9.2"]);
+    assert_eq!(
+        dead.queries(),
+        1,
+        "a failed upstream was asked again within 30 s"
+    );
+    assert_eq!(good.queries(), 2);
+    // Wrong IDs, garbage and SERVFAIL all fail over too; when every upstream fails: SERVFAIL.
+    for mode in [Mode::WrongId, Mode::Garbage, Mode::ServFail] {
+        good.set_mode(mode);
+        dead.set_mode(mode);
+        assert_eq!(w.dig(&cli, &["a.up.test"]).status, "SERVFAIL", "{mode:?}");
+    }
+    good.set_mode(Mode::Silent);
+    dead.set_mode(Mode::Silent);
+    assert_eq!(w.dig(&cli, &["+time=5", "a.up.test"]).status, "SERVFAIL");
+}
+
+#[test]
+fn r20_inflight_cap_refuses_at_once() {
+    let Some(w) = World::new("r20_inflight_cap_refuses_at_once") else {
+        return;
+    };
+    let dead = w.upstream("127.0.0.53:53", "up.test", &[]);
+    dead.set_mode(Mode::Silent);
+    let net = w.network("n1", json!({"maxInflight": 2, "upstreamTimeoutMs": 1500}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    let statuses: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let (w, cli) = (&w, &cli);
+                s.spawn(move || w.dig(cli, &["+time=5", &format!("q{i}.up.test")]).status)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused = statuses.iter().filter(|s| *s == "REFUSED").count();
+    assert!(refused >= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s == "REFUSED" || s == "SERVFAIL"),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn r21_internal_networks_never_use_host_upstreams() {
+    let Some(w) = World::new("r21_internal_networks_never_use_host_upstreams") else {
+        return;
+    };
+    let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
+    let net = w.network("n1", json!({"internal": true}));
+    let (web, cli) = (w.container("web"), w.container("cli"));
+    w.add(&net, &web, Some("web"), "", None);
+    w.add(&net, &cli, Some("cli"), "", None);
+    // ★ answered at once (Docker 20.10 sends nothing): SERVFAIL, and nothing went out.
+    let d = w.dig(&cli, &["a.up.test"]);
+    assert_eq!(d.status, "SERVFAIL");
+    assert_eq!(host_up.queries(), 0);
+    assert_eq!(
+        w.resolve(&cli, "web", "A").len(),
+        1,
+        "local names still resolve"
+    );
+    // Explicit upstreams are still used, from the container's netns.
+    let n2 = w.network(
+        "n2",
+        json!({"internal": true, "dns": {"nameservers": ["10.88.2.1"]}}),
+    );
+    let c2 = w.container("c2");
+    w.add(&n2, &c2, Some("c2"), "", None);
+    let gw = w.upstream("10.88.2.1:53", "up.test", &[("a.up.test", "10.9.9.2")]);
+    assert_eq!(w.resolve(&c2, "a.up.test", "A"), vec!["10.9.9.2"]);
+    assert_eq!(gw.queries(), 1);
+    assert_eq!(host_up.queries(), 0);
+}
+
+#[test]
+fn r22_host_resolv_conf_changes_are_picked_up() {
+    let Some(w) = World::new("r22_host_resolv_conf_changes_are_picked_up") else {
+        return;
+    };
+    let _one = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
+    let _two = w.upstream("127.0.0.54:53", "up.test", &[("a.up.test", "10.9.9.2")]);
+    let net = w.network("n1", json!({}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
+    let pids = w.resolver_pids();
+    w.set_host_resolv_conf("nameserver 127.0.0.54\n");
+    wait_until(
+        Duration::from_secs(3),
+        "the new upstream to be used",
+        || (w.resolve(&cli, "a.up.test", "A") == vec!["10.9.9.2"]).then_some(()),
+    );
+    // Edited in place (not replaced) works too.
+    std::fs::write(&w.resolv_conf, "nameserver 127.0.0.53\n").unwrap();
+    wait_until(Duration::from_secs(3), "the edit to be picked up", || {
+        (w.resolve(&cli, "a.up.test", "A") == vec!["10.9.9.1"]).then_some(())
+    });
+    assert_eq!(w.resolver_pids(), pids, "no restart");
+}

@@ -1,0 +1,161 @@
+//! The redirect and the resolver's life (docker-behaviour.md R24, R25), and one resolver per
+//! container across networks.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use test_cni::{bins, wait_until, World};
+
+fn ip_of(result: &serde_json::Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn r24_redirect_rules_in_the_container_only() {
+    let Some(w) = World::new("r24_redirect_rules_in_the_container_only") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    let host_nat = |w: &World| {
+        String::from_utf8_lossy(&w.exec_host(&["iptables", "-w", "-t", "nat", "-S"]).stdout)
+            .into_owned()
+    };
+    let before = host_nat(&w);
+    // cnitool and a bare bridge chain leave lo down.
+    assert!(
+        !String::from_utf8_lossy(&w.exec(&c, &["ip", "link", "show", "lo"]).stdout).contains(",UP")
+    );
+    w.add(&net, &c, Some("web"), "", None);
+    let rules = w.nat_rules(&c);
+    assert!(
+        rules.contains("-A OUTPUT -d 127.0.0.11/32 -j EMBEDNS_OUTPUT"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("-A POSTROUTING -d 127.0.0.11/32 -j EMBEDNS_POSTROUTING"),
+        "{rules}"
+    );
+    for proto in ["udp", "tcp"] {
+        let dnat = rules
+            .lines()
+            .find(|l| {
+                l.contains("EMBEDNS_OUTPUT")
+                    && l.contains(&format!("-p {proto}"))
+                    && l.contains("DNAT")
+            })
+            .unwrap_or_else(|| panic!("no {proto} DNAT: {rules}"));
+        let port: u16 = dnat.rsplit(':').next().unwrap().parse().unwrap();
+        assert_ne!(port, 53, "a kernel-chosen port");
+        assert!(
+            rules.contains(&format!(
+                "-p {proto} -m {proto} --sport {port} -j SNAT --to-source :53"
+            )),
+            "{rules}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&w.exec(&c, &["ip", "link", "show", "lo"]).stdout).contains(",UP"),
+        "lo up"
+    );
+    assert_eq!(
+        host_nat(&w),
+        before,
+        "nothing changed in the host's namespace"
+    );
+    w.del(&net, &c, &[]);
+    assert!(!w.nat_rules(&c).contains("EMBEDNS"), "rules removed on DEL");
+}
+
+#[test]
+fn r25_add_returns_when_it_answers_and_resolver_outlives_its_caller() {
+    let Some(w) = World::new("r25_add_returns_when_it_answers_and_resolver_outlives_its_caller")
+    else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    // ADD from a shell in its own process group, which then kills its whole group.
+    let script = format!(
+        "{} add n1 {} >/dev/null && kill -KILL 0",
+        bins::cnitool().display(),
+        c.path
+    );
+    let status = Command::new("ip")
+        .args(["netns", "exec", &w.host, "sh", "-c", &script])
+        .env("NETCONFPATH", &w.net_dir)
+        .env("CNI_PATH", &w.bin_dir)
+        .env("CNI_CACHE_DIR", w.path("cache"))
+        .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web")
+        .process_group(0)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the shell killed itself");
+    let pids = w.resolver_pids();
+    assert_eq!(
+        pids.len(),
+        1,
+        "the resolver survived its caller's process group"
+    );
+    // The resolver is in its own session, not in its caller's group.
+    let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pids[0]))).unwrap();
+    assert_eq!(sid.as_raw(), pids[0]);
+    // A single try, no retry: it answers right away.
+    let d = w.dig(&c, &["+tries=1", "web"]);
+    assert_eq!(d.status, "NOERROR");
+    assert_eq!(d.answers.len(), 1);
+    w.del(&net, &c, &[]);
+    wait_until(Duration::from_secs(1), "no resolver", || {
+        w.resolver_pids().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn one_resolver_serves_every_network_of_a_container() {
+    let Some(w) = World::new("one_resolver_serves_every_network_of_a_container") else {
+        return;
+    };
+    let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
+    let (multi, a, b) = (w.container("multi"), w.container("a"), w.container("b"));
+    let ip_a = ip_of(&w.add(&n1, &a, Some("alpha"), "", None));
+    let ip_b = ip_of(&w.add(&n2, &b, Some("beta"), "", None));
+    w.add(&n1, &multi, Some("multi"), "", None);
+    let before = w.resolver_pids();
+    let eth1 = [
+        ("CNI_IFNAME", "eth1"),
+        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=multi"),
+    ];
+    let out = w.cnitool("add", "n2", &multi, &eth1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.resolver_pids().len(),
+        before.len(),
+        "no second resolver for the second network"
+    );
+    assert_eq!(w.resolve(&multi, "alpha", "A"), vec![ip_a.clone()]);
+    assert_eq!(w.resolve(&multi, "beta", "A"), vec![ip_b]);
+    assert_eq!(w.resolve(&multi, "beta.n2", "A").len(), 1);
+    // Leaving n2: its names go, n1's stay, same resolver.
+    w.del(&n2, &multi, &eth1);
+    assert!(w.resolve(&multi, "beta", "A").is_empty());
+    assert_eq!(w.resolve(&multi, "alpha", "A"), vec![ip_a]);
+    assert_eq!(w.resolver_pids(), before);
+    w.del(&n1, &multi, &[]);
+    assert_eq!(
+        w.resolver_pids().len(),
+        before.len() - 1,
+        "the resolver stops with the last network"
+    );
+}
