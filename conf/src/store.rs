@@ -27,6 +27,9 @@ pub struct NetworkStore {
     dir: PathBuf,
 }
 
+/// A record file's key and what reading it gave (a corrupt file is reported, not fatal).
+pub type Listed = (String, Result<Record, ConfError>);
+
 /// Proof that the caller holds the network's lock; dropped, it releases it.
 pub struct NetworkLock(#[allow(dead_code)] Flock<File>);
 
@@ -112,7 +115,7 @@ impl NetworkStore {
     }
 
     /// Every record file of the network: its key and what parsing it gave.
-    pub fn list(&self) -> Result<Vec<(String, Result<Record, ConfError>)>, ConfError> {
+    pub fn list(&self) -> Result<Vec<Listed>, ConfError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),

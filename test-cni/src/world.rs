@@ -50,11 +50,14 @@ impl PluginOut {
     }
 }
 
+/// A successful ADD not yet deleted: network, container, the env it was added with.
+type Attached = (String, Container, Vec<(String, String)>);
+
 #[derive(Default)]
 struct Inner {
     containers: Vec<String>,
     /// (network, container, env) of every successful ADD not yet deleted.
-    attached: Vec<(String, Container, Vec<(String, String)>)>,
+    attached: Vec<Attached>,
     networks: u32,
 }
 
@@ -197,7 +200,7 @@ impl World {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut inner = self.inner.lock().unwrap();
-        let same = |(n, cc, e): &(String, Container, Vec<(String, String)>)| {
+        let same = |(n, cc, e): &Attached| {
             n == net
                 && cc.path == c.path
                 && id_of(e) == id_of(&owned)

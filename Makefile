@@ -1,0 +1,74 @@
+# embedns: Docker's embedded DNS for CNI networks.
+#   make            release binaries in target/release
+#   make install    embedns + embedns-resolverd into $(DESTDIR)$(BINDIR) (default /opt/cni/bin)
+#   make test       installs what it needs (apt), builds, runs unit and integration tests
+#   make demo       a three-container network, Docker-like answers, everything cleaned up
+#   make bench      embedns against its peers, measured in the same run
+
+PREFIX      ?= /opt/cni
+BINDIR      ?= $(PREFIX)/bin
+EXAMPLESDIR ?= /usr/local/share/embedns/examples
+DESTDIR     ?=
+CARGO       ?= cargo
+
+# What the tests and the demo run: the reference plugins, libcni's source (for cnitool),
+# iptables, real DNS clients, and dnsmasq for the demo's and bench's upstream.
+APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go \
+                golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base
+
+CNITOOL := test-cni/cnitool/bin/cnitool
+
+.PHONY: all release install deps cnitool test unit integration demo bench bench-quick fmt lint clean
+
+all: release
+
+release:
+	$(CARGO) build --release --locked --bins
+
+install: release
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(EXAMPLESDIR)
+	install -m 0755 target/release/embedns target/release/embedns-resolverd $(DESTDIR)$(BINDIR)/
+	install -m 0644 conf/examples/*.conflist $(DESTDIR)$(EXAMPLESDIR)/
+
+# apt-get only for what is missing, and `apt-get update` at most once.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+cnitool: $(CNITOOL)
+
+$(CNITOOL): test-cni/cnitool/src/embedns.test/cnitool/main.go
+	mkdir -p $(dir $@)
+	cd test-cni/cnitool && GO111MODULE=off GOPATH=$$PWD:/usr/share/gocode \
+	  GOCACHE=$${TMPDIR:-/tmp}/embedns-gocache go build -o bin/cnitool embedns.test/cnitool
+
+test: deps
+	$(CARGO) build --locked --bins
+	$(MAKE) cnitool
+	EMBEDNS_BIN_DIR=$(CURDIR)/target/debug EMBEDNS_CNITOOL=$(CURDIR)/$(CNITOOL) \
+	  $(CARGO) test --locked --workspace -- --test-threads=4
+
+demo: deps release cnitool
+	./demo/demo.sh
+
+bench: deps release cnitool
+	./bench/bench.sh
+
+bench-quick: deps release cnitool
+	BENCH_QUICK=1 ./bench/bench.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf test-cni/cnitool/bin
