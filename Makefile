@@ -13,7 +13,7 @@ CARGO       ?= cargo
 
 # What the tests and the demo run: the reference plugins, libcni's source (for cnitool),
 # iptables, real DNS clients, and dnsmasq for the demo's and bench's upstream.
-APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go \
+APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go podman runc \
                 golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base
 
 CNITOOL := test-cni/cnitool/bin/cnitool

@@ -25,6 +25,7 @@ mod netns;
 mod probe;
 mod redirect;
 mod resolver;
+mod status;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -37,7 +38,11 @@ use crate::env::CniEnv;
 
 fn main() -> ExitCode {
     let Ok(command) = std::env::var("CNI_COMMAND") else {
-        return about(std::env::args().nth(1).as_deref());
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.first().map(String::as_str) == Some("status") {
+            return ExitCode::from(status::run(&args[1..]) as u8);
+        }
+        return about(args.first().map(String::as_str));
     };
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
@@ -138,7 +143,8 @@ fn about(arg: Option<&str>) -> ExitCode {
         Some("--help") | Some("-h") | Some("help") => println!(
             "{about}\n\nUsage: add {{\"type\": \"embedns\", \"capabilities\": {{\"aliases\": true, \"dns\": true}}}}\n\
              to a conflist after an IP-assigning plugin; the runtime runs it with CNI_COMMAND set.\n\
-             See the README for every configuration key."
+             See the README for every configuration key.\n\n\
+             embedns status [--json] [--data-dir DIR] [CONTAINER]: networks, containers, resolvers"
         ),
         None => eprintln!("{about}"),
         Some(other) => {

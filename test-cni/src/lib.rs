@@ -6,6 +6,7 @@
 
 pub mod bins;
 pub mod dig;
+pub mod podman;
 pub mod upstream;
 pub mod wait;
 pub mod world;

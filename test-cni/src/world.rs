@@ -101,7 +101,14 @@ impl World {
             std::fs::create_dir_all(d).unwrap();
         }
         let refs = bins::reference_plugins();
-        for p in ["bridge", "host-local", "loopback"] {
+        for p in [
+            "bridge",
+            "host-local",
+            "loopback",
+            "portmap",
+            "firewall",
+            "tuning",
+        ] {
             std::os::unix::fs::symlink(refs.join(p), w.bin_dir.join(p)).unwrap();
         }
         let ours = bins::bin_dir();
@@ -164,6 +171,37 @@ impl World {
             name: name.to_string(),
             prefix,
         }
+    }
+
+    /// Writes a conflist given whole (an example's), with the test's state and resolv.conf
+    /// put into its embedns entry and host-local's state into the world's dir.
+    pub fn conflist(&self, mut list: Value) -> Network {
+        let name = list["name"]
+            .as_str()
+            .expect("a conflist has a name")
+            .to_string();
+        let mut prefix = String::new();
+        for p in list["plugins"].as_array_mut().expect("plugins") {
+            if let Some(ipam) = p.get_mut("ipam") {
+                ipam["dataDir"] = json!(self.dir.join("ipam"));
+                let subnet = ipam["subnet"]
+                    .as_str()
+                    .or_else(|| ipam["ranges"][0][0]["subnet"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                prefix = subnet.rsplitn(2, '.').nth(1).unwrap_or("").to_string();
+            }
+            if p["type"] == "embedns" {
+                p["dataDir"] = json!(self.data_dir);
+                p["hostResolvConf"] = json!(self.resolv_conf);
+            }
+        }
+        std::fs::write(
+            self.net_dir.join(format!("{name}.conflist")),
+            serde_json::to_vec_pretty(&list).unwrap(),
+        )
+        .unwrap();
+        Network { name, prefix }
     }
 
     /// A new container netns.

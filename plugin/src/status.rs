@@ -1,0 +1,234 @@
+//! `embedns status [--json] [--data-dir DIR] [CONTAINER]`: what embedns is doing, for a
+//! person. Networks and their containers come from the store; each resolver is asked over
+//! its control socket (a live pid is not enough to be healthy). Exits 1 when a listed
+//! resolver is unhealthy.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use embedns_conf::netconf::DEFAULT_DATA_DIR;
+use embedns_conf::paths::StatePaths;
+use embedns_conf::record::Record;
+use embedns_conf::sandbox::{self, Sandbox};
+use embedns_conf::store::{self, NetworkStore};
+use serde_json::{json, Value};
+
+use crate::resolver;
+
+struct Options {
+    json: bool,
+    data_dir: PathBuf,
+    container: Option<String>,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        json: false,
+        data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        container: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--data-dir" => o.data_dir = it.next().context("--data-dir needs a value")?.into(),
+            s if s.starts_with('-') => anyhow::bail!("unknown option {s}"),
+            s => o.container = Some(s.to_string()),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs `embedns status`; returns the process exit code.
+pub fn run(args: &[String]) -> i32 {
+    let o = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("embedns status: {e:#}\nusage: embedns status [--json] [--data-dir DIR] [CONTAINER]");
+            return 2;
+        }
+    };
+    let paths = StatePaths::new(&o.data_dir);
+    let report = match collect(&paths, o.container.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("embedns status: {e:#}");
+            return 2;
+        }
+    };
+    if o.container.is_some() && report["containers"].as_array().is_none_or(|c| c.is_empty()) {
+        eprintln!(
+            "embedns status: no container {:?}",
+            o.container.unwrap_or_default()
+        );
+        return 1;
+    }
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_text(&report);
+    }
+    let unhealthy = report["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["resolver"]["healthy"] == Value::Bool(false));
+    i32::from(unhealthy)
+}
+
+fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
+    let mut networks = Vec::new();
+    let mut by_container: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+    for net in store::networks(paths)? {
+        let mut members = Vec::new();
+        for (key, rec) in NetworkStore::new(paths, &net).list()? {
+            match rec {
+                Ok(r) => {
+                    members.push(json!({"container": r.container_id, "name": r.name, "ip": r.ips}));
+                    by_container
+                        .entry(r.container_id.clone())
+                        .or_default()
+                        .push(r);
+                }
+                Err(e) => members.push(json!({"key": key, "error": e.to_string()})),
+            }
+        }
+        networks.push(json!({"name": net, "containers": members}));
+    }
+    let mut containers = Vec::new();
+    for (id, records) in by_container {
+        let matches = only.is_none_or(|q| {
+            id.starts_with(q) || records.iter().any(|r| r.name.as_deref() == Some(q))
+        });
+        if !matches {
+            continue;
+        }
+        let sb = sandbox::load(paths, &id).ok().flatten();
+        containers.push(json!({
+            "id": id,
+            "name": records.iter().find_map(|r| r.name.clone()),
+            "netns": records.first().map(|r| r.netns.clone()),
+            "attachments": records.iter().map(|r| json!({
+                "network": r.network, "ifname": r.ifname, "ips": r.ips,
+                "aliases": r.aliases, "links": r.links.iter().map(|l| format!("{}:{}", l.name, l.alias)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "resolver": resolver_health(paths, &id, sb.as_ref()),
+        }));
+    }
+    Ok(json!({"dataDir": paths.root(), "networks": networks, "containers": containers}))
+}
+
+fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Value {
+    let Some(info) = sb.and_then(|s| s.resolver.as_ref()) else {
+        return json!({"healthy": false, "error": "no resolver recorded"});
+    };
+    if !resolver::alive(info) {
+        return json!({"healthy": false, "pid": info.pid, "error": "not running"});
+    }
+    match resolver::control(paths, id, "status") {
+        Ok(line) => {
+            let mut v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("ok");
+                o.insert("healthy".into(), Value::Bool(true));
+            }
+            v
+        }
+        Err(e) => json!({"healthy": false, "pid": info.pid, "error": format!("{e:#}")}),
+    }
+}
+
+fn print_text(r: &Value) {
+    let empty = Vec::new();
+    println!("state: {}", r["dataDir"].as_str().unwrap_or(""));
+    for net in r["networks"].as_array().unwrap_or(&empty) {
+        let members = net["containers"].as_array().unwrap_or(&empty);
+        println!(
+            "\nnetwork {} ({} attachments)",
+            net["name"].as_str().unwrap_or(""),
+            members.len()
+        );
+        for m in members {
+            println!(
+                "  {:<20} {:<28} {}",
+                m["name"].as_str().unwrap_or("-"),
+                join(&m["ip"]),
+                short(m["container"].as_str().unwrap_or(""))
+            );
+        }
+    }
+    for c in r["containers"].as_array().unwrap_or(&empty) {
+        let res = &c["resolver"];
+        println!(
+            "\ncontainer {} ({})  netns {}",
+            c["name"].as_str().unwrap_or("-"),
+            short(c["id"].as_str().unwrap_or("")),
+            c["netns"].as_str().unwrap_or("-")
+        );
+        for a in c["attachments"].as_array().unwrap_or(&empty) {
+            println!(
+                "  on {} ({}): {}  aliases [{}]  links [{}]",
+                a["network"].as_str().unwrap_or(""),
+                a["ifname"].as_str().unwrap_or(""),
+                join(&a["ips"]),
+                join(&a["aliases"]),
+                join(&a["links"])
+            );
+        }
+        if res["healthy"] == Value::Bool(true) {
+            let ups: Vec<String> = res["upstreams"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|u| {
+                    let from = if u["fromHost"] == Value::Bool(true) {
+                        "host"
+                    } else {
+                        "container"
+                    };
+                    format!("{} ({from})", u["address"].as_str().unwrap_or(""))
+                })
+                .collect();
+            let k = &res["counters"];
+            println!(
+                "  resolver pid {}  udp {} tcp {}  up {}s  healthy",
+                res["pid"], res["udpPort"], res["tcpPort"], res["uptimeSeconds"]
+            );
+            println!(
+                "  upstreams: {}",
+                if ups.is_empty() {
+                    "none".into()
+                } else {
+                    ups.join(", ")
+                }
+            );
+            println!(
+                "  queries: {} local, {} forwarded, {} failed, {} refused; upstream mean {} µs",
+                k["local"], k["forwarded"], k["failed"], k["refused"], k["upstreamMeanMicros"]
+            );
+        } else {
+            println!(
+                "  resolver UNHEALTHY: {}",
+                res["error"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(24)]
+}

@@ -1,0 +1,146 @@
+//! Real podman (4.3, CNI backend, runc) for tests: its own containers.conf, network config
+//! dir, plugin dir, storage and run roots under a temp dir, and a busybox-only root
+//! filesystem (no image, no registry). Drop removes the containers and networks it made.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::bins;
+
+pub struct Podman {
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub resolv_conf: PathBuf,
+    networks: std::sync::Mutex<Vec<String>>,
+}
+
+impl Podman {
+    /// A private podman, or `None` (with a SKIP line) when podman or runc is missing.
+    pub fn new(test: &str) -> Option<Podman> {
+        if !crate::can_run(test) {
+            return None;
+        }
+        for tool in ["podman", "runc"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                eprintln!("SKIP {test}: {tool} is not installed (make test installs it)");
+                return None;
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("embedns-podman-{}", crate::unique("p")));
+        let rootfs = dir.join("rootfs");
+        for d in ["bin", "etc", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        let plugins = dir.join("cni-bin");
+        std::fs::create_dir_all(&plugins).unwrap();
+        for p in [
+            "bridge",
+            "host-local",
+            "portmap",
+            "firewall",
+            "tuning",
+            "loopback",
+        ] {
+            std::os::unix::fs::symlink(bins::reference_plugins().join(p), plugins.join(p)).unwrap();
+        }
+        for p in ["embedns", "embedns-resolverd"] {
+            std::os::unix::fs::symlink(bins::bin_dir().join(p), plugins.join(p)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("net.d")).unwrap();
+        let conf = format!(
+            "[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = \"cni\"\n\
+             network_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+            dir.join("net.d").display(),
+            plugins.display()
+        );
+        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        let resolv_conf = dir.join("host-resolv.conf");
+        std::fs::write(&resolv_conf, "nameserver 127.0.0.53\n").unwrap();
+        Some(Podman {
+            data_dir: dir.join("data"),
+            resolv_conf,
+            dir,
+            networks: Default::default(),
+        })
+    }
+
+    /// Runs `podman ARGS` with this instance's configuration.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running podman")
+    }
+
+    /// `podman ARGS` that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `podman network create --disable-dns NAME`, then `plugin` (the embedns entry of a
+    /// conflist) appended to the generated conflist, as a user would.
+    pub fn network(&self, name: &str, mut plugin: Value) -> String {
+        self.ok(&["network", "create", "--disable-dns", name]);
+        self.networks.lock().unwrap().push(name.to_string());
+        plugin["dataDir"] = Value::from(self.data_dir.display().to_string());
+        plugin["hostResolvConf"] = Value::from(self.resolv_conf.display().to_string());
+        let path = self.dir.join("net.d").join(format!("{name}.conflist"));
+        let mut list: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        list["plugins"].as_array_mut().unwrap().push(plugin);
+        std::fs::write(&path, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+        name.to_string()
+    }
+
+    /// `podman run -d` of a busybox `sleep`, with more `podman run` options.
+    pub fn start(&self, name: &str, opts: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--ulimit", "host", "--name", name];
+        args.extend_from_slice(opts);
+        let rootfs = self.dir.join("rootfs").display().to_string();
+        args.extend_from_slice(&["--rootfs", &rootfs, "/bin/busybox", "sleep", "600"]);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// `podman exec NAME busybox ARGS`.
+    pub fn busybox(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["exec", name, "/bin/busybox"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "-a", "-f", "-t", "0"]);
+        for n in self.networks.lock().unwrap().iter() {
+            let _ = self.run(&["network", "rm", "-f", n]);
+        }
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("embedns-resolverd --data-dir {}", self.data_dir.display()),
+            ])
+            .status();
+        // podman's storage may hold overlay mounts; unmount them before removing.
+        let _ = self.run(&["system", "reset", "-f"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
