@@ -84,6 +84,10 @@ pub struct Record {
     /// `domainName` of the network: `name.<domain>` resolves too.
     #[serde(default)]
     pub domain_name: Option<String>,
+    /// The search list of the container's resolv.conf, normalized: `name.<search domain>`
+    /// of a local name is answered locally (clients such as busybox nslookup ask only those).
+    #[serde(default)]
+    pub search: Vec<String>,
     pub ttl: u32,
     #[serde(default)]
     pub internal: bool,

@@ -246,6 +246,7 @@ mod tests {
             ips: vec!["10.0.0.2".parse().unwrap()],
             netns: "/run/netns/x".into(),
             domain_name: None,
+            search: vec![],
             ttl: 600,
             internal: false,
             upstreams: Upstreams::default(),

@@ -63,6 +63,11 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         ips,
         netns: env.netns.clone(),
         domain_name: conf.domain_name.clone(),
+        search: rc
+            .search
+            .iter()
+            .map(|s| embedns_conf::names::normalize(s))
+            .collect(),
         ttl: conf.ttl,
         internal: conf.internal,
         upstreams: Upstreams {

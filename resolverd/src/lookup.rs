@@ -60,6 +60,30 @@ impl View<'_> {
 
     /// All addresses of a name, deduplicated, and the TTL to give them.
     fn resolve(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
+        if let Some(hit) = self.resolve_exact(name) {
+            return Some(hit);
+        }
+        // ★ `web.<search domain>` of the asker's own resolv.conf is `web`: busybox's nslookup,
+        // among others, asks only the search-qualified names once a search list is set.
+        for net in self.networks {
+            for own in net.owned_by(self.container_id) {
+                for domain in &own.search {
+                    if let Some(prefix) = name
+                        .strip_suffix(domain.as_str())
+                        .and_then(|p| p.strip_suffix('.'))
+                    {
+                        if let Some(hit) = self.resolve_exact(prefix) {
+                            return Some(hit);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// R4, R1/R5, R7 for one name.
+    fn resolve_exact(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
         // R4: the asker's links first; a link to a target not on the network is as if the
         // alias did not exist.
         for net in self.networks {
@@ -178,6 +202,7 @@ mod tests {
             ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             netns: String::new(),
             domain_name: None,
+            search: vec![],
             ttl: 600,
             internal: false,
             upstreams: Upstreams::default(),
@@ -302,6 +327,32 @@ mod tests {
             Outcome::Forward
         );
         drop(n2);
+    }
+
+    #[test]
+    fn search_domains_of_the_asker_are_stripped() {
+        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
+        me.search = vec!["corp.example".into()];
+        let nets = [net(
+            "n1",
+            vec![me, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])],
+        )];
+        let v = View {
+            container_id: "me",
+            networks: &nets,
+        };
+        assert_eq!(
+            a(v.lookup("web.corp.example", RecordType::A)),
+            vec!["10.0.0.2"]
+        );
+        assert_eq!(
+            v.lookup("nothere.corp.example", RecordType::A),
+            Outcome::Forward
+        );
+        assert_eq!(
+            v.lookup("web.other.example", RecordType::A),
+            Outcome::Forward
+        );
     }
 
     #[test]

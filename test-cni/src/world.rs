@@ -189,7 +189,11 @@ impl World {
                     .or_else(|| ipam["ranges"][0][0]["subnet"].as_str())
                     .unwrap_or("")
                     .to_string();
-                prefix = subnet.rsplit_once('.').map(|x| x.0).unwrap_or("").to_string();
+                prefix = subnet
+                    .rsplit_once('.')
+                    .map(|x| x.0)
+                    .unwrap_or("")
+                    .to_string();
             }
             if p["type"] == "embedns" {
                 p["dataDir"] = json!(self.data_dir);

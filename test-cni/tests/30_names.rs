@@ -246,3 +246,28 @@ fn r8_peers_come_and_go_live() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn busybox_nslookup_with_a_search_list() {
+    // ★ The World's host resolv.conf has `search corp.example`, kept in the container's
+    // (R23); busybox nslookup then asks only `web.corp.example`, which must be `web`.
+    let Some(w) = World::new("busybox_nslookup_with_a_search_list") else {
+        return;
+    };
+    let _up = w.upstream(
+        "127.0.0.53:53",
+        "corp.example",
+        &[("real.corp.example", "10.9.9.9")],
+    );
+    let net = w.network("n1", json!({}));
+    let (a, cli) = (w.container("a"), w.container("cli"));
+    let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let out =
+        String::from_utf8_lossy(&w.exec(&cli, &["busybox", "nslookup", "web"]).stdout).into_owned();
+    assert!(out.contains(&format!("Address: {ip}")), "{out}");
+    // A name of the search domain that is no container is still forwarded.
+    let out = String::from_utf8_lossy(&w.exec(&cli, &["busybox", "nslookup", "real"]).stdout)
+        .into_owned();
+    assert!(out.contains("Address: 10.9.9.9"), "{out}");
+}
