@@ -20,7 +20,7 @@ use embedns_resolverd::state::Resolver;
 use embedns_resolverd::{control, server, sys, watch};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// The log is cut in half when it grows past this at start.
+/// The log is rotated to `resolver.log.1` when it grows past this (so at most 2 × 1 MiB).
 const LOG_CAP: u64 = 1 << 20;
 
 struct Args {
