@@ -196,8 +196,10 @@ pub fn lock_file(path: &Path) -> Result<Flock<File>, ConfError> {
         .map_err(|(_, errno)| ConfError::io(path, std::io::Error::from(errno)))
 }
 
-/// Writes `path` atomically with mode 0600: a temporary file in the same directory, fsynced
-/// data, then a rename over the target.
+/// Writes `path` atomically with mode 0600: a temporary file in the same directory, then a
+/// rename over the target, so a reader sees the old content or the new, never a mix. No
+/// fsync: this is runtime state (`/run` is tmpfs) that does not outlive a reboot, and a
+/// flush would cost every ADD a disk round trip where the state dir is on disk.
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), ConfError> {
     write_atomic_mode(path, body, 0o600)
 }
@@ -210,7 +212,6 @@ pub fn write_atomic_mode(path: &Path, body: &[u8], mode: u32) -> Result<(), Conf
         .tempfile_in(dir)
         .map_err(|e| ConfError::io(dir, e))?;
     tmp.write_all(body)
-        .and_then(|_| tmp.as_file().sync_data())
         .and_then(|_| {
             tmp.as_file()
                 .set_permissions(fs::Permissions::from_mode(mode))

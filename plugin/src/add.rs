@@ -2,6 +2,7 @@
 //! network, and return `prevResult` with our `dns`. Anything that fails after the first write
 //! is undone by the same code DEL runs, so a failed ADD leaves nothing behind.
 
+use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -139,12 +140,26 @@ fn attach(
             resolver::control(paths, &env.container_id, "reload")
                 .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
         }
-        _ => {
-            let info = resolver::spawn(binary, paths, &env.container_id)?;
+        previous => {
+            // Bind the resolver's sockets here, in the container's netns, so the redirect
+            // (an iptables-restore exec) runs while the resolver starts.
+            let (udp, tcp, redirect) = {
+                let _in = netns::enter(&env.netns)?;
+                netns::loopback_up()?;
+                let udp = UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
+                let tcp = TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
+                let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
+                let redirect = redirect::install(u, t, previous.is_some())?;
+                (udp, tcp, redirect)
+            };
+            let spawned = resolver::spawn(binary, paths, &env.container_id, udp.into(), tcp.into());
+            // Always reap the iptables-restore, so an undo after a failure sees its rules.
+            let installed = redirect.wait();
+            let info = spawned?;
             sb.resolver = Some(info.clone());
             sandbox::save(paths, lock, &sb)?;
+            installed?;
             let _in = netns::enter(&env.netns)?;
-            redirect::install(info.udp_port, info.tcp_port)?;
             probe::wait_answers(PROBE_TIMEOUT)
                 .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))
                 .with_context(|| format!("resolver pid {} in {}", info.pid, env.netns))?;

@@ -85,14 +85,23 @@ fn remove_record(
 /// The sandbox's last attachment is gone: stop its resolver, remove the redirect, restore the
 /// files, drop the sandbox.
 fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Result<()> {
+    // The rules' removal (an exec) runs while the resolver stops.
+    let removal = if netns::exists(&sb.netns) {
+        match netns::enter(&sb.netns) {
+            Ok(_in) => Some(redirect::remove_start()?),
+            Err(e) => {
+                tracing::warn!("not removing the redirect: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     if let Some(info) = &sb.resolver {
         resolver::stop(info);
     }
-    if netns::exists(&sb.netns) {
-        match netns::enter(&sb.netns) {
-            Ok(_in) => redirect::remove()?,
-            Err(e) => tracing::warn!("not removing the redirect: {e:#}"),
-        }
+    if let Some(r) = removal {
+        r.wait()?;
     }
     files::restore(sb);
     sandbox::remove(paths, lock, &sb.container_id)?;

@@ -37,3 +37,30 @@ impl Drop for InNetns {
 pub fn exists(path: &str) -> bool {
     !path.is_empty() && std::path::Path::new(path).exists()
 }
+
+/// Sets IFF_UP on `lo` in the current netns if it is down (cnitool and a bare bridge chain
+/// leave it down; 127.0.0.11 is only local once it is up, R24).
+pub fn loopback_up() -> anyhow::Result<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the fd is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFFLAGS");
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = Ok(());
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
+            result = Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS lo");
+        } else if req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) < 0 {
+                result = Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS lo up");
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}

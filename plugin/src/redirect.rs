@@ -7,7 +7,7 @@
 //! netns of the thread that forks it.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 
@@ -17,10 +17,14 @@ const OUTPUT_CHAIN: &str = "EMBEDNS_OUTPUT";
 const POSTROUTING_CHAIN: &str = "EMBEDNS_POSTROUTING";
 const RESOLVER_IP: &str = "127.0.0.11";
 
-/// Installs the rules for a resolver listening on `udp`/`tcp`, replacing any earlier ones.
-pub fn install(udp: u16, tcp: u16) -> anyhow::Result<()> {
-    // A leftover jump (a resolver restarted in the same netns) would duplicate; drop it first.
-    let _ = remove();
+/// Starts installing the rules for a resolver listening on `udp`/`tcp` and returns without
+/// waiting (the caller overlaps it with the resolver's start and calls [`Pending::wait`]).
+/// `replace` first removes the rules of an earlier resolver of this netns, whose jumps would
+/// otherwise be duplicated; a fresh netns has none, and skipping that saves an exec.
+pub fn install(udp: u16, tcp: u16, replace: bool) -> anyhow::Result<Pending> {
+    if replace {
+        let _ = remove_start().and_then(Pending::wait);
+    }
     let batch = format!(
         "*nat\n\
          :{OUTPUT_CHAIN} - [0:0]\n\
@@ -33,17 +37,50 @@ pub fn install(udp: u16, tcp: u16) -> anyhow::Result<()> {
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p tcp -m tcp --sport {tcp} -j SNAT --to-source :53\n\
          COMMIT\n"
     );
-    restore(&batch).map_err(|e| {
-        PluginError::new(
-            REDIRECT_FAILED,
-            format!("installing the 127.0.0.11 redirect: {e:#}"),
-        )
-        .into()
+    Ok(Pending {
+        child: restore_start(&batch)?,
+        what: "installing the 127.0.0.11 redirect",
+        fallback: false,
     })
 }
 
-/// Removes our rules and chains; what is already gone is not an error.
-pub fn remove() -> anyhow::Result<()> {
+/// An `iptables-restore` under way.
+pub struct Pending {
+    child: Child,
+    what: &'static str,
+    /// On failure, remove piece by piece (a removal batch, where part may already be gone).
+    fallback: bool,
+}
+
+impl Pending {
+    pub fn wait(self) -> anyhow::Result<()> {
+        let out = self
+            .child
+            .wait_with_output()
+            .context("waiting for iptables-restore")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if self.fallback {
+            remove_piecewise();
+            return Ok(());
+        }
+        Err(PluginError::new(
+            REDIRECT_FAILED,
+            format!(
+                "{}: iptables-restore failed ({}): {}",
+                self.what,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )
+        .into())
+    }
+}
+
+/// Starts removing our rules and chains in the current netns; once [`Pending::wait`]
+/// returns they are gone, and what was already gone is not an error.
+pub fn remove_start() -> anyhow::Result<Pending> {
     let batch = format!(
         "*nat\n\
          -D OUTPUT -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}\n\
@@ -52,10 +89,15 @@ pub fn remove() -> anyhow::Result<()> {
          -F {POSTROUTING_CHAIN}\n-X {POSTROUTING_CHAIN}\n\
          COMMIT\n"
     );
-    if restore(&batch).is_ok() {
-        return Ok(());
-    }
-    // Part of it is gone: a batch is all or nothing, so remove piece by piece.
+    Ok(Pending {
+        child: restore_start(&batch)?,
+        what: "removing the 127.0.0.11 redirect",
+        fallback: true,
+    })
+}
+
+/// Part of it is gone: a batch is all or nothing, so remove piece by piece.
+fn remove_piecewise() {
     let steps: [&[&str]; 6] = [
         &["-D", "OUTPUT", "-d", "127.0.0.11/32", "-j", OUTPUT_CHAIN],
         &[
@@ -79,7 +121,6 @@ pub fn remove() -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .status();
     }
-    Ok(())
 }
 
 /// Whether our DNAT rules are present (CHECK).
@@ -92,7 +133,7 @@ pub fn present() -> bool {
         .unwrap_or(false)
 }
 
-fn restore(batch: &str) -> anyhow::Result<()> {
+fn restore_start(batch: &str) -> anyhow::Result<Child> {
     let mut child = Command::new(tool("iptables-restore"))
         .args(["--noflush", "-w"])
         .stdin(Stdio::piped())
@@ -106,17 +147,7 @@ fn restore(batch: &str) -> anyhow::Result<()> {
         .expect("stdin is piped")
         .write_all(batch.as_bytes())
         .context("writing to iptables-restore")?;
-    let out = child
-        .wait_with_output()
-        .context("waiting for iptables-restore")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "iptables-restore failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    Ok(child)
 }
 
 /// iptables tools from PATH, falling back to /usr/sbin (runtimes may pass a short PATH).

@@ -32,21 +32,25 @@ pub fn binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(exe.with_file_name("embedns-resolverd"))
 }
 
-/// Starts the resolver of a sandbox whose `sandbox.json` is written, and returns once it has
-/// bound its sockets in the container's netns. It runs in its own session with stdio on
-/// /dev/null, so it outlives the runtime process that called the plugin (R25).
+/// Starts the resolver of a sandbox whose `sandbox.json` is written, handing it its two
+/// listening sockets (bound on 127.0.0.11 in the container's netns) as fds 4 and 5, and
+/// returns once it serves. It runs in its own session with stdio on /dev/null, so it outlives
+/// the runtime process that called the plugin (R25).
 pub fn spawn(
     binary: &Path,
     paths: &StatePaths,
     container_id: &str,
+    udp: OwnedFd,
+    tcp: OwnedFd,
 ) -> anyhow::Result<ResolverInfo> {
     let (ready_r, ready_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the resolver's ready pipe")?;
-    let ready_w_fd = ready_w.as_raw_fd();
+    let fds = [ready_w.as_raw_fd(), udp.as_raw_fd(), tcp.as_raw_fd()];
     let mut cmd = Command::new(binary);
     cmd.arg("--data-dir")
         .arg(paths.root())
-        .args(["--container-id", container_id, "--ready-fd", "3"])
+        .args(["--container-id", container_id])
+        .args(["--ready-fd", "3", "--udp-fd", "4", "--tcp-fd", "5"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -55,15 +59,23 @@ pub fn spawn(
     if let Ok(level) = std::env::var("EMBEDNS_RESOLVER_LOG") {
         cmd.env("EMBEDNS_RESOLVER_LOG", level);
     }
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, dup2, fcntl).
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, dup2).
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
-            if ready_w_fd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(ready_w_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // Move the fds above the targets first, so no dup2 overwrites a later source.
+            let mut high = [0; 3];
+            for (i, fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate() {
+                // dup2 clears FD_CLOEXEC on the new fd: these three survive exec.
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -74,7 +86,7 @@ pub fn spawn(
             format!("cannot start the resolver {}: {e}", binary.display()),
         )
     })?;
-    drop(ready_w);
+    drop((ready_w, udp, tcp));
     let pid = child.id() as i32;
     let line = read_line_until(ready_r, Instant::now() + READY_TIMEOUT);
     let fail = |why: String| -> anyhow::Error {

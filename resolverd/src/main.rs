@@ -1,7 +1,8 @@
 //! `embedns-resolverd --data-dir DIR --container-id ID --ready-fd FD`: started by the embedns
-//! plugin, never by hand. It makes its host-netns socket maker, enters the container's netns,
-//! brings `lo` up, binds UDP and TCP on 127.0.0.11 at kernel-chosen ports, loads the records
-//! of the container's networks, and writes `READY <udp> <tcp>` (or `ERROR <why>`) on FD.
+//! plugin, never by hand, with `--udp-fd 4 --tcp-fd 5`: the sockets the plugin bound on
+//! 127.0.0.11 (kernel-chosen ports) in the container's netns. It makes its host-netns socket
+//! maker, enters the container's netns, loads the records of the container's networks, and
+//! writes `READY <udp> <tcp>` (or `ERROR <why>`) on the ready FD.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -27,17 +28,22 @@ struct Args {
     data_dir: PathBuf,
     container_id: String,
     ready_fd: i32,
+    udp_fd: i32,
+    tcp_fd: i32,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let (mut data_dir, mut container_id, mut ready_fd) = (None, None, None);
+    let (mut udp_fd, mut tcp_fd) = (None, None);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--data-dir" => data_dir = Some(PathBuf::from(value)),
             "--container-id" => container_id = Some(value),
             "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
+            "--udp-fd" => udp_fd = Some(value.parse().context("--udp-fd")?),
+            "--tcp-fd" => tcp_fd = Some(value.parse().context("--tcp-fd")?),
             _ => anyhow::bail!(
                 "unknown flag {flag} (this program is started by the embedns CNI plugin)"
             ),
@@ -47,6 +53,8 @@ fn parse_args() -> anyhow::Result<Args> {
         data_dir: data_dir.context("--data-dir is required")?,
         container_id: container_id.context("--container-id is required")?,
         ready_fd: ready_fd.unwrap_or(-1),
+        udp_fd: udp_fd.context("--udp-fd is required")?,
+        tcp_fd: tcp_fd.context("--tcp-fd is required")?,
     })
 }
 
@@ -80,9 +88,14 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     // Host-netns sockets must be made by a thread that never leaves the host netns (R18).
     let host = HostSockets::start().context("starting the host-netns thread")?;
     sys::enter_netns(&sb.netns)?;
-    sys::loopback_up()?;
-    let udp = std::net::UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
-    let tcp = std::net::TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
+    // SAFETY: the plugin passes sockets it bound on 127.0.0.11 in the container's netns as
+    // these fds; we own them from here.
+    let (udp, tcp) = unsafe {
+        (
+            std::net::UdpSocket::from_raw_fd(args.udp_fd),
+            std::net::TcpListener::from_raw_fd(args.tcp_fd),
+        )
+    };
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
     let ports = (udp.local_addr()?.port(), tcp.local_addr()?.port());

@@ -1,0 +1,191 @@
+//! A closed-loop UDP DNS load client: keeps `concurrency` queries in flight for a while,
+//! records every answer's latency, and (when asked) checks every answer's addresses.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+/// A question and, if it is to be checked, the exact set of addresses expected.
+#[derive(Clone)]
+pub struct Ask {
+    pub name: String,
+    pub expect: Option<BTreeSet<IpAddr>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LoadResult {
+    pub sent: u64,
+    pub answered: u64,
+    pub lost: u64,
+    pub wrong: u64,
+    pub qps: f64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl LoadResult {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sent": self.sent, "answered": self.answered, "lost": self.lost, "wrong": self.wrong,
+            "qps": self.qps.round(), "meanUs": self.mean_us.round(), "p50Us": self.p50_us.round(),
+            "p99Us": self.p99_us.round(),
+        })
+    }
+}
+
+const LOST_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs the load from inside the netns at `netns` (None: the current one).
+pub fn run(
+    netns: Option<&str>,
+    server: SocketAddr,
+    asks: &[Ask],
+    concurrency: usize,
+    duration: Duration,
+) -> LoadResult {
+    let netns = netns.map(str::to_string);
+    let asks = asks.to_vec();
+    std::thread::spawn(move || {
+        if let Some(ns) = netns {
+            let f = File::open(&ns).expect("netns");
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        }
+        drive(server, &asks, concurrency, duration)
+    })
+    .join()
+    .expect("load thread")
+}
+
+fn drive(server: SocketAddr, asks: &[Ask], concurrency: usize, duration: Duration) -> LoadResult {
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap();
+    let sock = UdpSocket::bind(bind).unwrap();
+    sock.connect(server).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let templates: Vec<Vec<u8>> = asks
+        .iter()
+        .map(|a| {
+            let mut m = Message::query();
+            m.add_query(Query::query(
+                Name::from_ascii(&a.name).unwrap(),
+                RecordType::A,
+            ));
+            m.metadata.recursion_desired = true;
+            m.to_vec().unwrap()
+        })
+        .collect();
+    let mut slots: Vec<Option<(Instant, usize)>> = vec![None; 65536];
+    let mut next_id: u16 = 0;
+    let mut inflight = 0usize;
+    let mut r = LoadResult::default();
+    let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let mut turn = 0usize;
+    let mut last_sweep = Instant::now();
+    while start.elapsed() < duration || inflight > 0 {
+        let sending = start.elapsed() < duration;
+        while sending && inflight < concurrency {
+            while slots[next_id as usize].is_some() {
+                next_id = next_id.wrapping_add(1);
+            }
+            let which = turn % templates.len();
+            turn += 1;
+            let mut q = templates[which].clone();
+            q[..2].copy_from_slice(&next_id.to_be_bytes());
+            if sock.send(&q).is_ok() {
+                slots[next_id as usize] = Some((Instant::now(), which));
+                inflight += 1;
+                r.sent += 1;
+            }
+            next_id = next_id.wrapping_add(1);
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            if n >= 12 {
+                let id = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+                if let Some((sent, which)) = slots[id].take() {
+                    inflight -= 1;
+                    r.answered += 1;
+                    lat.push(sent.elapsed().as_micros() as u32);
+                    if let Some(expect) = &asks[which].expect {
+                        if !answer_is(&buf[..n], expect) {
+                            r.wrong += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if last_sweep.elapsed() > Duration::from_millis(100) || !sending {
+            last_sweep = Instant::now();
+            for s in slots.iter_mut() {
+                if s.is_some_and(|(t, _)| t.elapsed() > LOST_AFTER) {
+                    *s = None;
+                    inflight -= 1;
+                    r.lost += 1;
+                }
+            }
+        }
+    }
+    let secs = duration.as_secs_f64();
+    r.qps = r.answered as f64 / secs;
+    lat.sort_unstable();
+    if !lat.is_empty() {
+        r.mean_us = lat.iter().map(|&x| x as f64).sum::<f64>() / lat.len() as f64;
+        r.p50_us = lat[lat.len() / 2] as f64;
+        r.p99_us = lat[(lat.len() * 99 / 100).min(lat.len() - 1)] as f64;
+    }
+    r
+}
+
+fn answer_is(bytes: &[u8], expect: &BTreeSet<IpAddr>) -> bool {
+    let Ok(m) = Message::from_vec(bytes) else {
+        return false;
+    };
+    let got: BTreeSet<IpAddr> = m
+        .answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    &got == expect
+}
+
+/// Asks once (from the current thread's netns) and returns the A addresses, or None on
+/// timeout.
+pub fn ask_once(sock: &UdpSocket, name: &str) -> Option<Vec<IpAddr>> {
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
+    let id = m.metadata.id;
+    sock.send(&m.to_vec().ok()?).ok()?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).ok()?;
+        let r = Message::from_vec(&buf[..n]).ok()?;
+        if r.metadata.id == id {
+            return Some(
+                r.answers
+                    .iter()
+                    .filter_map(|a| match &a.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+    }
+}

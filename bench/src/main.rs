@@ -1,0 +1,443 @@
+//! `make bench`: embedns measured against Docker's embedded DNS, aardvark-dns, dnsmasq (what
+//! dnsname runs) and a trivial responder, all in the same run on this machine, printed as
+//! ratios. Everything runs in namespaces made here (through the test harness's `World`);
+//! Docker runs with its own roots and no host iptables. `BENCH_QUICK=1` shortens every phase,
+//! `BENCH_SCALE` sets the container count of the scale phase (default 1000).
+
+mod load;
+mod peers;
+mod procs;
+mod report;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use test_cni::{Container, World};
+
+use crate::load::Ask;
+use crate::report::{Goal, Row};
+
+struct Settings {
+    quick: bool,
+    scale: usize,
+    /// dnsperf's -l, seconds.
+    perf_secs: u64,
+    /// ADD/DEL repetitions.
+    runs: usize,
+}
+
+fn main() {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let s = Settings {
+        quick,
+        scale: std::env::var("BENCH_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 150 } else { 1000 }),
+        perf_secs: if quick { 3 } else { 8 },
+        runs: if quick { 20 } else { 50 },
+    };
+    let Some(w) = World::new("bench") else {
+        std::process::exit(1);
+    };
+    let started = Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut data = serde_json::Map::new();
+
+    progress("1/5 local-name throughput and latency (dnsperf + latency client)");
+    let (r, d) = local_names(&w, &s);
+    rows.extend(r);
+    data.insert("localNames".into(), d);
+
+    progress("2/5 forwarding overhead");
+    let (r, d) = forwarding(&w, &s);
+    rows.extend(r);
+    data.insert("forwarding".into(), d);
+
+    progress("3/5 ADD/DEL latency");
+    let (r, d) = add_del(&w, &s);
+    rows.extend(r);
+    data.insert("addDel".into(), d);
+
+    progress(&format!("4/5 scale: {} containers on one network", s.scale));
+    progress("5/5 under load: local QPS while containers come and go at 20/s");
+    let (r, d) = scale_and_churn(&w, &s);
+    rows.extend(r);
+    data.insert("scale".into(), d);
+
+    let out = json!({
+        "date": procs::sh("date -u +%Y-%m-%dT%H:%M:%SZ").trim(),
+        "quick": s.quick,
+        "scale": s.scale,
+        "seconds": started.elapsed().as_secs(),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "data": Value::Object(data),
+    });
+    report::print_table(&rows);
+    let dir = test_cni::bins::workspace().join("bench/results");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("latest.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
+    println!(
+        "\nJSON: {}   ({} s in all)",
+        path.display(),
+        started.elapsed().as_secs()
+    );
+}
+
+fn progress(msg: &str) {
+    println!("[bench] {msg}");
+}
+
+fn ip_of(result: &Value) -> IpAddr {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The UDP port of the resolver serving container `name` of a world.
+fn resolver_udp_port(w: &World, name: &str) -> u16 {
+    let status = procs::sh(&format!(
+        "{} status --json --data-dir {} {name}",
+        w.bin_dir.join("embedns").display(),
+        w.data_dir.display()
+    ));
+    let v: Value = serde_json::from_str(&status).expect("embedns status --json");
+    v["containers"][0]["resolver"]["udpPort"]
+        .as_u64()
+        .expect("udpPort") as u16
+}
+
+/// Phase 1.
+fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
+    let net = w.network("bench", json!({}));
+    let (web, cli, peer) = (w.container("web"), w.container("cli"), w.container("peer"));
+    let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    w.add(&net, &cli, Some("cli"), "", None);
+    procs::must(&format!("ip netns exec {} ip link set lo up", peer.netns));
+    let direct = resolver_udp_port(w, "cli");
+    let peers = peers::start_local(w, &peer, web_ip);
+    let docker = peers::Docker::start(w);
+
+    let qfile = w.path("queries");
+    std::fs::write(&qfile, "web A\n".repeat(1000)).unwrap();
+    let mut targets: Vec<(&str, String, SocketAddr)> = vec![
+        (
+            "embedns (127.0.0.11:53, DNAT)",
+            cli.netns.clone(),
+            "127.0.0.11:53".parse().unwrap(),
+        ),
+        (
+            "embedns (direct port)",
+            cli.netns.clone(),
+            SocketAddr::new([127, 0, 0, 11].into(), direct),
+        ),
+        ("aardvark-dns 1.4", peer.netns.clone(), peers.aardvark),
+        ("dnsmasq", peer.netns.clone(), peers.dnsmasq),
+        ("trivial responder", peer.netns.clone(), peers.trivial),
+    ];
+    if let Some(d) = &docker {
+        targets.push((
+            "Docker 20.10 embedded DNS",
+            d.netns_path.clone(),
+            "127.0.0.11:53".parse().unwrap(),
+        ));
+    }
+    let mut results = serde_json::Map::new();
+    for (label, ns, addr) in &targets {
+        let perf = procs::dnsperf(ns, *addr, &qfile, s.perf_secs);
+        let asks = [Ask {
+            name: "web.".into(),
+            expect: None,
+        }];
+        let lat = load::run(
+            Some(&netns_path(ns)),
+            *addr,
+            &asks,
+            16,
+            Duration::from_secs(s.perf_secs.min(4)),
+        );
+        println!(
+            "  {label:<32} {:>9.0} q/s  mean {:>5.2} ms  lost {:>5}   | 16 in flight: p50 {:>4} µs p99 {:>5} µs lost {}",
+            perf.qps, perf.mean_ms, perf.lost, lat.p50_us, lat.p99_us, lat.lost
+        );
+        results.insert(
+            label.to_string(),
+            json!({"dnsperf": perf.json(), "latency16": lat.json()}),
+        );
+    }
+    drop(peers);
+    drop(docker);
+    let q = |k: &str| {
+        results
+            .get(k)
+            .map(|v| v["dnsperf"]["qps"].as_f64().unwrap_or(0.0))
+    };
+    let p99 = |k: &str| {
+        results
+            .get(k)
+            .map(|v| v["latency16"]["p99Us"].as_f64().unwrap_or(0.0))
+    };
+    let ours = q("embedns (127.0.0.11:53, DNAT)").unwrap_or(0.0);
+    let mut rows = vec![
+        Row::ratio(
+            "local q/s vs Docker",
+            ours,
+            q("Docker 20.10 embedded DNS"),
+            Goal::AtLeast(2.0),
+        ),
+        Row::ratio(
+            "local q/s vs aardvark-dns",
+            ours,
+            q("aardvark-dns 1.4"),
+            Goal::AtLeast(2.0),
+        ),
+        Row::ratio("local q/s vs dnsmasq", ours, q("dnsmasq"), Goal::None),
+        Row::ratio(
+            "local q/s vs trivial responder",
+            ours,
+            q("trivial responder"),
+            Goal::AtLeast(0.8),
+        ),
+        Row::value(
+            "local p99, 16 in flight (µs)",
+            p99("embedns (127.0.0.11:53, DNAT)").unwrap_or(0.0),
+            Goal::AtMost(1000.0),
+        ),
+    ];
+    // dnsperf counts what is in flight when -l ends as lost, for every server alike (the
+    // trivial responder too); the latency client waits for every answer, so it judges loss.
+    let lost = results["embedns (127.0.0.11:53, DNAT)"]["latency16"]["lost"]
+        .as_f64()
+        .unwrap_or(0.0);
+    rows.push(Row::value(
+        "local queries lost (latency client)",
+        lost,
+        Goal::AtMost(0.0),
+    ));
+    (rows, Value::Object(results))
+}
+
+fn netns_path(ns: &str) -> String {
+    if ns.starts_with('/') {
+        ns.to_string()
+    } else {
+        format!("/run/netns/{ns}")
+    }
+}
+
+/// Phase 2: the same upstream asked directly (from the host netns) and through embedns and
+/// aardvark-dns, one query at a time.
+fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
+    let up = peers::Upstream::start(w);
+    let cli = Container {
+        netns: format!("{}-cli", w.id),
+        path: format!("/run/netns/{}-cli", w.id),
+    };
+    let aardvark = peers::Aardvark::start_forwarding(w);
+    let secs = Duration::from_secs(if s.quick { 3 } else { 6 });
+    let ask = |n: &str| {
+        [Ask {
+            name: n.into(),
+            expect: None,
+        }]
+    };
+    let host = format!("/run/netns/{}", w.host);
+    let direct = load::run(Some(&host), up.addr, &ask("x.fwd.test."), 1, secs);
+    let ours = load::run(
+        Some(&cli.path),
+        "127.0.0.11:53".parse().unwrap(),
+        &ask("x.fwd.test."),
+        1,
+        secs,
+    );
+    let aard = aardvark
+        .as_ref()
+        .map(|a| load::run(Some(&host), a.addr, &ask("x.fwd.test."), 1, secs));
+    for (label, r) in [
+        ("direct", Some(&direct)),
+        ("through embedns", Some(&ours)),
+        ("through aardvark-dns", aard.as_ref()),
+    ] {
+        if let Some(r) = r {
+            println!(
+                "  {label:<22} p50 {:>5} µs  p99 {:>5} µs  lost {}",
+                r.p50_us, r.p99_us, r.lost
+            );
+        }
+    }
+    let added = ours.p50_us - direct.p50_us;
+    let rows = vec![
+        Row::value(
+            "forwarding: added median latency (µs)",
+            added,
+            Goal::AtMost(100.0),
+        ),
+        Row::ratio(
+            "forwarding: added median vs aardvark's",
+            added.max(1.0),
+            aard.as_ref().map(|a| (a.p50_us - direct.p50_us).max(1.0)),
+            Goal::None,
+        ),
+    ];
+    let d = json!({"direct": direct.json(), "embedns": ours.json(), "aardvark": aard.map(|a| a.json())});
+    (rows, d)
+}
+
+/// Phase 3.
+fn add_del(w: &World, s: &Settings) -> (Vec<Row>, Value) {
+    let nets = peers::chains(w);
+    let c = w.container("addel");
+    let mut d = serde_json::Map::new();
+    let mut medians = std::collections::BTreeMap::new();
+    for (label, net) in &nets {
+        let (mut adds, mut dels) = (Vec::new(), Vec::new());
+        for i in 0..s.runs {
+            let args = format!("IgnoreUnknown=1;K8S_POD_NAME=t{i}");
+            let t = Instant::now();
+            let out = w.cnitool("add", net, &c, &[("CNI_ARGS", &args)]);
+            adds.push(t.elapsed());
+            assert!(
+                out.status.success(),
+                "{label} add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let t = Instant::now();
+            let out = w.cnitool("del", net, &c, &[("CNI_ARGS", &args)]);
+            dels.push(t.elapsed());
+            assert!(out.status.success(), "{label} del");
+        }
+        let (a, dl) = (procs::Stats::of(&adds), procs::Stats::of(&dels));
+        println!("  cnitool, {label:<28} ADD median {:>6.1} ms p95 {:>6.1} | DEL median {:>6.1} ms p95 {:>6.1}", a.median_ms, a.p95_ms, dl.median_ms, dl.p95_ms);
+        medians.insert(label.to_string(), (a.median_ms, dl.median_ms));
+        d.insert(
+            format!("cnitool {label}"),
+            json!({"add": a.json(), "del": dl.json()}),
+        );
+    }
+    procs::stop_dnsname("withdnsname");
+    // Each DNS plugin alone, given the same prevResult, run from the host netns directly.
+    let prev = {
+        let out = w.cnitool("add", "plain", &c, &[]);
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let _ = w.cnitool("del", "plain", &c, &[]);
+        v
+    };
+    let alone = procs::plugin_alone(w, &prev, s.runs);
+    for (label, (a, dl)) in &alone {
+        println!("  alone, {label:<30} ADD median {:>6.2} ms p95 {:>6.2} | DEL median {:>6.2} ms p95 {:>6.2}", a.median_ms, a.p95_ms, dl.median_ms, dl.p95_ms);
+        d.insert(
+            format!("alone {label}"),
+            json!({"add": a.json(), "del": dl.json()}),
+        );
+    }
+    let ours = &alone["embedns"];
+    let dnsname = alone.get("dnsname");
+    let rows = vec![
+        Row::value(
+            "embedns alone: ADD median (ms), until it answers",
+            ours.0.median_ms,
+            Goal::AtMost(10.0),
+        ),
+        Row::value(
+            "embedns alone: DEL median (ms)",
+            ours.1.median_ms,
+            Goal::AtMost(10.0),
+        ),
+        Row::ratio(
+            "embedns alone ADD vs dnsname alone ADD",
+            ours.0.median_ms,
+            dnsname.map(|x| x.0.median_ms),
+            Goal::None,
+        ),
+        Row::ratio(
+            "chain+embedns ADD vs bare chain ADD",
+            medians.get("+ embedns").map(|x| x.0).unwrap_or(0.0),
+            medians.get("bridge + host-local").map(|x| x.0),
+            Goal::None,
+        ),
+    ];
+    (rows, Value::Object(d))
+}
+
+/// Phases 4 and 5.
+fn scale_and_churn(w: &World, s: &Settings) -> (Vec<Row>, Value) {
+    let mut sc = procs::Scale::new(w, "scale");
+    let first = sc.add_many(s.scale);
+    let adds = &sc.add_times;
+    let head = procs::Stats::of(&adds[..10.min(adds.len())]);
+    let tail = procs::Stats::of(&adds[adds.len().saturating_sub(10)..]);
+    let prop = procs::Stats::of(&sc.propagation);
+    println!(
+        "  ADD first 10 median {:.2} ms, last 10 median {:.2} ms; peer sees a new name after p50 {:.2} ms p99 {:.2} ms ({} samples)",
+        head.median_ms, tail.median_ms, prop.median_ms, prop.p99_ms, sc.propagation.len()
+    );
+    let mem = procs::memory(&w.resolver_pids());
+    println!(
+        "  {} resolvers: per resolver anon {:.0} KiB, private {:.0} KiB, PSS {:.0} KiB, RSS {:.0} KiB; total PSS {:.1} MiB",
+        mem.count, mem.anon_kib, mem.private_kib, mem.pss_kib, mem.rss_kib, mem.total_pss_kib / 1024.0
+    );
+    let idle_secs = if s.quick { 3 } else { 10 };
+    let cpu = procs::idle_cpu(&w.resolver_pids(), Duration::from_secs(idle_secs));
+    println!("  idle CPU of all resolvers over {idle_secs} s: {cpu:.1} ms");
+
+    let churn = sc.churn_under_load(first, Duration::from_secs(if s.quick { 4 } else { 10 }));
+    println!(
+        "  under churn ({} ADD/DEL at 20/s): {:.0} q/s, {} answers checked, {} wrong, {} lost",
+        churn.1, churn.0.qps, churn.0.answered, churn.0.wrong, churn.0.lost
+    );
+    let dels = sc.del_all();
+    let del = procs::Stats::of(&dels);
+    println!(
+        "  DEL of {} containers: median {:.2} ms",
+        dels.len(),
+        del.median_ms
+    );
+    let rows = vec![
+        Row::ratio(
+            "scale: ADD last 10 vs first 10 (median)",
+            tail.median_ms,
+            Some(head.median_ms),
+            Goal::AtMost(1.2),
+        ),
+        Row::value(
+            "scale: new name seen by a peer, p99 (ms)",
+            prop.p99_ms,
+            Goal::AtMost(50.0),
+        ),
+        Row::value(
+            "scale: private memory per resolver (KiB)",
+            mem.private_kib,
+            Goal::AtMost(1024.0),
+        ),
+        Row::value(
+            "scale: idle CPU, all resolvers, 10 s (ms)",
+            cpu,
+            Goal::AtMost(50.0),
+        ),
+        Row::value(
+            "churn: wrong answers",
+            churn.0.wrong as f64,
+            Goal::AtMost(0.0),
+        ),
+        Row::value(
+            "churn: lost answers",
+            churn.0.lost as f64,
+            Goal::AtMost(0.0),
+        ),
+    ];
+    let d = json!({
+        "containers": s.scale,
+        "addFirst10": head.json(), "addLast10": tail.json(), "propagation": prop.json(),
+        "memory": mem.json(), "idleCpuMs": cpu, "idleSeconds": idle_secs,
+        "churn": {"ops": churn.1, "load": churn.0.json()}, "del": del.json(),
+    });
+    (rows, d)
+}
