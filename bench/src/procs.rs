@@ -99,23 +99,21 @@ impl Stats {
 
 /// A thread in the world's host netns that runs plugins directly (no `ip netns exec` in the
 /// measured time) and reports how long each took.
+/// A job for the [`HostRunner`]: env, binary, stdin, and where to send (ok, time, output).
+type Job = (
+    Vec<(String, String)>,
+    String,
+    String,
+    mpsc::Sender<(bool, Duration, String)>,
+);
+
 pub struct HostRunner {
-    tx: mpsc::Sender<(
-        Vec<(String, String)>,
-        String,
-        String,
-        mpsc::Sender<(bool, Duration, String)>,
-    )>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl HostRunner {
     pub fn new(w: &World) -> HostRunner {
-        let (tx, rx) = mpsc::channel::<(
-            Vec<(String, String)>,
-            String,
-            String,
-            mpsc::Sender<(bool, Duration, String)>,
-        )>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let ns = format!("/run/netns/{}", w.host);
         std::thread::spawn(move || {
             let f = File::open(&ns).unwrap();

@@ -44,11 +44,7 @@ pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
     let name = embedns_conf::names::normalize(&q.name().to_ascii());
     let outcome = {
         let nets = st.networks.read().unwrap();
-        View {
-            container_id: &st.container_id,
-            networks: &nets,
-        }
-        .lookup(&name, q.query_type())
+        View { networks: &nets }.lookup(&name, q.query_type())
     };
     if outcome == Outcome::Forward {
         return forward(bytes);

@@ -22,9 +22,9 @@ pub enum Outcome {
     Forward,
 }
 
-/// The container's view: its networks in attach order and its own ID.
+/// The container's view: its networks in attach order (each index knows which records are
+/// the container's own).
 pub struct View<'a> {
-    pub container_id: &'a str,
     pub networks: &'a [NetworkIndex],
 }
 
@@ -66,7 +66,7 @@ impl View<'_> {
         // ★ `web.<search domain>` of the asker's own resolv.conf is `web`: busybox's nslookup,
         // among others, asks only the search-qualified names once a search list is set.
         for net in self.networks {
-            for own in net.owned_by(self.container_id) {
+            for own in net.own() {
                 for domain in &own.search {
                     if let Some(prefix) = name
                         .strip_suffix(domain.as_str())
@@ -87,7 +87,7 @@ impl View<'_> {
         // R4: the asker's links first; a link to a target not on the network is as if the
         // alias did not exist.
         for net in self.networks {
-            for own in net.owned_by(self.container_id) {
+            for own in net.own() {
                 if let Some(link) = own.links.iter().find(|l| l.alias == name) {
                     if let Some(hit) = self.by_name(&link.name) {
                         return Some(hit);
@@ -124,7 +124,7 @@ impl View<'_> {
     /// R10: the container name on the network, for an address of a container.
     fn reverse(&self, ip: &IpAddr) -> Outcome {
         for net in self.networks {
-            if let Some(name) = net.by_ip(ip).find_map(|r| r.name.clone()) {
+            if let Some(name) = net.by_ip(ip).find_map(|p| p.name.as_deref()) {
                 return Outcome::Pointer(format!("{name}.{}.", net.network), self.ttl(Some(net)));
             }
         }
@@ -134,7 +134,7 @@ impl View<'_> {
     /// R11: the TTL configured on the asker's own record of that network.
     fn ttl(&self, net: Option<&NetworkIndex>) -> u32 {
         let mut nets = net.into_iter().chain(self.networks.iter());
-        nets.find_map(|n| n.owned_by(self.container_id).next().map(|r| r.ttl))
+        nets.find_map(|n| n.own().next().map(|r| r.ttl))
             .unwrap_or(DEFAULT_TTL)
     }
 }
@@ -211,8 +211,8 @@ mod tests {
         }
     }
 
-    fn net(name: &str, recs: Vec<Record>) -> NetworkIndex {
-        let mut n = NetworkIndex::new(name);
+    fn net(name: &str, me: &str, recs: Vec<Record>) -> NetworkIndex {
+        let mut n = NetworkIndex::new(name, me);
         for r in recs {
             n.upsert(&r.key(), r);
         }
@@ -235,16 +235,14 @@ mod tests {
         // R2, R3, R5
         let nets = [net(
             "n1",
+            "me",
             vec![
                 rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]),
                 rec("n1", "c2", Some("web1"), &["www"], &["10.0.0.2"]),
                 rec("n1", "c3", Some("web2"), &["www"], &["10.0.0.3", "fd00::3"]),
             ],
         )];
-        let v = View {
-            container_id: "me",
-            networks: &nets,
-        };
+        let v = View { networks: &nets };
         assert_eq!(a(v.lookup("web1", RecordType::A)), vec!["10.0.0.2"]);
         assert_eq!(
             a(v.lookup("www", RecordType::A)),
@@ -274,23 +272,17 @@ mod tests {
                 alias: "ghost".into(),
             },
         ];
-        let nets = [net(
-            "n1",
-            vec![
-                me,
-                rec("n1", "c2", Some("web"), &[], &["10.0.0.2"]),
-                rec("n1", "c3", Some("db"), &[], &["10.0.0.3"]),
-            ],
-        )];
-        let mine = View {
-            container_id: "me",
-            networks: &nets,
-        };
+        let recs = vec![
+            me,
+            rec("n1", "c2", Some("web"), &[], &["10.0.0.2"]),
+            rec("n1", "c3", Some("db"), &[], &["10.0.0.3"]),
+        ];
+        let nets = [net("n1", "me", recs.clone())];
+        let mine = View { networks: &nets };
         assert_eq!(a(mine.lookup("db", RecordType::A)), vec!["10.0.0.2"]);
-        let other = View {
-            container_id: "c2",
-            networks: &nets,
-        };
+        // The same network seen by c2, which declared no link.
+        let theirs = [net("n1", "c2", recs)];
+        let other = View { networks: &theirs };
         assert_eq!(a(other.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
         // a link to a missing target is as if the alias did not exist
         assert_eq!(mine.lookup("ghost", RecordType::A), Outcome::NoData(600));
@@ -301,6 +293,7 @@ mod tests {
         // R1, R7, R10
         let n1 = net(
             "n1",
+            "me",
             vec![
                 rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]),
                 rec("n1", "c2", Some("web"), &["alias"], &["10.0.0.2"]),
@@ -308,13 +301,11 @@ mod tests {
         );
         let n2 = net(
             "n2",
+            "me",
             vec![rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])],
         );
         let only_n1 = [n1];
-        let v = View {
-            container_id: "me",
-            networks: &only_n1,
-        };
+        let v = View { networks: &only_n1 };
         assert_eq!(v.lookup("hidden", RecordType::A), Outcome::NoData(600));
         assert_eq!(a(v.lookup("web.n1", RecordType::A)), vec!["10.0.0.2"]);
         assert_eq!(v.lookup("web.n2", RecordType::A), Outcome::Forward);
@@ -335,12 +326,10 @@ mod tests {
         me.search = vec!["corp.example".into()];
         let nets = [net(
             "n1",
+            "me",
             vec![me, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])],
         )];
-        let v = View {
-            container_id: "me",
-            networks: &nets,
-        };
+        let v = View { networks: &nets };
         assert_eq!(
             a(v.lookup("web.corp.example", RecordType::A)),
             vec!["10.0.0.2"]

@@ -83,10 +83,11 @@ pub struct Resolver {
     watches: Mutex<Option<(Watches, HashMap<WatchDescriptor, Target>)>>,
 }
 
+/// Records only arrive by rename and leave by unlink (store.rs), so these are the only
+/// events that change a network; every resolver on the network wakes for each, once.
 const NETWORK_EVENTS: WatchMask = WatchMask::MOVED_TO
     .union(WatchMask::MOVED_FROM)
-    .union(WatchMask::DELETE)
-    .union(WatchMask::CLOSE_WRITE);
+    .union(WatchMask::DELETE);
 
 impl Resolver {
     pub fn new(container_id: &str, paths: StatePaths) -> Self {
@@ -126,7 +127,7 @@ impl Resolver {
             let store = NetworkStore::new(&self.paths, name);
             // Watch first, then read: a change in between is seen twice, never missed.
             self.watch(store.dir(), NETWORK_EVENTS, Target::Network(name.clone()));
-            fresh.push(load_network(name, &store));
+            fresh.push(load_network(name, &self.container_id, &store));
         }
         {
             let mut nets = self.networks.write().unwrap();
@@ -158,7 +159,7 @@ impl Resolver {
         let own: Vec<Record> = {
             let nets = self.networks.read().unwrap();
             nets.iter()
-                .flat_map(|n| n.owned_by(&self.container_id).cloned().collect::<Vec<_>>())
+                .flat_map(|n| n.own().cloned().collect::<Vec<_>>())
                 .collect()
         };
         let set = compute_upstreams(&own);
@@ -245,7 +246,7 @@ impl Resolver {
         let names = self.network_names();
         let fresh: Vec<NetworkIndex> = names
             .iter()
-            .map(|n| load_network(n, &NetworkStore::new(&self.paths, n)))
+            .map(|n| load_network(n, &self.container_id, &NetworkStore::new(&self.paths, n)))
             .collect();
         *self.networks.write().unwrap() = fresh;
         self.refresh_upstreams();
@@ -256,11 +257,20 @@ impl Resolver {
         let Some((watches, map)) = w.as_mut() else {
             return;
         };
-        match watches.add(dir, mask) {
+        let mut added = watches.add(dir, mask);
+        if matches!(&added, Err(e) if e.raw_os_error() == Some(libc::ENOSPC))
+            && crate::watch::raise_limit(crate::watch::WATCHES).is_ok()
+        {
+            added = watches.add(dir, mask);
+        }
+        match added {
             Ok(wd) => {
                 map.insert(wd, target);
             }
-            Err(e) => tracing::warn!("cannot watch {}: {e}", dir.display()),
+            Err(e) => tracing::error!(
+                "cannot watch {}: {e}: its changes will be missed",
+                dir.display()
+            ),
         }
     }
 
@@ -282,8 +292,8 @@ impl Resolver {
 }
 
 /// Reads every record of a network; a corrupt file is logged and skipped.
-fn load_network(name: &str, store: &NetworkStore) -> NetworkIndex {
-    let mut index = NetworkIndex::new(name);
+fn load_network(name: &str, own_id: &str, store: &NetworkStore) -> NetworkIndex {
+    let mut index = NetworkIndex::new(name, own_id);
     match store.list() {
         Ok(list) => {
             for (key, rec) in list {
