@@ -58,16 +58,12 @@ impl ConfError {
     }
 }
 
-/// Errors a runtime may retry: a full disk or a busy resource can clear on their own.
+/// Errors a runtime may retry: a full disk or a busy resource can clear on their own. By
+/// kind, not errno: wrappers such as tempfile's keep the kind but not the raw code.
 fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
     matches!(
-        e.raw_os_error(),
-        Some(libc_codes::ENOSPC) | Some(libc_codes::EAGAIN) | Some(libc_codes::EBUSY)
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::WouldBlock | ErrorKind::ResourceBusy
     )
-}
-
-mod libc_codes {
-    pub const EAGAIN: i32 = nix::errno::Errno::EAGAIN as i32;
-    pub const EBUSY: i32 = nix::errno::Errno::EBUSY as i32;
-    pub const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
 }

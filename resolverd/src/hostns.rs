@@ -22,15 +22,23 @@ impl HostSockets {
     /// Starts the maker thread in the calling thread's (the host's) netns.
     pub fn start() -> std::io::Result<HostSockets> {
         let (tx, rx) = mpsc::channel::<(AddressFamily, SockType, Reply)>();
+        let (dropped_tx, dropped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("host-netns".into())
             .stack_size(64 * 1024)
             .spawn(move || {
+                // This thread needs no capability to make sockets (see sys::drop_privileges).
+                if let Err(e) = crate::sys::drop_privileges() {
+                    tracing::error!("host-netns thread keeps its capabilities: {e:#}");
+                }
+                let _ = dropped_tx.send(());
                 for (family, ty, reply) in rx {
                     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
                     let _ = reply.send(socket(family, ty, flags, None));
                 }
             })?;
+        // Readiness is reported only once no thread holds a capability.
+        let _ = dropped.recv();
         Ok(HostSockets { tx })
     }
 

@@ -110,6 +110,7 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let events = watch::init(&st).context("inotify")?;
         let nets = st.reload()?;
         let control = control::bind(&st).context("binding the control socket")?;
+        sys::drop_privileges().context("dropping privileges")?;
         let fwd = Arc::new(Forwarder::new(st.clone(), host));
         let udp = tokio::net::UdpSocket::from_std(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;

@@ -26,6 +26,9 @@ pub enum Mode {
     ServFail,
     Garbage,
     WrongId,
+    /// Over TCP, a 65535-byte reply (right ID and question, then junk); over UDP, a
+    /// 4000-byte one.
+    Oversized,
 }
 
 struct Shared {
@@ -185,6 +188,13 @@ fn respond(bytes: &[u8], sh: &Shared, limit: usize) -> Option<Vec<u8>> {
     match mode {
         Mode::Silent => return None,
         Mode::Garbage => return Some(vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3]),
+        Mode::Oversized => {
+            let size = if limit > 512 { 65535 } else { 4000 };
+            let mut out = bytes.to_vec();
+            out[2] |= 0x80;
+            out.resize(size, 0xab);
+            return Some(out);
+        }
         _ => {}
     }
     let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);

@@ -1,0 +1,447 @@
+//! Reliability and security: concurrency, faults, hostile input, least privilege.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use test_cni::{wait_until, Mode, World};
+
+fn ip_of(result: &serde_json::Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn stress_64_concurrent_add_del_with_queries() {
+    let Some(w) = World::new("stress_64_concurrent_add_del_with_queries") else {
+        return;
+    };
+    let net = w.network("st", json!({}));
+    let stable: Vec<_> = (0..4).map(|i| w.container(&format!("s{i}"))).collect();
+    let mut stable_ips = BTreeMap::new();
+    for (i, c) in stable.iter().enumerate() {
+        stable_ips.insert(
+            format!("s{i}"),
+            ip_of(&w.add(&net, c, Some(&format!("s{i}")), "", None)),
+        );
+    }
+    let workers: Vec<_> = (0..64).map(|i| w.container(&format!("w{i}"))).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ops, bad_answers, queries) = std::thread::scope(|s| {
+        // Live containers ask for the stable names all along: every answer must be right.
+        let asker = s.spawn(|| {
+            let (mut bad, mut n) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (name, ip) in &stable_ips {
+                    n += 1;
+                    if w.resolve(&stable[n % stable.len()], name, "A") != vec![ip.clone()] {
+                        bad += 1;
+                    }
+                }
+            }
+            (bad, n)
+        });
+        // 64 workers: ADD, DEL, ADD, DEL, ... 8 operations each (512 in all); the odd ones
+        // end with one more ADD, so a known half stays.
+        let handles: Vec<_> = workers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (w, net) = (&w, &net);
+                s.spawn(move || {
+                    let name = format!("w{i}");
+                    for _ in 0..4 {
+                        w.add(net, c, Some(&name), "", None);
+                        w.del(net, c, &[("CNI_ARGS", "IgnoreUnknown=1")]);
+                    }
+                    if i % 2 == 1 {
+                        w.add(net, c, Some(&name), "", None);
+                        9
+                    } else {
+                        8
+                    }
+                })
+            })
+            .collect();
+        let ops: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (bad, n) = asker.join().unwrap();
+        (ops, bad, n)
+    });
+    println!("stress: {ops} ADD/DEL by 64 workers, {queries} queries during, {bad_answers} wrong");
+    assert!(ops >= 500);
+    assert_eq!(bad_answers, 0);
+    // The store is exactly the containers alive: 4 stable + 32 odd workers.
+    assert_eq!(w.records("st").len(), 4 + 32, "{:?}", w.records("st"));
+    assert_eq!(w.resolver_pids().len(), 4 + 32);
+    for (i, _) in workers.iter().enumerate() {
+        let got = w.resolve(&stable[i % 4], &format!("w{i}"), "A");
+        if i % 2 == 1 {
+            assert_eq!(got.len(), 1, "live w{i} resolves");
+        } else {
+            assert!(got.is_empty(), "deleted w{i} still resolves: {got:?}");
+        }
+    }
+    // Every live container resolves every stable name.
+    for (i, c) in workers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .take(6)
+    {
+        for (name, ip) in &stable_ips {
+            assert_eq!(w.resolve(c, name, "A"), vec![ip.clone()], "from w{i}");
+        }
+    }
+}
+
+#[test]
+fn iptables_failing_add_leaves_nothing() {
+    let Some(w) = World::new("iptables_failing_add_leaves_nothing") else {
+        return;
+    };
+    let fake = w.path("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let tool = fake.join("iptables-restore");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'iptables-restore: simulated failure' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = w.try_add(&net, &c, Some("web"), "", None, &[("PATH", &path)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("simulated failure"), "{err}");
+    assert!(w.records("n1").is_empty());
+    assert!(w.resolver_pids().is_empty());
+    assert!(!std::path::Path::new("/etc/netns").join(&c.netns).exists());
+    let sandboxes = std::fs::read_dir(w.data_dir.join("sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(sandboxes, 0);
+}
+
+#[test]
+fn corrupt_records_are_skipped_and_the_rest_served() {
+    let Some(w) = World::new("corrupt_records_are_skipped_and_the_rest_served") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
+    let ip_a = ip_of(&w.add(&net, &a, Some("alpha"), "", None));
+    w.add(&net, &b, Some("beta"), "", None);
+    w.add(&net, &cli, Some("cli"), "", None);
+    let dir = w.data_dir.join("networks/n1");
+    // A garbage record arrives (renamed in, as the store writes), and beta's is truncated.
+    std::fs::write(dir.join(".tmp-x"), b"\x00\xffnot json").unwrap();
+    std::fs::rename(dir.join(".tmp-x"), dir.join("garbage@eth0.json")).unwrap();
+    let beta = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"beta\"")))
+        .expect("beta's record");
+    let text = std::fs::read_to_string(&beta).unwrap();
+    std::fs::write(dir.join(".tmp-y"), &text[..text.len() / 2]).unwrap();
+    std::fs::rename(dir.join(".tmp-y"), &beta).unwrap();
+    wait_until(Duration::from_secs(2), "beta to be dropped", || {
+        w.resolve(&cli, "beta", "A").is_empty().then_some(())
+    });
+    assert_eq!(
+        w.resolve(&cli, "alpha", "A"),
+        vec![ip_a],
+        "the rest is still served"
+    );
+    let log: String = std::fs::read_dir(w.data_dir.join("sandboxes"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path().join("resolver.log")).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("skipping record") && log.contains("corrupt"),
+        "{log}"
+    );
+    // DEL still cleans up everything, the garbage of a container it never saw aside.
+    for (c, _) in [(&a, 0), (&b, 1), (&cli, 2)] {
+        w.del(&net, c, &[]);
+    }
+    assert!(w.resolver_pids().is_empty());
+}
+
+#[test]
+fn read_only_and_full_state_dirs_give_clear_errors() {
+    let Some(w) = World::new("read_only_and_full_state_dirs_give_clear_errors") else {
+        return;
+    };
+    let ro = w.path("ro");
+    let full = w.path("full");
+    for (dir, opts) in [(&ro, "ro,size=1m"), (&full, "size=64k")] {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    struct Unmount(Vec<std::path::PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for d in &self.0 {
+                let _ = std::process::Command::new("umount").arg(d).status();
+            }
+        }
+    }
+    let _unmount = Unmount(vec![ro.clone(), full.clone()]);
+    // Fill the small one.
+    let mut f = std::fs::File::create(full.join("filler")).unwrap();
+    let _ = f.write_all(&vec![0u8; 128 * 1024]);
+    drop(f);
+    let c = w.container("c");
+    for (dir, want_code, what) in [(&ro, 100, "Read-only"), (&full, 11, "No space")] {
+        let conf = w.conf("n1", "1.0.0", json!({
+            "dataDir": dir.join("state"),
+            "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
+                           "ips": [{"address": "10.5.0.2/24", "interface": 0}]}}));
+        let out = w.plugin(
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", &c.path),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/x"),
+            ],
+            &conf.to_string(),
+        );
+        assert!(!out.success);
+        let e = out.json();
+        assert_eq!(e["code"], want_code, "{e}");
+        let text = format!("{} {}", e["msg"], e["details"]);
+        assert!(
+            text.contains(what) && text.contains(&dir.display().to_string()),
+            "{text}"
+        );
+    }
+    assert!(w.resolver_pids().is_empty());
+}
+
+#[test]
+fn hostile_upstreams_and_tcp_clients_do_not_stop_service() {
+    let Some(w) = World::new("hostile_upstreams_and_tcp_clients_do_not_stop_service") else {
+        return;
+    };
+    let up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.9")]);
+    let net = w.network("n1", json!({"upstreamTimeoutMs": 500}));
+    let (web, cli) = (w.container("web"), w.container("cli"));
+    let ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let pid = w.resolver_pids();
+    // Oversized replies over UDP and TCP: relayed or refused, never a crash.
+    up.set_mode(Mode::Oversized);
+    w.dig(&cli, &["a.up.test"]);
+    w.dig(&cli, &["+tcp", "a.up.test"]);
+    up.set_mode(Mode::Answer);
+    assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.9"]);
+
+    // 100 TCP clients that connect and send nothing, 20 that send half a message.
+    let conns: Vec<TcpStream> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&cli.path).unwrap();
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut v = Vec::new();
+            for i in 0..120 {
+                let mut c = TcpStream::connect("127.0.0.11:53").expect("connect");
+                if i >= 100 {
+                    let _ = c.write_all(&[0, 40, 0x12, 0x34, 1]);
+                }
+                v.push(c);
+            }
+            v
+        })
+        .join()
+        .unwrap()
+    });
+    // Others are still served, over UDP and TCP.
+    assert_eq!(w.resolve(&cli, "web", "A"), vec![ip.clone()]);
+    assert_eq!(w.dig(&cli, &["+tcp", "web"]).data(), vec![ip.clone()]);
+    // The server closes the silent and the half-sent connections after its deadlines.
+    let start = Instant::now();
+    for mut c in conns {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 16];
+        let n = std::io::Read::read(&mut c, &mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "the server closes, it never answers half a message");
+    }
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert_eq!(w.resolver_pids(), pid, "the resolver never restarted");
+}
+
+#[test]
+fn resolver_runs_without_capabilities_or_stray_fds() {
+    let Some(w) = World::new("resolver_runs_without_capabilities_or_stray_fds") else {
+        return;
+    };
+    let _up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.9")]);
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.add(&net, &c, Some("web"), "", None);
+    // It still forwards from the host netns with no capabilities.
+    assert_eq!(w.resolve(&c, "a.up.test", "A"), vec!["10.9.9.9"]);
+    let pid = w.resolver_pids()[0];
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .unwrap_or("")
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(
+            field("CapEff:"),
+            "0000000000000000",
+            "thread {:?}",
+            task.file_name()
+        );
+        assert_eq!(field("CapPrm:"), "0000000000000000");
+        assert_eq!(field("CapBnd:"), "0000000000000000");
+        assert_eq!(field("NoNewPrivs:"), "1");
+    }
+    // Its fds: stdio on /dev/null, sockets, inotify, its log; nothing else.
+    let sandbox = w.data_dir.join("sandboxes");
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let target = std::fs::read_link(fd.path()).unwrap().display().to_string();
+        let ok = target == "/dev/null"
+            || target.starts_with("socket:")
+            || target.starts_with("anon_inode:")
+            || target.starts_with(&sandbox.display().to_string())
+                && target.ends_with("resolver.log");
+        assert!(ok, "unexpected fd {:?} -> {target}", fd.file_name());
+    }
+}
+
+#[test]
+fn links_never_leak_and_internal_never_forwards() {
+    let Some(w) = World::new("links_never_leak_and_internal_never_forwards") else {
+        return;
+    };
+    let up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.9")]);
+    let net = w.network("n1", json!({"internal": true}));
+    let (web, owner, other) = (
+        w.container("web"),
+        w.container("owner"),
+        w.container("other"),
+    );
+    let ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    w.add(
+        &net,
+        &owner,
+        Some("owner"),
+        "EMBEDNS_LINKS=web:secret",
+        None,
+    );
+    w.add(&net, &other, Some("other"), "", None);
+    assert_eq!(w.resolve(&owner, "secret", "A"), vec![ip.clone()]);
+    // R4: the link alias in every spelling, over UDP and TCP, from another container.
+    for q in [
+        "secret",
+        "SECRET",
+        "secret.",
+        "secret.n1",
+        "Secret.N1.",
+        "secret.corp.example",
+    ] {
+        for tcp in [false, true] {
+            let args: Vec<&str> = if tcp {
+                vec!["+tcp", q, "A"]
+            } else {
+                vec![q, "A"]
+            };
+            assert!(
+                w.dig(&other, &args).answers.is_empty(),
+                "{q} leaked (tcp {tcp})"
+            );
+        }
+    }
+    let ptr = w.dig(&other, &["-x", &ip]);
+    assert!(
+        !ptr.data().iter().any(|d| d.contains("secret")),
+        "{:?}",
+        ptr.data()
+    );
+    // R21: nothing of any kind reaches the host's upstream.
+    for args in [
+        vec!["a.up.test"],
+        vec!["+tcp", "a.up.test"],
+        vec!["a.up.test", "MX"],
+        vec!["a.up.test", "TXT"],
+        vec!["a.up.test", "ANY"],
+        vec!["-x", "192.0.2.1"],
+        vec!["nosuchname", "MX"],
+        vec!["secret.up.test"],
+    ] {
+        let d = w.dig(&other, &args);
+        assert!(
+            d.status == "SERVFAIL" || d.status == "NOERROR",
+            "{args:?}: {}",
+            d.status
+        );
+    }
+    assert_eq!(
+        up.queries(),
+        0,
+        "an internal network forwarded to the host's upstream"
+    );
+}
+
+#[test]
+fn names_from_cni_input_are_validated() {
+    let Some(w) = World::new("names_from_cni_input_are_validated") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    for (i, (args, cap)) in [
+        ("K8S_POD_NAME=../../etc", None),
+        ("K8S_POD_NAME=a b", None),
+        ("EMBEDNS_LINKS=web:../x", None),
+        ("", Some(json!({"aliases": ["ok", "bad/alias"]}))),
+        ("", Some(json!({"links": [{"name": "x", "alias": "-bad"}]}))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // libcni does not DEL after a failed ADD: each try gets a fresh netns.
+        let c = w.container(&format!("c{i}"));
+        let out = w.try_add(&net, &c, None, args, cap.clone(), &[]);
+        assert!(!out.status.success(), "{args} {cap:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid network configuration"), "{err}");
+    }
+    assert!(w.records("n1").is_empty());
+    assert!(w.resolver_pids().is_empty());
+}
