@@ -3,7 +3,9 @@
 #   make install    embedns + embedns-resolverd into $(DESTDIR)$(BINDIR) (default /opt/cni/bin)
 #   make test       installs what it needs (apt), builds, runs unit and integration tests
 #   make demo       a three-container network, Docker-like answers, everything cleaned up
-#   make bench      embedns against its peers, measured in the same run
+#   make bench      embedns against its peers, measured in the same run (bench-quick: < 5 min)
+#   make soak       one resolver at full rate with churn for 60 s; memory must stay flat
+#   make fuzz       coverage-guided fuzzing (cargo-afl) of the DNS and CNI input paths
 
 PREFIX      ?= /opt/cni
 BINDIR      ?= $(PREFIX)/bin
@@ -18,7 +20,7 @@ APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go p
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 
-.PHONY: all release install deps cnitool test unit integration demo bench bench-quick fmt lint clean
+.PHONY: all release install deps cnitool test demo bench bench-quick soak fuzz fmt lint clean
 
 all: release
 
@@ -61,6 +63,14 @@ bench: deps release cnitool
 
 bench-quick: deps release cnitool
 	BENCH_QUICK=1 ./bench/bench.sh
+
+# One resolver at full dnsperf rate (UDP + TCP) with ADD/DEL churn; SOAK_SECS (default 60).
+soak: deps release cnitool
+	BENCH_SOAK=1 ./bench/bench.sh
+
+# FUZZ_SECS per target (default 600).
+fuzz:
+	./fuzz/fuzz.sh
 
 fmt:
 	$(CARGO) fmt --all

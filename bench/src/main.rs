@@ -41,6 +41,10 @@ fn main() {
     let Some(w) = World::new("bench") else {
         std::process::exit(1);
     };
+    if std::env::var("BENCH_SOAK").is_ok_and(|v| v == "1") {
+        soak(&w);
+        return;
+    }
     let started = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
     let mut data = serde_json::Map::new();
@@ -440,4 +444,57 @@ fn scale_and_churn(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         "churn": {"ops": churn.1, "load": churn.0.json()}, "del": del.json(),
     });
     (rows, d)
+}
+
+/// `make soak`: one resolver under dnsperf at full rate over UDP and TCP at once for 60 s
+/// (`SOAK_SECS`), while containers come and go at 20/s and a checking client asks too. Its
+/// memory must stay flat.
+fn soak(w: &World) {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let mut sc = procs::Scale::new(w, "soak");
+    let first = sc.add_many(20);
+    let pid = *w.resolver_pids().iter().min().expect("a resolver");
+    let before = procs::memory(&[pid]);
+    let qfile = w.path("soak-queries");
+    let names: String = (1..20).map(|i| format!("s{i} A\n")).collect();
+    std::fs::write(&qfile, names.repeat(50)).unwrap();
+    let ns = first.clone();
+    let run = |tcp: bool| {
+        let (ns, q) = (ns.clone(), qfile.clone());
+        std::thread::spawn(move || {
+            let mode = if tcp { "-m tcp" } else { "" };
+            procs::sh(&format!(
+                "nsenter --net={ns} dnsperf {mode} -s 127.0.0.11 -d {} -l {secs} -c 4 -T 1 -q 100 2>&1",
+                q.display()
+            ))
+        })
+    };
+    progress(&format!(
+        "soak: {secs} s of dnsperf UDP + TCP on one resolver, churn at 20/s"
+    ));
+    let (udp, tcp) = (run(false), run(true));
+    let churn = sc.churn_under_load(first, Duration::from_secs(secs));
+    let (udp, tcp) = (udp.join().unwrap(), tcp.join().unwrap());
+    let after = procs::memory(&[pid]);
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let qps = |out: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    println!("  dnsperf UDP {} q/s, TCP {} q/s; checking client {:.0} q/s, {} wrong, {} lost; {} ADD/DEL",
+        qps(&udp), qps(&tcp), churn.0.qps, churn.0.wrong, churn.0.lost, churn.1);
+    println!("  resolver pid {pid} alive: {alive}; RSS {:.0} KiB -> {:.0} KiB, anon {:.0} KiB -> {:.0} KiB",
+        before.rss_kib, after.rss_kib, before.anon_kib, after.anon_kib);
+    sc.del_all();
+    let out = json!({"seconds": secs, "udpQps": qps(&udp), "tcpQps": qps(&tcp), "check": churn.0.json(),
+        "churnOps": churn.1, "alive": alive, "rssStartKiB": before.rss_kib, "rssEndKiB": after.rss_kib,
+        "anonStartKiB": before.anon_kib, "anonEndKiB": after.anon_kib});
+    let path = test_cni::bins::workspace().join("bench/results/soak.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
+    println!("JSON: {}", path.display());
 }

@@ -71,6 +71,18 @@ pub fn dns_name(what: &'static str, name: &str) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// Checks a resolv.conf option (`ndots:2`, `edns0`): one word of printable ASCII.
+pub fn resolv_option(option: &str) -> Result<(), ConfError> {
+    if option.is_empty() || option.len() > 64 || !option.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "resolv.conf option",
+            option,
+            "must be one printable word",
+        ));
+    }
+    Ok(())
+}
+
 /// The form a DNS name is stored and compared in: lower case, no trailing dot (R6).
 pub fn normalize(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()

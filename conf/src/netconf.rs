@@ -193,6 +193,18 @@ impl NetConf {
         if let Some(d) = &raw.domain_name {
             names::dns_name("domainName", d)?;
         }
+        // These become lines of the container's resolv.conf: a newline would inject one.
+        for d in dns
+            .search
+            .iter()
+            .chain(&dns_capability.searches)
+            .chain(&dns.domain)
+        {
+            names::dns_name("search domain", d)?;
+        }
+        for o in dns.options.iter().chain(&dns_capability.options) {
+            names::resolv_option(o)?;
+        }
         if raw.ttl == Some(0) {
             return Err(ConfError::InvalidConfig("ttl must be at least 1".into()));
         }

@@ -1,0 +1,67 @@
+//! Fuzz target: any bytes as a query to a resolver that knows a small network (names,
+//! aliases, a link, IPv4 and IPv6), over UDP and TCP. It must never panic, and every reply
+//! must fit its transport.
+
+use embedns_conf::paths::StatePaths;
+use embedns_conf::record::{Link, Record, Upstreams};
+use embedns_resolverd::answer::{error_for_raw, handle, Handled};
+use embedns_resolverd::index::NetworkIndex;
+use embedns_resolverd::state::Resolver;
+use hickory_proto::op::ResponseCode;
+
+fn record(cid: &str, name: &str, aliases: &[&str], ips: &[&str]) -> Record {
+    Record {
+        network: "n1".into(),
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+        name: Some(name.into()),
+        aliases: aliases.iter().map(|s| s.to_string()).collect(),
+        links: vec![],
+        ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        netns: String::new(),
+        domain_name: Some("dns.podman".into()),
+        search: vec!["corp.example".into()],
+        ttl: 600,
+        internal: false,
+        upstreams: Upstreams::default(),
+        upstream_timeout_ms: 2000,
+        max_inflight: 1024,
+    }
+}
+
+fn main() {
+    let st = Resolver::new("me", StatePaths::new("/nonexistent"));
+    {
+        let mut me = record("me", "cli", &[], &["10.0.0.1"]);
+        me.links = vec![Link {
+            name: "web".into(),
+            alias: "db".into(),
+        }];
+        let mut n = NetworkIndex::new("n1", "me");
+        n.upsert("me@eth0", me);
+        n.upsert(
+            "c2@eth0",
+            record("c2", "web", &["www"], &["10.0.0.2", "fd00::2"]),
+        );
+        let many: Vec<String> = (1..60).map(|i| format!("fd00::{i:x}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        n.upsert("c3@eth0", record("c3", "big", &["www"], &many));
+        st.networks.write().unwrap().push(n);
+    }
+    afl::fuzz!(|data: &[u8]| {
+        for tcp in [false, true] {
+            match handle(data, &st, tcp) {
+                Handled::Reply(bytes) => {
+                    assert!(bytes.len() >= 12 && bytes.len() <= 65535);
+                    assert_eq!(bytes[..2], data[..2], "the client's ID");
+                }
+                Handled::Forward { question_end } => {
+                    assert!(question_end <= data.len());
+                    let err = error_for_raw(data, question_end, ResponseCode::ServFail);
+                    assert_eq!(err[..2], data[..2]);
+                }
+                Handled::Drop => {}
+            }
+        }
+    });
+}
