@@ -14,4 +14,32 @@ if [ -n "$missing" ]; then
 fi
 cargo build --release --locked --bins -p embedns -p embedns-resolverd -p embedns-bench
 export EMBEDNS_BIN_DIR="$PWD/target/release" EMBEDNS_CNITOOL="$PWD/test-cni/cnitool/bin/cnitool"
-exec target/release/embedns-bench
+
+# Interrupted, the bench cannot unwind into its own cleanup: remove what its world made.
+# Its world lives in a private TMPDIR, and everything it creates is named after that
+# world's dir (embedns-test-<id>), so nothing of another run is touched.
+export TMPDIR
+TMPDIR=$(mktemp -d /tmp/embedns-bench.XXXXXX)
+interrupted() {
+  trap - INT TERM
+  kill -KILL "$bench" 2>/dev/null || true
+  for dir in "$TMPDIR"/embedns-test-*; do
+    [ -e "$dir" ] || continue
+    id=${dir#"$TMPDIR"/embedns-test-}
+    [ -f "$dir/docker/pid" ] && kill "$(cat "$dir/docker/pid")" 2>/dev/null
+    pkill -KILL -f "$dir" 2>/dev/null || true
+    pkill -KILL -f "target/release/trivial-responder" 2>/dev/null || true
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$id-"); do ip netns del "$ns"; rm -rf "/etc/netns/$ns"; done
+    mount | awk '{print $3}' | grep "^$dir" | sort -r | xargs -r umount -l
+    rm -rf "$dir"
+  done
+  rm -rf "$TMPDIR"
+  exit 130
+}
+target/release/embedns-bench &
+bench=$!
+trap interrupted INT TERM
+status=0
+wait "$bench" || status=$?
+rmdir "$TMPDIR" 2>/dev/null || true
+exit "$status"
