@@ -95,14 +95,7 @@ fn progress(msg: &str) {
 }
 
 fn ip_of(result: &Value) -> IpAddr {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    test_cni::ip_of(result).parse().expect("an IP address")
 }
 
 /// The UDP port of the resolver serving container `name` of a world.

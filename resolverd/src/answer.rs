@@ -41,7 +41,12 @@ pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
     if !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY) {
         return forward(bytes);
     }
-    let name = embedns_conf::names::normalize(&q.name().to_ascii());
+    // R6: lower case, no trailing dot (in place: one allocation per query).
+    let mut name = q.name().to_ascii();
+    name.make_ascii_lowercase();
+    if name.ends_with('.') {
+        name.pop();
+    }
     let outcome = {
         let nets = st.networks.read().unwrap();
         View { networks: &nets }.lookup(&name, q.query_type())

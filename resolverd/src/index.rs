@@ -1,7 +1,7 @@
 //! The records of one network, indexed by name and by address.
 //!
 //! Memory: a resolver holds every peer of its networks, so a peer is kept as only what a
-//! lookup needs (its ID, the names it answers to, its addresses) in a slab addressed by small
+//! lookup needs (its name, the names it answers to, its addresses) in a slab addressed by small
 //! integers; the container's own records, which carry its links, TTL, search list and
 //! upstreams, are kept whole. Changes cost O(names of the changed record): the watcher
 //! applies one file at a time.
@@ -14,7 +14,6 @@ use embedns_conf::record::Record;
 /// What a lookup needs of one attachment.
 #[derive(Debug)]
 pub struct Peer {
-    pub container_id: Box<str>,
     /// The container name (R2), answered by PTR (R10).
     pub name: Option<Box<str>>,
     /// Every name it answers to: name, aliases, `<name>.<domainName>`.
@@ -58,7 +57,6 @@ impl NetworkIndex {
     pub fn upsert(&mut self, key: &str, record: Record) {
         self.remove(key);
         let peer = Peer {
-            container_id: record.container_id.as_str().into(),
             name: record.name.as_deref().map(Into::into),
             names: served_names(&record).into_iter().map(Into::into).collect(),
             ips: record.ips.clone().into_boxed_slice(),

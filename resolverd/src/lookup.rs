@@ -46,7 +46,9 @@ impl View<'_> {
                 if ips.is_empty() {
                     Outcome::NoData(ttl)
                 } else {
-                    ips.shuffle(&mut rand::rng());
+                    if ips.len() > 1 {
+                        ips.shuffle(&mut rand::rng());
+                    }
                     Outcome::Addresses(ips, ttl)
                 }
             }

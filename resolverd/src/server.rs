@@ -22,9 +22,12 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// A started TCP message must arrive whole within this time.
 const TCP_MESSAGE: Duration = Duration::from_secs(3);
 
+/// Queries are small; a larger datagram is cut and answered FORMERR.
+const UDP_QUERY_MAX: usize = 16 * 1024;
+
 pub async fn serve_udp(sock: UdpSocket, st: Arc<Resolver>, fwd: Arc<Forwarder>) {
     let sock = Arc::new(sock);
-    let mut buf = vec![0u8; 65535];
+    let mut buf = vec![0u8; UDP_QUERY_MAX];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,

@@ -129,6 +129,7 @@ impl Resolver {
             self.watch(store.dir(), NETWORK_EVENTS, Target::Network(name.clone()));
             fresh.push(load_network(name, &self.container_id, &store));
         }
+        let loaded_any = !fresh.is_empty();
         {
             let mut nets = self.networks.write().unwrap();
             let mut old: Vec<NetworkIndex> = std::mem::take(&mut *nets);
@@ -141,6 +142,9 @@ impl Resolver {
             }
         }
         self.refresh_upstreams();
+        if loaded_any {
+            release_freed_memory();
+        }
         Ok(wanted)
     }
 
@@ -250,6 +254,7 @@ impl Resolver {
             .collect();
         *self.networks.write().unwrap() = fresh;
         self.refresh_upstreams();
+        release_freed_memory();
     }
 
     fn watch(&self, dir: &Path, mask: WatchMask, target: Target) {
@@ -288,6 +293,16 @@ impl Resolver {
             map.remove(&wd);
             let _ = watches.remove(wd);
         }
+    }
+}
+
+/// A full load parses every record of a network once and keeps a fraction of it: hand the
+/// freed heap back to the kernel (glibc keeps it otherwise). Not done per event: a change is
+/// O(1) garbage that the allocator reuses, and every resolver of the network sees each one.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

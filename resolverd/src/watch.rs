@@ -19,7 +19,7 @@ pub fn init(st: &Resolver) -> std::io::Result<EventStream<Vec<u8>>> {
         }
         other => other?,
     };
-    let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+    let stream = inotify.into_event_stream(vec![0u8; 16 * 1024])?;
     st.set_watches(stream.watches());
     Ok(stream)
 }

@@ -16,6 +16,14 @@ pub use upstream::{FakeUpstream, Mode};
 pub use wait::wait_until;
 pub use world::{Container, Network, World};
 
+/// The first address of a CNI result (`ips[0].address` without its prefix length).
+pub fn ip_of(result: &serde_json::Value) -> String {
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ips[0].address in {result}"));
+    addr.split('/').next().unwrap_or(addr).to_string()
+}
+
 /// Whether the tests can run (root, for netns and iptables). Prints why not.
 pub fn can_run(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {

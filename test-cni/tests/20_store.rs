@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use test_cni::{wait_until, World};
+use test_cni::{ip_of, wait_until, World};
 
 #[test]
 fn sixty_four_parallel_adds_and_dels_lose_nothing() {
@@ -58,19 +58,10 @@ fn a_dead_attachments_name_is_replaced() {
         .status
         .success());
     let second = w.add(&net, &new, Some("web"), "", None);
-    let ip = |r: &serde_json::Value| {
-        r["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    assert_ne!(ip(&first), ip(&second));
+    assert_ne!(ip_of(&first), ip_of(&second));
     assert_eq!(
         w.resolve(&cli, "web", "A"),
-        vec![ip(&second)],
+        vec![ip_of(&second)],
         "no stale duplicate"
     );
     assert_eq!(w.records("n1").len(), 2);

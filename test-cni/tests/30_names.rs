@@ -5,17 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use test_cni::{wait_until, World};
-
-fn ip_of(result: &serde_json::Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
+use test_cni::{ip_of, wait_until, World};
 
 #[test]
 fn r1_scope_and_same_name_on_two_networks() {

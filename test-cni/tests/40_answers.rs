@@ -1,17 +1,7 @@
 //! What local answers look like (docker-behaviour.md R9–R14).
 
 use serde_json::json;
-use test_cni::World;
-
-fn ip_of(result: &serde_json::Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
+use test_cni::{ip_of, World};
 
 #[test]
 fn r9_nodata_r11_ttl_r12_flags_r14_tcp() {

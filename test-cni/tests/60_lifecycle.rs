@@ -6,17 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use test_cni::{bins, wait_until, World};
-
-fn ip_of(result: &serde_json::Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
+use test_cni::{bins, ip_of, wait_until, World};
 
 #[test]
 fn r24_redirect_rules_in_the_container_only() {

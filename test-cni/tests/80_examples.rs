@@ -24,13 +24,7 @@ fn cnitool_example() {
         Some(json!({"aliases": ["www"]})),
     );
     w.add(&net, &cli, Some("cli"), "EMBEDNS_LINKS=web:w", None);
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip = test_cni::ip_of(&r);
     for name in ["web", "www", "w"] {
         assert_eq!(w.resolve(&cli, name, "A"), vec![ip.clone()], "{name}");
     }

@@ -7,17 +7,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use test_cni::{wait_until, Mode, World};
-
-fn ip_of(result: &serde_json::Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
+use test_cni::{ip_of, wait_until, Mode, World};
 
 #[test]
 fn stress_64_concurrent_add_del_with_queries() {
