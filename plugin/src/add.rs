@@ -143,15 +143,15 @@ fn attach(
         previous => {
             // Bind the resolver's sockets here, in the container's netns, so the redirect
             // (an iptables-restore exec) runs while the resolver starts.
-            let (udp, tcp, redirect) = {
+            let (udp, tcp) = {
                 let _in = netns::enter(&env.netns)?;
                 netns::loopback_up()?;
                 let udp = UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
                 let tcp = TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
-                let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
-                let redirect = redirect::install(u, t, previous.is_some())?;
-                (udp, tcp, redirect)
+                (udp, tcp)
             };
+            let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
+            let redirect = redirect::install(&env.netns, u, t, previous.is_some())?;
             let spawned = resolver::spawn(binary, paths, &env.container_id, udp.into(), tcp.into());
             // Always reap the iptables-restore, so an undo after a failure sees its rules.
             let installed = redirect.wait();

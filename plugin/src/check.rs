@@ -55,13 +55,13 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
             info.pid
         )));
     }
-    let _in = netns::enter(&env.netns)?;
-    if !redirect::present() {
+    if !redirect::present(&env.netns) {
         return Err(failed(format!(
             "the 127.0.0.11 redirect is missing in {}",
             env.netns
         )));
     }
+    let _in = netns::enter(&env.netns)?;
     probe::wait_answers(Duration::from_secs(1)).map_err(|e| failed(format!("{e:#}")))?;
     Ok(())
 }

@@ -85,25 +85,24 @@ fn remove_record(
 /// The sandbox's last attachment is gone: stop its resolver, remove the redirect, restore the
 /// files, drop the sandbox.
 fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Result<()> {
-    // The rules' removal (an exec) runs while the resolver stops.
+    // The rules' removal (an exec) runs while the resolver stops. Whatever fails, the
+    // resolver is stopped and the files restored before the error is reported.
     let removal = if netns::exists(&sb.netns) {
-        match netns::enter(&sb.netns) {
-            Ok(_in) => Some(redirect::remove_start()?),
-            Err(e) => {
-                tracing::warn!("not removing the redirect: {e:#}");
-                None
-            }
-        }
+        redirect::remove_start(&sb.netns)
     } else {
-        None
+        Err(anyhow::anyhow!("netns {} is gone", sb.netns))
     };
     if let Some(info) = &sb.resolver {
         resolver::stop(info);
     }
-    if let Some(r) = removal {
-        r.wait()?;
-    }
+    let removed = match removal {
+        Ok(pending) => pending.wait(),
+        Err(e) => {
+            tracing::info!("no redirect to remove: {e:#}");
+            Ok(())
+        }
+    };
     files::restore(sb);
     sandbox::remove(paths, lock, &sb.container_id)?;
-    Ok(())
+    removed
 }

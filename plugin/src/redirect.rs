@@ -3,8 +3,8 @@
 //! port back to 53 in nat/POSTROUTING, in chains of our own. One `iptables-restore --noflush`
 //! batch per change: one exec instead of eight.
 //!
-//! Callers must already be in the container's netns (`netns::enter`): iptables runs in the
-//! netns of the thread that forks it.
+//! iptables runs in the netns of the thread that forks it: every function here enters the
+//! container's netns (given by path) for exactly the execs it makes, fallback included.
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::Context;
 
 use crate::error::{PluginError, REDIRECT_FAILED};
+use crate::netns;
 
 const OUTPUT_CHAIN: &str = "EMBEDNS_OUTPUT";
 const POSTROUTING_CHAIN: &str = "EMBEDNS_POSTROUTING";
@@ -21,9 +22,9 @@ const RESOLVER_IP: &str = "127.0.0.11";
 /// waiting (the caller overlaps it with the resolver's start and calls [`Pending::wait`]).
 /// `replace` first removes the rules of an earlier resolver of this netns, whose jumps would
 /// otherwise be duplicated; a fresh netns has none, and skipping that saves an exec.
-pub fn install(udp: u16, tcp: u16, replace: bool) -> anyhow::Result<Pending> {
+pub fn install(netns_path: &str, udp: u16, tcp: u16, replace: bool) -> anyhow::Result<Pending> {
     if replace {
-        let _ = remove_start().and_then(Pending::wait);
+        let _ = remove_start(netns_path).and_then(Pending::wait);
     }
     let batch = format!(
         "*nat\n\
@@ -38,7 +39,8 @@ pub fn install(udp: u16, tcp: u16, replace: bool) -> anyhow::Result<Pending> {
          COMMIT\n"
     );
     Ok(Pending {
-        child: restore_start(&batch)?,
+        child: restore_start(netns_path, &batch)?,
+        netns: netns_path.to_string(),
         what: "installing the 127.0.0.11 redirect",
         fallback: false,
     })
@@ -47,6 +49,7 @@ pub fn install(udp: u16, tcp: u16, replace: bool) -> anyhow::Result<Pending> {
 /// An `iptables-restore` under way.
 pub struct Pending {
     child: Child,
+    netns: String,
     what: &'static str,
     /// On failure, remove piece by piece (a removal batch, where part may already be gone).
     fallback: bool,
@@ -62,6 +65,7 @@ impl Pending {
             return Ok(());
         }
         if self.fallback {
+            let _in = netns::enter(&self.netns)?;
             remove_piecewise();
             return Ok(());
         }
@@ -80,7 +84,7 @@ impl Pending {
 
 /// Starts removing our rules and chains in the current netns; once [`Pending::wait`]
 /// returns they are gone, and what was already gone is not an error.
-pub fn remove_start() -> anyhow::Result<Pending> {
+pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
     let batch = format!(
         "*nat\n\
          -D OUTPUT -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}\n\
@@ -90,7 +94,8 @@ pub fn remove_start() -> anyhow::Result<Pending> {
          COMMIT\n"
     );
     Ok(Pending {
-        child: restore_start(&batch)?,
+        child: restore_start(netns_path, &batch)?,
+        netns: netns_path.to_string(),
         what: "removing the 127.0.0.11 redirect",
         fallback: true,
     })
@@ -123,8 +128,11 @@ fn remove_piecewise() {
     }
 }
 
-/// Whether our DNAT rules are present (CHECK).
-pub fn present() -> bool {
+/// Whether our DNAT rules are present in the netns (CHECK).
+pub fn present(netns_path: &str) -> bool {
+    let Ok(_in) = netns::enter(netns_path) else {
+        return false;
+    };
     Command::new(tool("iptables"))
         .args(["-w", "-t", "nat", "-S", OUTPUT_CHAIN])
         .stderr(Stdio::null())
@@ -133,7 +141,8 @@ pub fn present() -> bool {
         .unwrap_or(false)
 }
 
-fn restore_start(batch: &str) -> anyhow::Result<Child> {
+fn restore_start(netns_path: &str, batch: &str) -> anyhow::Result<Child> {
+    let _in = netns::enter(netns_path)?;
     let mut child = Command::new(tool("iptables-restore"))
         .args(["--noflush", "-w"])
         .stdin(Stdio::piped())
@@ -141,12 +150,21 @@ fn restore_start(batch: &str) -> anyhow::Result<Child> {
         .stderr(Stdio::piped())
         .spawn()
         .context("running iptables-restore (is the iptables package installed?)")?;
-    child
+    let written = child
         .stdin
         .take()
         .expect("stdin is piped")
-        .write_all(batch.as_bytes())
-        .context("writing to iptables-restore")?;
+        .write_all(batch.as_bytes());
+    match written {
+        // It exited before reading everything: its status and stderr say why (Pending::wait).
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(anyhow::Error::from(e).context("writing to iptables-restore"));
+        }
+        Ok(()) => {}
+    }
     Ok(child)
 }
 

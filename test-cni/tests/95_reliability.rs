@@ -125,6 +125,24 @@ fn iptables_failing_add_leaves_nothing() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(sandboxes, 0);
+
+    // DEL with iptables-restore failing: the resolver still stops, the rules still go
+    // (piece by piece with iptables), and DEL succeeds.
+    let c2 = w.container("c2");
+    w.add(&net, &c2, Some("web2"), "", None);
+    assert_eq!(w.resolver_pids().len(), 1);
+    assert!(w.nat_rules(&c2).contains("EMBEDNS_OUTPUT"));
+    w.del(&net, &c2, &[("PATH", &path)]);
+    assert!(
+        w.resolver_pids().is_empty(),
+        "DEL left the resolver running"
+    );
+    assert!(
+        !w.nat_rules(&c2).contains("EMBEDNS"),
+        "{}",
+        w.nat_rules(&c2)
+    );
+    assert!(w.records("n1").is_empty());
 }
 
 #[test]
