@@ -3,7 +3,7 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record};
 
 use crate::lookup::{Outcome, View};
 use crate::state::{Counters, Resolver};
@@ -192,18 +192,11 @@ pub fn question_end(bytes: &[u8]) -> Option<usize> {
     (i + 4 <= bytes.len()).then_some(i + 4)
 }
 
-/// Record types a query may ask for, for logs.
-pub fn qtype_of(bytes: &[u8], question_end: usize) -> RecordType {
-    RecordType::from(u16::from_be_bytes([
-        bytes[question_end - 4],
-        bytes[question_end - 3],
-    ]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hickory_proto::op::Query;
+    use hickory_proto::rr::RecordType;
 
     fn query(name: &str, t: RecordType, edns: Option<u16>) -> Message {
         let mut m = Message::query();
@@ -243,7 +236,6 @@ mod tests {
     fn question_bounds() {
         let q = query("web.", RecordType::A, None).to_vec().unwrap();
         assert_eq!(question_end(&q), Some(12 + 5 + 4));
-        assert_eq!(qtype_of(&q, 21), RecordType::A);
         let err = error_for_raw(&q, 21, ResponseCode::ServFail);
         let m = Message::from_vec(&err).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);

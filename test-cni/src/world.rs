@@ -266,16 +266,7 @@ impl World {
         args: &str,
         cap: Option<Value>,
     ) -> Value {
-        let out = self.try_add(net, c, name, args, cap, &[]);
-        assert!(
-            out.status.success(),
-            "cnitool add {} {} failed: {}{}",
-            net.name,
-            c.netns,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("cnitool add prints the result")
+        added(net, c, self.try_add(net, c, name, args, cap, &[]))
     }
 
     /// ADD with full control over the environment; returns cnitool's output.
@@ -468,6 +459,13 @@ impl World {
         v
     }
 
+    /// How many sandboxes (per-container state dirs) the store holds.
+    pub fn sandboxes(&self) -> usize {
+        std::fs::read_dir(self.data_dir.join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// `iptables -t nat -S` inside a container.
     pub fn nat_rules(&self, c: &Container) -> String {
         String::from_utf8_lossy(&self.exec(c, &["iptables", "-w", "-t", "nat", "-S"]).stdout)
@@ -477,6 +475,19 @@ impl World {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
+}
+
+/// The result of a `cnitool add` that must have succeeded.
+fn added(net: &Network, c: &Container, out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "cnitool add {} {} failed: {}{}",
+        net.name,
+        c.netns,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cnitool add prints the result")
 }
 
 fn id_of(env: &[(String, String)]) -> Option<&str> {

@@ -189,10 +189,7 @@ fn bad_input_gets_spec_errors() {
     assert!(w.records("n1").is_empty());
     assert!(w.records("..").is_empty());
     assert!(w.resolver_pids().is_empty());
-    let sandboxes = std::fs::read_dir(w.data_dir.join("sandboxes"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(sandboxes, 0);
+    assert_eq!(w.sandboxes(), 0, "sandbox state left behind");
 }
 
 #[test]

@@ -176,10 +176,7 @@ fn failed_add_leaves_nothing_behind() {
     assert!(w.resolver_pids().is_empty());
     assert!(!w.nat_rules(&c2).contains("EMBEDNS"));
     assert!(!std::path::Path::new("/etc/netns").join(&c2.netns).exists());
-    let sandboxes = std::fs::read_dir(w.data_dir.join("sandboxes"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(sandboxes, 0);
+    assert_eq!(w.sandboxes(), 0, "sandbox state left behind");
     // A netns path that does not exist is a clear error.
     let ghost = test_cni::Container {
         netns: "ghost".into(),

@@ -121,10 +121,7 @@ fn iptables_failing_add_leaves_nothing() {
     assert!(w.records("n1").is_empty());
     assert!(w.resolver_pids().is_empty());
     assert!(!std::path::Path::new("/etc/netns").join(&c.netns).exists());
-    let sandboxes = std::fs::read_dir(w.data_dir.join("sandboxes"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(sandboxes, 0);
+    assert_eq!(w.sandboxes(), 0, "sandbox state left behind");
 
     // DEL with iptables-restore failing: the resolver still stops, the rules still go
     // (piece by piece with iptables), and DEL succeeds.
