@@ -24,6 +24,31 @@ pub fn ip_of(result: &serde_json::Value) -> String {
     addr.split('/').next().unwrap_or(addr).to_string()
 }
 
+/// The command-line pattern of the resolvers started for state dir `data_dir` (how the
+/// plugin spawns them), for pgrep/pkill.
+fn resolver_pattern(data_dir: &std::path::Path) -> String {
+    format!("embedns-resolverd --data-dir {}", data_dir.display())
+}
+
+/// PIDs of the resolvers serving state dir `data_dir`.
+pub fn resolver_pids(data_dir: &std::path::Path) -> Vec<i32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &resolver_pattern(data_dir)])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// SIGKILLs whatever resolvers of `data_dir` a failed test left running.
+pub fn kill_resolvers(data_dir: &std::path::Path) {
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &resolver_pattern(data_dir)])
+        .status();
+}
+
 /// Whether the tests can run (root, for netns and iptables). Prints why not.
 pub fn can_run(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {

@@ -132,13 +132,7 @@ impl Drop for Podman {
         for n in self.networks.lock().unwrap().iter() {
             let _ = self.run(&["network", "rm", "-f", n]);
         }
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("embedns-resolverd --data-dir {}", self.data_dir.display()),
-            ])
-            .status();
+        crate::kill_resolvers(&self.data_dir);
         // podman's storage may hold overlay mounts; unmount them before removing.
         let _ = self.run(&["system", "reset", "-f"]);
         let _ = std::fs::remove_dir_all(&self.dir);

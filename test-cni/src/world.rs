@@ -431,17 +431,7 @@ impl World {
 
     /// PIDs of the resolvers of this world.
     pub fn resolver_pids(&self) -> Vec<i32> {
-        let out = Command::new("pgrep")
-            .args([
-                "-f",
-                &format!("embedns-resolverd --data-dir {}", self.data_dir.display()),
-            ])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        crate::resolver_pids(&self.data_dir)
     }
 
     /// Record files of a network in the store.
@@ -522,14 +512,7 @@ impl Drop for World {
                 .collect();
             let _ = self.cnitool("del", net, c, &env);
         }
-        // Whatever a failed test left running.
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("embedns-resolverd --data-dir {}", self.data_dir.display()),
-            ])
-            .status();
+        crate::kill_resolvers(&self.data_dir);
         for ns in &inner.containers {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])

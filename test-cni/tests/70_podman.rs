@@ -80,16 +80,7 @@ fn podman_containers_resolve_each_other() {
     wait_until(
         std::time::Duration::from_secs(5),
         "resolvers to stop",
-        || {
-            let out = std::process::Command::new("pgrep")
-                .args([
-                    "-f",
-                    &format!("embedns-resolverd --data-dir {}", data.display()),
-                ])
-                .output()
-                .unwrap();
-            out.stdout.is_empty().then_some(())
-        },
+        || test_cni::resolver_pids(&data).is_empty().then_some(()),
     );
     let leftovers: Vec<_> = walk(&data)
         .into_iter()
