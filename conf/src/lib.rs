@@ -7,6 +7,7 @@
 
 pub mod cni;
 pub mod error;
+pub mod index;
 pub mod names;
 pub mod netconf;
 pub mod paths;

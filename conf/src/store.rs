@@ -3,8 +3,9 @@
 //! Locking story: every writer of a network holds an exclusive `flock` on the network's
 //! `.lock` while it changes files there; readers (resolvers) take no lock, because every file
 //! is written to a temporary name and renamed into place, so a reader sees the old record or
-//! the new one, never half of one. Resolvers learn of changes by inotify on the directory
-//! (a rename in is `IN_MOVED_TO`, a removal `IN_DELETE`), one file per change.
+//! the new one, never half of one. Resolvers do not read these files: every change is also
+//! made, under the same lock, to the network's shared index (`index.rs`), which resolvers
+//! read at query time.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::index::IndexWriter;
 use crate::paths::StatePaths;
 use crate::record::{attachment_key, Record};
 use crate::ConfError;
@@ -50,12 +52,23 @@ impl NetworkStore {
         lock_file(&self.dir.join(".lock")).map(NetworkLock)
     }
 
+    /// Takes the lock if no one holds it; `None` when someone does.
+    pub fn try_lock(&self) -> Result<Option<NetworkLock>, ConfError> {
+        let path = self.dir.join(".lock");
+        let file = open_lock_file(&path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(NetworkLock(l))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(ConfError::io(path, std::io::Error::from(errno))),
+        }
+    }
+
     pub fn record_path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}{RECORD_SUFFIX}"))
     }
 
     /// Writes (or replaces) a record atomically.
-    pub fn put(&self, _lock: &NetworkLock, record: &Record) -> Result<(), ConfError> {
+    pub fn put(&self, lock: &NetworkLock, record: &Record) -> Result<(), ConfError> {
         let body = serde_json::to_vec_pretty(record).expect("a record always serializes");
         write_atomic(&self.record_path(&record.key()), &body)?;
         if let Some(name) = &record.name {
@@ -63,6 +76,7 @@ impl NetworkStore {
             create_private_dir(&claim)?;
             write_atomic(&claim.join(record.key()), b"")?;
         }
+        IndexWriter::open(self, lock)?.insert(record)?;
         Ok(())
     }
 
@@ -74,7 +88,7 @@ impl NetworkStore {
     /// Removes a record and its name claim; returns what was there.
     pub fn remove(
         &self,
-        _lock: &NetworkLock,
+        lock: &NetworkLock,
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<Record>, ConfError> {
@@ -82,6 +96,7 @@ impl NetworkStore {
         let path = self.record_path(&key);
         // A corrupt record is still removed: DEL must leave nothing behind.
         let old = read_record(&path).unwrap_or(None);
+        IndexWriter::open(self, lock)?.remove(&key)?;
         remove_if_exists(&path)?;
         if let Some(name) = old.as_ref().and_then(|r| r.name.as_ref()) {
             let claim = self.dir.join(NAMES_DIR).join(name);
@@ -185,15 +200,18 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConfError> {
 
 /// Takes an exclusive flock on `path` (created 0600), blocking until it is free.
 pub fn lock_file(path: &Path) -> Result<Flock<File>, ConfError> {
-    let file = OpenOptions::new()
+    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| ConfError::io(path, std::io::Error::from(errno)))
+}
+
+fn open_lock_file(path: &Path) -> Result<File, ConfError> {
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| ConfError::io(path, e))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| ConfError::io(path, std::io::Error::from(errno)))
+        .map_err(|e| ConfError::io(path, e))
 }
 
 /// Writes `path` atomically with mode 0600: a temporary file in the same directory, then a

@@ -116,6 +116,7 @@ fn local_reply(query: &Message, outcome: &Outcome, limit: usize) -> Vec<u8> {
             }
             Err(_) => resp.metadata.response_code = ResponseCode::ServFail,
         },
+        Outcome::Unavailable => resp.metadata.response_code = ResponseCode::ServFail,
         Outcome::NoData(_) | Outcome::Forward => {}
     }
     encode_within(resp, limit)

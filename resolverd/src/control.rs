@@ -60,7 +60,7 @@ fn status(st: &Resolver) -> Value {
     let forwarded = c.forwarded.load(Ordering::Relaxed);
     let answered_upstream = forwarded.saturating_sub(c.failed.load(Ordering::Relaxed));
     let (udp, tcp) = st.ports.get().copied().unwrap_or((0, 0));
-    let ups = st.upstreams.read().unwrap();
+    let ups = st.upstreams();
     let nets = st.networks.read().unwrap();
     json!({
         "ok": true,

@@ -34,7 +34,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(state: Arc<Resolver>, host: HostSockets) -> Self {
-        let max = state.upstreams.read().unwrap().max_inflight;
+        let max = state.upstreams().max_inflight;
         Forwarder {
             state,
             host,
@@ -55,7 +55,7 @@ impl Forwarder {
         };
         Counters::bump(&self.state.counters.forwarded);
         let (upstreams, timeout) = {
-            let set = self.state.upstreams.read().unwrap();
+            let set = self.state.upstreams();
             (self.ordered(&set.list), set.timeout)
         };
         let client_id = [query[0], query[1]];

@@ -1,149 +1,102 @@
-//! The records of one network, indexed by name and by address.
+//! One network as a resolver sees it: the network's shared index (every attachment, read at
+//! query time from the memory-mapped file the plugin keeps, `embedns_conf::index`) and the
+//! asking container's own records on it, whole (its links, TTL, search list, upstreams),
+//! which the plugin's `reload` refreshes.
 //!
-//! Memory: a resolver holds every peer of its networks, so a peer is kept as only what a
-//! lookup needs (its name, the names it answers to, its addresses) in a slab addressed by small
-//! integers; the container's own records, which carry its links, TTL, search list and
-//! upstreams, are kept whole. Changes cost O(names of the changed record): the watcher
-//! applies one file at a time.
+//! Nothing here grows with the network: peers live in the shared file, not in the resolver.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Mutex;
 
+use embedns_conf::index::{IndexReader, IndexWriter, ReadError};
+use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
+use embedns_conf::store::NetworkStore;
 
-/// What a lookup needs of one attachment.
-#[derive(Debug)]
-pub struct Peer {
-    /// The container name (R2), answered by PTR (R10).
-    pub name: Option<Box<str>>,
-    /// Every name it answers to: name, aliases, `<name>.<domainName>`.
-    names: Box<[Box<str>]>,
-    pub ips: Box<[IpAddr]>,
-}
+/// The network's index could not be read: the query gets SERVFAIL, never a wrong answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
 
-/// One network's records.
-#[derive(Debug, Default)]
 pub struct NetworkIndex {
     pub network: String,
-    /// The asking container's own records on this network, whole.
-    own: Vec<(Box<str>, Record)>,
-    own_id: Box<str>,
-    slots: Vec<Option<Peer>>,
-    free: Vec<u32>,
-    by_key: HashMap<Box<str>, u32>,
-    by_name: HashMap<Box<str>, Vec<u32>>,
-    by_ip: HashMap<IpAddr, Vec<u32>>,
+    /// The asking container's own records on this network (one per interface).
+    own: Vec<Record>,
+    store: NetworkStore,
+    reader: Mutex<IndexReader>,
 }
 
 impl NetworkIndex {
-    /// An index of `network` as seen by container `own_id`.
-    pub fn new(network: &str, own_id: &str) -> Self {
+    pub fn new(paths: &StatePaths, network: &str, own: Vec<Record>) -> Self {
+        let store = NetworkStore::new(paths, network);
         NetworkIndex {
             network: network.to_string(),
-            own_id: own_id.into(),
-            ..Default::default()
+            own,
+            reader: Mutex::new(IndexReader::new(&store)),
+            store,
         }
     }
 
+    /// The same network with the container's own records replaced (the shared view kept).
+    pub fn with_own(self, own: Vec<Record>) -> Self {
+        NetworkIndex { own, ..self }
+    }
+
+    /// Every address of the attachments answering to a normalized name (container name,
+    /// alias, `name.<domain>`); `None` when none does.
+    pub fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
+        self.read(|r| r.addresses(name))
+    }
+
+    /// The container name of an attachment holding `ip`.
+    pub fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
+        self.read(|r| r.pointer(ip))
+    }
+
+    /// How many attachments the network has.
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.read(|r| r.len().map(Some)).ok().flatten().unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len() == 0
     }
 
-    /// Inserts or replaces the record stored under `key`.
-    pub fn upsert(&mut self, key: &str, record: Record) {
-        self.remove(key);
-        let peer = Peer {
-            name: record.name.as_deref().map(Into::into),
-            names: served_names(&record).into_iter().map(Into::into).collect(),
-            ips: record.ips.clone().into_boxed_slice(),
-        };
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        for name in peer.names.iter() {
-            self.by_name.entry(name.clone()).or_default().push(slot);
-        }
-        for ip in peer.ips.iter() {
-            self.by_ip.entry(*ip).or_default().push(slot);
-        }
-        self.slots[slot as usize] = Some(peer);
-        self.by_key.insert(key.into(), slot);
-        if *record.container_id == *self.own_id {
-            self.own.push((key.into(), record));
-        }
-    }
-
-    /// Removes the record stored under `key`, if any.
-    pub fn remove(&mut self, key: &str) {
-        self.own.retain(|(k, _)| &**k != key);
-        let Some(slot) = self.by_key.remove(key) else {
-            return;
-        };
-        let Some(old) = self.slots[slot as usize].take() else {
-            return;
-        };
-        for name in old.names.iter() {
-            drop_slot(&mut self.by_name, name, slot);
-        }
-        for ip in old.ips.iter() {
-            drop_slot(&mut self.by_ip, ip, slot);
-        }
-        self.free.push(slot);
-    }
-
-    /// Attachments answering to a normalized name (container name, alias, `name.<domain>`).
-    pub fn by_name<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Peer> + 'a {
-        self.lookup(self.by_name.get(name))
-    }
-
-    /// Attachments that hold an address.
-    pub fn by_ip(&self, ip: &IpAddr) -> impl Iterator<Item = &Peer> {
-        self.lookup(self.by_ip.get(ip))
-    }
-
-    /// The asking container's own records on the network (one per interface).
+    /// The asking container's own records on the network.
     pub fn own(&self) -> impl Iterator<Item = &Record> {
-        self.own.iter().map(|(_, r)| r)
+        self.own.iter()
     }
 
-    fn lookup<'a>(&'a self, slots: Option<&'a Vec<u32>>) -> impl Iterator<Item = &'a Peer> + 'a {
-        slots
-            .into_iter()
-            .flatten()
-            .filter_map(|s| self.slots[*s as usize].as_ref())
+    /// A read; when a writer held the index too long (it died mid-change) and no writer
+    /// holds the network lock now, the index is repaired here and the read retried once.
+    fn read<T>(
+        &self,
+        f: impl Fn(&mut IndexReader) -> Result<Option<T>, ReadError>,
+    ) -> Result<Option<T>, Unavailable> {
+        let mut reader = self.reader.lock().unwrap();
+        match f(&mut reader) {
+            Ok(v) => Ok(v),
+            // Only before the network's first record; nothing to answer from.
+            Err(ReadError::Missing) => Ok(None),
+            Err(e) => {
+                tracing::warn!(network = %self.network, "index unreadable ({e:?}); repairing it");
+                self.repair();
+                f(&mut reader).map_err(|e| {
+                    tracing::error!(network = %self.network, "index still unreadable ({e:?})");
+                    Unavailable
+                })
+            }
+        }
     }
-}
 
-/// Every name a record answers to: its name and aliases, and with the network's `domainName`
-/// also `<name>.<domain>`.
-fn served_names(r: &Record) -> Vec<String> {
-    let mut out: Vec<String> = r.names().map(str::to_string).collect();
-    if let Some(domain) = &r.domain_name {
-        let qualified: Vec<String> = out.iter().map(|n| format!("{n}.{domain}")).collect();
-        out.extend(qualified);
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn drop_slot<K, Q>(map: &mut HashMap<K, Vec<u32>>, k: &Q, slot: u32)
-where
-    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
-    Q: std::hash::Hash + Eq + ?Sized,
-{
-    if let Some(slots) = map.get_mut(k) {
-        slots.retain(|s| *s != slot);
-        if slots.is_empty() {
-            map.remove(k);
+    fn repair(&self) {
+        match self.store.try_lock() {
+            Ok(Some(lock)) => {
+                if let Err(e) = IndexWriter::open(&self.store, &lock) {
+                    tracing::error!(network = %self.network, "repairing the index: {e}");
+                }
+            }
+            Ok(None) => {} // a writer is at work; it repairs what it finds
+            Err(e) => tracing::error!(network = %self.network, "repairing the index: {e}"),
         }
     }
 }

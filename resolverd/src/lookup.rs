@@ -1,12 +1,13 @@
 //! Docker's naming rules (docker-behaviour.md R1–R10, R16), as pure functions over the
-//! networks the asking container is on. No I/O here: the server asks, this answers.
+//! networks the asking container is on. No I/O here beyond reading the networks' mapped
+//! indexes: the server asks, this answers.
 
 use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 use rand::seq::SliceRandom;
 
-use crate::index::NetworkIndex;
+use crate::index::{NetworkIndex, Unavailable};
 use embedns_conf::netconf::DEFAULT_TTL;
 
 /// What the resolver does with a question.
@@ -20,23 +21,32 @@ pub enum Outcome {
     Pointer(String, u32),
     /// Not ours: forward it (R15).
     Forward,
+    /// A network's index could not be read: SERVFAIL, so the client retries rather than
+    /// caching a wrong negative answer.
+    Unavailable,
 }
 
-/// The container's view: its networks in attach order (each index knows which records are
-/// the container's own).
+/// The container's view: its networks in attach order (each knows the container's own
+/// records on it).
 pub struct View<'a> {
     pub networks: &'a [NetworkIndex],
 }
 
+type Found = Result<Option<(Vec<IpAddr>, u32)>, Unavailable>;
+
 impl View<'_> {
     /// Answers a question for a normalized name (lower case, no trailing dot).
     pub fn lookup(&self, name: &str, qtype: RecordType) -> Outcome {
+        self.try_lookup(name, qtype).unwrap_or(Outcome::Unavailable)
+    }
+
+    fn try_lookup(&self, name: &str, qtype: RecordType) -> Result<Outcome, Unavailable> {
         if qtype == RecordType::PTR {
             if let Some(ip) = arpa_to_ip(name) {
                 return self.reverse(&ip);
             }
         }
-        match self.resolve(name) {
+        Ok(match self.resolve(name)? {
             Some((mut ips, ttl)) => {
                 ips.retain(|ip| match qtype {
                     RecordType::A => ip.is_ipv4(),
@@ -57,13 +67,13 @@ impl View<'_> {
                 Outcome::NoData(self.ttl(None))
             }
             None => Outcome::Forward,
-        }
+        })
     }
 
     /// All addresses of a name, deduplicated, and the TTL to give them.
-    fn resolve(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
-        if let Some(hit) = self.resolve_exact(name) {
-            return Some(hit);
+    fn resolve(&self, name: &str) -> Found {
+        if let Some(hit) = self.resolve_exact(name)? {
+            return Ok(Some(hit));
         }
         // ★ `web.<search domain>` of the asker's own resolv.conf is `web`: busybox's nslookup,
         // among others, asks only the search-qualified names once a search list is set.
@@ -74,31 +84,31 @@ impl View<'_> {
                         .strip_suffix(domain.as_str())
                         .and_then(|p| p.strip_suffix('.'))
                     {
-                        if let Some(hit) = self.resolve_exact(prefix) {
-                            return Some(hit);
+                        if let Some(hit) = self.resolve_exact(prefix)? {
+                            return Ok(Some(hit));
                         }
                     }
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// R4, R1/R5, R7 for one name.
-    fn resolve_exact(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
+    fn resolve_exact(&self, name: &str) -> Found {
         // R4: the asker's links first; a link to a target not on the network is as if the
         // alias did not exist.
         for net in self.networks {
             for own in net.own() {
                 if let Some(link) = own.links.iter().find(|l| l.alias == name) {
-                    if let Some(hit) = self.by_name(&link.name) {
-                        return Some(hit);
+                    if let Some(hit) = self.by_name(&link.name)? {
+                        return Ok(Some(hit));
                     }
                 }
             }
         }
-        if let Some(hit) = self.by_name(name) {
-            return Some(hit);
+        if let Some(hit) = self.by_name(name)? {
+            return Ok(Some(hit));
         }
         // R7: `a.b.net` as `a.b` on network `net`, when the asker is on `net`.
         for net in self.networks {
@@ -107,30 +117,36 @@ impl View<'_> {
                 .strip_suffix(suffix.as_str())
                 .and_then(|p| p.strip_suffix('.'))
             {
-                if let Some(ips) = addresses(net, prefix) {
-                    return Some((ips, self.ttl(Some(net))));
+                if let Some(ips) = net.addresses(prefix)? {
+                    return Ok(Some((ips, self.ttl(Some(net)))));
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// R1/R5: the first network (in attach order) that knows the name answers, with every
     /// address it has for it.
-    fn by_name(&self, name: &str) -> Option<(Vec<IpAddr>, u32)> {
-        self.networks
-            .iter()
-            .find_map(|net| addresses(net, name).map(|ips| (ips, self.ttl(Some(net)))))
+    fn by_name(&self, name: &str) -> Found {
+        for net in self.networks {
+            if let Some(ips) = net.addresses(name)? {
+                return Ok(Some((ips, self.ttl(Some(net)))));
+            }
+        }
+        Ok(None)
     }
 
     /// R10: the container name on the network, for an address of a container.
-    fn reverse(&self, ip: &IpAddr) -> Outcome {
+    fn reverse(&self, ip: &IpAddr) -> Result<Outcome, Unavailable> {
         for net in self.networks {
-            if let Some(name) = net.by_ip(ip).find_map(|p| p.name.as_deref()) {
-                return Outcome::Pointer(format!("{name}.{}.", net.network), self.ttl(Some(net)));
+            if let Some(name) = net.pointer(ip)? {
+                return Ok(Outcome::Pointer(
+                    format!("{name}.{}.", net.network),
+                    self.ttl(Some(net)),
+                ));
             }
         }
-        Outcome::Forward
+        Ok(Outcome::Forward)
     }
 
     /// R11: the TTL configured on the asker's own record of that network.
@@ -139,20 +155,6 @@ impl View<'_> {
         nets.find_map(|n| n.own().next().map(|r| r.ttl))
             .unwrap_or(DEFAULT_TTL)
     }
-}
-
-fn addresses(net: &NetworkIndex, name: &str) -> Option<Vec<IpAddr>> {
-    let mut ips: Vec<IpAddr> = Vec::new();
-    let mut found = false;
-    for r in net.by_name(name) {
-        found = true;
-        for ip in &r.ips {
-            if !ips.contains(ip) {
-                ips.push(*ip);
-            }
-        }
-    }
-    found.then_some(ips)
 }
 
 /// `4.3.2.1.in-addr.arpa` / nibble `ip6.arpa` names to addresses; `None` for partial names.
@@ -191,7 +193,9 @@ pub fn arpa_to_ip(name: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use embedns_conf::paths::StatePaths;
     use embedns_conf::record::{Link, Record, Upstreams};
+    use embedns_conf::store::NetworkStore;
 
     fn rec(net: &str, cid: &str, name: Option<&str>, aliases: &[&str], ips: &[&str]) -> Record {
         Record {
@@ -213,12 +217,20 @@ mod tests {
         }
     }
 
-    fn net(name: &str, me: &str, recs: Vec<Record>) -> NetworkIndex {
-        let mut n = NetworkIndex::new(name, me);
+    /// A network written through the store (and so its shared index) in `dir`.
+    fn net(dir: &tempfile::TempDir, name: &str, me: &str, recs: Vec<Record>) -> NetworkIndex {
+        let paths = StatePaths::new(dir.path());
+        let store = NetworkStore::new(&paths, name);
+        let lock = store.lock().unwrap();
+        let own = recs
+            .iter()
+            .filter(|r| r.container_id == me)
+            .cloned()
+            .collect();
         for r in recs {
-            n.upsert(&r.key(), r);
+            store.put(&lock, &r).unwrap();
         }
-        n
+        NetworkIndex::new(&paths, name, own)
     }
 
     fn a(o: Outcome) -> Vec<String> {
@@ -235,7 +247,9 @@ mod tests {
     #[test]
     fn names_aliases_and_round_robin() {
         // R2, R3, R5
+        let tmp = tempfile::tempdir().unwrap();
         let nets = [net(
+            &tmp,
             "n1",
             "me",
             vec![
@@ -279,11 +293,13 @@ mod tests {
             rec("n1", "c2", Some("web"), &[], &["10.0.0.2"]),
             rec("n1", "c3", Some("db"), &[], &["10.0.0.3"]),
         ];
-        let nets = [net("n1", "me", recs.clone())];
+        let tmp = tempfile::tempdir().unwrap();
+        let nets = [net(&tmp, "n1", "me", recs.clone())];
         let mine = View { networks: &nets };
         assert_eq!(a(mine.lookup("db", RecordType::A)), vec!["10.0.0.2"]);
         // The same network seen by c2, which declared no link.
-        let theirs = [net("n1", "c2", recs)];
+        let tmp2 = tempfile::tempdir().unwrap();
+        let theirs = [net(&tmp2, "n1", "c2", recs)];
         let other = View { networks: &theirs };
         assert_eq!(a(other.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
         // a link to a missing target is as if the alias did not exist
@@ -293,7 +309,9 @@ mod tests {
     #[test]
     fn scope_dotted_names_and_ptr() {
         // R1, R7, R10
+        let tmp = tempfile::tempdir().unwrap();
         let n1 = net(
+            &tmp,
             "n1",
             "me",
             vec![
@@ -302,6 +320,7 @@ mod tests {
             ],
         );
         let n2 = net(
+            &tmp,
             "n2",
             "me",
             vec![rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])],
@@ -326,7 +345,9 @@ mod tests {
     fn search_domains_of_the_asker_are_stripped() {
         let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
         me.search = vec!["corp.example".into()];
+        let tmp = tempfile::tempdir().unwrap();
         let nets = [net(
+            &tmp,
             "n1",
             "me",
             vec![me, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])],

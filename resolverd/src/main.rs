@@ -1,7 +1,7 @@
 //! `embedns-resolverd --data-dir DIR --container-id ID --ready-fd FD`: started by the embedns
 //! plugin, never by hand, with `--udp-fd 4 --tcp-fd 5`: the sockets the plugin bound on
 //! 127.0.0.11 (kernel-chosen ports) in the container's netns. It makes its host-netns socket
-//! maker, enters the container's netns, loads the records of the container's networks, and
+//! maker, enters the container's netns, maps the indexes of the container's networks, and
 //! writes `READY <udp> <tcp>` (or `ERROR <why>`) on the ready FD.
 
 use std::fs::{File, OpenOptions};
@@ -18,7 +18,7 @@ use embedns_conf::sandbox;
 use embedns_resolverd::forward::Forwarder;
 use embedns_resolverd::hostns::HostSockets;
 use embedns_resolverd::state::Resolver;
-use embedns_resolverd::{control, server, sys, watch};
+use embedns_resolverd::{control, server, sys};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The log is rotated to `resolver.log.1` when it grows past this (so at most 2 × 1 MiB).
@@ -107,7 +107,6 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     rt.block_on(async move {
         let st = Arc::new(Resolver::new(&args.container_id, paths));
         let _ = st.ports.set(ports);
-        let events = watch::init(&st).context("inotify")?;
         let nets = st.reload()?;
         let control = control::bind(&st).context("binding the control socket")?;
         sys::drop_privileges().context("dropping privileges")?;
@@ -118,7 +117,6 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let mut int = signal(SignalKind::interrupt())?;
         tokio::spawn(server::serve_udp(udp, st.clone(), fwd.clone()));
         tokio::spawn(server::serve_tcp(tcp, st.clone(), fwd));
-        tokio::spawn(watch::run(events, st.clone()));
         tokio::spawn(control::serve(control, st.clone()));
         tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
         if let Some(mut r) = ready.take() {

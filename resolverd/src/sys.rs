@@ -31,7 +31,7 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Least privilege for the calling thread, once its sockets, inotify instance and control
+/// Least privilege for the calling thread, once its sockets and control
 /// socket exist: no capability in any set (bounding and ambient included, so no exec can
 /// regain one), and no_new_privs. The resolver still runs as uid 0, which owns the 0700 store
 /// it reads; it needs no capability for that. Capabilities are per thread: every thread that

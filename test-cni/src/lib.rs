@@ -70,3 +70,19 @@ pub fn unique(prefix: &str) -> String {
         rand::random::<u16>()
     )
 }
+
+/// Context switches of every thread of a process so far: unchanged means not scheduled.
+pub fn context_switches(pid: i32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process is alive");
+    tasks
+        .filter_map(Result::ok)
+        .map(|t| std::fs::read_to_string(t.path().join("status")).unwrap_or_default())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}

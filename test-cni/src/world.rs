@@ -434,6 +434,25 @@ impl World {
         crate::resolver_pids(&self.data_dir)
     }
 
+    /// The PID of the resolver serving a container (the resolver in its netns).
+    pub fn resolver_pid(&self, c: &Container) -> i32 {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &c.netns])
+            .output()
+            .expect("ip netns pids");
+        let in_netns: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let ours: Vec<i32> = self
+            .resolver_pids()
+            .into_iter()
+            .filter(|p| in_netns.contains(p))
+            .collect();
+        assert_eq!(ours.len(), 1, "resolvers in {}: {ours:?}", c.netns);
+        ours[0]
+    }
+
     /// Record files of a network in the store.
     pub fn records(&self, net: &str) -> Vec<String> {
         let dir = self.data_dir.join("networks").join(net);

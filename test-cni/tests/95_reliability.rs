@@ -143,8 +143,9 @@ fn iptables_failing_add_leaves_nothing() {
 }
 
 #[test]
-fn corrupt_records_are_skipped_and_the_rest_served() {
-    let Some(w) = World::new("corrupt_records_are_skipped_and_the_rest_served") else {
+fn a_damaged_index_is_rebuilt_from_the_records_skipping_corrupt_ones() {
+    let Some(w) = World::new("a_damaged_index_is_rebuilt_from_the_records_skipping_corrupt_ones")
+    else {
         return;
     };
     let net = w.network("n1", json!({}));
@@ -152,8 +153,10 @@ fn corrupt_records_are_skipped_and_the_rest_served() {
     let ip_a = ip_of(&w.add(&net, &a, Some("alpha"), "", None));
     w.add(&net, &b, Some("beta"), "", None);
     w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.resolve(&cli, "alpha", "A"), vec![ip_a.clone()]);
     let dir = w.data_dir.join("networks/n1");
-    // A garbage record arrives (renamed in, as the store writes), and beta's is truncated.
+    // A garbage record, beta's record cut in half, and the shared index replaced by garbage
+    // (each renamed in, as the store writes).
     std::fs::write(dir.join(".tmp-x"), b"\x00\xffnot json").unwrap();
     std::fs::rename(dir.join(".tmp-x"), dir.join("garbage@eth0.json")).unwrap();
     let beta = std::fs::read_dir(&dir)
@@ -165,7 +168,11 @@ fn corrupt_records_are_skipped_and_the_rest_served() {
     let text = std::fs::read_to_string(&beta).unwrap();
     std::fs::write(dir.join(".tmp-y"), &text[..text.len() / 2]).unwrap();
     std::fs::rename(dir.join(".tmp-y"), &beta).unwrap();
-    wait_until(Duration::from_secs(2), "beta to be dropped", || {
+    std::fs::write(dir.join(".tmp-z"), vec![0xa5u8; 4096]).unwrap();
+    std::fs::rename(dir.join(".tmp-z"), dir.join(".index")).unwrap();
+    // The resolver notices the replaced index, rebuilds it from the records it can read,
+    // and goes on serving them.
+    wait_until(Duration::from_secs(5), "beta to be dropped", || {
         w.resolve(&cli, "beta", "A").is_empty().then_some(())
     });
     assert_eq!(
@@ -179,14 +186,41 @@ fn corrupt_records_are_skipped_and_the_rest_served() {
         .map(|e| std::fs::read_to_string(e.path().join("resolver.log")).unwrap_or_default())
         .collect();
     assert!(
-        log.contains("skipping record") && log.contains("corrupt"),
+        log.contains("not indexed") && log.contains("corrupt"),
         "{log}"
     );
     // DEL still cleans up everything, the garbage of a container it never saw aside.
-    for (c, _) in [(&a, 0), (&b, 1), (&cli, 2)] {
+    for c in [&a, &b, &cli] {
         w.del(&net, c, &[]);
     }
     assert!(w.resolver_pids().is_empty());
+}
+
+#[test]
+fn a_peers_add_and_del_wake_no_resolver() {
+    let Some(w) = World::new("a_peers_add_and_del_wake_no_resolver") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (a, b, c) = (w.container("a"), w.container("b"), w.container("c"));
+    w.add(&net, &a, Some("alpha"), "", None);
+    w.add(&net, &b, Some("beta"), "", None);
+    let pid_a = w.resolver_pid(&a);
+    let before = test_cni::context_switches(pid_a);
+    let ip_c = ip_of(&w.add(&net, &c, Some("gamma"), "", None));
+    w.del(&net, &b, &[]);
+    // The shared index changed twice; a's resolver was not scheduled for either.
+    assert_eq!(
+        test_cni::context_switches(pid_a),
+        before,
+        "a's resolver woke up"
+    );
+    // Yet it answers the new peer at once, and no longer the removed one.
+    assert_eq!(w.resolve(&a, "gamma", "A"), vec![ip_c]);
+    assert!(w.resolve(&a, "beta", "A").is_empty());
+    for x in [&a, &c] {
+        w.del(&net, x, &[]);
+    }
 }
 
 #[test]
@@ -334,7 +368,8 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
         assert_eq!(field("CapBnd:"), "0000000000000000");
         assert_eq!(field("NoNewPrivs:"), "1");
     }
-    // Its fds: stdio on /dev/null, sockets, inotify, its log; nothing else.
+    // Its fds: stdio on /dev/null, sockets, its log; nothing else (the indexes are mapped,
+    // their files closed).
     let sandbox = w.data_dir.join("sandboxes");
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()

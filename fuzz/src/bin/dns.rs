@@ -4,6 +4,7 @@
 
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Link, Record, Upstreams};
+use embedns_conf::store::NetworkStore;
 use embedns_resolverd::answer::{error_for_raw, handle, Handled};
 use embedns_resolverd::index::NetworkIndex;
 use embedns_resolverd::state::Resolver;
@@ -30,22 +31,28 @@ fn record(cid: &str, name: &str, aliases: &[&str], ips: &[&str]) -> Record {
 }
 
 fn main() {
-    let st = Resolver::new("me", StatePaths::new("/nonexistent"));
+    // The network goes through the store, into a real shared index, as the plugin writes it.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let paths = StatePaths::new(dir.path());
+    let st = Resolver::new("me", paths.clone());
     {
         let mut me = record("me", "cli", &[], &["10.0.0.1"]);
         me.links = vec![Link {
             name: "web".into(),
             alias: "db".into(),
         }];
-        let mut n = NetworkIndex::new("n1", "me");
-        n.upsert("me@eth0", me);
-        n.upsert(
-            "c2@eth0",
-            record("c2", "web", &["www"], &["10.0.0.2", "fd00::2"]),
-        );
+        let store = NetworkStore::new(&paths, "n1");
+        let lock = store.lock().expect("the network lock");
         let many: Vec<String> = (1..60).map(|i| format!("fd00::{i:x}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        n.upsert("c3@eth0", record("c3", "big", &["www"], &many));
+        for r in [
+            me.clone(),
+            record("c2", "web", &["www"], &["10.0.0.2", "fd00::2"]),
+            record("c3", "big", &["www"], &many),
+        ] {
+            store.put(&lock, &r).expect("a record");
+        }
+        let n = NetworkIndex::new(&paths, "n1", vec![me]);
         st.networks.write().unwrap().push(n);
     }
     afl::fuzz!(|data: &[u8]| {
