@@ -2,7 +2,8 @@
 //! dnsname runs) and a trivial responder, all in the same run on this machine, printed as
 //! ratios. Everything runs in namespaces made here (through the test harness's `World`);
 //! Docker runs with its own roots and no host iptables. `BENCH_QUICK=1` shortens every phase,
-//! `BENCH_SCALE` sets the container count of the scale phase (default 1000).
+//! `BENCH_SCALE` sets the container count of the scale phase (default 1000), `BENCH_ONLY`
+//! (`local,forwarding,adddel,scale`) runs only the phases named.
 
 mod load;
 mod peers;
@@ -48,32 +49,41 @@ fn main() {
     let started = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
     let mut data = serde_json::Map::new();
+    // BENCH_ONLY=local,forwarding,adddel,scale runs some phases (for work on one of them).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
 
-    progress("1/5 local-name throughput and latency (dnsperf + latency client)");
-    let (r, d) = local_names(&w, &s);
-    rows.extend(r);
-    data.insert("localNames".into(), d);
-
-    progress("2/5 forwarding overhead");
-    let (r, d) = forwarding(&w, &s);
-    rows.extend(r);
-    data.insert("forwarding".into(), d);
-
-    progress("3/5 ADD/DEL latency");
-    let (r, d) = add_del(&w, &s);
-    rows.extend(r);
-    data.insert("addDel".into(), d);
-
-    progress(&format!("4/5 scale: {} containers on one network", s.scale));
-    progress("5/5 under load: local QPS while containers come and go at 20/s");
-    let (r, d) = scale_and_churn(&w, &s);
-    rows.extend(r);
-    data.insert("scale".into(), d);
+    if run("local") {
+        progress("1/5 local-name throughput and latency (dnsperf + latency client)");
+        let (r, d) = local_names(&w, &s);
+        rows.extend(r);
+        data.insert("localNames".into(), d);
+    }
+    if run("forwarding") {
+        progress("2/5 forwarding overhead");
+        let (r, d) = forwarding(&w, &s);
+        rows.extend(r);
+        data.insert("forwarding".into(), d);
+    }
+    if run("adddel") {
+        progress("3/5 ADD/DEL latency");
+        let (r, d) = add_del(&w, &s);
+        rows.extend(r);
+        data.insert("addDel".into(), d);
+    }
+    if run("scale") {
+        progress(&format!("4/5 scale: {} containers on one network", s.scale));
+        progress("5/5 under load: local QPS while containers come and go at 20/s");
+        let (r, d) = scale_and_churn(&w, &s);
+        rows.extend(r);
+        data.insert("scale".into(), d);
+    }
 
     let out = json!({
         "date": procs::sh("date -u +%Y-%m-%dT%H:%M:%SZ").trim(),
         "quick": s.quick,
         "scale": s.scale,
+        "only": only,
         "seconds": started.elapsed().as_secs(),
         "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
         "data": Value::Object(data),
@@ -433,6 +443,7 @@ fn scale_and_churn(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let d = json!({
         "containers": s.scale,
         "addFirst10": head.json(), "addLast10": tail.json(), "propagation": prop.json(),
+        "addMs": sc.add_times.iter().map(|d| (d.as_secs_f64() * 1e5).round() / 100.0).collect::<Vec<_>>(),
         "memory": mem.json(), "idleCpuMs": cpu, "idleSeconds": idle_secs,
         "churn": {"ops": churn.1, "load": churn.0.json()}, "del": del.json(),
     });

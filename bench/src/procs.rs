@@ -306,7 +306,11 @@ impl<'a> Scale<'a> {
                 self.propagation.push(returned.elapsed());
             }
             if i % 200 == 0 {
-                println!("  … {i} containers");
+                let last = Stats::of(&self.add_times[i - 100..]);
+                println!(
+                    "  … {i} containers (ADD median of the last 100: {:.2} ms)",
+                    last.median_ms
+                );
             }
         }
         first

@@ -109,6 +109,7 @@ fn attach(
     resolv_conf: &str,
     binary: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let net = NetworkStore::new(paths, &record.network);
     {
         let net_lock = net.lock()?;
@@ -117,6 +118,7 @@ fn attach(
         }
         net.put(&net_lock, record)?;
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "recorded");
 
     let mut sb = sandbox::load(paths, &env.container_id)?.unwrap_or_else(|| Sandbox {
         container_id: env.container_id.clone(),
@@ -134,6 +136,7 @@ fn attach(
     // that an undo after a failure knows what to restore and what to stop.
     files::write(&mut sb, targets, resolv_conf)?;
     sandbox::save(paths, lock, &sb)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "files written");
 
     match &sb.resolver {
         Some(info) if resolver::alive(info) => {
@@ -153,8 +156,10 @@ fn attach(
             let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
             let redirect = redirect::install(&env.netns, u, t, previous.is_some())?;
             let spawned = resolver::spawn(binary, paths, &env.container_id, udp.into(), tcp.into());
+            tracing::debug!(elapsed = ?started.elapsed(), "resolver ready");
             // Always reap the iptables-restore, so an undo after a failure sees its rules.
             let installed = redirect.wait();
+            tracing::debug!(elapsed = ?started.elapsed(), "redirect installed");
             let info = spawned?;
             sb.resolver = Some(info.clone());
             sandbox::save(paths, lock, &sb)?;
@@ -163,6 +168,7 @@ fn attach(
             probe::wait_answers(PROBE_TIMEOUT)
                 .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))
                 .with_context(|| format!("resolver pid {} in {}", info.pid, env.netns))?;
+            tracing::debug!(elapsed = ?started.elapsed(), "answered");
         }
     }
     Ok(())

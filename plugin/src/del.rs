@@ -87,6 +87,7 @@ fn remove_record(
 fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Result<()> {
     // The rules' removal (an exec) runs while the resolver stops. Whatever fails, the
     // resolver is stopped and the files restored before the error is reported.
+    let started = std::time::Instant::now();
     let removal = if netns::exists(&sb.netns) {
         redirect::remove_start(&sb.netns)
     } else {
@@ -95,6 +96,7 @@ fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Res
     if let Some(info) = &sb.resolver {
         resolver::stop(info);
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped");
     let removed = match removal {
         Ok(pending) => pending.wait(),
         Err(e) => {
@@ -102,7 +104,9 @@ fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Res
             Ok(())
         }
     };
+    tracing::debug!(elapsed = ?started.elapsed(), "redirect removed");
     files::restore(sb);
     sandbox::remove(paths, lock, &sb.container_id)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "files restored");
     removed
 }
