@@ -98,7 +98,7 @@ fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Res
     }
     tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped");
     let removed = match removal {
-        Ok(pending) => pending.wait(),
+        Ok(pending) => pending.wait_gone(),
         Err(e) => {
             tracing::info!("no redirect to remove: {e:#}");
             Ok(())

@@ -66,6 +66,35 @@ fn r24_redirect_rules_in_the_container_only() {
 }
 
 #[test]
+fn r24_del_then_add_again_in_the_same_netns_at_once() {
+    // podman network disconnect + connect: DEL returns once the rules are gone (not when
+    // iptables-restore is done closing), so the next ADD must find a clean table.
+    let Some(w) = World::new("r24_del_then_add_again_in_the_same_netns_at_once") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (web, c) = (w.container("web"), w.container("c"));
+    let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    for round in 0..5 {
+        w.add(&net, &c, Some("cli"), "", None);
+        let rules = w.nat_rules(&c);
+        assert_eq!(
+            rules.matches("-j EMBEDNS_OUTPUT").count(),
+            1,
+            "round {round}: {rules}"
+        );
+        assert_eq!(
+            w.resolve(&c, "web", "A"),
+            vec![web_ip.clone()],
+            "round {round}"
+        );
+        w.del(&net, &c, &[]);
+        assert!(!w.nat_rules(&c).contains("EMBEDNS"), "round {round}");
+    }
+    w.del(&net, &web, &[]);
+}
+
+#[test]
 fn r25_add_returns_when_it_answers_and_resolver_outlives_its_caller() {
     let Some(w) = World::new("r25_add_returns_when_it_answers_and_resolver_outlives_its_caller")
     else {
