@@ -700,7 +700,7 @@ impl<'l> IndexWriter<'l> {
             };
             let even = mem.seq().load(Ordering::Acquire) & 1 == 0;
             match mem.geometry() {
-                Ok(g) if mem.magic() == MAGIC && even => {
+                Ok(g) if mem.magic() == MAGIC && even && counters_sane(mem, &g) => {
                     return Ok(IndexWriter {
                         store,
                         lock,
@@ -822,14 +822,18 @@ impl<'l> IndexWriter<'l> {
         if !fits {
             return self.replace_all(entry);
         }
-        self.change(|w| {
+        let changed = self.change(|w| {
             if let Some((slot, e)) = &old {
                 w.drop_peer(*slot, e);
             }
             w.put(&entry, &blob)
-        })
-        .expect("room was checked");
-        Ok(self)
+        });
+        match changed {
+            Ok(()) => Ok(self),
+            // Room was checked, so the tables are damaged: start over from the records
+            // (the caller wrote this one's JSON first).
+            Err(Torn) => Self::rebuild(self.store, self.lock, Some(&self)),
+        }
     }
 
     /// Removes an attachment; nothing to do when it is not there.
@@ -839,11 +843,10 @@ impl<'l> IndexWriter<'l> {
         };
         match Blob::at(self.mem(), &self.g, slot).and_then(Blob::entry) {
             Ok(entry) => {
-                self.change(|w| {
+                let _ = self.change(|w| {
                     w.drop_peer(slot, &entry);
                     Ok(())
-                })
-                .expect("removal cannot fail");
+                });
                 Ok(self)
             }
             Err(_) => Self::rebuild(self.store, self.lock, Some(&self)),
@@ -854,11 +857,14 @@ impl<'l> IndexWriter<'l> {
     /// `entry`, swapped in at once. O(n), and the new file has room for n more changes.
     fn replace_all(self, entry: Entry) -> Result<Self, ConfError> {
         let (mem, g) = (self.mem(), self.g);
-        let mut entries: Vec<Entry> = (0..g.peer_cap)
+        let live: Result<Vec<Entry>, Torn> = (0..g.peer_cap)
             .filter(|s| mem.u32(g.peers_at() + PEER * *s as usize + 4).unwrap_or(0) != 0)
-            .filter_map(|s| Blob::at(mem, &g, s).and_then(Blob::entry).ok())
-            .filter(|e| e.key != entry.key)
+            .map(|s| Blob::at(mem, &g, s).and_then(Blob::entry))
             .collect();
+        let Ok(mut entries) = live else {
+            return Self::rebuild(self.store, self.lock, Some(&self));
+        };
+        entries.retain(|e| e.key != entry.key);
         entries.push(entry);
         Self::build(self.store, self.lock, &entries, Some(&self))
     }
@@ -950,6 +956,15 @@ impl<'l> IndexWriter<'l> {
         mem.set_u32(H_GARBAGE, header(H_GARBAGE) + len);
         mem.set_u32(H_LIVE, header(H_LIVE).saturating_sub(1));
     }
+}
+
+/// Whether the header's counters fit the geometry (a writer trusts them for its room checks).
+fn counters_sane(mem: Mem, g: &Geometry) -> bool {
+    let field = |off| mem.u32(off).unwrap_or(u32::MAX);
+    field(H_LIVE) <= g.peer_cap
+        && field(H_FREE_HEAD) <= g.peer_cap
+        && field(H_USED_BUCKETS) <= g.buckets
+        && field(H_HEAP_USED) <= g.heap_cap
 }
 
 /// The buckets an entry takes: its key, each name, each address.

@@ -96,8 +96,9 @@ impl NetworkStore {
         let path = self.record_path(&key);
         // A corrupt record is still removed: DEL must leave nothing behind.
         let old = read_record(&path).unwrap_or(None);
-        IndexWriter::open(self, lock)?.remove(&key)?;
+        // The JSON first: an index rebuilt on the way is then built without this record.
         remove_if_exists(&path)?;
+        IndexWriter::open(self, lock)?.remove(&key)?;
         if let Some(name) = old.as_ref().and_then(|r| r.name.as_ref()) {
             let claim = self.dir.join(NAMES_DIR).join(name);
             remove_if_exists(&claim.join(&key))?;

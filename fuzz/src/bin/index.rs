@@ -1,0 +1,53 @@
+//! Fuzz target: any bytes as a network's shared index file. Readers must never crash on it
+//! (every offset they follow is bounds-checked), and the next writer must replace whatever it
+//! is with an index built from the records, which readers then answer from.
+
+use embedns_conf::index::{IndexReader, IndexWriter};
+use embedns_conf::paths::StatePaths;
+use embedns_conf::record::{Record, Upstreams};
+use embedns_conf::store::NetworkStore;
+
+fn record() -> Record {
+    Record {
+        network: "n".into(),
+        container_id: "c1".into(),
+        ifname: "eth0".into(),
+        name: Some("web".into()),
+        aliases: vec!["www".into()],
+        links: vec![],
+        ips: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        netns: String::new(),
+        domain_name: Some("dns.test".into()),
+        search: vec![],
+        ttl: 600,
+        internal: false,
+        upstreams: Upstreams::default(),
+        upstream_timeout_ms: 2000,
+        max_inflight: 1024,
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = NetworkStore::new(&StatePaths::new(dir.path()), "n");
+    let lock = store.lock().expect("the network lock");
+    store.put(&lock, &record()).expect("a record");
+    let path = embedns_conf::index::index_path(&store);
+    let tmp = dir.path().join("next-index");
+    afl::fuzz!(|data: &[u8]| {
+        // Renamed in, as a writer replaces it (never truncated under a reader's mapping).
+        std::fs::write(&tmp, data).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let mut reader = IndexReader::new(&store);
+        let _ = reader.addresses("web");
+        let _ = reader.addresses("www.dns.test");
+        let _ = reader.pointer(&"10.0.0.2".parse().unwrap());
+        let _ = reader.len();
+        // The next writer leaves a usable index with the records' content.
+        let w = IndexWriter::open(&store, &lock).expect("the index is rebuilt");
+        drop(w.insert(&record()).expect("the record is indexed"));
+        let mut reader = IndexReader::new(&store);
+        let got = reader.addresses("web").expect("a readable index");
+        assert_eq!(got.map(|v| v.len()), Some(2));
+    });
+}
