@@ -1,10 +1,12 @@
-//! CHECK: the record matches prevResult, the files say `nameserver 127.0.0.11`, the resolver
-//! is our live process, and `127.0.0.11:53` answers inside the container.
+//! CHECK: the record matches prevResult and the network's index answers for it, the files
+//! say `nameserver 127.0.0.11`, the resolver is our live process, and `127.0.0.11:53`
+//! answers inside the container.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use embedns_conf::cni;
+use embedns_conf::index::IndexReader;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
@@ -31,6 +33,21 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
         if want != have {
             return Err(failed(format!(
                 "recorded addresses {have:?} differ from prevResult's {want:?}"
+            )));
+        }
+    }
+    // Peers read the network's shared index, not the record: it must answer for this one.
+    if let Some(name) = &record.name {
+        let store = NetworkStore::new(&paths, &conf.name);
+        let indexed = IndexReader::new(&store)
+            .addresses(name)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !record.ips.iter().all(|ip| indexed.contains(ip)) {
+            return Err(failed(format!(
+                "network {}'s index does not answer {name} with {:?}",
+                conf.name, record.ips
             )));
         }
     }

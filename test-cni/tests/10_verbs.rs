@@ -257,6 +257,42 @@ fn del_after_netns_is_gone() {
 }
 
 #[test]
+fn check_fails_when_the_network_index_lost_the_record() {
+    let Some(w) = World::new("check_fails_when_the_network_index_lost_the_record") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.add(&net, &c, Some("web"), "", None);
+    let check = || {
+        w.cnitool(
+            "check",
+            &net.name,
+            &c,
+            &[("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web")],
+        )
+    };
+    assert!(check().status.success());
+    // The network's index replaced by one that does not answer for it (zeros: unreadable).
+    let dir = w.data_dir.join("networks/n1");
+    let len = std::fs::metadata(dir.join(".index")).unwrap().len() as usize;
+    std::fs::write(dir.join(".tmp-bad"), vec![0u8; len]).unwrap();
+    std::fs::rename(dir.join(".tmp-bad"), dir.join(".index")).unwrap();
+    let out = check();
+    assert!(
+        !out.status.success(),
+        "CHECK passed with the record missing from the index"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("index"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.del(&net, &c, &[]);
+    assert!(w.records("n1").is_empty());
+}
+
+#[test]
 fn check_fails_when_resolver_is_dead() {
     let Some(w) = World::new("check_fails_when_resolver_is_dead") else {
         return;
