@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-/// Waits until `127.0.0.11:53` answers over UDP, or `timeout` passes.
+/// Where probes send from. Each probe is a conntrack flow that outlives it (30 s for UDP), so
+/// it must never share a tuple with a client's flow, which come from 127.0.0.1: a shared
+/// tuple would send that client's queries where the probe's went (un-DNATed after a DEL, or
+/// to the port of a resolver since stopped).
+pub const PROBE_SOURCE: &str = "127.255.0.11";
+
+/// Waits until `127.0.0.11:53` answers over UDP, or `timeout` passes. Each attempt comes from
+/// a fresh port: a new flow, judged by the rules as they are now.
 pub fn wait_answers(timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
-    sock.connect("127.0.0.11:53")?;
     // A single-label unknown name is answered locally (R16), never forwarded.
     let name = Name::from_ascii(format!("embedns-probe-{:08x}.", rand::random::<u32>()))?;
     let mut query = Message::query();
@@ -22,6 +27,8 @@ pub fn wait_answers(timeout: Duration) -> anyhow::Result<()> {
     let mut buf = [0u8; 512];
     let mut last_err = String::from("no answer");
     while Instant::now() < deadline {
+        let sock = UdpSocket::bind((PROBE_SOURCE, 0))?;
+        sock.connect("127.0.0.11:53")?;
         // ECONNREFUSED until the redirect is in place: the recv below reports it.
         let _ = sock.send(&bytes);
         let wait = deadline

@@ -92,7 +92,8 @@ impl Pending {
     /// netfilter netlink socket waits for the kernel's deferred destruction of what was
     /// deleted (an RCU grace period: iptables-restore spends 1.7 ms of CPU and 15-20 ms in
     /// that `close` here), while the rules are gone from the commit on. Gone means: a datagram
-    /// to 127.0.0.11:53 from a fresh port (a new conntrack flow) reaches a socket bound there,
+    /// to 127.0.0.11:53 from a fresh port of [`PROBE_SOURCE`](crate::probe::PROBE_SOURCE) (a new conntrack flow) reaches a
+    /// socket bound there,
     /// so it is no longer DNATed. The batch is all or nothing, so that proves the rest gone
     /// too. The child then finishes on its own and is reaped by the runtime's subreaper or
     /// init once we exit.
@@ -113,7 +114,7 @@ impl Pending {
                 drop(_in);
                 return self.wait();
             }
-            let sender = UdpSocket::bind("127.0.0.1:0")?;
+            let sender = UdpSocket::bind((crate::probe::PROBE_SOURCE, 0))?;
             let _ = sender.send_to(token.as_bytes(), (RESOLVER_IP, 53));
             let from = sender.local_addr()?;
             while let Ok((n, src)) = listener.recv_from(&mut buf) {

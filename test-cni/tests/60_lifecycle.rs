@@ -66,6 +66,29 @@ fn r24_redirect_rules_in_the_container_only() {
 }
 
 #[test]
+fn r24_probes_leave_no_conntrack_flow_a_client_could_reuse() {
+    // ADD's and DEL's probes of 127.0.0.11:53 are conntrack flows that outlive them; from
+    // 127.0.0.1 a client reusing the port would inherit their NAT decision (none after DEL).
+    let Some(w) = World::new("r24_probes_leave_no_conntrack_flow_a_client_could_reuse") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.add(&net, &c, Some("web"), "", None);
+    w.del(&net, &c, &[]);
+    let table = String::from_utf8_lossy(&w.exec(&c, &["cat", "/proc/net/nf_conntrack"]).stdout)
+        .into_owned();
+    assert!(
+        table.contains("src=127.255.0.11 dst=127.0.0.11"),
+        "the probes' flows are where the test looks: {table}"
+    );
+    assert!(
+        !table.contains("src=127.0.0.1 dst=127.0.0.11"),
+        "a probe used a client's source address: {table}"
+    );
+}
+
+#[test]
 fn r24_del_then_add_again_in_the_same_netns_at_once() {
     // podman network disconnect + connect: DEL returns once the rules are gone (not when
     // iptables-restore is done closing), so the next ADD must find a clean table.
@@ -75,7 +98,7 @@ fn r24_del_then_add_again_in_the_same_netns_at_once() {
     let net = w.network("n1", json!({}));
     let (web, c) = (w.container("web"), w.container("c"));
     let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
-    for round in 0..5 {
+    for round in 0..10 {
         w.add(&net, &c, Some("cli"), "", None);
         let rules = w.nat_rules(&c);
         assert_eq!(
