@@ -979,26 +979,10 @@ fn bucket_hashes(e: &Entry) -> Vec<(u32, u64)> {
 mod tests {
     use super::*;
     use crate::paths::StatePaths;
-    use crate::record::Upstreams;
 
     fn rec(cid: &str, name: &str, aliases: &[&str], ips: &[&str]) -> Record {
-        Record {
-            network: "n".into(),
-            container_id: cid.into(),
-            ifname: "eth0".into(),
-            name: Some(name.into()),
-            aliases: aliases.iter().map(|s| s.to_string()).collect(),
-            links: vec![],
-            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-            netns: "/run/netns/x".into(),
-            domain_name: None,
-            search: vec![],
-            ttl: 600,
-            internal: false,
-            upstreams: Upstreams::default(),
-            upstream_timeout_ms: 2000,
-            max_inflight: 1024,
-        }
+        let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
+        Record::with_defaults("n", cid, Some(name), aliases, ips)
     }
 
     fn ip_of(i: usize) -> String {

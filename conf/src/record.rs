@@ -107,6 +107,34 @@ impl Record {
             .map(String::as_str)
     }
 
+    /// An attachment on `eth0` with the plugin's defaults (TTL, upstream timeout, in-flight
+    /// cap, no upstreams) around the given identity: for tests, fuzzing and tools.
+    pub fn with_defaults(
+        network: &str,
+        container_id: &str,
+        name: Option<&str>,
+        aliases: &[&str],
+        ips: Vec<IpAddr>,
+    ) -> Record {
+        Record {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: "eth0".into(),
+            name: name.map(str::to_string),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            links: vec![],
+            ips,
+            netns: String::new(),
+            domain_name: None,
+            search: vec![],
+            ttl: crate::netconf::DEFAULT_TTL,
+            internal: false,
+            upstreams: Upstreams::default(),
+            upstream_timeout_ms: crate::netconf::DEFAULT_UPSTREAM_TIMEOUT_MS,
+            max_inflight: crate::netconf::DEFAULT_MAX_INFLIGHT,
+        }
+    }
+
     /// The store's key of an attachment: unique per (container, interface) on a network.
     pub fn key(&self) -> String {
         attachment_key(&self.container_id, &self.ifname)

@@ -253,26 +253,9 @@ pub fn remove_if_exists(path: &Path) -> Result<(), ConfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Upstreams;
 
     fn record(cid: &str, name: &str) -> Record {
-        Record {
-            network: "n".into(),
-            container_id: cid.into(),
-            ifname: "eth0".into(),
-            name: Some(name.into()),
-            aliases: vec![],
-            links: vec![],
-            ips: vec!["10.0.0.2".parse().unwrap()],
-            netns: "/run/netns/x".into(),
-            domain_name: None,
-            search: vec![],
-            ttl: 600,
-            internal: false,
-            upstreams: Upstreams::default(),
-            upstream_timeout_ms: 2000,
-            max_inflight: 1024,
-        }
+        Record::with_defaults("n", cid, Some(name), &[], vec!["10.0.0.2".parse().unwrap()])
     }
 
     #[test]

@@ -194,27 +194,12 @@ pub fn arpa_to_ip(name: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use embedns_conf::paths::StatePaths;
-    use embedns_conf::record::{Link, Record, Upstreams};
+    use embedns_conf::record::{Link, Record};
     use embedns_conf::store::NetworkStore;
 
     fn rec(net: &str, cid: &str, name: Option<&str>, aliases: &[&str], ips: &[&str]) -> Record {
-        Record {
-            network: net.into(),
-            container_id: cid.into(),
-            ifname: "eth0".into(),
-            name: name.map(str::to_string),
-            aliases: aliases.iter().map(|s| s.to_string()).collect(),
-            links: vec![],
-            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-            netns: String::new(),
-            domain_name: None,
-            search: vec![],
-            ttl: 600,
-            internal: false,
-            upstreams: Upstreams::default(),
-            upstream_timeout_ms: 2000,
-            max_inflight: 1024,
-        }
+        let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
+        Record::with_defaults(net, cid, name, aliases, ips)
     }
 
     /// A network written through the store (and so its shared index) in `dir`.

@@ -3,7 +3,7 @@
 //! must fit its transport.
 
 use embedns_conf::paths::StatePaths;
-use embedns_conf::record::{Link, Record, Upstreams};
+use embedns_conf::record::{Link, Record};
 use embedns_conf::store::NetworkStore;
 use embedns_resolverd::answer::{error_for_raw, handle, Handled};
 use embedns_resolverd::index::NetworkIndex;
@@ -11,23 +11,11 @@ use embedns_resolverd::state::Resolver;
 use hickory_proto::op::ResponseCode;
 
 fn record(cid: &str, name: &str, aliases: &[&str], ips: &[&str]) -> Record {
-    Record {
-        network: "n1".into(),
-        container_id: cid.into(),
-        ifname: "eth0".into(),
-        name: Some(name.into()),
-        aliases: aliases.iter().map(|s| s.to_string()).collect(),
-        links: vec![],
-        ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-        netns: String::new(),
-        domain_name: Some("dns.podman".into()),
-        search: vec!["corp.example".into()],
-        ttl: 600,
-        internal: false,
-        upstreams: Upstreams::default(),
-        upstream_timeout_ms: 2000,
-        max_inflight: 1024,
-    }
+    let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
+    let mut r = Record::with_defaults("n1", cid, Some(name), aliases, ips);
+    r.domain_name = Some("dns.podman".into());
+    r.search = vec!["corp.example".into()];
+    r
 }
 
 fn main() {

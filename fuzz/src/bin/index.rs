@@ -4,27 +4,14 @@
 
 use embedns_conf::index::{IndexReader, IndexWriter};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::record::{Record, Upstreams};
+use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;
 
 fn record() -> Record {
-    Record {
-        network: "n".into(),
-        container_id: "c1".into(),
-        ifname: "eth0".into(),
-        name: Some("web".into()),
-        aliases: vec!["www".into()],
-        links: vec![],
-        ips: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
-        netns: String::new(),
-        domain_name: Some("dns.test".into()),
-        search: vec![],
-        ttl: 600,
-        internal: false,
-        upstreams: Upstreams::default(),
-        upstream_timeout_ms: 2000,
-        max_inflight: 1024,
-    }
+    let ips = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+    let mut r = Record::with_defaults("n", "c1", Some("web"), &["www"], ips);
+    r.domain_name = Some("dns.test".into());
+    r
 }
 
 fn main() {
