@@ -81,12 +81,8 @@ fn recv_batch(
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for i in 0..BATCH {
-        iovs[i].iov_base = bufs[i * SLOT..].as_mut_ptr().cast();
-        iovs[i].iov_len = SLOT;
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-        hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let slot = bufs[i * SLOT..].as_mut_ptr();
+        point(&mut hdrs[i], &mut iovs[i], &mut names[i], slot, SLOT);
     }
     // SAFETY: every header points at live buffers of the lengths given; the kernel writes at
     // most that much.
@@ -129,12 +125,8 @@ fn send_batch(fd: RawFd, replies: &[(Vec<u8>, SocketAddrV4)]) -> std::io::Result
         names[i].sin_family = libc::AF_INET as libc::sa_family_t;
         names[i].sin_port = peer.port().to_be();
         names[i].sin_addr.s_addr = u32::from(*peer.ip()).to_be();
-        iovs[i].iov_base = bytes.as_ptr() as *mut libc::c_void;
-        iovs[i].iov_len = bytes.len();
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-        hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let data = bytes.as_ptr() as *mut u8; // only read by sendmmsg
+        point(&mut hdrs[i], &mut iovs[i], &mut names[i], data, bytes.len());
     }
     // SAFETY: every header points at live buffers of the lengths given; the kernel only reads.
     let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), k as u32, libc::MSG_DONTWAIT) };
@@ -142,6 +134,22 @@ fn send_batch(fd: RawFd, replies: &[(Vec<u8>, SocketAddrV4)]) -> std::io::Result
         return Err(std::io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// Points a message header at one buffer and one IPv4 address.
+fn point(
+    hdr: &mut libc::mmsghdr,
+    iov: &mut libc::iovec,
+    name: &mut libc::sockaddr_in,
+    data: *mut u8,
+    len: usize,
+) {
+    iov.iov_base = data.cast();
+    iov.iov_len = len;
+    hdr.msg_hdr.msg_iov = iov;
+    hdr.msg_hdr.msg_iovlen = 1;
+    hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_in).cast();
+    hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
 }
 
 pub async fn serve_tcp(listener: TcpListener, st: Arc<Resolver>, fwd: Arc<Forwarder>) {
