@@ -3,13 +3,14 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
-use hickory_proto::rr::{DNSClass, Name, RData, Record};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::fast::Simple;
 use crate::lookup::{Outcome, View};
 use crate::state::{Counters, Resolver};
 
 /// The payload size we advertise in our EDNS replies.
-const OUR_EDNS_PAYLOAD: u16 = 1232;
+pub(crate) const OUR_EDNS_PAYLOAD: u16 = 1232;
 
 /// What to do with one datagram or TCP message.
 pub enum Handled {
@@ -27,19 +28,71 @@ pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
         return Handled::Drop;
     }
+    if let Some(q) = Simple::parse(bytes) {
+        let outcome = lookup(st, q.name(), q.qtype);
+        if outcome == Outcome::Forward {
+            return Handled::Forward {
+                question_end: q.question_end,
+            };
+        }
+        if let Some(reply) = q.reply(&outcome, q.size_limit(tcp)) {
+            Counters::bump(&st.counters.local);
+            return Handled::Reply(reply);
+        }
+    }
+    handle_general(bytes, st, tcp)
+}
+
+/// Any query, through hickory-proto's `Message`: what the fast path (`fast.rs`) does not
+/// take, and the reference it is tested against.
+pub fn handle_general(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
+    if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+        return Handled::Drop;
+    }
+    let (msg, name) = match read_query(bytes) {
+        Ok(q) => q,
+        Err(handled) => return handled,
+    };
+    let outcome = lookup(st, &name, msg.queries[0].query_type());
+    if outcome == Outcome::Forward {
+        return forward(bytes);
+    }
+    Counters::bump(&st.counters.local);
+    Handled::Reply(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
+}
+
+/// The general path's reading of `query` (the name it looks up, the type) and its reply
+/// for `outcome`: what the fast path must equal, byte for byte (unit tests, fuzzing).
+pub fn general_reply(
+    query: &[u8],
+    outcome: &Outcome,
+    tcp: bool,
+) -> Option<(String, RecordType, Vec<u8>)> {
+    let (msg, name) = read_query(query).ok()?;
+    let qtype = msg.queries[0].query_type();
+    Some((
+        name,
+        qtype,
+        local_reply(&msg, outcome, size_limit(&msg, tcp)),
+    ))
+}
+
+/// A query with one question of class IN or ANY, and its name normalized for the lookup;
+/// anything else is answered (FORMERR, NOTIMP) or forwarded as it is.
+fn read_query(bytes: &[u8]) -> Result<(Message, String), Handled> {
     let msg = match Message::from_vec(bytes) {
         Ok(m) => m,
-        Err(_) => return Handled::Reply(header_only(bytes, ResponseCode::FormErr)),
+        Err(_) => return Err(Handled::Reply(header_only(bytes, ResponseCode::FormErr))),
     };
     if msg.metadata.op_code != OpCode::Query {
-        return Handled::Reply(header_only(bytes, ResponseCode::NotImp));
+        return Err(Handled::Reply(header_only(bytes, ResponseCode::NotImp)));
     }
     if msg.queries.len() != 1 {
-        return Handled::Reply(header_only(bytes, ResponseCode::FormErr));
+        return Err(Handled::Reply(header_only(bytes, ResponseCode::FormErr)));
     }
     let q = &msg.queries[0];
     if !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY) {
-        return forward(bytes);
+        return Err(forward(bytes));
     }
     // R6: lower case, no trailing dot (in place: one allocation per query).
     let mut name = q.name().to_ascii();
@@ -47,15 +100,12 @@ pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
     if name.ends_with('.') {
         name.pop();
     }
-    let outcome = {
-        let nets = st.networks.read().unwrap();
-        View { networks: &nets }.lookup(&name, q.query_type())
-    };
-    if outcome == Outcome::Forward {
-        return forward(bytes);
-    }
-    Counters::bump(&st.counters.local);
-    Handled::Reply(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
+    Ok((msg, name))
+}
+
+fn lookup(st: &Resolver, name: &str, qtype: RecordType) -> Outcome {
+    let nets = st.networks.read().unwrap();
+    View { networks: &nets }.lookup(name, qtype)
 }
 
 fn forward(bytes: &[u8]) -> Handled {

@@ -39,6 +39,56 @@ fn r9_nodata_r11_ttl_r12_flags_r14_tcp() {
     assert_eq!(t.data(), vec![ip]);
 }
 
+/// R9, R11, R12, R14 whatever the query looks like: the common shape (no EDNS, or EDNS
+/// without options) is answered from its bytes, the rest (dig's default cookie) through the
+/// general path; a client must not be able to tell them apart.
+#[test]
+fn every_query_shape_gets_the_same_answer() {
+    let Some(w) = World::new("every_query_shape_gets_the_same_answer") else {
+        return;
+    };
+    let net = w.network("n1", json!({}));
+    let (a, cli) = (w.container("a"), w.container("cli"));
+    let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
+    w.add(&net, &cli, Some("cli"), "", None);
+    let shapes: [&[&str]; 6] = [
+        &[],
+        &["+nocookie"],
+        &["+noedns"],
+        &["+tcp", "+nocookie"],
+        &["+tcp", "+noedns"],
+        &["+noedns", "+cdflag", "+nordflag"],
+    ];
+    for (name, t, want) in [
+        ("web", "A", vec![ip.clone()]),
+        ("WeB.n1.", "A", vec![ip.clone()]),
+        ("web", "AAAA", vec![]),
+        ("nope", "A", vec![]),
+    ] {
+        let reference = w.dig(&cli, &[name, t]);
+        assert_eq!(reference.status, "NOERROR", "{name} {t}");
+        assert_eq!(reference.data(), want, "{name} {t}");
+        for shape in shapes {
+            let args: Vec<&str> = shape.iter().copied().chain([name, t]).collect();
+            let d = w.dig(&cli, &args);
+            assert_eq!(d.status, reference.status, "{args:?}");
+            assert_eq!(
+                d.answers, reference.answers,
+                "{args:?}: name, TTL, type, data"
+            );
+            let mut flags = reference.flags.clone();
+            if shape.contains(&"+cdflag") {
+                flags.retain(|f| f != "rd");
+                flags.push("cd".into());
+            }
+            flags.sort();
+            let mut got = d.flags.clone();
+            got.sort();
+            assert_eq!(got, flags, "{args:?}");
+        }
+    }
+}
+
 #[test]
 fn r11_ttl_is_configurable() {
     let Some(w) = World::new("r11_ttl_is_configurable") else {
@@ -110,6 +160,28 @@ fn r13_truncation_udp_edns_and_tcp() {
     assert!(
         e.has_flag("tc") && e.msg_size <= 700 && e.answers.len() > d.answers.len(),
         "{} {}",
+        e.msg_size,
+        e.answers.len()
+    );
+    // The same without a cookie (EDNS with no options: the fast path).
+    let f = w.dig(
+        &cli,
+        &[
+            "+nocookie",
+            "+bufsize=700",
+            "+ignore",
+            "+notcp",
+            "big",
+            "AAAA",
+        ],
+    );
+    // As many whole answers as with the cookie (the reply's OPT carries no option either
+    // way); which ones is R5's random order.
+    assert!(
+        f.has_flag("tc") && f.msg_size == e.msg_size && f.answers.len() == e.answers.len(),
+        "{} {} vs {} {}",
+        f.msg_size,
+        f.answers.len(),
         e.msg_size,
         e.answers.len()
     );

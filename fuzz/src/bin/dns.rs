@@ -1,12 +1,15 @@
 //! Fuzz target: any bytes as a query to a resolver that knows a small network (names,
-//! aliases, a link, IPv4 and IPv6), over UDP and TCP. It must never panic, and every reply
-//! must fit its transport.
+//! aliases, a link, IPv4 and IPv6), over UDP and TCP. It must never panic, every reply
+//! must fit its transport, and a query the fast path takes must get from it exactly the
+//! general path's reply.
 
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Link, Record};
 use embedns_conf::store::NetworkStore;
-use embedns_resolverd::answer::{error_for_raw, handle, Handled};
+use embedns_resolverd::answer::{error_for_raw, general_reply, handle, Handled};
+use embedns_resolverd::fast::Simple;
 use embedns_resolverd::index::NetworkIndex;
+use embedns_resolverd::lookup::Outcome;
 use embedns_resolverd::state::Resolver;
 use hickory_proto::op::ResponseCode;
 
@@ -43,7 +46,26 @@ fn main() {
         let n = NetworkIndex::new(&paths, "n1", vec![me]);
         st.networks.write().unwrap().push(n);
     }
+    let many: Vec<std::net::IpAddr> = (1..60u16)
+        .map(|i| std::net::IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]))
+        .collect();
+    let outcomes = [
+        Outcome::Addresses(vec!["10.0.0.2".parse().unwrap()], 600),
+        Outcome::Addresses(many, 600),
+        Outcome::NoData(600),
+        Outcome::Unavailable,
+    ];
     afl::fuzz!(|data: &[u8]| {
+        if let Some(fast) = Simple::parse(data) {
+            for tcp in [false, true] {
+                for outcome in &outcomes {
+                    let (name, qtype, want) =
+                        general_reply(data, outcome, tcp).expect("the general path reads it too");
+                    assert_eq!((fast.name(), fast.qtype), (name.as_str(), qtype));
+                    assert_eq!(fast.reply(outcome, fast.size_limit(tcp)), Some(want));
+                }
+            }
+        }
         for tcp in [false, true] {
             match handle(data, &st, tcp) {
                 Handled::Reply(bytes) => {
