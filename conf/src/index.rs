@@ -985,6 +985,13 @@ mod tests {
         Record::with_defaults("n", cid, Some(name), aliases, ips)
     }
 
+    /// Network `n` in a fresh state dir (kept while the returned guard lives).
+    fn network() -> (tempfile::TempDir, NetworkStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        (tmp, store)
+    }
+
     fn ip_of(i: usize) -> String {
         format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)
     }
@@ -1001,8 +1008,7 @@ mod tests {
 
     #[test]
     fn insert_lookup_replace_remove() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let (_tmp, store) = network();
         let lock = store.lock().unwrap();
         let mut reader = IndexReader::new(&store);
         assert_eq!(reader.addresses("web"), Err(ReadError::Missing));
@@ -1049,8 +1055,7 @@ mod tests {
 
     #[test]
     fn growth_and_churn_keep_an_open_reader_right() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let (_tmp, store) = network();
         let lock = store.lock().unwrap();
         store
             .put(&lock, &rec("c0", "c0", &[], &[&ip_of(0)]))
@@ -1095,8 +1100,7 @@ mod tests {
 
     #[test]
     fn a_writer_that_died_mid_change_is_repaired_from_the_records() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let (_tmp, store) = network();
         let lock = store.lock().unwrap();
         store
             .put(&lock, &rec("c1", "web", &[], &["10.0.0.2"]))
@@ -1126,8 +1130,7 @@ mod tests {
 
     #[test]
     fn readers_never_see_a_wrong_answer_while_a_writer_churns() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let (_tmp, store) = network();
         {
             let lock = store.lock().unwrap();
             store
