@@ -113,15 +113,16 @@ fn forward(bytes: &[u8]) -> Handled {
     }
 }
 
-/// R13: 512 bytes over UDP, or the client's EDNS size; 65535 over TCP.
 fn size_limit(msg: &Message, tcp: bool) -> usize {
+    reply_limit(msg.edns.as_ref().map(Edns::max_payload), tcp)
+}
+
+/// R13: 512 bytes over UDP, or the client's EDNS payload size if larger; 65535 over TCP.
+pub(crate) fn reply_limit(edns_payload: Option<u16>, tcp: bool) -> usize {
     if tcp {
         return u16::MAX as usize;
     }
-    msg.edns
-        .as_ref()
-        .map(|e| e.max_payload().max(512))
-        .unwrap_or(512) as usize
+    edns_payload.map_or(512, |p| p.max(512)) as usize
 }
 
 /// A reply skeleton for `query`: ID and question echoed, RD copied, RA=1, AA=0 (R12).

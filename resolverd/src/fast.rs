@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 
-use crate::answer::OUR_EDNS_PAYLOAD;
+use crate::answer::{reply_limit, OUR_EDNS_PAYLOAD};
 use crate::lookup::Outcome;
 
 /// The longest name on the wire (RFC 1035 §3.1); longer ones are the general path's to reject.
@@ -125,12 +125,9 @@ impl<'a> Simple<'a> {
         std::str::from_utf8(&self.name[..self.name_len]).unwrap_or_default()
     }
 
-    /// R13: 512 bytes over UDP, or the client's EDNS size (at least 512); 65535 over TCP.
+    /// The reply's size limit (R13), by the same rule as the general path's.
     pub fn size_limit(&self, tcp: bool) -> usize {
-        if tcp {
-            return u16::MAX as usize;
-        }
-        self.edns_payload.map_or(512, |p| p.max(512)) as usize
+        reply_limit(self.edns_payload, tcp)
     }
 
     /// The reply for a local outcome (R9, R11–R13): the question echoed with the client's ID

@@ -3,9 +3,9 @@
 //! `index` is one network as the container sees it (the network's shared, memory-mapped
 //! index, read at query time, and the container's own records); `lookup` is Docker's naming
 //! rules over those; `answer` turns a query into a local reply or a miss (`fast` answers the
-//! common A/AAAA query from its bytes, the same reply at a fraction of the cost); `forward` takes the
-//! misses upstream; `server` owns the sockets; `control` is the plugin's channel (`reload`,
-//! `status`); `hostns` makes sockets in the host's netns (R18).
+//! common A/AAAA query from its bytes, the same reply at a fraction of the cost); `forward`
+//! takes the misses upstream; `server` owns the sockets; `control` is the plugin's channel
+//! (`reload`, `status`); `hostns` makes sockets in the host's netns (R18).
 
 pub mod answer;
 pub mod control;
