@@ -42,9 +42,7 @@ fn main() {
         perf_rounds: if quick { 1 } else { 3 },
         runs: if quick { 20 } else { 50 },
     };
-    let Some(w) = World::new("bench") else {
-        std::process::exit(1);
-    };
+    let w = World::new("bench");
     if std::env::var("BENCH_SOAK").is_ok_and(|v| v == "1") {
         soak(&w);
         return;

@@ -849,8 +849,41 @@ impl<'l> IndexWriter<'l> {
                 });
                 Ok(self)
             }
-            Err(_) => Self::rebuild(self.store, self.lock, Some(&self)),
+            // Rebuilt from the records, which may still hold this one (the caller removes the
+            // index entry before the JSON): remove it from the new file too.
+            Err(_) => {
+                let rebuilt = Self::rebuild(self.store, self.lock, Some(&self))?;
+                match rebuilt.existing(key) {
+                    Some(_) => rebuilt.remove(key),
+                    None => Ok(rebuilt),
+                }
+            }
         }
+    }
+
+    /// Makes the index hold exactly the network's readable records (GC): when an entry has
+    /// no record (a ghost, which would answer for a container that is gone) or a record has
+    /// no entry, the index is rebuilt from the records. Returns the ghosts' keys.
+    pub fn reconcile(self) -> Result<(Self, Vec<String>), ConfError> {
+        let records: std::collections::BTreeSet<String> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(k, _)| k)
+            .collect();
+        let (mem, g) = (self.mem(), self.g);
+        let indexed: Result<std::collections::BTreeSet<String>, Torn> = (0..g.peer_cap)
+            .filter(|s| mem.u32(g.peers_at() + PEER * *s as usize + 4).unwrap_or(0) != 0)
+            .map(|s| Blob::at(mem, &g, s).and_then(Blob::entry).map(|e| e.key))
+            .collect();
+        let ghosts = match &indexed {
+            Ok(keys) if *keys == records => return Ok((self, Vec::new())),
+            Ok(keys) => keys.difference(&records).cloned().collect(),
+            Err(Torn) => Vec::new(),
+        };
+        let rebuilt = Self::rebuild(self.store, self.lock, Some(&self))?;
+        Ok((rebuilt, ghosts))
     }
 
     /// Out of room (or an unreadable peer): a new file with every other live entry and

@@ -6,6 +6,7 @@
 //! the binaries.
 
 pub mod cni;
+pub mod crash;
 pub mod error;
 pub mod index;
 pub mod names;

@@ -7,7 +7,8 @@
 //! sandboxes/<cid>/sandbox.json             a container's attachments, resolver and files
 //! sandboxes/<cid>/.lock                    serializes ADD/DEL of that container
 //! sandboxes/<cid>/control.sock             the resolver's control channel
-//! sandboxes/<cid>/resolver.log             the resolver's log (size-capped)
+//! sandboxes/<cid>/resolver.log             the resolver's log (rotated at 1 MiB, 2 files)
+//! leftovers/<cid>.json                     a redirect a DEL could not remove (GC retries it)
 //! ```
 //!
 //! Directories are 0700 and files 0600: records say which containers exist and where.
@@ -59,6 +60,15 @@ impl StatePaths {
     pub fn control_socket_via(dir: &std::fs::File) -> PathBuf {
         use std::os::fd::AsRawFd;
         PathBuf::from(format!("/proc/self/fd/{}/control.sock", dir.as_raw_fd()))
+    }
+
+    /// Where DEL notes what it could not remove.
+    pub fn leftovers(&self) -> PathBuf {
+        self.root.join("leftovers")
+    }
+
+    pub fn leftover(&self, container_id: &str) -> PathBuf {
+        self.leftovers().join(format!("{container_id}.json"))
     }
 
     pub fn resolver_log(&self, container_id: &str) -> PathBuf {

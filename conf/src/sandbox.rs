@@ -9,7 +9,7 @@ use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use crate::paths::StatePaths;
-use crate::store::{create_private_dir, lock_file, write_atomic};
+use crate::store::{lock_dir, remove_locked_dir, try_lock_dir, write_atomic};
 use crate::ConfError;
 
 /// One network the container is attached to, in attach order.
@@ -45,6 +45,10 @@ pub struct WrittenFile {
 pub struct Sandbox {
     pub container_id: String,
     pub netns: String,
+    /// The inode of the namespace `netns` named at ADD: the same path may later name a new
+    /// namespace (a netns deleted and re-created under the same name).
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
     pub attachments: Vec<Attachment>,
     #[serde(default)]
     pub resolver: Option<ResolverInfo>,
@@ -53,13 +57,33 @@ pub struct Sandbox {
 }
 
 /// Proof that the caller holds the sandbox lock.
-pub struct SandboxLock(#[allow(dead_code)] Flock<File>);
+pub struct SandboxLock(Flock<File>);
 
 /// Takes a container's sandbox lock (blocking), creating its directory.
 pub fn lock(paths: &StatePaths, container_id: &str) -> Result<SandboxLock, ConfError> {
-    let dir = paths.sandbox(container_id);
-    create_private_dir(&dir)?;
-    lock_file(&dir.join(".lock")).map(SandboxLock)
+    lock_dir(&paths.sandbox(container_id)).map(SandboxLock)
+}
+
+/// Takes a sandbox's lock if it exists and no one holds it (GC passes over busy sandboxes).
+pub fn try_lock(paths: &StatePaths, container_id: &str) -> Result<Option<SandboxLock>, ConfError> {
+    Ok(try_lock_dir(&paths.sandbox(container_id))?.map(SandboxLock))
+}
+
+/// The container IDs that have a sandbox directory.
+pub fn list(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
+    let dir = paths.sandboxes();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => Ok(entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ConfError::Io {
+            path: dir,
+            source: e,
+        }),
+    }
 }
 
 /// Reads a sandbox; `Ok(None)` if there is none.
@@ -80,20 +104,42 @@ pub fn save(paths: &StatePaths, _lock: &SandboxLock, sb: &Sandbox) -> Result<(),
     write_atomic(&paths.sandbox_file(&sb.container_id), &body)
 }
 
-/// Removes the sandbox's directory (its lock file included: the caller's lock stays valid
-/// until dropped, and a waiter that then locks the unlinked file re-creates the directory).
-pub fn remove(
-    paths: &StatePaths,
-    _lock: &SandboxLock,
-    container_id: &str,
-) -> Result<(), ConfError> {
-    let dir = paths.sandbox(container_id);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ConfError::Io {
-            path: dir,
-            source: e,
-        }),
-    }
+/// Removes the sandbox's directory and releases its lock. The lock file goes last, and a
+/// waiter that then holds the unlinked file starts over on a new one (`store::lock_dir`).
+pub fn remove(paths: &StatePaths, lock: SandboxLock, container_id: &str) -> Result<(), ConfError> {
+    remove_locked_dir(&paths.sandbox(container_id), lock.0)
+}
+
+/// A redirect that a DEL could not remove from a namespace that still exists. DEL succeeds
+/// anyway (CNI spec); the note is shown by `embedns status` and retried by GC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leftover {
+    pub container_id: String,
+    pub netns: String,
+    pub error: String,
+}
+
+/// Notes a leftover (replacing an earlier note of the same container).
+pub fn save_leftover(paths: &StatePaths, leftover: &Leftover) -> Result<(), ConfError> {
+    crate::store::create_private_dir(&paths.leftovers())?;
+    let body = serde_json::to_vec_pretty(leftover).expect("a leftover always serializes");
+    write_atomic(&paths.leftover(&leftover.container_id), &body)
+}
+
+/// Every leftover noted (unreadable notes are skipped).
+pub fn leftovers(paths: &StatePaths) -> Vec<Leftover> {
+    let Ok(entries) = std::fs::read_dir(paths.leftovers()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// Forgets a container's leftover (removed since, or its netns is gone).
+pub fn clear_leftover(paths: &StatePaths, container_id: &str) -> Result<(), ConfError> {
+    crate::store::remove_if_exists(&paths.leftover(container_id))
 }

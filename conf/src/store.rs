@@ -33,7 +33,7 @@ pub struct NetworkStore {
 pub type Listed = (String, Result<Record, ConfError>);
 
 /// Proof that the caller holds the network's lock; dropped, it releases it.
-pub struct NetworkLock(#[allow(dead_code)] Flock<File>);
+pub struct NetworkLock(Flock<File>);
 
 impl NetworkStore {
     pub fn new(paths: &StatePaths, network: &str) -> Self {
@@ -48,19 +48,34 @@ impl NetworkStore {
 
     /// Creates the network's directory if needed and takes its lock (blocking).
     pub fn lock(&self) -> Result<NetworkLock, ConfError> {
-        create_private_dir(&self.dir)?;
-        lock_file(&self.dir.join(".lock")).map(NetworkLock)
+        lock_dir(&self.dir).map(NetworkLock)
     }
 
-    /// Takes the lock if no one holds it; `None` when someone does.
+    /// Takes the lock if no one holds it; `None` when someone does, or when the network's
+    /// directory is gone (its last record was removed: nothing to repair).
     pub fn try_lock(&self) -> Result<Option<NetworkLock>, ConfError> {
-        let path = self.dir.join(".lock");
-        let file = open_lock_file(&path)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => Ok(Some(NetworkLock(l))),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, errno)) => Err(ConfError::io(path, std::io::Error::from(errno))),
+        Ok(try_lock_dir(&self.dir)?.map(NetworkLock))
+    }
+
+    /// Whether the network has no record left (stops at the first one found).
+    pub fn is_empty(&self) -> Result<bool, ConfError> {
+        match fs::read_dir(&self.dir) {
+            Ok(entries) => Ok(!entries
+                .filter_map(Result::ok)
+                .any(|e| record_key(&e.file_name().to_string_lossy()).is_some())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(ConfError::io(&self.dir, e)),
         }
+    }
+
+    /// Removes the directory of a network that has no record left: its index, name claims
+    /// and lock. Writers waiting on the lock notice (see [`lock_dir`]) and start over.
+    pub fn remove_if_empty(&self, lock: NetworkLock) -> Result<bool, ConfError> {
+        if !self.is_empty()? {
+            return Ok(false);
+        }
+        remove_locked_dir(&self.dir, lock.0)?;
+        Ok(true)
     }
 
     pub fn record_path(&self, key: &str) -> PathBuf {
@@ -96,9 +111,13 @@ impl NetworkStore {
         let path = self.record_path(&key);
         // A corrupt record is still removed: DEL must leave nothing behind.
         let old = read_record(&path).unwrap_or(None);
-        // The JSON first: an index rebuilt on the way is then built without this record.
-        remove_if_exists(&path)?;
+        // The index entry first, then the JSON: a crash between the two leaves a record that
+        // answers nothing (the next DEL or GC removes it), never an index entry that answers
+        // for a container without a record, which no one could find to remove.
+        crate::crash::point("remove:before-index");
         IndexWriter::open(self, lock)?.remove(&key)?;
+        crate::crash::point("remove:between-index-and-record");
+        remove_if_exists(&path)?;
         if let Some(name) = old.as_ref().and_then(|r| r.name.as_ref()) {
             let claim = self.dir.join(NAMES_DIR).join(name);
             remove_if_exists(&claim.join(&key))?;
@@ -199,20 +218,97 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConfError> {
         .map_err(|e| ConfError::io(dir, e))
 }
 
-/// Takes an exclusive flock on `path` (created 0600), blocking until it is free.
-pub fn lock_file(path: &Path) -> Result<Flock<File>, ConfError> {
-    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| ConfError::io(path, std::io::Error::from(errno)))
+/// The lock file inside a locked directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Creates `dir` (0700) if needed and takes an exclusive flock on its `.lock` (0600),
+/// blocking until it is free.
+///
+/// The holder of a directory's lock may remove the directory, lock file included
+/// ([`remove_locked_dir`]). A waiter then wakes up holding a lock on an unlinked file while a
+/// newcomer creates and locks a new one: two holders of "the" lock. So after `flock` the lock
+/// is kept only if the path still names the locked file; otherwise it starts over.
+pub fn lock_dir(dir: &Path) -> Result<Flock<File>, ConfError> {
+    let path = dir.join(LOCK_FILE);
+    loop {
+        create_private_dir(dir)?;
+        let file = match OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // Removed between the mkdir and the open: start over.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(ConfError::io(path, e)),
+        };
+        let locked = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| ConfError::io(&path, std::io::Error::from(errno)))?;
+        if still_linked(&locked, &path) {
+            return Ok(locked);
+        }
+    }
 }
 
-fn open_lock_file(path: &Path) -> Result<File, ConfError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ConfError::io(path, e))
+/// Takes the lock of an existing directory if no one holds it; `None` when someone does or
+/// when the directory (or its lock file) is gone.
+pub fn try_lock_dir(dir: &Path) -> Result<Option<Flock<File>>, ConfError> {
+    let path = dir.join(LOCK_FILE);
+    let file = match OpenOptions::new().write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfError::io(path, e)),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) if still_linked(&l, &path) => Ok(Some(l)),
+        Ok(_) => Ok(None),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(ConfError::io(path, std::io::Error::from(errno))),
+    }
+}
+
+/// Whether `path` still names the open file `file` (same device and inode).
+fn still_linked(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes a directory whose lock the caller holds: everything but the lock file first, the
+/// lock file last (waiters then see it unlinked and start over), then the directory. If a
+/// newcomer created a new lock file in between, the directory stays with only that file,
+/// which its holder uses.
+pub fn remove_locked_dir(dir: &Path, _held: Flock<File>) -> Result<(), ConfError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ConfError::io(dir, e)),
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(ConfError::io(path, e)),
+        }
+    }
+    remove_if_exists(&dir.join(LOCK_FILE))?;
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty) => Ok(()),
+        Err(e) => Err(ConfError::io(dir, e)),
+    }
 }
 
 /// Writes `path` atomically with mode 0600: a temporary file in the same directory, then a

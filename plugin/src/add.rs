@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use embedns_conf::cni;
+use embedns_conf::crash;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Record, Upstreams};
@@ -87,7 +88,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &binary);
     if let Err(e) = attached {
         if let Err(undo) =
-            del::detach_locked(&paths, &lock, &env.container_id, &conf.name, &env.ifname)
+            del::detach_locked(&paths, lock, &env.container_id, &conf.name, &env.ifname)
         {
             tracing::error!("undoing the failed ADD: {undo:#}");
         }
@@ -118,13 +119,29 @@ fn attach(
         }
         net.put(&net_lock, record)?;
     }
+    crash::point("add:recorded");
     tracing::debug!(elapsed = ?started.elapsed(), "recorded");
 
-    let mut sb = sandbox::load(paths, &env.container_id)?.unwrap_or_else(|| Sandbox {
+    let fresh = || Sandbox {
         container_id: env.container_id.clone(),
         ..Sandbox::default()
-    });
+    };
+    let mut sb = sandbox::load(paths, &env.container_id)?.unwrap_or_else(fresh);
+    let inode = netns::inode(&env.netns);
+    if is_stale(&sb, &env.netns, inode) {
+        // The same container ID in a new netns (a restarted container, cnitool's path-derived
+        // IDs): what the old sandbox started serves a namespace that is gone or another one.
+        tracing::info!(old = %sb.netns, new = %env.netns, "replacing the sandbox of an earlier netns");
+        del::stop_and_restore(paths, &sb);
+        for a in &sb.attachments {
+            if (a.network.as_str(), a.ifname.as_str()) != (&record.network, &record.ifname) {
+                del::remove_record(paths, &env.container_id, &a.network, &a.ifname)?;
+            }
+        }
+        sb = fresh();
+    }
     sb.netns = env.netns.clone();
+    sb.netns_inode = inode;
     let attachment = Attachment {
         network: record.network.clone(),
         ifname: record.ifname.clone(),
@@ -136,10 +153,11 @@ fn attach(
     // that an undo after a failure knows what to restore and what to stop.
     files::write(&mut sb, targets, resolv_conf)?;
     sandbox::save(paths, lock, &sb)?;
+    crash::point("add:sandbox-saved");
     tracing::debug!(elapsed = ?started.elapsed(), "files written");
 
     match &sb.resolver {
-        Some(info) if resolver::alive(info) => {
+        Some(info) if resolver::serves(info, &env.netns) => {
             resolver::control(paths, &env.container_id, "reload")
                 .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
         }
@@ -155,23 +173,54 @@ fn attach(
             };
             let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
             let redirect = redirect::install(&env.netns, u, t, previous.is_some())?;
-            let spawned = resolver::spawn(binary, paths, &env.container_id, udp.into(), tcp.into());
+            let starting =
+                resolver::start(binary, paths, &env.container_id, udp.into(), tcp.into());
+            // Record the resolver before waiting for anything: a plugin killed from here on
+            // leaves a resolver its sandbox names, which DEL stops. (Killed between the fork
+            // and this save, the resolver's ready signal fails and it exits; DEL and GC also
+            // find it by its command line.)
+            let starting = match starting {
+                Ok(s) => {
+                    crash::point("add:resolver-forked");
+                    sb.resolver = Some(s.info.clone());
+                    sandbox::save(paths, lock, &sb)?;
+                    crash::point("add:resolver-recorded");
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            };
+            let ready = starting.and_then(resolver::Starting::ready);
+            crash::point("add:resolver-ready");
             tracing::debug!(elapsed = ?started.elapsed(), "resolver ready");
             // Always reap the iptables-restore, so an undo after a failure sees its rules.
             let installed = redirect.wait();
+            crash::point("add:redirect-installed");
             tracing::debug!(elapsed = ?started.elapsed(), "redirect installed");
-            let info = spawned?;
-            sb.resolver = Some(info.clone());
-            sandbox::save(paths, lock, &sb)?;
+            let info = ready?;
             installed?;
             let _in = netns::enter(&env.netns)?;
             probe::wait_answers(PROBE_TIMEOUT)
                 .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))
                 .with_context(|| format!("resolver pid {} in {}", info.pid, env.netns))?;
+            crash::point("add:answered");
             tracing::debug!(elapsed = ?started.elapsed(), "answered");
         }
     }
     Ok(())
+}
+
+/// Whether a sandbox belongs to an earlier netns of the container: another path, the same
+/// path naming a new namespace, or a live resolver in another namespace.
+fn is_stale(sb: &Sandbox, netns_path: &str, inode: Option<u64>) -> bool {
+    if sb.netns.is_empty() {
+        return false;
+    }
+    sb.netns != netns_path
+        || (sb.netns_inode.is_some() && sb.netns_inode != inode)
+        || sb
+            .resolver
+            .as_ref()
+            .is_some_and(|i| resolver::alive(i) && !resolver::serves(i, netns_path))
 }
 
 /// A name held by an attachment whose netns is gone is released, so a restarted container

@@ -72,6 +72,12 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
             info.pid
         )));
     }
+    if !resolver::serves(info, &env.netns) {
+        return Err(failed(format!(
+            "the resolver (pid {}) does not serve {}",
+            info.pid, env.netns
+        )));
+    }
     if !redirect::present(&env.netns) {
         return Err(failed(format!(
             "the 127.0.0.11 redirect is missing in {}",

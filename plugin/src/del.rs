@@ -1,10 +1,12 @@
 //! DEL: remove the attachment's record; with the sandbox's last attachment, stop the resolver,
 //! remove the redirect and put back the files. Whatever is already gone is skipped, so DEL
-//! succeeds without prevResult, without a netns, twice, or for a container it never saw.
+//! succeeds without prevResult, without a netns, twice, or for a container it never saw. A
+//! redirect that cannot be removed from a netns that still exists is logged and noted as a
+//! leftover (`embedns status` shows it, GC retries it); DEL still succeeds, as the spec asks.
 
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::sandbox::{self, Sandbox, SandboxLock};
+use embedns_conf::sandbox::{self, Leftover, Sandbox, SandboxLock};
 use embedns_conf::store::NetworkStore;
 
 use crate::env::CniEnv;
@@ -28,37 +30,39 @@ pub fn detach(
         return Ok(());
     }
     let lock = sandbox::lock(paths, container_id)?;
-    detach_locked(paths, &lock, container_id, network, ifname)
+    detach_locked(paths, lock, container_id, network, ifname)
 }
 
-/// [`detach`] for a caller that holds the sandbox lock (ADD undoing itself).
+/// [`detach`] for a caller that holds the sandbox lock (ADD undoing itself, GC).
 pub fn detach_locked(
     paths: &StatePaths,
-    lock: &SandboxLock,
+    lock: SandboxLock,
     container_id: &str,
     network: &str,
     ifname: &str,
 ) -> anyhow::Result<()> {
     remove_record(paths, container_id, network, ifname)?;
-    let sb = match sandbox::load(paths, container_id) {
+    let mut sb = match sandbox::load(paths, container_id) {
         Ok(Some(sb)) => sb,
         Ok(None) => {
+            // An ADD killed before it saved the sandbox: nothing was started from it.
             sandbox::remove(paths, lock, container_id)?;
             return Ok(());
         }
         Err(e) => {
-            tracing::error!("{e}; removing the sandbox without stopping its resolver");
+            tracing::error!("{e}; removing the sandbox and any resolver of the container");
+            stop_unrecorded(paths, container_id, None);
             sandbox::remove(paths, lock, container_id)?;
             return Ok(());
         }
     };
-    let mut sb = sb;
     sb.attachments
         .retain(|a| !(a.network == network && a.ifname == ifname));
     if sb.attachments.is_empty() {
-        teardown(paths, lock, &sb)
+        teardown(paths, lock, &sb);
+        Ok(())
     } else {
-        sandbox::save(paths, lock, &sb)?;
+        sandbox::save(paths, &lock, &sb)?;
         if let Some(info) = sb.resolver.as_ref().filter(|i| resolver::alive(i)) {
             if let Err(e) = resolver::control(paths, container_id, "reload") {
                 tracing::warn!(pid = info.pid, "resolver did not reload: {e:#}");
@@ -68,7 +72,8 @@ pub fn detach_locked(
     }
 }
 
-fn remove_record(
+/// Removes an attachment's record; the network's directory goes with its last record.
+pub fn remove_record(
     paths: &StatePaths,
     container_id: &str,
     network: &str,
@@ -78,35 +83,74 @@ fn remove_record(
     if net.dir().exists() {
         let lock = net.lock()?;
         net.remove(&lock, container_id, ifname)?;
+        net.remove_if_empty(lock)?;
     }
     Ok(())
 }
 
 /// The sandbox's last attachment is gone: stop its resolver, remove the redirect, restore the
-/// files, drop the sandbox.
-fn teardown(paths: &StatePaths, lock: &SandboxLock, sb: &Sandbox) -> anyhow::Result<()> {
-    // The rules' removal (an exec) runs while the resolver stops. Whatever fails, the
-    // resolver is stopped and the files restored before the error is reported.
+/// files, drop the sandbox. Every step runs whatever the others gave; what could not be
+/// removed is logged and noted as a leftover.
+pub fn teardown(paths: &StatePaths, lock: SandboxLock, sb: &Sandbox) {
+    stop_and_restore(paths, sb);
+    if let Err(e) = sandbox::remove(paths, lock, &sb.container_id) {
+        tracing::error!("removing the sandbox of {}: {e}", sb.container_id);
+    }
+}
+
+/// Stops the sandbox's resolver (and any other of the container's: an ADD killed between
+/// starting one and recording it), removes the redirect from its netns, restores the files.
+/// The sandbox itself stays.
+pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox) {
+    // The rules' removal (an exec) runs while the resolver stops.
     let started = std::time::Instant::now();
-    let removal = if netns::exists(&sb.netns) {
-        redirect::remove_start(&sb.netns)
-    } else {
-        Err(anyhow::anyhow!("netns {} is gone", sb.netns))
-    };
-    if let Some(info) = &sb.resolver {
+    let removal = netns::exists(&sb.netns).then(|| {
+        redirect::remove_start(&sb.netns).map_err(|e| {
+            tracing::warn!(netns = %sb.netns, "{e:#}; removing the redirect piece by piece");
+        })
+    });
+    let recorded = sb.resolver.as_ref().filter(|i| resolver::alive(i));
+    if let Some(info) = recorded {
         resolver::stop(info);
+    } else {
+        stop_unrecorded(paths, &sb.container_id, None);
     }
     tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped");
-    let removed = match removal {
-        Ok(pending) => pending.wait_gone(),
-        Err(e) => {
-            tracing::info!("no redirect to remove: {e:#}");
-            Ok(())
+    match removal {
+        Some(pending) => {
+            let removed = match pending {
+                Ok(pending) => pending.wait_gone(),
+                Err(()) => redirect::remove_now(&sb.netns),
+            };
+            if let Err(e) = removed {
+                tracing::error!(netns = %sb.netns, "the 127.0.0.11 redirect is left in place: {e:#}");
+                let note = Leftover {
+                    container_id: sb.container_id.clone(),
+                    netns: sb.netns.clone(),
+                    error: format!("{e:#}"),
+                };
+                if let Err(e) = sandbox::save_leftover(paths, &note) {
+                    tracing::error!("noting the leftover: {e}");
+                }
+            }
         }
-    };
+        None => tracing::info!(netns = %sb.netns, "netns gone: no redirect to remove"),
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "redirect removed");
     files::restore(sb);
-    sandbox::remove(paths, lock, &sb.container_id)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "files restored");
-    removed
+}
+
+/// Stops the container's resolvers that the sandbox does not record (found by their command
+/// line), except `keep`.
+pub fn stop_unrecorded(paths: &StatePaths, container_id: &str, keep: Option<i32>) {
+    for r in resolver::running(paths) {
+        if r.container_id == container_id && Some(r.info.pid) != keep {
+            tracing::warn!(
+                pid = r.info.pid,
+                container = container_id,
+                "stopping a resolver the sandbox does not record"
+            );
+            resolver::stop(&r.info);
+        }
+    }
 }

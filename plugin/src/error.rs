@@ -17,6 +17,8 @@ pub const REDIRECT_FAILED: u32 = 102;
 pub const NETNS_FAILED: u32 = 103;
 /// CHECK found something missing or wrong.
 pub const CHECK_FAILED: u32 = 104;
+/// GC removed what it could but failed on some of it (the message lists each failure).
+pub const GC_INCOMPLETE: u32 = 105;
 /// STATUS: the plugin cannot work (CNI 1.1 code 50).
 pub const NOT_AVAILABLE: u32 = 50;
 

@@ -1,16 +1,31 @@
 //! GC and STATUS (CNI 1.1): drop what the runtime no longer knows; say whether we can work.
+//!
+//! GC walks the network's records and every sandbox, continues past a failure (each one is
+//! logged and listed in the error returned at the end) and removes:
+//! - the network's attachments that are not in `cni.dev/valid-attachments`, as DEL does;
+//! - index entries without a record (ghosts) and records without an entry: the index is
+//!   rebuilt from the records; an empty network's directory goes;
+//! - sandboxes with no attachment (an ADD killed before its first record was kept), and any
+//!   sandbox whose attachments on this network are all stale;
+//! - resolvers that no sandbox records (an ADD killed between starting one and recording it,
+//!   a sandbox removed by hand), found by their command line;
+//! - leftover redirects of earlier DELs: retried where the netns still exists, forgotten
+//!   where it is gone.
+//!
+//! Busy sandboxes (an ADD or DEL holds their lock) are passed over: that verb finishes them.
 
 use std::collections::BTreeSet;
 
+use embedns_conf::index::IndexWriter;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::sandbox;
 use embedns_conf::store::{create_private_dir, remove_if_exists, write_atomic, NetworkStore};
 use embedns_conf::ConfError;
 
-use crate::del;
-use crate::error::{PluginError, NOT_AVAILABLE};
+use crate::error::{PluginError, GC_INCOMPLETE, NOT_AVAILABLE};
+use crate::{del, netns, redirect, resolver};
 
-/// Removes every attachment of this network that is not in `cni.dev/valid-attachments`.
 pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
     let valid: BTreeSet<(String, String)> = conf
         .valid_attachments
@@ -20,16 +35,158 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
     let paths = StatePaths::new(&conf.data_dir);
+    let mut failures = Vec::new();
+    let mut failed = |what: String, e: anyhow::Error| {
+        tracing::error!("GC: {what}: {e:#}");
+        failures.push(format!("{what}: {e:#}"));
+    };
+
     let net = NetworkStore::new(&paths, &conf.name);
-    for (key, _) in net.list()? {
-        let Some((cid, ifname)) = key.rsplit_once('@') else {
-            continue;
-        };
-        if !valid.contains(&(cid.to_string(), ifname.to_string())) {
-            tracing::info!(container = cid, ifname, "GC: removing a stale attachment");
-            del::detach(&paths, cid, &conf.name, ifname)?;
+    match net.list() {
+        Ok(listed) => {
+            for (key, _) in listed {
+                let Some((cid, ifname)) = key.rsplit_once('@') else {
+                    continue;
+                };
+                if !valid.contains(&(cid.to_string(), ifname.to_string())) {
+                    tracing::info!(container = cid, ifname, "GC: removing a stale attachment");
+                    if let Err(e) = del::detach(&paths, cid, &conf.name, ifname) {
+                        failed(format!("removing {key}"), e);
+                    }
+                }
+            }
+        }
+        Err(e) => failed(format!("listing network {}", conf.name), e.into()),
+    }
+    if let Err(e) = reconcile(&net) {
+        failed(format!("reconciling the index of {}", conf.name), e);
+    }
+
+    match sandbox::list(&paths) {
+        Ok(ids) => {
+            for cid in ids {
+                if let Err(e) = sweep_sandbox(&paths, &conf.name, &valid, &cid) {
+                    failed(format!("sandbox {cid}"), e);
+                }
+            }
+        }
+        Err(e) => failed("listing sandboxes".into(), e.into()),
+    }
+    for r in resolver::running(&paths) {
+        if let Err(e) = stop_if_orphan(&paths, &r) {
+            failed(format!("resolver pid {}", r.info.pid), e);
         }
     }
+    for note in sandbox::leftovers(&paths) {
+        let retried = if netns::exists(&note.netns) {
+            redirect::remove_now(&note.netns)
+        } else {
+            Ok(()) // the rules went with the namespace
+        };
+        match retried.and_then(|()| Ok(sandbox::clear_leftover(&paths, &note.container_id)?)) {
+            Ok(()) => tracing::info!(netns = %note.netns, "GC: leftover redirect gone"),
+            Err(e) => failed(format!("leftover redirect in {}", note.netns), e),
+        }
+    }
+
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::new(GC_INCOMPLETE, failures.join("; ")).into())
+    }
+}
+
+/// Rebuilds the network's index when it and the records disagree; removes the network's
+/// directory when it has no record left.
+fn reconcile(net: &NetworkStore) -> anyhow::Result<()> {
+    if !net.dir().exists() {
+        return Ok(());
+    }
+    let lock = net.lock()?;
+    let (_, ghosts) = IndexWriter::open(net, &lock)?.reconcile()?;
+    if !ghosts.is_empty() {
+        tracing::warn!(?ghosts, "GC: index entries without a record removed");
+    }
+    net.remove_if_empty(lock)?;
+    Ok(())
+}
+
+/// A sandbox with no attachment left, or whose attachments on this network are all stale
+/// and that has no other, is torn down.
+fn sweep_sandbox(
+    paths: &StatePaths,
+    network: &str,
+    valid: &BTreeSet<(String, String)>,
+    cid: &str,
+) -> anyhow::Result<()> {
+    let Some(lock) = sandbox::try_lock(paths, cid)? else {
+        return Ok(()); // busy, or removed meanwhile
+    };
+    let sb = match sandbox::load(paths, cid) {
+        Ok(Some(sb)) => sb,
+        Ok(None) | Err(_) => {
+            tracing::info!(container = cid, "GC: removing a sandbox without state");
+            del::stop_unrecorded(paths, cid, None);
+            sandbox::remove(paths, lock, cid)?;
+            return Ok(());
+        }
+    };
+    let stale = |a: &sandbox::Attachment| {
+        a.network == network && !valid.contains(&(cid.to_string(), a.ifname.clone()))
+    };
+    let stale_here: Vec<_> = sb
+        .attachments
+        .iter()
+        .filter(|a| stale(a))
+        .cloned()
+        .collect();
+    if sb.attachments.is_empty() {
+        tracing::info!(
+            container = cid,
+            "GC: removing a sandbox without attachments"
+        );
+        del::teardown(paths, lock, &sb);
+        return Ok(());
+    }
+    // Attachments without a record (an ADD killed before its record was written): DEL's
+    // code removes them and, with the last, everything the sandbox started.
+    let mut lock = Some(lock);
+    for a in stale_here {
+        let held = match lock.take() {
+            Some(l) => l,
+            None => sandbox::lock(paths, cid)?,
+        };
+        del::detach_locked(paths, held, cid, &a.network, &a.ifname)?;
+    }
+    Ok(())
+}
+
+/// Stops a resolver that its container's sandbox does not record (under the sandbox's lock,
+/// so an ADD between starting a resolver and recording it is never judged half-way).
+fn stop_if_orphan(paths: &StatePaths, r: &resolver::Running) -> anyhow::Result<()> {
+    let cid = &r.container_id;
+    let lock = if paths.sandbox(cid).exists() {
+        match sandbox::try_lock(paths, cid)? {
+            Some(l) => Some(l),
+            None if paths.sandbox(cid).exists() => return Ok(()), // busy
+            None => None,
+        }
+    } else {
+        None
+    };
+    let recorded = match &lock {
+        Some(_) => sandbox::load(paths, cid)
+            .ok()
+            .flatten()
+            .and_then(|sb| sb.resolver),
+        None => None,
+    };
+    let ours = recorded.is_some_and(|i| i.pid == r.info.pid && i.start_time == r.info.start_time);
+    if !ours {
+        tracing::warn!(pid = r.info.pid, container = %cid, "GC: stopping an orphan resolver");
+        resolver::stop(&r.info);
+    }
+    drop(lock);
     Ok(())
 }
 

@@ -38,6 +38,12 @@ pub fn exists(path: &str) -> bool {
     !path.is_empty() && std::path::Path::new(path).exists()
 }
 
+/// The inode of the namespace a path names now (`None` if it names none).
+pub fn inode(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
 /// Sets IFF_UP on `lo` in the current netns if it is down (cnitool and a bare bridge chain
 /// leave it down; 127.0.0.11 is only local once it is up, R24).
 pub fn loopback_up() -> anyhow::Result<()> {

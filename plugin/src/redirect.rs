@@ -1,7 +1,9 @@
 //! The redirect of `127.0.0.11:53` to the resolver's real ports inside the container's netns
 //! (R24), as Docker's `setup-resolver` does: DNAT in nat/OUTPUT, SNAT of the replies' source
-//! port back to 53 in nat/POSTROUTING, in chains of our own. One `iptables-restore --noflush`
-//! batch per change: one exec instead of eight.
+//! port back to 53 in nat/POSTROUTING, in chains of our own whose jumps are inserted first
+//! (as Docker inserts them), so a rule already in the container (a sidecar's DNS capture, an
+//! ACCEPT) cannot take 127.0.0.11 away. One `iptables-restore --noflush` batch per change: one
+//! exec instead of eight.
 //!
 //! iptables runs in the netns of the thread that forks it: every function here enters the
 //! container's netns (given by path) for exactly the execs it makes, fallback included.
@@ -32,8 +34,8 @@ pub fn install(netns_path: &str, udp: u16, tcp: u16, replace: bool) -> anyhow::R
         "*nat\n\
          :{OUTPUT_CHAIN} - [0:0]\n\
          :{POSTROUTING_CHAIN} - [0:0]\n\
-         -A OUTPUT -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}\n\
-         -A POSTROUTING -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
+         -I OUTPUT 1 -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}\n\
+         -I POSTROUTING 1 -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
          -A {OUTPUT_CHAIN} -d {RESOLVER_IP}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
          -A {OUTPUT_CHAIN} -d {RESOLVER_IP}/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n\
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p udp -m udp --sport {udp} -j SNAT --to-source :53\n\
@@ -67,9 +69,14 @@ impl Pending {
             return Ok(());
         }
         if self.fallback {
-            let _in = netns::enter(&self.netns)?;
-            remove_piecewise();
-            return Ok(());
+            tracing::warn!(
+                netns = %self.netns,
+                "{}: iptables-restore failed ({}): {}; removing piece by piece",
+                self.what,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return remove_now(&self.netns);
         }
         Err(PluginError::new(
             REDIRECT_FAILED,
@@ -147,8 +154,10 @@ pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
     })
 }
 
-/// Part of it is gone: a batch is all or nothing, so remove piece by piece.
-fn remove_piecewise() {
+/// Removes our rules piece by piece (part may already be gone: a batch is all or nothing),
+/// then checks that nothing of ours is left in the netns's nat table.
+pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
+    let _in = netns::enter(netns_path)?;
     let steps: [&[&str]; 6] = [
         &["-D", "OUTPUT", "-d", "127.0.0.11/32", "-j", OUTPUT_CHAIN],
         &[
@@ -172,6 +181,27 @@ fn remove_piecewise() {
             .stderr(Stdio::null())
             .status();
     }
+    let listed = Command::new(tool("iptables"))
+        .args(["-w", "-t", "nat", "-S"])
+        .stderr(Stdio::piped())
+        .output()
+        .context("running iptables to check the removal")?;
+    if !listed.status.success() {
+        anyhow::bail!(
+            "iptables -t nat -S failed ({}): {}",
+            listed.status,
+            String::from_utf8_lossy(&listed.stderr).trim()
+        );
+    }
+    let rules = String::from_utf8_lossy(&listed.stdout);
+    let left: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains(OUTPUT_CHAIN) || l.contains(POSTROUTING_CHAIN))
+        .collect();
+    if !left.is_empty() {
+        anyhow::bail!("rules left in place: {}", left.join("; "));
+    }
+    Ok(())
 }
 
 /// Whether our DNAT rules are present in the netns (CHECK).

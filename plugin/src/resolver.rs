@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -32,17 +33,28 @@ pub fn binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(exe.with_file_name("embedns-resolverd"))
 }
 
+/// A resolver forked and exec'd but not yet known to serve: its identity is known at once, so
+/// the caller records it before waiting (a plugin killed while it waits leaves a resolver
+/// that the sandbox names, which DEL then stops).
+pub struct Starting {
+    pub info: ResolverInfo,
+    ready: OwnedFd,
+    log: PathBuf,
+}
+
 /// Starts the resolver of a sandbox whose `sandbox.json` is written, handing it its two
-/// listening sockets (bound on 127.0.0.11 in the container's netns) as fds 4 and 5, and
-/// returns once it serves. It runs in its own session with stdio on /dev/null, so it outlives
-/// the runtime process that called the plugin (R25).
-pub fn spawn(
+/// listening sockets (bound on 127.0.0.11 in the container's netns) as fds 4 and 5. It runs in
+/// its own session with stdio on /dev/null, so it outlives the runtime process that called the
+/// plugin (R25). [`Starting::ready`] waits until it serves.
+pub fn start(
     binary: &Path,
     paths: &StatePaths,
     container_id: &str,
     udp: OwnedFd,
     tcp: OwnedFd,
-) -> anyhow::Result<ResolverInfo> {
+) -> anyhow::Result<Starting> {
+    let udp_port = local_port(&udp)?;
+    let tcp_port = local_port(&tcp)?;
     let (ready_r, ready_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the resolver's ready pipe")?;
     let fds = [ready_w.as_raw_fd(), udp.as_raw_fd(), tcp.as_raw_fd()];
@@ -56,8 +68,10 @@ pub fn spawn(
         .stderr(Stdio::null())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    if let Ok(level) = std::env::var("EMBEDNS_RESOLVER_LOG") {
-        cmd.env("EMBEDNS_RESOLVER_LOG", level);
+    for var in ["EMBEDNS_RESOLVER_LOG", "EMBEDNS_RESOLVER_CHECK_SECS"] {
+        if let Ok(value) = std::env::var(var) {
+            cmd.env(var, value);
+        }
     }
     // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, dup2).
     unsafe {
@@ -90,33 +104,53 @@ pub fn spawn(
     })?;
     drop((ready_w, udp, tcp));
     let pid = child.id() as i32;
-    let line = read_line_until(ready_r, Instant::now() + READY_TIMEOUT);
-    let fail = |why: String| -> anyhow::Error {
+    // The start time is set by fork and kept by exec: readable at once, until it is reaped.
+    let Some(start_time) = start_time(pid) else {
         kill_pid(pid);
-        let log = tail(&paths.resolver_log(container_id));
-        PluginError::new(
-            RESOLVER_FAILED,
-            format!("the resolver did not start: {why}{log}"),
-        )
-        .into()
+        let why = "the resolver exited at once".to_string();
+        return Err(PluginError::new(RESOLVER_FAILED, why).into());
     };
-    let line = line.map_err(|e| fail(e.to_string()))?;
-    let mut words = line.split_whitespace();
-    let (udp_port, tcp_port) = match (words.next(), words.next(), words.next()) {
-        (Some("READY"), Some(u), Some(t)) => match (u.parse(), t.parse()) {
-            (Ok(u), Ok(t)) => (u, t),
-            _ => return Err(fail(format!("bad ready line {line:?}"))),
+    Ok(Starting {
+        info: ResolverInfo {
+            pid,
+            start_time,
+            udp_port,
+            tcp_port,
         },
-        _ => return Err(fail(line.trim().to_string())),
-    };
-    let start_time =
-        start_time(pid).ok_or_else(|| fail("it exited right after starting".into()))?;
-    Ok(ResolverInfo {
-        pid,
-        start_time,
-        udp_port,
-        tcp_port,
+        ready: ready_r,
+        log: paths.resolver_log(container_id),
     })
+}
+
+impl Starting {
+    /// Waits for the resolver's `READY` line; on failure it is killed and its log's last
+    /// lines explain why.
+    pub fn ready(self) -> anyhow::Result<ResolverInfo> {
+        let Starting { info, ready, log } = self;
+        let fail = |why: String| -> anyhow::Error {
+            kill_pid(info.pid);
+            PluginError::new(
+                RESOLVER_FAILED,
+                format!("the resolver did not start: {why}{}", tail(&log)),
+            )
+            .into()
+        };
+        let line = read_line_until(ready, Instant::now() + READY_TIMEOUT)
+            .map_err(|e| fail(e.to_string()))?;
+        let want = format!("READY {} {}", info.udp_port, info.tcp_port);
+        if line.trim() != want {
+            return Err(fail(line.trim().to_string()));
+        }
+        Ok(info)
+    }
+}
+
+fn local_port(fd: &OwnedFd) -> anyhow::Result<u16> {
+    let addr: nix::sys::socket::SockaddrStorage =
+        nix::sys::socket::getsockname(fd.as_raw_fd()).context("getsockname")?;
+    addr.as_sockaddr_in()
+        .map(|a| a.port())
+        .context("the resolver's socket is not IPv4")
 }
 
 /// Reads one line from the ready pipe, or fails at the deadline or on EOF.
@@ -182,6 +216,77 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Whether the recorded resolver is still that process and not a zombie.
 pub fn alive(info: &ResolverInfo) -> bool {
     start_time(info.pid) == Some(info.start_time) && !is_zombie(info.pid)
+}
+
+/// Whether the recorded resolver is alive and inside the namespace that `netns_path` names
+/// now (a container re-added under the same ID in a new netns has a resolver serving the
+/// old one).
+pub fn serves(info: &ResolverInfo, netns_path: &str) -> bool {
+    let inode = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    alive(info)
+        && inode(netns_path).is_some()
+        && inode(&format!("/proc/{}/ns/net", info.pid)) == inode(netns_path)
+        && start_time(info.pid) == Some(info.start_time)
+}
+
+/// A resolver process of a state directory, found by its command line.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub container_id: String,
+    pub info: ResolverInfo,
+}
+
+/// Every running resolver started for the state directory `paths` (GC, and DEL when the
+/// sandbox does not name one): the processes whose command line is
+/// `embedns-resolverd --data-dir <root> --container-id <id> ...`.
+pub fn running(paths: &StatePaths) -> Vec<Running> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let root = paths.root().as_os_str().as_encoded_bytes();
+    let mut found = Vec::new();
+    for entry in procs.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_resolver = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"embedns-resolverd"));
+        if !is_resolver || args.get(1) != Some(&&b"--data-dir"[..]) || args.get(2) != Some(&root) {
+            continue;
+        }
+        if args.get(3) != Some(&&b"--container-id"[..]) {
+            continue;
+        }
+        let Some(id) = args.get(4) else {
+            continue;
+        };
+        let (Some(start_time), Ok(container_id)) = (start_time(pid), std::str::from_utf8(id))
+        else {
+            continue;
+        };
+        if is_zombie(pid) {
+            continue;
+        }
+        found.push(Running {
+            container_id: container_id.to_string(),
+            info: ResolverInfo {
+                pid,
+                start_time,
+                udp_port: 0,
+                tcp_port: 0,
+            },
+        });
+    }
+    found
 }
 
 fn is_zombie(pid: i32) -> bool {

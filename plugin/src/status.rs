@@ -1,7 +1,8 @@
 //! `embedns status [--json] [--data-dir DIR] [CONTAINER]`: what embedns is doing, for a
 //! person. Networks and their containers come from the store; each resolver is asked over
-//! its control socket (a live pid is not enough to be healthy). Exits 1 when a listed
-//! resolver is unhealthy.
+//! its control socket (a live pid is not enough to be healthy). Redirects a DEL could not
+//! remove are listed as leftovers. Exits 1 when a listed resolver is unhealthy or something
+//! was left in place.
 
 use std::path::PathBuf;
 
@@ -70,13 +71,17 @@ pub fn run(args: &[String]) -> i32 {
         );
     } else {
         print_text(&report);
+        print_leftovers(&report);
     }
     let unhealthy = report["containers"]
         .as_array()
         .into_iter()
         .flatten()
         .any(|c| c["resolver"]["healthy"] == Value::Bool(false));
-    i32::from(unhealthy)
+    let left = report["leftovers"]
+        .as_array()
+        .is_some_and(|l| !l.is_empty());
+    i32::from(unhealthy || left)
 }
 
 fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
@@ -118,7 +123,14 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
             "resolver": resolver_health(paths, &id, sb.as_ref()),
         }));
     }
-    Ok(json!({"dataDir": paths.root(), "networks": networks, "containers": containers}))
+    let leftovers: Vec<Value> = sandbox::leftovers(paths)
+        .into_iter()
+        .map(|l| json!({"container": l.container_id, "netns": l.netns, "error": l.error}))
+        .collect();
+    Ok(json!({
+        "dataDir": paths.root(), "networks": networks, "containers": containers,
+        "leftovers": leftovers,
+    }))
 }
 
 fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Value {
@@ -215,6 +227,18 @@ fn print_text(r: &Value) {
                 res["error"].as_str().unwrap_or("?")
             );
         }
+    }
+}
+
+fn print_leftovers(r: &Value) {
+    let empty = Vec::new();
+    for l in r["leftovers"].as_array().unwrap_or(&empty) {
+        println!(
+            "\nLEFT IN PLACE by the DEL of {}: the 127.0.0.11 redirect in {} ({}); GC retries it",
+            short(l["container"].as_str().unwrap_or("")),
+            l["netns"].as_str().unwrap_or("-"),
+            l["error"].as_str().unwrap_or("?")
+        );
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::answer::error_for_raw;
 use crate::hostns::HostSockets;
+use crate::log::Limiter;
 use crate::state::{Counters, Resolver, Upstream};
 
 /// How long an upstream that failed stays at the end of the list.
@@ -29,7 +30,7 @@ pub struct Forwarder {
     host: HostSockets,
     inflight: Arc<Semaphore>,
     failed_at: Mutex<HashMap<SocketAddr, Instant>>,
-    last_log: Mutex<Option<Instant>>,
+    log_limit: Limiter,
 }
 
 impl Forwarder {
@@ -40,7 +41,7 @@ impl Forwarder {
             host,
             inflight: Arc::new(Semaphore::new(max)),
             failed_at: Mutex::new(HashMap::new()),
-            last_log: Mutex::new(None),
+            log_limit: Limiter::new(LOG_EVERY),
         }
     }
 
@@ -145,10 +146,8 @@ impl Forwarder {
     }
 
     fn log_limited(&self, msg: std::fmt::Arguments<'_>) {
-        let mut last = self.last_log.lock().unwrap();
-        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
-            tracing::warn!("{msg}");
+        if let Some(held) = self.log_limit.allow() {
+            tracing::warn!(held_back = held, "{msg}");
         }
     }
 }

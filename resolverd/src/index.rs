@@ -7,11 +7,14 @@
 
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use embedns_conf::index::{IndexReader, IndexWriter, ReadError};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;
+
+use crate::log::Limiter;
 
 /// The network's index could not be read: the query gets SERVFAIL, never a wrong answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct NetworkIndex {
     own: Vec<Record>,
     store: NetworkStore,
     reader: Mutex<IndexReader>,
+    /// A damaged index is met by every query until it is repaired: logged at most every 2 s.
+    log_limit: Limiter,
 }
 
 impl NetworkIndex {
@@ -33,6 +38,7 @@ impl NetworkIndex {
             own,
             reader: Mutex::new(IndexReader::new(&store)),
             store,
+            log_limit: Limiter::new(Duration::from_secs(2)),
         }
     }
 
@@ -78,25 +84,29 @@ impl NetworkIndex {
             // Only before the network's first record; nothing to answer from.
             Err(ReadError::Missing) => Ok(None),
             Err(e) => {
-                tracing::warn!(network = %self.network, "index unreadable ({e:?}); repairing it");
-                self.repair();
+                let log = self.log_limit.allow();
+                if let Some(held) = log {
+                    tracing::warn!(network = %self.network, held_back = held, "index unreadable ({e:?}); repairing it");
+                }
+                self.repair(log.is_some());
                 f(&mut reader).map_err(|e| {
-                    tracing::error!(network = %self.network, "index still unreadable ({e:?})");
+                    if log.is_some() {
+                        tracing::error!(network = %self.network, "index still unreadable ({e:?})");
+                    }
                     Unavailable
                 })
             }
         }
     }
 
-    fn repair(&self) {
-        match self.store.try_lock() {
-            Ok(Some(lock)) => {
-                if let Err(e) = IndexWriter::open(&self.store, &lock) {
-                    tracing::error!(network = %self.network, "repairing the index: {e}");
-                }
-            }
-            Ok(None) => {} // a writer is at work; it repairs what it finds
-            Err(e) => tracing::error!(network = %self.network, "repairing the index: {e}"),
+    fn repair(&self, log: bool) {
+        let failed = match self.store.try_lock() {
+            Ok(Some(lock)) => IndexWriter::open(&self.store, &lock).err(),
+            Ok(None) => None, // a writer is at work; it repairs what it finds
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed.filter(|_| log) {
+            tracing::error!(network = %self.network, "repairing the index: {e}");
         }
     }
 }

@@ -5,7 +5,9 @@
 //! rules over those; `answer` turns a query into a local reply or a miss (`fast` answers the
 //! common A/AAAA query from its bytes, the same reply at a fraction of the cost); `forward`
 //! takes the misses upstream; `server` owns the sockets; `control` is the plugin's channel
-//! (`reload`, `status`); `hostns` makes sockets in the host's netns (R18).
+//! (`reload`, `status`); `hostns` makes sockets in the host's netns (R18); `log` rotates
+//! the log by size and rate-limits what a query can log; `liveness` ends a resolver whose
+//! container is gone.
 
 pub mod answer;
 pub mod control;
@@ -13,6 +15,8 @@ pub mod fast;
 pub mod forward;
 pub mod hostns;
 pub mod index;
+pub mod liveness;
+pub mod log;
 pub mod lookup;
 pub mod server;
 pub mod state;

@@ -4,10 +4,9 @@
 //! maker, enters the container's netns, maps the indexes of the container's networks, and
 //! writes `READY <udp> <tcp>` (or `ERROR <why>`) on the ready FD.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -17,11 +16,14 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
 use embedns_resolverd::forward::Forwarder;
 use embedns_resolverd::hostns::HostSockets;
+use embedns_resolverd::liveness::{self, Served};
+use embedns_resolverd::log::RotatingLog;
 use embedns_resolverd::state::Resolver;
 use embedns_resolverd::{control, server, sys};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// The log is rotated to `resolver.log.1` when it grows past this (so at most 2 × 1 MiB).
+/// The log is rotated to `resolver.log.1` when it grows past this (so at most 2 × 1 MiB),
+/// while the resolver runs.
 const LOG_CAP: u64 = 1 << 20;
 
 struct Args {
@@ -88,6 +90,12 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     // Host-netns sockets must be made by a thread that never leaves the host netns (R18).
     let host = HostSockets::start().context("starting the host-netns thread")?;
     sys::enter_netns(&sb.netns)?;
+    let served = Served {
+        netns_inode: Served::current_netns_inode().context("reading our netns")?,
+        paths: paths.clone(),
+        container_id: args.container_id.clone(),
+        netns: sb.netns.clone(),
+    };
     // SAFETY: the plugin passes sockets it bound on 127.0.0.11 in the container's netns as
     // these fds; we own them from here.
     let (udp, tcp) = unsafe {
@@ -123,29 +131,20 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
             writeln!(r, "READY {} {}", ports.0, ports.1).context("signalling readiness")?;
         }
         tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+            _ = term.recv() => tracing::info!("stopping"),
+            _ = int.recv() => tracing::info!("stopping"),
+            why = served.until_gone(liveness::period()) => {
+                tracing::warn!("the container is gone ({why}): stopping");
+            }
         }
-        tracing::info!("stopping");
         Ok(())
     })
 }
 
-/// Logs to `resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the level).
+/// Logs to `resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the level),
+/// rotated to `resolver.log.1` whenever it grows past [`LOG_CAP`], also while running.
 fn init_logging(paths: &StatePaths, container_id: &str) {
-    let path = paths.resolver_log(container_id);
-    if std::fs::metadata(&path)
-        .map(|m| m.len() > LOG_CAP)
-        .unwrap_or(false)
-    {
-        let _ = std::fs::rename(&path, path.with_extension("log.1"));
-    }
-    let Ok(file) = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-    else {
+    let Ok(file) = RotatingLog::open(paths.resolver_log(container_id), LOG_CAP) else {
         return;
     };
     let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());

@@ -49,13 +49,13 @@ pub fn kill_resolvers(data_dir: &std::path::Path) {
         .status();
 }
 
-/// Whether the tests can run (root, for netns and iptables). Prints why not.
-pub fn can_run(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIP {test}: needs root (network namespaces, iptables)");
-    false
+/// Fails the test, naming what it needs, when it cannot run here: a test that did not run
+/// must never be reported as passed.
+pub fn require_root(test: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{test} cannot run: it needs root (network namespaces, iptables); run `make test` as root"
+    );
 }
 
 /// A name no other test run uses: prefix, pid, a counter and random bits (netns names are

@@ -7,9 +7,7 @@ use test_cni::{ip_of, wait_until, World};
 
 #[test]
 fn sixty_four_parallel_adds_and_dels_lose_nothing() {
-    let Some(w) = World::new("sixty_four_parallel_adds_and_dels_lose_nothing") else {
-        return;
-    };
+    let w = World::new("sixty_four_parallel_adds_and_dels_lose_nothing");
     let net = w.network("par", json!({}));
     let containers: Vec<_> = (0..64).map(|i| w.container(&format!("p{i}"))).collect();
     std::thread::scope(|s| {
@@ -45,9 +43,7 @@ fn sixty_four_parallel_adds_and_dels_lose_nothing() {
 
 #[test]
 fn a_dead_attachments_name_is_replaced() {
-    let Some(w) = World::new("a_dead_attachments_name_is_replaced") else {
-        return;
-    };
+    let w = World::new("a_dead_attachments_name_is_replaced");
     let net = w.network("n1", json!({}));
     let (old, new, cli) = (w.container("old"), w.container("new"), w.container("cli"));
     w.add(&net, &cli, Some("cli"), "", None);
@@ -69,9 +65,7 @@ fn a_dead_attachments_name_is_replaced() {
 
 #[test]
 fn resolv_conf_is_written_and_restored() {
-    let Some(w) = World::new("resolv_conf_is_written_and_restored") else {
-        return;
-    };
+    let w = World::new("resolv_conf_is_written_and_restored");
     w.set_host_resolv_conf("nameserver 127.0.0.53\nnameserver 127.0.0.11\nsearch corp.example lab.example\noptions edns0 timeout:2\n");
     let net = w.network(
         "n1",
@@ -124,9 +118,7 @@ fn resolv_conf_is_written_and_restored() {
 
 #[test]
 fn resolv_conf_path_template_for_containerd() {
-    let Some(w) = World::new("resolv_conf_path_template_for_containerd") else {
-        return;
-    };
+    let w = World::new("resolv_conf_path_template_for_containerd");
     let sandbox_dir = w.path("sandboxes/pod-infra-1");
     std::fs::create_dir_all(&sandbox_dir).unwrap();
     let template = format!(
@@ -153,9 +145,7 @@ fn resolv_conf_path_template_for_containerd() {
 
 #[test]
 fn failed_add_leaves_nothing_behind() {
-    let Some(w) = World::new("failed_add_leaves_nothing_behind") else {
-        return;
-    };
+    let w = World::new("failed_add_leaves_nothing_behind");
     // The resolver binary is missing.
     let net = w.network(
         "n1",
@@ -198,9 +188,7 @@ fn failed_add_leaves_nothing_behind() {
 
 #[test]
 fn store_is_private() {
-    let Some(w) = World::new("store_is_private") else {
-        return;
-    };
+    let w = World::new("store_is_private");
     use std::os::unix::fs::PermissionsExt;
     let net = w.network("n1", json!({}));
     let c = w.container("c");

@@ -9,9 +9,7 @@ use test_cni::{ip_of, wait_until, World};
 
 #[test]
 fn r1_scope_and_same_name_on_two_networks() {
-    let Some(w) = World::new("r1_scope_and_same_name_on_two_networks") else {
-        return;
-    };
+    let w = World::new("r1_scope_and_same_name_on_two_networks");
     let (n1, n2) = (w.network("front", json!({})), w.network("back", json!({})));
     let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
     let web1 = ip_of(&w.add(&n1, &a, Some("web"), "", None));
@@ -27,9 +25,7 @@ fn r1_scope_and_same_name_on_two_networks() {
 
 #[test]
 fn r2_name_sources() {
-    let Some(w) = World::new("r2_name_sources") else {
-        return;
-    };
+    let w = World::new("r2_name_sources");
     let net = w.network("n1", json!({}));
     let (a, b, c, d, cli) = (
         w.container("a"),
@@ -60,9 +56,7 @@ fn r2_name_sources() {
 
 #[test]
 fn r3_aliases_map_list_static_and_short_id() {
-    let Some(w) = World::new("r3_aliases_map_list_static_and_short_id") else {
-        return;
-    };
+    let w = World::new("r3_aliases_map_list_static_and_short_id");
     let net = w.network("n1", json!({"aliases": ["everyone"]}));
     let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
     let long_id = "2ff3fb1478a204897c8aded9df34b9a07b5274daf89831a4435819e7042eda5b";
@@ -101,9 +95,7 @@ fn r3_aliases_map_list_static_and_short_id() {
 
 #[test]
 fn r4_links_are_private_and_checked_first() {
-    let Some(w) = World::new("r4_links_are_private_and_checked_first") else {
-        return;
-    };
+    let w = World::new("r4_links_are_private_and_checked_first");
     let net = w.network("n1", json!({}));
     let (web, db, cli, other) = (
         w.container("web"),
@@ -144,9 +136,7 @@ fn r4_links_are_private_and_checked_first() {
 
 #[test]
 fn r5_shared_alias_answers_all_ips_round_robin() {
-    let Some(w) = World::new("r5_shared_alias_answers_all_ips_round_robin") else {
-        return;
-    };
+    let w = World::new("r5_shared_alias_answers_all_ips_round_robin");
     let net = w.network("n1", json!({}));
     let (a, b, c, cli) = (
         w.container("a"),
@@ -178,9 +168,7 @@ fn r5_shared_alias_answers_all_ips_round_robin() {
 
 #[test]
 fn r6_case_and_trailing_dot_r7_dotted_names() {
-    let Some(w) = World::new("r6_case_and_trailing_dot_r7_dotted_names") else {
-        return;
-    };
+    let w = World::new("r6_case_and_trailing_dot_r7_dotted_names");
     let net = w.network("mynet", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
     let ip = ip_of(&w.add(
@@ -203,9 +191,7 @@ fn r6_case_and_trailing_dot_r7_dotted_names() {
 
 #[test]
 fn r8_peers_come_and_go_live() {
-    let Some(w) = World::new("r8_peers_come_and_go_live") else {
-        return;
-    };
+    let w = World::new("r8_peers_come_and_go_live");
     let net = w.network("n1", json!({}));
     let (cli, peer) = (w.container("cli"), w.container("peer"));
     w.add(&net, &cli, Some("cli"), "", None);
@@ -241,9 +227,7 @@ fn r8_peers_come_and_go_live() {
 fn busybox_nslookup_with_a_search_list() {
     // ★ The World's host resolv.conf has `search corp.example`, kept in the container's
     // (R23); busybox nslookup then asks only `web.corp.example`, which must be `web`.
-    let Some(w) = World::new("busybox_nslookup_with_a_search_list") else {
-        return;
-    };
+    let w = World::new("busybox_nslookup_with_a_search_list");
     let _up = w.upstream(
         "127.0.0.53:53",
         "corp.example",

@@ -5,9 +5,7 @@ use test_cni::{ip_of, World};
 
 #[test]
 fn r9_nodata_r11_ttl_r12_flags_r14_tcp() {
-    let Some(w) = World::new("r9_nodata_r11_ttl_r12_flags_r14_tcp") else {
-        return;
-    };
+    let w = World::new("r9_nodata_r11_ttl_r12_flags_r14_tcp");
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
     let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
@@ -44,9 +42,7 @@ fn r9_nodata_r11_ttl_r12_flags_r14_tcp() {
 /// general path; a client must not be able to tell them apart.
 #[test]
 fn every_query_shape_gets_the_same_answer() {
-    let Some(w) = World::new("every_query_shape_gets_the_same_answer") else {
-        return;
-    };
+    let w = World::new("every_query_shape_gets_the_same_answer");
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
     let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
@@ -91,9 +87,7 @@ fn every_query_shape_gets_the_same_answer() {
 
 #[test]
 fn r11_ttl_is_configurable() {
-    let Some(w) = World::new("r11_ttl_is_configurable") else {
-        return;
-    };
+    let w = World::new("r11_ttl_is_configurable");
     let net = w.network("n1", json!({"ttl": 30}));
     let (a, cli) = (w.container("a"), w.container("cli"));
     w.add(&net, &a, Some("web"), "", None);
@@ -103,9 +97,7 @@ fn r11_ttl_is_configurable() {
 
 #[test]
 fn r10_ptr_names_the_container() {
-    let Some(w) = World::new("r10_ptr_names_the_container") else {
-        return;
-    };
+    let w = World::new("r10_ptr_names_the_container");
     let up = w.upstream("127.0.0.53:53", "up.test", &[]);
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
@@ -126,9 +118,7 @@ fn r10_ptr_names_the_container() {
 
 #[test]
 fn r13_truncation_udp_edns_and_tcp() {
-    let Some(w) = World::new("r13_truncation_udp_edns_and_tcp") else {
-        return;
-    };
+    let w = World::new("r13_truncation_udp_edns_and_tcp");
     let net = w.network("n1", json!({}));
     let (big, cli) = (w.container("big"), w.container("cli"));
     w.add(&net, &cli, Some("cli"), "", None);

@@ -8,9 +8,7 @@ use test_cni::{wait_until, Mode, World};
 
 #[test]
 fn r15_forwarded_unchanged_and_relayed() {
-    let Some(w) = World::new("r15_forwarded_unchanged_and_relayed") else {
-        return;
-    };
+    let w = World::new("r15_forwarded_unchanged_and_relayed");
     let big = "x".repeat(1500);
     let up = test_cni::FakeUpstream::start_with_txt(
         Some(&format!("/run/netns/{}", w.host)),
@@ -54,9 +52,7 @@ fn r15_forwarded_unchanged_and_relayed() {
 
 #[test]
 fn r16_single_label_unknown_is_not_forwarded() {
-    let Some(w) = World::new("r16_single_label_unknown_is_not_forwarded") else {
-        return;
-    };
+    let w = World::new("r16_single_label_unknown_is_not_forwarded");
     let up = w.upstream("127.0.0.53:53", "up.test", &[]);
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
@@ -71,9 +67,7 @@ fn r16_single_label_unknown_is_not_forwarded() {
 
 #[test]
 fn r17_explicit_upstreams_first_and_never_self() {
-    let Some(w) = World::new("r17_explicit_upstreams_first_and_never_self") else {
-        return;
-    };
+    let w = World::new("r17_explicit_upstreams_first_and_never_self");
     w.set_host_resolv_conf("nameserver 127.0.0.11\nnameserver 127.0.0.53\n");
     let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let net = w.network("n1", json!({}));
@@ -86,9 +80,7 @@ fn r17_explicit_upstreams_first_and_never_self() {
 
 #[test]
 fn r18_host_upstreams_from_host_netns_explicit_from_container() {
-    let Some(w) = World::new("r18_host_upstreams_from_host_netns_explicit_from_container") else {
-        return;
-    };
+    let w = World::new("r18_host_upstreams_from_host_netns_explicit_from_container");
     let _host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let via_host = w.network("n1", json!({}));
     let c1 = w.container("c1");
@@ -124,9 +116,7 @@ fn r18_host_upstreams_from_host_netns_explicit_from_container() {
 
 #[test]
 fn r19_failover_and_dead_upstream_tried_last() {
-    let Some(w) = World::new("r19_failover_and_dead_upstream_tried_last") else {
-        return;
-    };
+    let w = World::new("r19_failover_and_dead_upstream_tried_last");
     w.set_host_resolv_conf("nameserver 127.0.0.60\nnameserver 127.0.0.53\n");
     let dead = w.upstream("127.0.0.60:53", "up.test", &[("a.up.test", "10.9.9.60")]);
     dead.set_mode(Mode::Silent);
@@ -161,9 +151,7 @@ fn r19_failover_and_dead_upstream_tried_last() {
 
 #[test]
 fn r20_inflight_cap_refuses_at_once() {
-    let Some(w) = World::new("r20_inflight_cap_refuses_at_once") else {
-        return;
-    };
+    let w = World::new("r20_inflight_cap_refuses_at_once");
     let dead = w.upstream("127.0.0.53:53", "up.test", &[]);
     dead.set_mode(Mode::Silent);
     let net = w.network("n1", json!({"maxInflight": 2, "upstreamTimeoutMs": 1500}));
@@ -188,9 +176,7 @@ fn r20_inflight_cap_refuses_at_once() {
 
 #[test]
 fn r21_internal_networks_never_use_host_upstreams() {
-    let Some(w) = World::new("r21_internal_networks_never_use_host_upstreams") else {
-        return;
-    };
+    let w = World::new("r21_internal_networks_never_use_host_upstreams");
     let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let net = w.network("n1", json!({"internal": true}));
     let (web, cli) = (w.container("web"), w.container("cli"));
@@ -220,9 +206,7 @@ fn r21_internal_networks_never_use_host_upstreams() {
 
 #[test]
 fn r22_host_resolv_conf_changes_are_picked_up() {
-    let Some(w) = World::new("r22_host_resolv_conf_changes_are_picked_up") else {
-        return;
-    };
+    let w = World::new("r22_host_resolv_conf_changes_are_picked_up");
     let _one = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let _two = w.upstream("127.0.0.54:53", "up.test", &[("a.up.test", "10.9.9.2")]);
     let net = w.network("n1", json!({}));

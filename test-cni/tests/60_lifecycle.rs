@@ -10,9 +10,7 @@ use test_cni::{bins, ip_of, wait_until, World};
 
 #[test]
 fn r24_redirect_rules_in_the_container_only() {
-    let Some(w) = World::new("r24_redirect_rules_in_the_container_only") else {
-        return;
-    };
+    let w = World::new("r24_redirect_rules_in_the_container_only");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
     let host_nat = |w: &World| {
@@ -69,9 +67,7 @@ fn r24_redirect_rules_in_the_container_only() {
 fn r24_probes_leave_no_conntrack_flow_a_client_could_reuse() {
     // ADD's and DEL's probes of 127.0.0.11:53 are conntrack flows that outlive them; from
     // 127.0.0.1 a client reusing the port would inherit their NAT decision (none after DEL).
-    let Some(w) = World::new("r24_probes_leave_no_conntrack_flow_a_client_could_reuse") else {
-        return;
-    };
+    let w = World::new("r24_probes_leave_no_conntrack_flow_a_client_could_reuse");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
     w.add(&net, &c, Some("web"), "", None);
@@ -92,9 +88,7 @@ fn r24_probes_leave_no_conntrack_flow_a_client_could_reuse() {
 fn r24_del_then_add_again_in_the_same_netns_at_once() {
     // podman network disconnect + connect: DEL returns once the rules are gone (not when
     // iptables-restore is done closing), so the next ADD must find a clean table.
-    let Some(w) = World::new("r24_del_then_add_again_in_the_same_netns_at_once") else {
-        return;
-    };
+    let w = World::new("r24_del_then_add_again_in_the_same_netns_at_once");
     let net = w.network("n1", json!({}));
     let (web, c) = (w.container("web"), w.container("c"));
     let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
@@ -119,10 +113,7 @@ fn r24_del_then_add_again_in_the_same_netns_at_once() {
 
 #[test]
 fn r25_add_returns_when_it_answers_and_resolver_outlives_its_caller() {
-    let Some(w) = World::new("r25_add_returns_when_it_answers_and_resolver_outlives_its_caller")
-    else {
-        return;
-    };
+    let w = World::new("r25_add_returns_when_it_answers_and_resolver_outlives_its_caller");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
     // ADD from a shell in its own process group, which then kills its whole group.
@@ -162,9 +153,7 @@ fn r25_add_returns_when_it_answers_and_resolver_outlives_its_caller() {
 
 #[test]
 fn one_resolver_serves_every_network_of_a_container() {
-    let Some(w) = World::new("one_resolver_serves_every_network_of_a_container") else {
-        return;
-    };
+    let w = World::new("one_resolver_serves_every_network_of_a_container");
     let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
     let (multi, a, b) = (w.container("multi"), w.container("a"), w.container("b"));
     let ip_a = ip_of(&w.add(&n1, &a, Some("alpha"), "", None));

@@ -1,0 +1,19 @@
+//! Crash points: named places in ADD and DEL where a test can have the plugin killed with
+//! SIGKILL, as a runtime's timeout does, to prove that whatever is left is cleaned up by a
+//! later DEL or GC. `EMBEDNS_TEST_CRASH_AT=<point>` in the plugin's environment arms one point;
+//! without it each call is one cached environment lookup.
+
+use std::sync::OnceLock;
+
+/// The environment variable that names the armed point.
+pub const CRASH_ENV: &str = "EMBEDNS_TEST_CRASH_AT";
+
+/// Kills the calling process with SIGKILL if `point` is the armed one.
+pub fn point(point: &str) {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var(CRASH_ENV).ok());
+    if armed.as_deref() == Some(point) {
+        tracing::warn!(point, "test crash point reached: SIGKILL");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,87 @@
+//! Ending a resolver whose container is gone without a DEL (a runtime that crashed, `ip netns
+//! del`, a runtime restarted without its state, an ADD killed after starting it): a resolver
+//! holds its netns open, so nothing else would ever end it, and the namespace (with its veth
+//! on the bridge) would live on.
+//!
+//! Every [`CHECK_EVERY`] the resolver asks: does its netns path still name the namespace it
+//! serves, and does its sandbox still exist, name that path and record this process? If not,
+//! it exits. An idle resolver is woken for this once per period and for nothing else; the
+//! cost is one `stat` and one read of a small file.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use embedns_conf::paths::StatePaths;
+use embedns_conf::sandbox;
+
+/// How often the check runs, unless `EMBEDNS_RESOLVER_CHECK_SECS` says otherwise (tests that
+/// count an idle resolver's wake-ups set it high). A gone container's resolver exits within
+/// one period of its netns or sandbox disappearing.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// What the resolver serves, as it was when it started.
+pub struct Served {
+    pub paths: StatePaths,
+    pub container_id: String,
+    pub netns: String,
+    /// The inode of the namespace it entered.
+    pub netns_inode: u64,
+}
+
+impl Served {
+    /// The inode of the calling thread's netns.
+    pub fn current_netns_inode() -> std::io::Result<u64> {
+        std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+    }
+
+    /// Why the container is gone, or `None` while it is not. Transient errors (a sandbox
+    /// being rewritten, a permission error) never count as gone.
+    pub fn gone(&self) -> Option<String> {
+        match std::fs::metadata(&self.netns) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("netns {} was deleted", self.netns))
+            }
+            Ok(m) if m.ino() != self.netns_inode => {
+                return Some(format!("netns {} now names another namespace", self.netns))
+            }
+            _ => {}
+        }
+        match sandbox::load(&self.paths, &self.container_id) {
+            Ok(None) => Some("the sandbox was removed".into()),
+            Ok(Some(sb)) if sb.netns != self.netns => {
+                Some(format!("the sandbox now serves {}", sb.netns))
+            }
+            Ok(Some(sb)) => match sb.resolver {
+                Some(r) if r.pid as u32 == std::process::id() => None,
+                Some(r) => Some(format!(
+                    "the sandbox records another resolver (pid {})",
+                    r.pid
+                )),
+                None => Some("the sandbox records no resolver".into()),
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// Resolves once the container is gone, checking every `every`.
+    pub async fn until_gone(&self, every: Duration) -> String {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(why) = self.gone() {
+                return why;
+            }
+        }
+    }
+}
+
+/// The check period: [`CHECK_EVERY`], or `EMBEDNS_RESOLVER_CHECK_SECS`.
+pub fn period() -> Duration {
+    std::env::var("EMBEDNS_RESOLVER_CHECK_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(CHECK_EVERY)
+}

@@ -1,0 +1,142 @@
+//! The resolver's log: a file rotated by size while the resolver runs, and a limiter for
+//! messages that a query can cause, so that no client and no outage can grow the log without
+//! bound on the tmpfs that also holds the store (a full `/run` fails every ADD).
+//!
+//! Why not a crate: `file-rotate` 0.8 (the maintained size-rotating writer) re-creates a
+//! missing log directory on every write and rotation, panicking when it cannot; the log lives
+//! in the sandbox directory, which DEL removes, and must never be resurrected. It also pulls
+//! chrono and flate2 into a binary that needs neither. What we need is thirty lines.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A log file that, when a write would take it past `cap` bytes, is renamed to `<name>.1`
+/// (replacing the previous one) and started anew: at most about 2 × `cap` on disk. The size
+/// is the file's own (one `fstat` per message; messages are few and rate-limited), so what
+/// was there before, or was appended by another writer, counts too.
+pub struct RotatingLog {
+    path: PathBuf,
+    file: File,
+    cap: u64,
+}
+
+impl RotatingLog {
+    /// Opens (appending) or creates `path` with mode 0600.
+    pub fn open(path: PathBuf, cap: u64) -> std::io::Result<RotatingLog> {
+        let file = open_append(&path)?;
+        Ok(RotatingLog { path, file, cap })
+    }
+
+    fn rotate(&mut self) {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        // The directory may be gone (DEL removed the sandbox): then keep the open file.
+        if std::fs::rename(&self.path, &old).is_ok() {
+            if let Ok(f) = open_append(&self.path) {
+                self.file = f;
+            }
+        }
+    }
+}
+
+fn open_append(path: &PathBuf) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > 0 && len + buf.len() as u64 > self.cap {
+            self.rotate();
+        }
+        self.file.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Lets a message through at most once per period; counts the ones held back.
+pub struct Limiter {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+    held: AtomicU64,
+}
+
+impl Limiter {
+    pub const fn new(every: Duration) -> Limiter {
+        Limiter {
+            every,
+            last: Mutex::new(None),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a message may be logged now (`n` were held back since the last one).
+    pub fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap();
+        if last.is_none_or(|t| t.elapsed() >= self.every) {
+            *last = Some(Instant::now());
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_past_the_cap_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolver.log");
+        let mut log = RotatingLog::open(path.clone(), 100).unwrap();
+        for _ in 0..25 {
+            log.write_all(b"0123456789\n").unwrap();
+        }
+        let cur = std::fs::metadata(&path).unwrap().len();
+        let old = std::fs::metadata(dir.path().join("resolver.log.1"))
+            .unwrap()
+            .len();
+        assert!(cur <= 100 && old <= 100, "{cur} {old}");
+        assert_eq!(cur % 11, 0);
+    }
+
+    #[test]
+    fn a_removed_directory_is_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sandbox");
+        std::fs::create_dir(&sub).unwrap();
+        let mut log = RotatingLog::open(sub.join("resolver.log"), 10).unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
+        for _ in 0..5 {
+            log.write_all(b"0123456789\n").unwrap();
+        }
+        assert!(!sub.exists());
+    }
+
+    #[test]
+    fn the_limiter_holds_back_and_counts() {
+        let l = Limiter::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        let l = Limiter::new(Duration::ZERO);
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
+    }
+}
