@@ -231,7 +231,13 @@ pub const LOCK_FILE: &str = ".lock";
 pub fn lock_dir(dir: &Path) -> Result<Flock<File>, ConfError> {
     let path = dir.join(LOCK_FILE);
     loop {
-        create_private_dir(dir)?;
+        match create_private_dir(dir) {
+            // mkdir found it, then it was removed before it could be checked: start over.
+            Err(ConfError::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
+                continue
+            }
+            r => r?,
+        }
         let file = match OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -387,6 +393,46 @@ mod tests {
         let list = store.list().unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list.iter().filter(|(_, r)| r.is_err()).count(), 1);
+    }
+
+    #[test]
+    fn a_lock_removed_while_held_is_never_held_twice() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Eight lockers of one directory; every other holder removes the directory (lock
+        // file included, as DEL does) before it lets go. A waiter that kept a lock on the
+        // unlinked file would hold "the" lock next to a newcomer that made a new file.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sandbox");
+        let (holders, overlaps, removals) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (dir, holders, overlaps, removals) = (&dir, &holders, &overlaps, &removals);
+                s.spawn(move || {
+                    for i in 0..200 {
+                        let held = lock_dir(dir).unwrap();
+                        if holders.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        std::thread::yield_now();
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        if (i + t) % 2 == 0 {
+                            remove_locked_dir(dir, held).unwrap();
+                            removals.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(removals.load(Ordering::SeqCst), 800);
+        assert_eq!(
+            overlaps.load(Ordering::SeqCst),
+            0,
+            "two holders of one lock"
+        );
     }
 
     #[test]
