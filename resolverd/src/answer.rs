@@ -51,6 +51,9 @@ pub fn handle_general(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
         Ok(q) => q,
         Err(handled) => return handled,
     };
+    if let Some(reply) = badvers(&msg) {
+        return Handled::Reply(reply);
+    }
     let outcome = lookup(st, &name, msg.queries[0].query_type());
     if outcome == Outcome::Forward {
         return forward(bytes);
@@ -73,6 +76,13 @@ pub fn general_reply(
         qtype,
         local_reply(&msg, outcome, size_limit(&msg, tcp)),
     ))
+}
+
+/// R14: a query whose OPT record has a version above 0 gets BADVERS (RFC 6891 6.1.3), with
+/// our own version-0 OPT record; nothing is looked up or forwarded.
+fn badvers(msg: &Message) -> Option<Vec<u8>> {
+    msg.edns.as_ref().filter(|e| e.version() > 0)?;
+    Some(encode_within(reply_to(msg, ResponseCode::BADVERS), 512))
 }
 
 /// A query with one question of class IN or ANY, and its name normalized for the lookup;
@@ -280,6 +290,36 @@ mod tests {
             Message::from_vec(&local_reply(&q, &Outcome::Addresses(ips, 600), 65535)).unwrap();
         assert_eq!(full.answers.len(), 40);
         assert!(!full.metadata.truncation);
+    }
+
+    #[test]
+    fn r14_edns_version_above_0_gets_badvers_and_two_opt_records_formerr() {
+        let st = Resolver::new("c", embedns_conf::paths::StatePaths::new("/nonexistent"));
+        let mut q = query("web.", RecordType::A, Some(1232));
+        q.edns.as_mut().unwrap().set_version(1);
+        let Handled::Reply(bytes) = handle(&q.to_vec().unwrap(), &st, false) else {
+            panic!("EDNS version 1 must be answered at once");
+        };
+        let r = Message::from_vec(&bytes).unwrap();
+        // 16: BADVERS, which shares its number with BADSIG (hickory reads it back as that).
+        assert_eq!(u16::from(r.metadata.response_code), 16);
+        assert_eq!(
+            bytes[3] & 0x0f,
+            0,
+            "the low bits in the header, the high in the OPT"
+        );
+        assert_eq!(r.edns.as_ref().map(|e| e.version()), Some(0));
+        assert_eq!(r.metadata.id, q.metadata.id);
+
+        // The same query with its OPT record twice.
+        let mut two = query("web.", RecordType::A, Some(1232)).to_vec().unwrap();
+        let opt = two[two.len() - 11..].to_vec();
+        two.extend_from_slice(&opt);
+        two[11] = 2; // ARCOUNT
+        let Handled::Reply(bytes) = handle(&two, &st, false) else {
+            panic!("two OPT records must be answered at once");
+        };
+        assert_eq!(bytes[3] & 0x0f, u16::from(ResponseCode::FormErr) as u8);
     }
 
     #[test]

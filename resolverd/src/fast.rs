@@ -100,7 +100,8 @@ impl<'a> Simple<'a> {
             if opt.len() != OPT_LEN || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
                 return None;
             }
-            if u16_at(question_end + 9)? != 0 {
+            // Options, or an EDNS version the general path answers BADVERS (R14).
+            if u16_at(question_end + 9)? != 0 || opt[6] != 0 {
                 return None;
             }
             Some(u16_at(question_end + 3)?)

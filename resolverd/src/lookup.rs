@@ -94,41 +94,55 @@ impl View<'_> {
         Ok(None)
     }
 
-    /// R4, R1/R5, R7 for one name.
+    /// R4, R1/R5, R7 for one name: first as a whole on every network, then (R7) `a.b.net`
+    /// as `a.b` on network `net` when the asker is on `net`. Links apply to both forms.
     fn resolve_exact(&self, name: &str) -> Found {
-        // R4: the asker's links first; a link to a target not on the network is as if the
-        // alias did not exist.
-        for net in self.networks {
-            for own in net.own() {
-                if let Some(link) = own.links.iter().find(|l| l.alias == name) {
-                    if let Some(hit) = self.by_name(&link.name)? {
-                        return Ok(Some(hit));
-                    }
-                }
-            }
-        }
-        if let Some(hit) = self.by_name(name)? {
+        if let Some(hit) = self.resolve_on(name, None)? {
             return Ok(Some(hit));
         }
-        // R7: `a.b.net` as `a.b` on network `net`, when the asker is on `net`.
         for net in self.networks {
             let suffix = net.network.to_ascii_lowercase();
             if let Some(prefix) = name
                 .strip_suffix(suffix.as_str())
                 .and_then(|p| p.strip_suffix('.'))
             {
-                if let Some(ips) = net.addresses(prefix)? {
-                    return Ok(Some((ips, self.ttl(Some(net)))));
+                if let Some(hit) = self.resolve_on(prefix, Some(net))? {
+                    return Ok(Some(hit));
                 }
             }
         }
         Ok(None)
     }
 
-    /// R1/R5: the first network (in attach order) that knows the name answers, with every
-    /// address it has for it.
-    fn by_name(&self, name: &str) -> Found {
-        for net in self.networks {
+    /// One form of a name on the asker's networks (all of them, or `only`), as Docker's
+    /// sandbox does it: R4 the asker's links on a network first (the target looked up on
+    /// that network), then R1/R5 the name on each network (in attach order) where it is not
+    /// one of the asker's link aliases, with every address that network has for it. So a
+    /// link hides a same-named container from the linking container on that network, also
+    /// while the link's target is gone.
+    fn resolve_on(&self, name: &str, only: Option<&NetworkIndex>) -> Found {
+        let nets = || {
+            self.networks
+                .iter()
+                .filter(move |n| only.is_none_or(|o| std::ptr::eq(*n, o)))
+        };
+        let link_target = |net: &NetworkIndex| {
+            net.own()
+                .flat_map(|own| own.links.iter())
+                .find(|l| l.alias == name)
+                .map(|l| l.name.clone())
+        };
+        for net in nets() {
+            if let Some(target) = link_target(net) {
+                if let Some(ips) = net.addresses(&target)? {
+                    return Ok(Some((ips, self.ttl(Some(net)))));
+                }
+            }
+        }
+        for net in nets() {
+            if link_target(net).is_some() {
+                continue;
+            }
             if let Some(ips) = net.addresses(name)? {
                 return Ok(Some((ips, self.ttl(Some(net)))));
             }
@@ -289,6 +303,44 @@ mod tests {
         assert_eq!(a(other.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
         // a link to a missing target is as if the alias did not exist
         assert_eq!(mine.lookup("ghost", RecordType::A), Outcome::NoData(600));
+    }
+
+    #[test]
+    fn r4_r7_a_link_applies_to_the_name_network_form() {
+        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
+        me.links = vec![Link {
+            name: "db".into(),
+            alias: "database".into(),
+        }];
+        let recs = vec![
+            me,
+            rec("n1", "c2", Some("db"), &[], &["10.0.0.2"]),
+            rec("n1", "c3", Some("database"), &[], &["10.0.0.3"]),
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let nets = [net(&tmp, "n1", "me", recs)];
+        let mine = View { networks: &nets };
+        assert_eq!(a(mine.lookup("database", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(
+            a(mine.lookup("database.n1", RecordType::A)),
+            vec!["10.0.0.2"]
+        );
+    }
+
+    #[test]
+    fn r4_a_link_whose_target_is_gone_still_hides_a_same_named_container() {
+        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
+        me.links = vec![Link {
+            name: "db".into(),
+            alias: "database".into(),
+        }];
+        // The target `db` is not on the network; a container named `database` is.
+        let recs = vec![me, rec("n1", "c3", Some("database"), &[], &["10.0.0.3"])];
+        let tmp = tempfile::tempdir().unwrap();
+        let nets = [net(&tmp, "n1", "me", recs)];
+        let mine = View { networks: &nets };
+        assert_eq!(mine.lookup("database", RecordType::A), Outcome::NoData(600));
+        assert_eq!(mine.lookup("database.n1", RecordType::A), Outcome::Forward);
     }
 
     #[test]
