@@ -19,6 +19,12 @@ pub enum Handled {
     Forward {
         question_end: usize,
     },
+    /// R16a: forward, and reply `local` instead if the upstream says NXDOMAIN or there is
+    /// no upstream.
+    ForwardFirst {
+        question_end: usize,
+        local: Vec<u8>,
+    },
     /// Not a query (a response, or less than a header): no reply.
     Drop,
 }
@@ -32,6 +38,14 @@ pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
             return Handled::Forward {
                 question_end: q.question_end,
             };
+        }
+        if let Outcome::ForwardFirst(local) = &outcome {
+            if let Some(local) = q.reply(local, q.size_limit(tcp)) {
+                return Handled::ForwardFirst {
+                    question_end: q.question_end,
+                    local,
+                };
+            }
         }
         if let Some(reply) = q.reply(&outcome, q.size_limit(tcp)) {
             Counters::bump(&st.counters.local);
@@ -57,6 +71,16 @@ pub fn handle_general(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
     let outcome = lookup(st, &name, msg.queries[0].query_type());
     if outcome == Outcome::Forward {
         return forward(bytes);
+    }
+    if let Outcome::ForwardFirst(local) = &outcome {
+        let local = local_reply(&msg, local, size_limit(&msg, tcp));
+        return match forward(bytes) {
+            Handled::Forward { question_end } => Handled::ForwardFirst {
+                question_end,
+                local,
+            },
+            other => other,
+        };
     }
     Counters::bump(&st.counters.local);
     Handled::Reply(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
@@ -176,7 +200,7 @@ fn local_reply(query: &Message, outcome: &Outcome, limit: usize) -> Vec<u8> {
             Err(_) => resp.metadata.response_code = ResponseCode::ServFail,
         },
         Outcome::Unavailable => resp.metadata.response_code = ResponseCode::ServFail,
-        Outcome::NoData(_) | Outcome::Forward => {}
+        Outcome::NoData(_) | Outcome::Forward | Outcome::ForwardFirst(_) => {}
     }
     encode_within(resp, limit)
 }

@@ -139,7 +139,7 @@ impl<'a> Simple<'a> {
             Outcome::Addresses(ips, ttl) => (ips, *ttl, 0),
             Outcome::NoData(_) => (&[], 0, 0),
             Outcome::Unavailable => (&[], 0, SERVFAIL),
-            Outcome::Pointer(..) | Outcome::Forward => return None,
+            Outcome::Pointer(..) | Outcome::Forward | Outcome::ForwardFirst(_) => return None,
         };
         let q = self.bytes;
         let edns_len = if self.edns_payload.is_some() {

@@ -45,6 +45,29 @@ impl Forwarder {
         }
     }
 
+    /// R16a: forwards `query`, and returns `local` instead when the upstream says NXDOMAIN
+    /// or there is no upstream to ask.
+    pub async fn forward_first(
+        &self,
+        query: &[u8],
+        question_end: usize,
+        tcp: bool,
+        local: Vec<u8>,
+    ) -> Vec<u8> {
+        let no_upstream = self.state.upstreams().list.is_empty();
+        if !no_upstream {
+            let resp = self.forward(query, question_end, tcp).await;
+            if resp
+                .get(3)
+                .is_none_or(|b| b & 0x0f != u16::from(ResponseCode::NXDomain) as u8)
+            {
+                return resp;
+            }
+        }
+        Counters::bump(&self.state.counters.local);
+        local
+    }
+
     /// Forwards `query` and returns the bytes to send the client.
     pub async fn forward(&self, query: &[u8], question_end: usize, tcp: bool) -> Vec<u8> {
         let Ok(_permit) = self.inflight.try_acquire() else {

@@ -24,6 +24,10 @@ pub enum Outcome {
     /// A network's index could not be read: SERVFAIL, so the client retries rather than
     /// caching a wrong negative answer.
     Unavailable,
+    /// R16a: `<local name>.<search domain>`, which may be a real name too: forwarded first,
+    /// and answered with this local outcome only if the upstream says NXDOMAIN or nothing
+    /// is forwarded (no upstream, an internal network).
+    ForwardFirst(Box<Outcome>),
 }
 
 /// The container's view: its networks in attach order (each knows the container's own
@@ -46,7 +50,15 @@ impl View<'_> {
                 return self.reverse(&ip);
             }
         }
-        Ok(match self.resolve(name)? {
+        let (found, qualified) = match self.resolve_exact(name)? {
+            Some(hit) => (Some(hit), false),
+            None => {
+                let hit = self.resolve_search_qualified(name)?;
+                let qualified = hit.is_some();
+                (hit, qualified)
+            }
+        };
+        let outcome = match found {
             Some((mut ips, ttl)) => {
                 ips.retain(|ip| match qtype {
                     RecordType::A => ip.is_ipv4(),
@@ -67,16 +79,18 @@ impl View<'_> {
                 Outcome::NoData(self.ttl(None))
             }
             None => Outcome::Forward,
+        };
+        Ok(match outcome {
+            Outcome::Forward => Outcome::Forward,
+            local if qualified => Outcome::ForwardFirst(Box::new(local)),
+            local => local,
         })
     }
 
-    /// All addresses of a name, deduplicated, and the TTL to give them.
-    fn resolve(&self, name: &str) -> Found {
-        if let Some(hit) = self.resolve_exact(name)? {
-            return Ok(Some(hit));
-        }
-        // ★ `web.<search domain>` of the asker's own resolv.conf is `web`: busybox's nslookup,
-        // among others, asks only the search-qualified names once a search list is set.
+    /// R16a ★: `web.<search domain>` of the asker's own resolv.conf as `web` (busybox's
+    /// nslookup, among others, asks only the search-qualified names once a search list is
+    /// set). The caller forwards it first: a real name of the domain is never hidden.
+    fn resolve_search_qualified(&self, name: &str) -> Found {
         for net in self.networks {
             for own in net.own() {
                 for domain in &own.search {
@@ -390,10 +404,10 @@ mod tests {
             vec![me, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])],
         )];
         let v = View { networks: &nets };
-        assert_eq!(
-            a(v.lookup("web.corp.example", RecordType::A)),
-            vec!["10.0.0.2"]
-        );
+        let Outcome::ForwardFirst(local) = v.lookup("web.corp.example", RecordType::A) else {
+            panic!("R16a: a search-qualified name is forwarded first");
+        };
+        assert_eq!(a(*local), vec!["10.0.0.2"]);
         assert_eq!(
             v.lookup("nothere.corp.example", RecordType::A),
             Outcome::Forward

@@ -58,6 +58,17 @@ pub async fn serve_udp(sock: UdpSocket, st: Arc<Resolver>, fwd: Arc<Forwarder>) 
                         let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
                     });
                 }
+                Handled::ForwardFirst {
+                    question_end,
+                    local,
+                } => {
+                    let query = query.to_vec();
+                    let (sock, fwd) = (sock.clone(), fwd.clone());
+                    tokio::spawn(async move {
+                        let resp = fwd.forward_first(&query, question_end, false, local).await;
+                        let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
+                    });
+                }
                 Handled::Drop => {}
             }
         }
@@ -193,6 +204,10 @@ async fn serve_connection(
         let resp = match handle(&msg, st, true) {
             Handled::Reply(bytes) => bytes,
             Handled::Forward { question_end } => fwd.forward(&msg, question_end, true).await,
+            Handled::ForwardFirst {
+                question_end,
+                local,
+            } => fwd.forward_first(&msg, question_end, true, local).await,
             Handled::Drop => return Ok(()),
         };
         let mut framed = Vec::with_capacity(resp.len() + 2);

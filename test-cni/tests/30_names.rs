@@ -245,3 +245,60 @@ fn busybox_nslookup_with_a_search_list() {
         .into_owned();
     assert!(out.contains("Address: 10.9.9.9"), "{out}");
 }
+
+#[test]
+fn r16a_search_qualified_names_are_forwarded_first() {
+    // The World's host resolv.conf says `search corp.example`; its upstream knows
+    // `git.corp.example`, a real name that a container named `git` must not capture.
+    let w = World::new("r16a_search_qualified_names_are_forwarded_first");
+    let _up = w.upstream(
+        "127.0.0.53:53",
+        "corp.example",
+        &[("git.corp.example", "10.9.9.8")],
+    );
+    let net = w.network("n1", json!({}));
+    let (git, web, cli) = (w.container("git"), w.container("web"), w.container("cli"));
+    let git_ip = ip_of(&w.add(&net, &git, Some("git"), "", None));
+    let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.resolve(&cli, "git.corp.example", "A"), vec!["10.9.9.8"]);
+    assert_eq!(w.resolve(&cli, "git", "A"), vec![git_ip]);
+    // The upstream says NXDOMAIN: the local name answers, for dig and for busybox.
+    assert_eq!(
+        w.resolve(&cli, "web.corp.example", "A"),
+        vec![web_ip.clone()]
+    );
+    let out =
+        String::from_utf8_lossy(&w.exec(&cli, &["busybox", "nslookup", "web"]).stdout).into_owned();
+    assert!(out.contains(&format!("Address: {web_ip}")), "{out}");
+
+    // Nothing is forwarded from an internal network: answered locally at once.
+    let internal = w.network("n2", json!({"internal": true}));
+    let (db, cli2) = (w.container("db"), w.container("cli2"));
+    let db_ip = ip_of(&w.add(&internal, &db, Some("db"), "", None));
+    w.add(&internal, &cli2, Some("cli2"), "", None);
+    let d = w.dig(&cli2, &["db.corp.example", "A"]);
+    assert_eq!(d.data(), vec![db_ip]);
+    assert_eq!(d.status, "NOERROR");
+}
+
+#[test]
+fn r4_r7_links_apply_to_name_network_and_hide_while_their_target_is_gone() {
+    let w = World::new("r4_r7_links_apply_to_name_network_and_hide_while_their_target_is_gone");
+    let net = w.network("n1", json!({}));
+    let (db, other, cli) = (w.container("db"), w.container("other"), w.container("cli"));
+    let db_ip = ip_of(&w.add(&net, &db, Some("db"), "", None));
+    // An unrelated container whose name is cli's alias for db.
+    let other_ip = ip_of(&w.add(&net, &other, Some("database"), "", None));
+    w.add(&net, &cli, Some("cli"), "EMBEDNS_LINKS=db:database", None);
+    assert_eq!(w.resolve(&cli, "database", "A"), vec![db_ip.clone()]);
+    assert_eq!(w.resolve(&cli, "database.n1", "A"), vec![db_ip.clone()]);
+    assert_eq!(w.resolve(&cli, "DATABASE.n1.", "A"), vec![db_ip]);
+    // Others see the container named `database`.
+    assert_eq!(w.resolve(&db, "database.n1", "A"), vec![other_ip.clone()]);
+    // The target leaves: the alias still hides `database` from cli, in both forms.
+    w.del(&net, &db, &[]);
+    assert!(w.resolve(&cli, "database", "A").is_empty());
+    assert!(!w.resolve(&cli, "database.n1", "A").contains(&other_ip));
+    assert_eq!(w.resolve(&other, "database", "A"), vec![other_ip]);
+}

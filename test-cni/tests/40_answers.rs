@@ -191,3 +191,19 @@ fn r13_truncation_udp_edns_and_tcp() {
     );
     assert!(out.success);
 }
+
+#[test]
+fn r14_an_edns_version_above_0_gets_badvers() {
+    let w = World::new("r14_an_edns_version_above_0_gets_badvers");
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.add(&net, &c, Some("web"), "", None);
+    for transport in ["+notcp", "+tcp"] {
+        let d = w.dig(&c, &["web", "A", "+edns=1", "+noednsneg", transport]);
+        assert_eq!(d.status, "BADVERS", "{}", d.raw);
+        assert!(d.answers.is_empty(), "{}", d.raw);
+        assert!(d.raw.contains("EDNS: version: 0"), "{}", d.raw);
+    }
+    // Version 0 is answered as ever.
+    assert_eq!(w.dig(&c, &["web", "A", "+edns=0"]).status, "NOERROR");
+}

@@ -77,6 +77,10 @@ fn main() {
                     let err = error_for_raw(data, question_end, ResponseCode::ServFail);
                     assert_eq!(err[..2], data[..2]);
                 }
+                Handled::ForwardFirst { question_end, local } => {
+                    assert!(question_end <= data.len());
+                    assert_eq!(local[..2], data[..2], "the client's ID");
+                }
                 Handled::Drop => {}
             }
         }
