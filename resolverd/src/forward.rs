@@ -1,8 +1,11 @@
 //! Forwarding what is not answered locally (R15, R17–R21): the query goes upstream unchanged
 //! but for a fresh random ID, over the client's transport; the answer comes back with the
 //! client's ID. Each upstream gets a timeout; on timeout, error, SERVFAIL or REFUSED the next
-//! is tried, and one that failed is tried last for the next 30 s (★ over Docker). At most
-//! `maxInflight` queries are in flight; beyond that the answer is REFUSED at once.
+//! is tried, and the client gets SERVFAIL within 5 s when all fail (R19). An upstream that
+//! timed out (or could not be reached) on several queries in a row is tried last for the next
+//! 30 s (★ over Docker); one lost datagram or a SERVFAIL for one broken domain does not move
+//! it, so split-horizon setups keep asking their first resolver. At most `maxInflight`
+//! queries are in flight; beyond that the answer is REFUSED at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,8 +23,22 @@ use crate::hostns::HostSockets;
 use crate::log::Limiter;
 use crate::state::{Counters, Resolver, Upstream};
 
-/// How long an upstream that failed stays at the end of the list.
+/// How long a demoted upstream stays at the end of the list.
 const PENALTY: Duration = Duration::from_secs(30);
+/// Consecutive queries an upstream must have failed to answer before it is demoted.
+const DEMOTE_AFTER: u32 = 3;
+/// When every upstream fails, the client has its SERVFAIL within this time (glibc waits 5 s
+/// before it resends).
+const ALL_FAIL_WITHIN: Duration = Duration::from_millis(4500);
+
+/// What the forwarder remembers of an upstream that failed lately.
+#[derive(Debug, Default, Clone, Copy)]
+struct Health {
+    /// Queries in a row it did not answer at all (timeout, unreachable, unusable reply).
+    silent: u32,
+    /// When it was demoted, if it is.
+    demoted_at: Option<Instant>,
+}
 /// Docker logs upstream failures at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(2);
 
@@ -29,7 +46,7 @@ pub struct Forwarder {
     state: Arc<Resolver>,
     host: HostSockets,
     inflight: Arc<Semaphore>,
-    failed_at: Mutex<HashMap<SocketAddr, Instant>>,
+    health: Mutex<HashMap<SocketAddr, Health>>,
     log_limit: Limiter,
 }
 
@@ -40,7 +57,7 @@ impl Forwarder {
             state,
             host,
             inflight: Arc::new(Semaphore::new(max)),
-            failed_at: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
             log_limit: Limiter::new(LOG_EVERY),
         }
     }
@@ -83,47 +100,69 @@ impl Forwarder {
             (self.ordered(&set.list), set.timeout)
         };
         let client_id = [query[0], query[1]];
+        let deadline = Instant::now() + ALL_FAIL_WITHIN;
         for up in upstreams {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let id: u16 = rand::random();
             let mut q = query.to_vec();
             q[..2].copy_from_slice(&id.to_be_bytes());
             let started = Instant::now();
             let result =
-                tokio::time::timeout(timeout, self.exchange(up, &q, question_end, tcp)).await;
+                tokio::time::timeout(timeout.min(left), self.exchange(up, &q, question_end, tcp))
+                    .await;
             let why = match result {
                 Ok(Ok(mut resp)) => {
+                    // It answered: whatever it said, it is alive.
+                    self.health.lock().unwrap().remove(&up.addr);
                     let rcode = resp[3] & 0x0f;
                     if rcode == u16::from(ResponseCode::ServFail) as u8
                         || rcode == u16::from(ResponseCode::Refused) as u8
                     {
-                        format!("answered rcode {rcode}")
-                    } else {
-                        self.failed_at.lock().unwrap().remove(&up.addr);
-                        self.state.counters.upstream_micros.fetch_add(
-                            started.elapsed().as_micros() as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        resp[..2].copy_from_slice(&client_id);
-                        return resp;
+                        self.log_limited(format_args!(
+                            "upstream {} answered rcode {rcode}; trying the next",
+                            up.addr
+                        ));
+                        continue;
                     }
+                    self.state.counters.upstream_micros.fetch_add(
+                        started.elapsed().as_micros() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    resp[..2].copy_from_slice(&client_id);
+                    return resp;
                 }
                 Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {timeout:?}"),
+                Err(_) => format!("no answer within {:?}", timeout.min(left)),
             };
-            self.failed_at
-                .lock()
-                .unwrap()
-                .insert(up.addr, Instant::now());
+            self.silent(up.addr);
             self.log_limited(format_args!("upstream {} failed: {why}", up.addr));
         }
         Counters::bump(&self.state.counters.failed);
         error_for_raw(query, question_end, ResponseCode::ServFail)
     }
 
-    /// Upstreams in order, those that failed in the last 30 s moved to the end.
+    /// Notes a query an upstream did not answer; the [`DEMOTE_AFTER`]th in a row demotes it.
+    fn silent(&self, addr: SocketAddr) {
+        let mut health = self.health.lock().unwrap();
+        let h = health.entry(addr).or_default();
+        h.silent += 1;
+        if h.silent >= DEMOTE_AFTER {
+            h.demoted_at = Some(Instant::now());
+        }
+    }
+
+    /// Upstreams in order, those demoted in the last 30 s moved to the end.
     fn ordered(&self, list: &[Upstream]) -> Vec<Upstream> {
-        let failed = self.failed_at.lock().unwrap();
-        let recent = |u: &Upstream| failed.get(&u.addr).is_some_and(|t| t.elapsed() < PENALTY);
+        let health = self.health.lock().unwrap();
+        let recent = |u: &Upstream| {
+            health
+                .get(&u.addr)
+                .and_then(|h| h.demoted_at)
+                .is_some_and(|t| t.elapsed() < PENALTY)
+        };
         let mut out: Vec<Upstream> = list.iter().filter(|u| !recent(u)).copied().collect();
         out.extend(list.iter().filter(|u| recent(u)).copied());
         out

@@ -128,16 +128,19 @@ fn r19_failover_and_dead_upstream_tried_last() {
     let net = w.network("n1", json!({"upstreamTimeoutMs": 400}));
     let cli = w.container("cli");
     w.add(&net, &cli, Some("cli"), "", None);
-    assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
-    assert_eq!(dead.queries(), 1);
-    // ★ the dead one is now tried last: the next query does not wait for it.
+    // Three queries in a row time out on the first upstream, the second answers each.
+    for i in 1..=3 {
+        assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
+        assert_eq!(dead.queries(), i);
+    }
+    // ★ now it is tried last: the next query does not wait for it.
     assert_eq!(w.resolve(&cli, "b.up.test", "A"), vec!["10.9.9.2"]);
     assert_eq!(
         dead.queries(),
-        1,
-        "a failed upstream was asked again within 30 s"
+        3,
+        "a demoted upstream was asked again within 30 s"
     );
-    assert_eq!(good.queries(), 2);
+    assert_eq!(good.queries(), 4);
     // Wrong IDs, garbage and SERVFAIL all fail over too; when every upstream fails: SERVFAIL.
     for mode in [Mode::WrongId, Mode::Garbage, Mode::ServFail] {
         good.set_mode(mode);
@@ -147,6 +150,74 @@ fn r19_failover_and_dead_upstream_tried_last() {
     good.set_mode(Mode::Silent);
     dead.set_mode(Mode::Silent);
     assert_eq!(w.dig(&cli, &["+time=5", "a.up.test"]).status, "SERVFAIL");
+}
+
+#[test]
+fn r19_one_lost_datagram_or_servfail_does_not_switch_a_split_horizon() {
+    // A corporate resolver first (it knows the internal zone), a public one second (it says
+    // NXDOMAIN for it). One unlucky query must not send internal names to the public one.
+    let w = World::new("r19_one_lost_datagram_or_servfail_does_not_switch_a_split_horizon");
+    w.set_host_resolv_conf("nameserver 127.0.0.60\nnameserver 127.0.0.53\n");
+    let corp = w.upstream(
+        "127.0.0.60:53",
+        "corp.example",
+        &[
+            ("git.corp.example", "10.1.1.1"),
+            ("wiki.corp.example", "10.1.1.2"),
+        ],
+    );
+    let public = w.upstream("127.0.0.53:53", "corp.example", &[]);
+    let net = w.network("n1", json!({"upstreamTimeoutMs": 400}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    assert_eq!(w.resolve(&cli, "git.corp.example", "A"), vec!["10.1.1.1"]);
+
+    // One lost datagram: that query goes on to the public resolver...
+    corp.set_mode(Mode::Silent);
+    assert_eq!(w.dig(&cli, &["lost.corp.example"]).status, "NXDOMAIN");
+    corp.set_mode(Mode::Answer);
+    // ...and the next internal name is still asked of the corporate one first.
+    assert_eq!(w.resolve(&cli, "wiki.corp.example", "A"), vec!["10.1.1.2"]);
+
+    // A SERVFAIL for one broken domain: the same.
+    corp.set_mode(Mode::ServFail);
+    assert_eq!(w.dig(&cli, &["broken.corp.example"]).status, "NXDOMAIN");
+    corp.set_mode(Mode::Answer);
+    let before = public.queries();
+    assert_eq!(w.resolve(&cli, "git.corp.example", "A"), vec!["10.1.1.1"]);
+    assert_eq!(
+        public.queries(),
+        before,
+        "the public resolver was asked first"
+    );
+}
+
+#[test]
+fn r19_every_upstream_dead_gets_servfail_within_5_s() {
+    // Three dead upstreams at the default 2 s timeout each would take 6 s; the client (dig
+    // told to wait 5 s, as glibc does) must have its SERVFAIL before it gives up.
+    let w = World::new("r19_every_upstream_dead_gets_servfail_within_5_s");
+    w.set_host_resolv_conf("nameserver 127.0.0.61\nnameserver 127.0.0.62\nnameserver 127.0.0.63\n");
+    let dead: Vec<_> = (61..=63)
+        .map(|i| {
+            let up = w.upstream(&format!("127.0.0.{i}:53"), "up.test", &[]);
+            up.set_mode(Mode::Silent);
+            up
+        })
+        .collect();
+    let net = w.network("n1", json!({}));
+    let cli = w.container("cli");
+    w.add(&net, &cli, Some("cli"), "", None);
+    let d = w.exec(
+        &cli,
+        &["dig", "@127.0.0.11", "+time=5", "+tries=1", "x.up.test"],
+    );
+    let out = String::from_utf8_lossy(&d.stdout);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(
+        dead.iter().all(|u| u.queries() == 1),
+        "every upstream was tried"
+    );
 }
 
 #[test]
