@@ -23,7 +23,7 @@ use crate::index::NetworkIndex;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upstream {
     pub addr: SocketAddr,
-    /// Taken from the host's resolv.conf: queried from the host netns.
+    /// A loopback address from the host's resolv.conf: queried from the host netns (R18).
     pub from_host: bool,
 }
 
@@ -209,11 +209,14 @@ pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
                 set.host_files.push(path.clone());
             }
             let text = std::fs::read_to_string(path).unwrap_or_default();
+            // R18: only a loopback address of the host (systemd-resolved, a local dnsmasq)
+            // must be asked from the host's netns; any other is asked from the container's,
+            // so the network's egress policy and source address apply to its DNS too.
             for addr in ResolvConf::parse(&text).upstreams() {
                 push(
                     Upstream {
                         addr,
-                        from_host: true,
+                        from_host: addr.ip().is_loopback(),
                     },
                     &mut set.list,
                 );

@@ -38,6 +38,8 @@ struct Shared {
     mode: Mutex<Mode>,
     queries: AtomicUsize,
     last_query: Mutex<Option<Vec<u8>>>,
+    /// Where the last query came from.
+    last_source: Mutex<Option<SocketAddr>>,
     stop: AtomicBool,
 }
 
@@ -84,6 +86,7 @@ impl FakeUpstream {
             mode: Mutex::new(Mode::Answer),
             queries: AtomicUsize::new(0),
             last_query: Mutex::new(None),
+            last_source: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -122,6 +125,11 @@ impl FakeUpstream {
         self.shared.queries.load(Ordering::SeqCst)
     }
 
+    /// The source address of the last query received.
+    pub fn last_source(&self) -> Option<SocketAddr> {
+        *self.shared.last_source.lock().unwrap()
+    }
+
     /// The last query received, parsed.
     pub fn last_query(&self) -> Option<Message> {
         let q = self.shared.last_query.lock().unwrap().clone()?;
@@ -144,6 +152,7 @@ fn serve_udp(sock: UdpSocket, sh: Arc<Shared>) {
         let Ok((n, peer)) = sock.recv_from(&mut buf) else {
             continue;
         };
+        *sh.last_source.lock().unwrap() = Some(peer);
         if let Some(resp) = respond(&buf[..n], &sh, 512) {
             let _ = sock.send_to(&resp, peer);
         }
@@ -159,9 +168,10 @@ fn serve_tcp(listener: TcpListener, sh: Arc<Shared>) {
         if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u8)).unwrap_or(0) == 0 {
             continue;
         }
-        let Ok((mut s, _)) = listener.accept() else {
+        let Ok((mut s, peer)) = listener.accept() else {
             continue;
         };
+        *sh.last_source.lock().unwrap() = Some(peer);
         let _ = s.set_nonblocking(false);
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let mut len = [0u8; 2];

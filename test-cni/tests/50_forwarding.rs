@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use test_cni::{wait_until, Mode, World};
+use test_cni::{ip_of, wait_until, Mode, World};
 
 #[test]
 fn r15_forwarded_unchanged_and_relayed() {
@@ -112,6 +112,33 @@ fn r18_host_upstreams_from_host_netns_explicit_from_container() {
     let c3 = w.container("c3");
     w.add(&n3, &c3, Some("c3"), "", None);
     assert_eq!(w.dig(&c3, &["a.up.test"]).status, "SERVFAIL");
+}
+
+#[test]
+fn r18_a_non_loopback_host_upstream_is_asked_from_the_container() {
+    let w = World::new("r18_a_non_loopback_host_upstream_is_asked_from_the_container");
+    let net = w.network("n1", json!({}));
+    // The host's nameserver is the bridge's address: reachable from the host netns and from
+    // the container, with different source addresses.
+    w.set_host_resolv_conf(&format!("nameserver {}\n", net.gateway()));
+    let c = w.container("c");
+    let ip = ip_of(&w.add(&net, &c, Some("c"), "", None));
+    let up = w.upstream(
+        &format!("{}:53", net.gateway()),
+        "up.test",
+        &[("a.up.test", "10.9.9.3")],
+    );
+    for transport in ["+notcp", "+tcp"] {
+        assert_eq!(
+            w.dig(&c, &["a.up.test", transport]).data(),
+            vec!["10.9.9.3"]
+        );
+        assert_eq!(
+            up.last_source().map(|s| s.ip().to_string()),
+            Some(ip.clone()),
+            "asked from the host netns over {transport}"
+        );
+    }
 }
 
 #[test]
