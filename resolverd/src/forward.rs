@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,6 @@ use hickory_proto::op::ResponseCode;
 use nix::sys::socket::SockType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 
 use crate::answer::error_for_raw;
 use crate::hostns::HostSockets;
@@ -45,18 +45,18 @@ const LOG_EVERY: Duration = Duration::from_secs(2);
 pub struct Forwarder {
     state: Arc<Resolver>,
     host: HostSockets,
-    inflight: Arc<Semaphore>,
+    /// Forwarded queries in flight now, against the current `maxInflight` (R20).
+    inflight: AtomicUsize,
     health: Mutex<HashMap<SocketAddr, Health>>,
     log_limit: Limiter,
 }
 
 impl Forwarder {
     pub fn new(state: Arc<Resolver>, host: HostSockets) -> Self {
-        let max = state.upstreams().max_inflight;
         Forwarder {
             state,
             host,
-            inflight: Arc::new(Semaphore::new(max)),
+            inflight: AtomicUsize::new(0),
             health: Mutex::new(HashMap::new()),
             log_limit: Limiter::new(LOG_EVERY),
         }
@@ -87,7 +87,8 @@ impl Forwarder {
 
     /// Forwards `query` and returns the bytes to send the client.
     pub async fn forward(&self, query: &[u8], question_end: usize, tcp: bool) -> Vec<u8> {
-        let Ok(_permit) = self.inflight.try_acquire() else {
+        let max = self.state.upstreams().max_inflight;
+        let Some(_slot) = Slot::take(&self.inflight, max) else {
             Counters::bump(&self.state.counters.refused);
             self.log_limited(format_args!(
                 "more than the allowed forwarded queries in flight; refusing"
@@ -127,10 +128,10 @@ impl Forwarder {
                         ));
                         continue;
                     }
-                    self.state.counters.upstream_micros.fetch_add(
-                        started.elapsed().as_micros() as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
+                    self.state
+                        .counters
+                        .upstream_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     resp[..2].copy_from_slice(&client_id);
                     return resp;
                 }
@@ -196,13 +197,24 @@ impl Forwarder {
         };
         sock.connect(up.addr).await?;
         sock.send(query).await?;
-        let mut buf = vec![0u8; 65535];
         loop {
-            let n = sock.recv(&mut buf).await?;
-            // A reply with another ID or question is not ours (spoofed or late): keep waiting.
-            if is_reply_to(&buf[..n], query, question_end) {
-                buf.truncate(n);
-                return Ok(buf);
+            // Waiting holds no buffer: a reply is read into the thread's one receive buffer
+            // the moment it is there and copied out at its size, so a query in flight costs
+            // its own bytes, not 64 KiB.
+            sock.readable().await?;
+            let got = RECV_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                match sock.try_recv(&mut buf) {
+                    // A reply with another ID or question is not ours (spoofed or late).
+                    Ok(n) => {
+                        Ok(is_reply_to(&buf[..n], query, question_end).then(|| buf[..n].to_vec()))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })?;
+            if let Some(reply) = got {
+                return Ok(reply);
             }
         }
     }
@@ -211,6 +223,32 @@ impl Forwarder {
         if let Some(held) = self.log_limit.allow() {
             tracing::warn!(held_back = held, "{msg}");
         }
+    }
+}
+
+thread_local! {
+    /// Where UDP replies from upstreams land (the largest a datagram can be), one per thread.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65535]);
+}
+
+/// One of the `maxInflight` places for a forwarded query, given back when dropped. The limit
+/// is read for each query, so a reload that changes `maxInflight` applies at once.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(inflight: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        let before = inflight.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            inflight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(inflight))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -270,6 +270,40 @@ fn r20_inflight_cap_refuses_at_once() {
         statuses.iter().all(|s| s == "REFUSED" || s == "SERVFAIL"),
         "{statuses:?}"
     );
+
+    // The same container ADDed again with a larger cap (the runtime's conf changed): the
+    // running resolver takes it on its reload.
+    let id = w.records("n1")[0].split('@').next().unwrap().to_string();
+    let ip = format!("{}.2/24", net.prefix);
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": cli.path}],
+                      "ips": [{"address": ip, "interface": 0}]});
+    let conf = w.conf(
+        "n1",
+        "1.0.0",
+        json!({"prevResult": prev, "maxInflight": 64, "upstreamTimeoutMs": 1500}),
+    );
+    let out = w.plugin(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", &id),
+            ("CNI_NETNS", &cli.path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+            ("CNI_ARGS", "K8S_POD_NAME=cli"),
+        ],
+        &conf.to_string(),
+    );
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    let statuses: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let (w, cli) = (&w, &cli);
+                s.spawn(move || w.dig(cli, &["+time=5", &format!("r{i}.up.test")]).status)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| s == "SERVFAIL"), "{statuses:?}");
 }
 
 #[test]
