@@ -756,7 +756,7 @@ impl<'l> IndexWriter<'l> {
         let dir = store.dir();
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-index-")
-            .permissions(std::fs::Permissions::from_mode(0o600))
+            .permissions(std::fs::Permissions::from_mode(0o640))
             .tempfile_in(dir)
             .map_err(|e| ConfError::io(dir, e))?;
         let io = |e| ConfError::io(tmp.path(), e);

@@ -2,7 +2,8 @@
 //!
 //! Keys (all optional but `cniVersion`, `name`, `type`): `dataDir`, `hostResolvConf`, `dns`
 //! (`nameservers`, `search`, `options`), `aliases`, `ttl`, `internal`, `resolvConfPath`,
-//! `domainName`, `logFile`, `logLevel`, `resolverPath`, `upstreamTimeoutMs`, `maxInflight`.
+//! `domainName`, `logFile`, `logLevel`, `resolverPath`, `resolverUser`, `upstreamTimeoutMs`,
+//! `maxInflight`.
 //! Runtime inputs: `runtimeConfig.aliases` (map or list), `runtimeConfig.dns`,
 //! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
 
@@ -24,6 +25,42 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 2000;
 /// Forwarded queries in flight per resolver (R20), Docker's value.
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 pub const DEFAULT_DATA_DIR: &str = "/run/embedns";
+/// The unprivileged identity resolvers run as: nobody/nogroup, as dnsmasq does by default.
+pub const DEFAULT_RESOLVER_USER: ResolverUser = ResolverUser {
+    uid: 65534,
+    gid: 65534,
+};
+
+/// The uid and gid a resolver runs as once its sockets exist. The state directory is
+/// readable by the gid (and writable by no one but root); each resolver writes only its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl ResolverUser {
+    /// Parses `UID:GID` (numbers, neither 0).
+    pub fn parse(s: &str) -> Result<ResolverUser, ConfError> {
+        let bad = || {
+            ConfError::InvalidConfig(format!(
+                "resolverUser {s:?} must be UID:GID, two numbers other than 0 (e.g. 65534:65534)"
+            ))
+        };
+        let (u, g) = s.split_once(':').ok_or_else(bad)?;
+        let (uid, gid): (u32, u32) = (u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?);
+        if uid == 0 || gid == 0 {
+            return Err(bad());
+        }
+        Ok(ResolverUser { uid, gid })
+    }
+}
+
+impl std::fmt::Display for ResolverUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
 pub const DEFAULT_HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// `dns` in the plugin's own config (same field names as a CNI result's `dns`).
@@ -93,6 +130,8 @@ struct RawNetConf {
     #[serde(default)]
     resolver_path: Option<PathBuf>,
     #[serde(default)]
+    resolver_user: Option<String>,
+    #[serde(default)]
     upstream_timeout_ms: Option<u64>,
     #[serde(default)]
     max_inflight: Option<usize>,
@@ -136,6 +175,7 @@ pub struct NetConf {
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
     pub resolver_path: Option<PathBuf>,
+    pub resolver_user: ResolverUser,
     pub upstream_timeout_ms: u64,
     pub max_inflight: usize,
     pub prev_result: Option<Value>,
@@ -248,6 +288,10 @@ impl NetConf {
             log_file: raw.log_file,
             log_level: raw.log_level,
             resolver_path: raw.resolver_path,
+            resolver_user: match &raw.resolver_user {
+                Some(u) => ResolverUser::parse(u)?,
+                None => DEFAULT_RESOLVER_USER,
+            },
             upstream_timeout_ms: raw
                 .upstream_timeout_ms
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),

@@ -7,11 +7,14 @@
 //! sandboxes/<cid>/sandbox.json             a container's attachments, resolver and files
 //! sandboxes/<cid>/.lock                    serializes ADD/DEL of that container
 //! sandboxes/<cid>/control.sock             the resolver's control channel
-//! sandboxes/<cid>/resolver.log             the resolver's log (rotated at 1 MiB, 2 files)
+//! sandboxes/<cid>/log/resolver.log         the resolver's log (rotated at 1 MiB, 2 files), in
+//!                                          the one directory the resolver's user owns
 //! leftovers/<cid>.json                     a redirect a DEL could not remove (GC retries it)
 //! ```
 //!
-//! Directories are 0700 and files 0600: records say which containers exist and where.
+//! The state directory is root's, group the resolvers' (`resolverUser`), mode 2750: below it
+//! directories are 0750 and files 0640 (the resolvers read them, no one else does: records say
+//! which containers exist and where); lock files and control sockets are 0600.
 
 use std::path::{Path, PathBuf};
 
@@ -71,7 +74,12 @@ impl StatePaths {
         self.leftovers().join(format!("{container_id}.json"))
     }
 
+    /// The directory the resolver's user owns, where it writes (and rotates) its log.
+    pub fn resolver_log_dir(&self, container_id: &str) -> PathBuf {
+        self.sandbox(container_id).join("log")
+    }
+
     pub fn resolver_log(&self, container_id: &str) -> PathBuf {
-        self.sandbox(container_id).join("resolver.log")
+        self.resolver_log_dir(container_id).join("resolver.log")
     }
 }

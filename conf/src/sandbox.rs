@@ -41,7 +41,7 @@ pub struct WrittenFile {
     pub created_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
     pub container_id: String,
     pub netns: String,
@@ -52,8 +52,32 @@ pub struct Sandbox {
     pub attachments: Vec<Attachment>,
     #[serde(default)]
     pub resolver: Option<ResolverInfo>,
+    /// False from just before an ADD starts installing the redirect until that ADD has seen
+    /// the resolver answer through it: a teardown then first waits for an `iptables-restore`
+    /// the killed ADD may have left running in the netns, which would otherwise put the rules
+    /// back after their removal.
+    #[serde(default = "settled")]
+    pub redirect_settled: bool,
     #[serde(default)]
     pub files: Vec<WrittenFile>,
+}
+
+fn settled() -> bool {
+    true
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            container_id: String::new(),
+            netns: String::new(),
+            netns_inode: None,
+            attachments: Vec::new(),
+            resolver: None,
+            redirect_settled: true,
+            files: Vec::new(),
+        }
+    }
 }
 
 /// Proof that the caller holds the sandbox lock.

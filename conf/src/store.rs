@@ -1,15 +1,15 @@
 //! The record store: a directory per network, one JSON file per attachment.
 //!
 //! Locking story: every writer of a network holds an exclusive `flock` on the network's
-//! `.lock` while it changes files there; readers (resolvers) take no lock, because every file
-//! is written to a temporary name and renamed into place, so a reader sees the old record or
-//! the new one, never half of one. Resolvers do not read these files: every change is also
-//! made, under the same lock, to the network's shared index (`index.rs`), which resolvers
-//! read at query time.
+//! `.lock` while it changes files there; readers (resolvers, `embedns status`) take no lock,
+//! because every file is written to a temporary name and renamed into place, so a reader sees
+//! the old record or the new one, never half of one. Resolvers read a network's peers from
+//! its shared index (`index.rs`), changed under the same lock, and their own records (and,
+//! while an index is damaged, every record) from these files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -209,11 +209,12 @@ pub fn networks(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
     }
 }
 
-/// Creates `dir` and its missing parents with mode 0700.
+/// Creates `dir` and its missing parents with mode 0750 (inside a prepared state directory
+/// they inherit its group and set-group-ID bit: readable by the resolvers' group only).
 pub fn create_private_dir(dir: &Path) -> Result<(), ConfError> {
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o750)
         .create(dir)
         .map_err(|e| ConfError::io(dir, e))
 }
@@ -221,7 +222,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConfError> {
 /// The lock file inside a locked directory.
 pub const LOCK_FILE: &str = ".lock";
 
-/// Creates `dir` (0700) if needed and takes an exclusive flock on its `.lock` (0600),
+/// Creates `dir` (0750) if needed and takes an exclusive flock on its `.lock` (0600),
 /// blocking until it is free.
 ///
 /// The holder of a directory's lock may remove the directory, lock file included
@@ -317,12 +318,62 @@ pub fn remove_locked_dir(dir: &Path, _held: Flock<File>) -> Result<(), ConfError
     }
 }
 
-/// Writes `path` atomically with mode 0600: a temporary file in the same directory, then a
+/// Makes the state directory `root` readable by the resolvers' group `gid` and by no one
+/// else: owned by root, group `gid`, mode 2750, so every directory and file made below it
+/// inherits the group (directories 0750, files 0640; nothing is group-writable). A directory
+/// made by an earlier version (root:root 0700) is converted once, whole. A stat when done.
+pub fn prepare_root(root: &Path, gid: u32) -> Result<(), ConfError> {
+    use std::os::unix::fs::MetadataExt;
+    create_private_dir(root)?;
+    let meta = fs::metadata(root).map_err(|e| ConfError::io(root, e))?;
+    if meta.gid() == gid && meta.mode() & 0o7777 == 0o2750 {
+        return Ok(());
+    }
+    let fix = |path: &Path, dir: bool| -> Result<(), ConfError> {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| ConfError::io(path, std::io::Error::from(e)))?;
+        let mode = fs::symlink_metadata(path)
+            .map_err(|e| ConfError::io(path, e))?
+            .mode();
+        let new = if dir {
+            (mode & 0o700) | 0o2050
+        } else {
+            (mode & 0o700) | 0o040
+        };
+        fs::set_permissions(path, fs::Permissions::from_mode(new))
+            .map_err(|e| ConfError::io(path, e))
+    };
+    fn walk(
+        dir: &Path,
+        fix: &dyn Fn(&Path, bool) -> Result<(), ConfError>,
+    ) -> Result<(), ConfError> {
+        for entry in fs::read_dir(dir)
+            .map_err(|e| ConfError::io(dir, e))?
+            .filter_map(Result::ok)
+        {
+            let Ok(t) = entry.file_type() else { continue };
+            if t.is_symlink() || t.is_socket() {
+                continue;
+            }
+            fix(&entry.path(), t.is_dir())?;
+            if t.is_dir() {
+                walk(&entry.path(), fix)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, &fix)?;
+    fix(root, true)?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o2750))
+        .map_err(|e| ConfError::io(root, e))
+}
+
+/// Writes `path` atomically with mode 0640: a temporary file in the same directory, then a
 /// rename over the target, so a reader sees the old content or the new, never a mix. No
 /// fsync: this is runtime state (`/run` is tmpfs) that does not outlive a reboot, and a
 /// flush would cost every ADD a disk round trip where the state dir is on disk.
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), ConfError> {
-    write_atomic_mode(path, body, 0o600)
+    write_atomic_mode(path, body, 0o640)
 }
 
 /// [`write_atomic`] with an explicit mode (a container's resolv.conf must be world-readable).
@@ -376,7 +427,7 @@ mod tests {
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(mode & 0o777, 0o640);
         assert!(store.remove(&lock, "c1", "eth0").unwrap().is_some());
         assert!(store.remove(&lock, "c1", "eth0").unwrap().is_none());
         assert!(store.claimants("web").unwrap().is_empty());

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use embedns_conf::cni;
 use embedns_conf::crash;
-use embedns_conf::netconf::NetConf;
+use embedns_conf::netconf::{NetConf, ResolverUser};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Record, Upstreams};
 use embedns_conf::sandbox::{self, Attachment, Sandbox, SandboxLock};
-use embedns_conf::store::{NetworkLock, NetworkStore};
+use embedns_conf::store::{prepare_root, NetworkLock, NetworkStore};
 use embedns_conf::ConfError;
 use serde_json::Value;
 
@@ -84,8 +84,13 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     };
 
     let paths = StatePaths::new(&conf.data_dir);
+    prepare_root(paths.root(), conf.resolver_user.gid)?;
     let lock = sandbox::lock(&paths, &env.container_id)?;
-    let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &binary);
+    let spawn = Spawn {
+        binary: &binary,
+        user: conf.resolver_user,
+    };
+    let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &spawn);
     if let Err(e) = attached {
         if let Err(undo) =
             del::detach_locked(&paths, lock, &env.container_id, &conf.name, &env.ifname)
@@ -101,6 +106,12 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     ))
 }
 
+/// How to start a resolver: its binary and the identity it runs as.
+struct Spawn<'a> {
+    binary: &'a std::path::Path,
+    user: ResolverUser,
+}
+
 fn attach(
     paths: &StatePaths,
     lock: &SandboxLock,
@@ -108,7 +119,7 @@ fn attach(
     record: &Record,
     targets: &[std::path::PathBuf],
     resolv_conf: &str,
-    binary: &std::path::Path,
+    spawn: &Spawn,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let net = NetworkStore::new(paths, &record.network);
@@ -149,6 +160,8 @@ fn attach(
     if !sb.attachments.contains(&attachment) {
         sb.attachments.push(attachment);
     }
+    let spawning = !matches!(&sb.resolver, Some(info) if resolver::serves(info, &env.netns));
+    sb.redirect_settled = !spawning;
     // The sandbox is saved before the files are written and before the resolver starts, so
     // that an undo after a failure knows what to restore and what to stop.
     files::write(&mut sb, targets, resolv_conf)?;
@@ -173,8 +186,14 @@ fn attach(
             };
             let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
             let redirect = redirect::install(&env.netns, u, t, previous.is_some())?;
-            let starting =
-                resolver::start(binary, paths, &env.container_id, udp.into(), tcp.into());
+            let starting = resolver::start(
+                spawn.binary,
+                spawn.user,
+                paths,
+                &env.container_id,
+                udp.into(),
+                tcp.into(),
+            );
             // Record the resolver before waiting for anything: a plugin killed from here on
             // leaves a resolver its sandbox names, which DEL stops. (Killed between the fork
             // and this save, the resolver's ready signal fails and it exits; DEL and GC also
@@ -204,6 +223,8 @@ fn attach(
                 .with_context(|| format!("resolver pid {} in {}", info.pid, env.netns))?;
             crash::point("add:answered");
             tracing::debug!(elapsed = ?started.elapsed(), "answered");
+            sb.redirect_settled = true;
+            sandbox::save(paths, lock, &sb)?;
         }
     }
     Ok(())

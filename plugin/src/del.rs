@@ -104,6 +104,9 @@ pub fn teardown(paths: &StatePaths, lock: SandboxLock, sb: &Sandbox) {
 pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox) {
     // The rules' removal (an exec) runs while the resolver stops.
     let started = std::time::Instant::now();
+    if !sb.redirect_settled && netns::exists(&sb.netns) {
+        redirect::wait_installers(&sb.netns);
+    }
     let removal = netns::exists(&sb.netns).then(|| {
         redirect::remove_start(&sb.netns).map_err(|e| {
             tracing::warn!(netns = %sb.netns, "{e:#}; removing the redirect piece by piece");

@@ -204,6 +204,40 @@ pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits (at most 5 s) for every `iptables-restore` running in the netns to finish: one left
+/// by an ADD killed while installing the redirect would put the rules back after a removal.
+pub fn wait_installers(netns_path: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(target) = std::fs::metadata(netns_path).ok().map(|m| m.ino()) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // The program or, for a wrapper script, its first argument.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let is_restore = cmdline
+            .split(|b| *b == 0)
+            .take(2)
+            .any(|a| a.ends_with(b"iptables-restore"));
+        let in_netns = is_restore
+            && std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == target);
+        if in_netns {
+            tracing::info!(pid, "waiting for an iptables-restore left in {netns_path}");
+            crate::resolver::wait_pid(pid, deadline);
+        }
+    }
+}
+
 /// Whether our DNAT rules are present in the netns (CHECK).
 pub fn present(netns_path: &str) -> bool {
     let Ok(_in) = netns::enter(netns_path) else {

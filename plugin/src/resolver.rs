@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use embedns_conf::netconf::ResolverUser;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox::ResolverInfo;
 use nix::fcntl::OFlag;
@@ -48,6 +49,7 @@ pub struct Starting {
 /// plugin (R25). [`Starting::ready`] waits until it serves.
 pub fn start(
     binary: &Path,
+    user: ResolverUser,
     paths: &StatePaths,
     container_id: &str,
     udp: OwnedFd,
@@ -63,6 +65,7 @@ pub fn start(
         .arg(paths.root())
         .args(["--container-id", container_id])
         .args(["--ready-fd", "3", "--udp-fd", "4", "--tcp-fd", "5"])
+        .args(["--user", &user.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -333,6 +336,18 @@ pub fn stop(info: &ResolverInfo) {
         signal(libc::SIGKILL);
         wait_exit(&pidfd, STOP_TIMEOUT);
     }
+}
+
+/// Waits until process `pid` exits or `deadline` passes.
+pub fn wait_pid(pid: i32, deadline: Instant) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if raw < 0 {
+        return; // gone already
+    }
+    // SAFETY: raw is a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now()));
 }
 
 /// A pidfd becomes readable when its process exits.

@@ -7,6 +7,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 
+use embedns_conf::netconf::ResolverUser;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use tokio::sync::oneshot;
 
@@ -19,27 +20,35 @@ pub struct HostSockets {
 }
 
 impl HostSockets {
-    /// Starts the maker thread in the calling thread's (the host's) netns.
-    pub fn start() -> std::io::Result<HostSockets> {
+    /// Starts the maker thread in the calling thread's (the host's) netns; it runs as
+    /// `user` without capabilities from its first instruction on.
+    pub fn start(user: ResolverUser) -> std::io::Result<HostSockets> {
         let (tx, rx) = mpsc::channel::<(AddressFamily, SockType, Reply)>();
-        let (dropped_tx, dropped) = mpsc::channel::<()>();
+        let (dropped_tx, dropped) = mpsc::channel::<Result<(), String>>();
         std::thread::Builder::new()
             .name("host-netns".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 // This thread needs no capability to make sockets (see sys::drop_privileges).
-                if let Err(e) = crate::sys::drop_privileges() {
-                    tracing::error!("host-netns thread keeps its capabilities: {e:#}");
+                let dropped = crate::sys::drop_privileges(user).map_err(|e| format!("{e:#}"));
+                let failed = dropped.is_err();
+                let _ = dropped_tx.send(dropped);
+                if failed {
+                    return;
                 }
-                let _ = dropped_tx.send(());
                 for (family, ty, reply) in rx {
                     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
                     let _ = reply.send(socket(family, ty, flags, None));
                 }
             })?;
-        // Readiness is reported only once no thread holds a capability.
-        let _ = dropped.recv();
-        Ok(HostSockets { tx })
+        // Readiness is reported only once this thread holds no capability.
+        match dropped.recv() {
+            Ok(Ok(())) => Ok(HostSockets { tx }),
+            Ok(Err(e)) => Err(std::io::Error::other(format!(
+                "the host-netns thread cannot drop its privileges: {e}"
+            ))),
+            Err(_) => Err(std::io::Error::other("the host-netns thread died")),
+        }
     }
 
     /// A new non-blocking socket of the host netns.

@@ -4,21 +4,29 @@
 //! which the plugin's `reload` refreshes.
 //!
 //! Nothing here grows with the network: peers live in the shared file, not in the resolver.
+//! The resolver only reads the store (it runs unprivileged), so it never repairs the index: a
+//! damaged one is rebuilt by the next writer (ADD, DEL, GC). Until then the resolver answers
+//! from the network's records themselves, read into memory at most once a second: slower, but
+//! never a wrong or missing answer.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use embedns_conf::index::{IndexReader, IndexWriter, ReadError};
+use embedns_conf::index::{Entry, IndexReader, ReadError};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;
 
 use crate::log::Limiter;
 
-/// The network's index could not be read: the query gets SERVFAIL, never a wrong answer.
+/// Neither the network's index nor its records could be read: the query gets SERVFAIL,
+/// never a wrong answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
+
+/// How old the records read in place of a damaged index may be.
+const FALLBACK_FRESH: Duration = Duration::from_secs(1);
 
 pub struct NetworkIndex {
     pub network: String,
@@ -26,7 +34,9 @@ pub struct NetworkIndex {
     own: Vec<Record>,
     store: NetworkStore,
     reader: Mutex<IndexReader>,
-    /// A damaged index is met by every query until it is repaired: logged at most every 2 s.
+    /// The records, read while the index is damaged, and when.
+    fallback: Mutex<Option<(Instant, Vec<Entry>)>>,
+    /// A damaged index is met by every query until it is rebuilt: logged at most every 2 s.
     log_limit: Limiter,
 }
 
@@ -38,6 +48,7 @@ impl NetworkIndex {
             own,
             reader: Mutex::new(IndexReader::new(&store)),
             store,
+            fallback: Mutex::new(None),
             log_limit: Limiter::new(Duration::from_secs(2)),
         }
     }
@@ -50,17 +61,40 @@ impl NetworkIndex {
     /// Every address of the attachments answering to a normalized name (container name,
     /// alias, `name.<domain>`); `None` when none does.
     pub fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
-        self.read(|r| r.addresses(name))
+        self.read(
+            |r| r.addresses(name),
+            |entries| {
+                let mut ips: Vec<IpAddr> = entries
+                    .iter()
+                    .filter(|e| e.names.iter().any(|n| n == name))
+                    .flat_map(|e| e.ips.iter().copied())
+                    .collect();
+                ips.sort();
+                ips.dedup();
+                (!ips.is_empty()).then_some(ips)
+            },
+        )
     }
 
     /// The container name of an attachment holding `ip`.
     pub fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
-        self.read(|r| r.pointer(ip))
+        self.read(
+            |r| r.pointer(ip),
+            |entries| {
+                entries
+                    .iter()
+                    .filter(|e| e.ips.contains(ip))
+                    .find_map(|e| e.name.clone())
+            },
+        )
     }
 
     /// How many attachments the network has.
     pub fn len(&self) -> usize {
-        self.read(|r| r.len().map(Some)).ok().flatten().unwrap_or(0)
+        self.read(|r| r.len().map(Some), |entries| Some(entries.len()))
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,41 +106,50 @@ impl NetworkIndex {
         self.own.iter()
     }
 
-    /// A read; when a writer held the index too long (it died mid-change) and no writer
-    /// holds the network lock now, the index is repaired here and the read retried once.
+    /// A read of the shared index; while it cannot be read (damaged, or a writer died in
+    /// the middle of a change), the same question asked of the records.
     fn read<T>(
         &self,
         f: impl Fn(&mut IndexReader) -> Result<Option<T>, ReadError>,
+        from_records: impl Fn(&[Entry]) -> Option<T>,
     ) -> Result<Option<T>, Unavailable> {
-        let mut reader = self.reader.lock().unwrap();
-        match f(&mut reader) {
-            Ok(v) => Ok(v),
-            // Only before the network's first record; nothing to answer from.
-            Err(ReadError::Missing) => Ok(None),
-            Err(e) => {
-                let log = self.log_limit.allow();
-                if let Some(held) = log {
-                    tracing::warn!(network = %self.network, held_back = held, "index unreadable ({e:?}); repairing it");
-                }
-                self.repair(log.is_some());
-                f(&mut reader).map_err(|e| {
-                    if log.is_some() {
-                        tracing::error!(network = %self.network, "index still unreadable ({e:?})");
-                    }
-                    Unavailable
-                })
+        let e = match f(&mut self.reader.lock().unwrap()) {
+            Ok(v) => {
+                self.fallback.lock().unwrap().take();
+                return Ok(v);
             }
+            // Only before the network's first record; nothing to answer from.
+            Err(ReadError::Missing) => return Ok(None),
+            Err(e) => e,
+        };
+        if let Some(held) = self.log_limit.allow() {
+            tracing::warn!(network = %self.network, held_back = held, "index unreadable ({e:?}); answering from the records until a writer rebuilds it");
         }
+        let mut fallback = self.fallback.lock().unwrap();
+        let stale = fallback
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= FALLBACK_FRESH);
+        if stale {
+            *fallback = Some((Instant::now(), self.records()?));
+        }
+        Ok(fallback
+            .as_ref()
+            .and_then(|(_, entries)| from_records(entries)))
     }
 
-    fn repair(&self, log: bool) {
-        let failed = match self.store.try_lock() {
-            Ok(Some(lock)) => IndexWriter::open(&self.store, &lock).err(),
-            Ok(None) => None, // a writer is at work; it repairs what it finds
-            Err(e) => Some(e),
-        };
-        if let Some(e) = failed.filter(|_| log) {
-            tracing::error!(network = %self.network, "repairing the index: {e}");
+    /// What the index would hold, from the records (a corrupt one is logged and skipped).
+    fn records(&self) -> Result<Vec<Entry>, Unavailable> {
+        let listed = self.store.list().map_err(|e| {
+            tracing::error!(network = %self.network, "reading the records: {e}");
+            Unavailable
+        })?;
+        let mut entries = Vec::with_capacity(listed.len());
+        for (key, rec) in listed {
+            match rec {
+                Ok(r) => entries.push(Entry::of(&r)),
+                Err(e) => tracing::error!(network = %self.network, %key, "not indexed: {e}"),
+            }
         }
+        Ok(entries)
     }
 }

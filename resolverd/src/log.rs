@@ -3,9 +3,10 @@
 //! bound on the tmpfs that also holds the store (a full `/run` fails every ADD).
 //!
 //! Why not a crate: `file-rotate` 0.8 (the maintained size-rotating writer) re-creates a
-//! missing log directory on every write and rotation, panicking when it cannot; the log lives
-//! in the sandbox directory, which DEL removes, and must never be resurrected. It also pulls
-//! chrono and flate2 into a binary that needs neither. What we need is thirty lines.
+//! missing log directory on every write and rotation, panicking when it cannot (the log lives
+//! in the sandbox directory, which DEL removes, and must never be resurrected), and creates a
+//! new file at each rotation (the confined resolver may create none). It also pulls chrono
+//! and flate2 into a binary that needs neither. What we need is forty lines.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -15,31 +16,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A log file that, when a write would take it past `cap` bytes, is renamed to `<name>.1`
-/// (replacing the previous one) and started anew: at most about 2 × `cap` on disk. The size
-/// is the file's own (one `fstat` per message; messages are few and rate-limited), so what
-/// was there before, or was appended by another writer, counts too.
+/// A log file that, when a write would take it past `cap` bytes, becomes `<name>.1`
+/// (replacing the previous one) while writing goes on in a fresh `<name>`: at most about
+/// 2 × `cap` on disk. The size is the file's own (one `fstat` per message; messages are few
+/// and rate-limited), so what was there before, or was appended by another writer, counts.
+///
+/// Both files are opened when the log is, and rotation swaps their names (`renameat2`
+/// with `RENAME_EXCHANGE`) after emptying the old one: the resolver never creates a file once
+/// it serves, which lets its seccomp filter forbid every open for writing.
 pub struct RotatingLog {
     path: PathBuf,
-    file: File,
+    old_path: PathBuf,
+    current: File,
+    spare: File,
     cap: u64,
 }
 
 impl RotatingLog {
-    /// Opens (appending) or creates `path` with mode 0600.
+    /// Opens (appending) or creates `path` and `path.1` with mode 0600.
     pub fn open(path: PathBuf, cap: u64) -> std::io::Result<RotatingLog> {
-        let file = open_append(&path)?;
-        Ok(RotatingLog { path, file, cap })
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        let old_path = PathBuf::from(old);
+        Ok(RotatingLog {
+            current: open_append(&path)?,
+            spare: open_append(&old_path)?,
+            path,
+            old_path,
+            cap,
+        })
+    }
+
+    /// Both files' paths (their owner is set by the caller).
+    pub fn paths(&self) -> [&PathBuf; 2] {
+        [&self.path, &self.old_path]
     }
 
     fn rotate(&mut self) {
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        // The directory may be gone (DEL removed the sandbox): then keep the open file.
-        if std::fs::rename(&self.path, &old).is_ok() {
-            if let Ok(f) = open_append(&self.path) {
-                self.file = f;
-            }
+        // The directory may be gone (DEL removed the sandbox): then keep writing where we are.
+        if self.spare.set_len(0).is_err() {
+            return;
+        }
+        let swapped = nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &self.path,
+            nix::fcntl::AT_FDCWD,
+            &self.old_path,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        );
+        if swapped.is_ok() {
+            std::mem::swap(&mut self.current, &mut self.spare);
         }
     }
 }
@@ -54,16 +80,16 @@ fn open_append(path: &PathBuf) -> std::io::Result<File> {
 
 impl Write for RotatingLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = self.current.metadata().map(|m| m.len()).unwrap_or(0);
         if len > 0 && len + buf.len() as u64 > self.cap {
             self.rotate();
         }
-        self.file.write_all(buf)?;
+        self.current.write_all(buf)?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        self.current.flush()
     }
 }
 

@@ -4,14 +4,16 @@
 //! maker, enters the container's netns, maps the indexes of the container's networks, and
 //! writes `READY <udp> <tcp>` (or `ERROR <why>`) on the ready FD.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::FromRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use embedns_conf::netconf::{ResolverUser, DEFAULT_RESOLVER_USER};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
 use embedns_resolverd::forward::Forwarder;
@@ -32,12 +34,13 @@ struct Args {
     ready_fd: i32,
     udp_fd: i32,
     tcp_fd: i32,
+    user: ResolverUser,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let (mut data_dir, mut container_id, mut ready_fd) = (None, None, None);
-    let (mut udp_fd, mut tcp_fd) = (None, None);
+    let (mut udp_fd, mut tcp_fd, mut user) = (None, None, None);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -46,6 +49,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
             "--udp-fd" => udp_fd = Some(value.parse().context("--udp-fd")?),
             "--tcp-fd" => tcp_fd = Some(value.parse().context("--tcp-fd")?),
+            "--user" => user = Some(ResolverUser::parse(&value)?),
             _ => anyhow::bail!(
                 "unknown flag {flag} (this program is started by the embedns CNI plugin)"
             ),
@@ -57,10 +61,14 @@ fn parse_args() -> anyhow::Result<Args> {
         ready_fd: ready_fd.unwrap_or(-1),
         udp_fd: udp_fd.context("--udp-fd is required")?,
         tcp_fd: tcp_fd.context("--tcp-fd is required")?,
+        user: user.unwrap_or(DEFAULT_RESOLVER_USER),
     })
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--confinement-check") {
+        return confinement_check();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -71,7 +79,7 @@ fn main() -> ExitCode {
     // SAFETY: the plugin passes the write end of a pipe as this fd; we own it from here.
     let mut ready = (args.ready_fd >= 0).then(|| unsafe { File::from_raw_fd(args.ready_fd) });
     let paths = StatePaths::new(&args.data_dir);
-    init_logging(&paths, &args.container_id);
+    init_logging(&paths, &args.container_id, args.user);
     match run(&args, paths, &mut ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -88,7 +96,7 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     let sb = sandbox::load(&paths, &args.container_id)?
         .with_context(|| format!("no sandbox for {}", args.container_id))?;
     // Host-netns sockets must be made by a thread that never leaves the host netns (R18).
-    let host = HostSockets::start().context("starting the host-netns thread")?;
+    let host = HostSockets::start(args.user).context("starting the host-netns thread")?;
     sys::enter_netns(&sb.netns)?;
     let served = Served {
         netns_inode: Served::current_netns_inode().context("reading our netns")?,
@@ -117,7 +125,8 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let _ = st.ports.set(ports);
         let nets = st.reload()?;
         let control = control::bind(&st).context("binding the control socket")?;
-        sys::drop_privileges().context("dropping privileges")?;
+        sys::drop_privileges(args.user).context("dropping privileges")?;
+        sys::confine().context("confining the resolver")?;
         let fwd = Arc::new(Forwarder::new(st.clone(), host));
         let udp = tokio::net::UdpSocket::from_std(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
@@ -141,12 +150,89 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     })
 }
 
-/// Logs to `resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the level),
-/// rotated to `resolver.log.1` whenever it grows past [`LOG_CAP`], also while running.
-fn init_logging(paths: &StatePaths, container_id: &str) {
-    let Ok(file) = RotatingLog::open(paths.resolver_log(container_id), LOG_CAP) else {
+/// `embedns-resolverd --confinement-check USER PATH`: confines itself exactly as a serving
+/// resolver does (`USER` is `UID:GID`), then tries what a resolver taken over by an attacker
+/// would: to write `PATH` (a file of root's), to create a file in a world-writable directory,
+/// to open a netlink socket, to run a program. Prints each outcome (`ok` or the error) as one
+/// JSON object, for the tests to check that each is refused.
+fn confinement_check() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let (Some(user), Some(path)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: embedns-resolverd --confinement-check UID:GID PATH");
+        return ExitCode::from(2);
+    };
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let write = || outcome(OpenOptions::new().append(true).open(path).map(drop));
+    let dropped = ResolverUser::parse(user)
+        .map_err(anyhow::Error::from)
+        .and_then(sys::drop_privileges);
+    if let Err(e) = dropped {
+        eprintln!("embedns-resolverd: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    // The identity alone already refuses the write; the filter refuses it again.
+    let write_as_user = write();
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    if let Err(e) = sys::confine() {
+        eprintln!("embedns-resolverd: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let scratch = std::env::temp_dir().join(format!("embedns-confinement-{}", std::process::id()));
+    let report = serde_json::json!({
+        "writeAsUser": write_as_user,
+        "write": write(),
+        "create": outcome(OpenOptions::new().write(true).create_new(true).open(&scratch).map(drop)),
+        "netlink": outcome(
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Netlink,
+                nix::sys::socket::SockType::Raw,
+                nix::sys::socket::SockFlag::empty(),
+                nix::sys::socket::SockProtocol::NetlinkRoute,
+            )
+            .map(drop)
+            .map_err(std::io::Error::from)
+        ),
+        "exec": outcome(std::process::Command::new("/bin/true").status().map(drop)),
+        "uid": uid,
+        "gid": gid,
+    });
+    println!("{report}");
+    ExitCode::SUCCESS
+}
+
+/// Logs to `log/resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the
+/// level), rotated to `resolver.log.1` whenever it grows past [`LOG_CAP`], also while
+/// running. The `log` directory is made here, while still root, and given to `user`: the one
+/// place the resolver can write once it has dropped its privileges.
+fn init_logging(paths: &StatePaths, container_id: &str, user: ResolverUser) {
+    let dir = paths.resolver_log_dir(container_id);
+    let made = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        });
+    let path = paths.resolver_log(container_id);
+    let Ok(file) = made.and_then(|()| RotatingLog::open(path, LOG_CAP)) else {
         return;
     };
+    let owner = (
+        Some(nix::unistd::Uid::from_raw(user.uid)),
+        Some(nix::unistd::Gid::from_raw(user.gid)),
+    );
+    let [current, old] = file.paths();
+    for p in [&dir, current, old] {
+        // Inside a user namespace where `user` is not mapped the resolver keeps its identity
+        // (sys::drop_privileges), and so does the directory.
+        let _ = nix::unistd::chown(p.as_path(), owner.0, owner.1);
+    }
     let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

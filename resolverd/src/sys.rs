@@ -1,11 +1,25 @@
-//! The system call the resolver makes on itself: entering the container's netns (its
-//! listening sockets come from the plugin, already bound there).
+//! What the resolver does to itself: entering the container's netns (its listening sockets
+//! come from the plugin, already bound there), and confining itself once it serves, so that a
+//! resolver taken over by a hostile query or upstream cannot hurt its host:
+//!
+//! - an unprivileged identity (`resolverUser`, default 65534:65534): the store is readable to
+//!   its group and writable by root only; the resolver writes nothing but its own log;
+//! - no capability in any set (bounding and ambient included), and no_new_privs;
+//! - a seccomp allow-list of the system calls serving needs: anything else (exec, fork,
+//!   ptrace, mount, unlink, mkdir, kill of another process, sockets other than IP ones, an
+//!   open for writing, ...) fails with EPERM.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 
 use anyhow::Context;
+use embedns_conf::netconf::ResolverUser;
 use nix::sched::{setns, CloneFlags};
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
+    SeccompFilter, SeccompRule,
+};
 
 /// Moves the calling thread (the main thread, before the runtime starts) into `path`.
 pub fn enter_netns(path: &str) -> anyhow::Result<()> {
@@ -31,14 +45,20 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Least privilege for the calling thread, once its sockets and control
-/// socket exist: no capability in any set (bounding and ambient included, so no exec can
-/// regain one), and no_new_privs. The resolver still runs as uid 0, which owns the 0700 store
-/// it reads; it needs no capability for that. Capabilities are per thread: every thread that
-/// exists calls this for itself, threads created later inherit the empty sets.
-pub fn drop_privileges() -> anyhow::Result<()> {
-    // SAFETY: prctl and capset with valid arguments; failures are checked where they matter.
+/// Least privilege for the calling thread: the bounding and ambient sets emptied, the
+/// identity switched to `user` (groups dropped), every capability gone, no_new_privs set.
+///
+/// Credentials and capabilities are per thread in the kernel; glibc's `setresuid` makes every
+/// thread switch, which fails in a thread that has already dropped CAP_SETUID. So each thread
+/// calls this for itself, with the raw system calls: the host-netns thread when it starts,
+/// the main thread once its sockets and control socket exist.
+///
+/// Inside a user namespace (rootless podman) the process is unprivileged on the host already;
+/// if `user` is not mapped there, the identity stays and the rest still applies.
+pub fn drop_privileges(user: ResolverUser) -> anyhow::Result<()> {
+    // SAFETY: prctl, setgroups, setresgid, setresuid and capset with valid arguments.
     unsafe {
+        // The bounding set first: dropping it needs CAP_SETPCAP, gone after the uid switch.
         for cap in 0..64 {
             // EINVAL past the kernel's last capability; that is the end of the list.
             if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
@@ -54,6 +74,12 @@ pub fn drop_privileges() -> anyhow::Result<()> {
             0,
             0,
         );
+        if let Err(e) = switch_identity(user) {
+            if in_initial_user_namespace() {
+                return Err(e);
+            }
+            tracing::warn!("staying the user namespace's {}: {e:#}", current_uid());
+        }
         let header = CapHeader {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,
@@ -71,4 +97,165 @@ pub fn drop_privileges() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The calling thread's groups, gid and uid (real, effective, saved) become `user`'s.
+unsafe fn switch_identity(user: ResolverUser) -> anyhow::Result<()> {
+    let check = |r: libc::c_long, what: &str| -> anyhow::Result<()> {
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| what.to_string());
+        }
+        Ok(())
+    };
+    check(
+        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+        "setgroups",
+    )?;
+    check(
+        libc::syscall(libc::SYS_setresgid, user.gid, user.gid, user.gid),
+        &format!("setresgid {}", user.gid),
+    )?;
+    check(
+        libc::syscall(libc::SYS_setresuid, user.uid, user.uid, user.uid),
+        &format!("setresuid {}", user.uid),
+    )
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Whether this process is in the host's user namespace (its uid map is the identity).
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
+}
+
+/// The system calls a serving resolver makes (x86_64 and aarch64 names via libc).
+fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
+    let any = Vec::new;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for nr in [
+        // Sockets served and upstream exchanges.
+        libc::SYS_read,
+        libc::SYS_write,
+        libc::SYS_readv,
+        libc::SYS_writev,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_recvmsg,
+        libc::SYS_sendmsg,
+        libc::SYS_recvmmsg,
+        libc::SYS_sendmmsg,
+        libc::SYS_connect,
+        libc::SYS_bind,
+        libc::SYS_accept4,
+        libc::SYS_shutdown,
+        libc::SYS_getsockname,
+        libc::SYS_getpeername,
+        libc::SYS_setsockopt,
+        libc::SYS_getsockopt,
+        libc::SYS_close,
+        libc::SYS_fcntl,
+        // The runtime.
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_ctl,
+        libc::SYS_futex,
+        libc::SYS_sched_yield,
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_clock_gettime,
+        libc::SYS_gettimeofday,
+        libc::SYS_getrandom,
+        libc::SYS_restart_syscall,
+        libc::SYS_rt_sigaction,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_sigaltstack,
+        libc::SYS_rseq,
+        libc::SYS_getpid,
+        libc::SYS_gettid,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+        // Memory.
+        libc::SYS_mmap,
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_madvise,
+        libc::SYS_mprotect,
+        libc::SYS_brk,
+        // Reading the store and the host's resolv.conf; rotating its own log (both files
+        // already open: emptied, then their names swapped).
+        libc::SYS_newfstatat,
+        libc::SYS_ftruncate,
+        libc::SYS_fstat,
+        libc::SYS_statx,
+        libc::SYS_lseek,
+        libc::SYS_getdents64,
+        libc::SYS_renameat2,
+    ] {
+        rules.insert(nr, any());
+    }
+    #[cfg(target_arch = "x86_64")]
+    rules.insert(libc::SYS_epoll_wait, any());
+    // Only IP sockets (upstreams), non-blocking or not: no raw, packet or netlink ones.
+    rules.insert(
+        libc::SYS_socket,
+        [libc::AF_INET, libc::AF_INET6]
+            .into_iter()
+            .map(|af| SeccompRule::new(vec![Cond::new(0, Len::Dword, Op::Eq, af as u64)?]))
+            .collect::<Result<_, _>>()?,
+    );
+    // open only to read: nothing can be created, written or truncated by name.
+    let writing = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
+    rules.insert(
+        libc::SYS_openat,
+        vec![SeccompRule::new(vec![Cond::new(
+            2,
+            Len::Dword,
+            Op::MaskedEq(writing),
+            0,
+        )?])?],
+    );
+    // ioctl only to set or read a socket's non-blocking mode and pending bytes.
+    rules.insert(
+        libc::SYS_ioctl,
+        [libc::FIONBIO, libc::FIONREAD, libc::FIOCLEX]
+            .into_iter()
+            .map(|req| SeccompRule::new(vec![Cond::new(1, Len::Dword, Op::Eq, req)?]))
+            .collect::<Result<_, _>>()?,
+    );
+    // A signal only to this process's own threads (abort on a panic).
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![SeccompRule::new(vec![Cond::new(
+            0,
+            Len::Dword,
+            Op::Eq,
+            std::process::id() as u64,
+        )?])?],
+    );
+    Ok(rules)
+}
+
+/// Installs the allow-list on every thread of the process (no_new_privs must be set in each,
+/// as [`drop_privileges`] does). A call outside it fails with EPERM.
+pub fn confine() -> anyhow::Result<()> {
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("seccomp: {e:?}"))?;
+    let filter = SeccompFilter::new(
+        allowed()?,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(|e| anyhow::anyhow!("building the seccomp filter: {e}"))?;
+    let program: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("compiling the seccomp filter: {e:?}"))?;
+    seccompiler::apply_filter_all_threads(&program)
+        .map_err(|e| anyhow::anyhow!("installing the seccomp filter: {e}"))
 }

@@ -188,23 +188,36 @@ fn failed_add_leaves_nothing_behind() {
 
 #[test]
 fn store_is_private() {
+    // Root's, readable by the resolvers' group (nobody's, 65534, by default), by no one else;
+    // writable by root only, but for each resolver's own log directory.
     let w = World::new("store_is_private");
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::MetadataExt;
     let net = w.network("n1", json!({}));
     let c = w.container("c");
     w.add(&net, &c, Some("web"), "", None);
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&w.data_dir.join("networks/n1")), 0o700);
+    let meta = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    };
+    assert_eq!(meta(&w.data_dir), (0o2750, 0, 65534));
+    assert_eq!(meta(&w.data_dir.join("networks/n1")), (0o2750, 0, 65534));
     let rec = w.data_dir.join("networks/n1").join(&w.records("n1")[0]);
-    assert_eq!(mode(&rec), 0o600);
+    assert_eq!(meta(&rec), (0o640, 0, 65534));
+    assert_eq!(
+        meta(&w.data_dir.join("networks/n1/.index")),
+        (0o640, 0, 65534)
+    );
     let sb = std::fs::read_dir(w.data_dir.join("sandboxes"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    assert_eq!(mode(&sb), 0o700);
-    for f in ["sandbox.json", "control.sock", "resolver.log"] {
-        assert_eq!(mode(&sb.join(f)), 0o600, "{f}");
+    assert_eq!(meta(&sb), (0o2750, 0, 65534));
+    assert_eq!(meta(&sb.join("sandbox.json")), (0o640, 0, 65534));
+    assert_eq!(meta(&sb.join("control.sock")).0, 0o600);
+    assert_eq!(meta(&sb.join("log")), (0o2700, 65534, 65534));
+    for f in ["resolver.log", "resolver.log.1"] {
+        assert_eq!(meta(&sb.join("log").join(f)), (0o600, 65534, 65534), "{f}");
     }
 }
