@@ -149,6 +149,84 @@ fn drive(server: SocketAddr, asks: &[Ask], concurrency: usize, duration: Duratio
     r
 }
 
+/// An open-loop client from inside the netns at `netns` (None: the current one): one query
+/// for `name` every 1/`rate` s for `duration`, whatever the answers do, each timed; one not
+/// answered within a second is lost. What a container asking at a steady pace sees.
+pub fn run_paced(
+    netns: Option<&str>,
+    server: SocketAddr,
+    name: &str,
+    rate: u32,
+    duration: Duration,
+) -> LoadResult {
+    let netns = netns.map(str::to_string);
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        if let Some(ns) = netns {
+            let f = File::open(&ns).expect("netns");
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        }
+        pace(server, &name, rate, duration)
+    })
+    .join()
+    .expect("paced load thread")
+}
+
+fn pace(server: SocketAddr, name: &str, rate: u32, duration: Duration) -> LoadResult {
+    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.connect(server).unwrap();
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.metadata.recursion_desired = true;
+    let template = m.to_vec().unwrap();
+    let every = Duration::from_secs(1) / rate.max(1);
+    let mut sent_at: Vec<Option<Instant>> = vec![None; 65536];
+    let (mut r, mut lat) = (LoadResult::default(), Vec::new());
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let mut next = start;
+    let mut id: u16 = 0;
+    while start.elapsed() < duration + LOST_AFTER {
+        let now = Instant::now();
+        if now >= next && start.elapsed() < duration {
+            let mut q = template.clone();
+            q[..2].copy_from_slice(&id.to_be_bytes());
+            if sock.send(&q).is_ok() {
+                sent_at[id as usize] = Some(now);
+                r.sent += 1;
+            }
+            id = id.wrapping_add(1);
+            next += every;
+            continue;
+        }
+        let wait = next
+            .saturating_duration_since(now)
+            .clamp(Duration::from_micros(50), Duration::from_millis(5));
+        sock.set_read_timeout(Some(wait)).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            if n >= 12 {
+                let got = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+                if let Some(t) = sent_at[got].take() {
+                    let us = t.elapsed().as_micros() as u32;
+                    if us as u128 <= LOST_AFTER.as_micros() {
+                        r.answered += 1;
+                        lat.push(us);
+                    }
+                }
+            }
+        }
+    }
+    r.lost = r.sent - r.answered;
+    r.qps = r.answered as f64 / duration.as_secs_f64();
+    lat.sort_unstable();
+    if !lat.is_empty() {
+        r.mean_us = lat.iter().map(|&x| x as f64).sum::<f64>() / lat.len() as f64;
+        r.p50_us = lat[lat.len() / 2] as f64;
+        r.p99_us = lat[(lat.len() * 99 / 100).min(lat.len() - 1)] as f64;
+    }
+    r
+}
+
 fn answer_is(bytes: &[u8], expect: &BTreeSet<IpAddr>) -> bool {
     let Ok(m) = Message::from_vec(bytes) else {
         return false;

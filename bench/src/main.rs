@@ -157,23 +157,49 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             "127.0.0.11:53".parse().unwrap(),
         ));
     }
+    // The process that answers for each server, whose CPU time a round costs: on 2 cores the
+    // dnsperf client, not the server, caps q/s, so CPU per answered query is the figure that
+    // compares servers (the embedded DNS of Docker is dockerd itself).
+    let resolver = w.resolver_pid(&cli);
+    let pids: Vec<Option<i32>> = targets
+        .iter()
+        .map(|(label, ns, addr)| {
+            if label.starts_with("embedns") {
+                Some(resolver)
+            } else if label.starts_with("Docker") {
+                procs::udp_owner(ns, addr.ip(), None)
+            } else {
+                procs::udp_owner(ns, addr.ip(), Some(addr.port()))
+            }
+        })
+        .collect();
     // Rounds interleaved (every server once, then again): a slow spell of this shared
     // machine hits every server alike, and the median round of each is its figure. One run
     // per server moved a peer's rate by 25% between two runs of the same binaries.
-    let mut rounds: Vec<Vec<procs::Perf>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut rounds: Vec<Vec<(procs::Perf, Option<f64>)>> =
+        targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=s.perf_rounds {
         if s.perf_rounds > 1 {
             println!("  round {round} of {}", s.perf_rounds);
         }
-        for ((_, ns, addr), runs) in targets.iter().zip(&mut rounds) {
-            runs.push(procs::dnsperf(ns, *addr, &qfile, s.perf_secs));
+        for (((_, ns, addr), runs), pid) in targets.iter().zip(&mut rounds).zip(&pids) {
+            let before = pid.and_then(procs::cpu_micros);
+            let perf = procs::dnsperf(ns, *addr, &qfile, s.perf_secs);
+            let after = pid.and_then(procs::cpu_micros);
+            let answered = perf.qps * s.perf_secs as f64;
+            let cpu = match (before, after) {
+                (Some(b), Some(a)) if answered > 0.0 => Some((a - b) as f64 / answered),
+                _ => None,
+            };
+            runs.push((perf, cpu));
         }
     }
     let mut results = serde_json::Map::new();
     for ((label, ns, addr), mut runs) in targets.iter().zip(rounds) {
-        let all: Vec<f64> = runs.iter().map(|p| p.qps.round()).collect();
-        runs.sort_by(|a, b| a.qps.total_cmp(&b.qps));
-        let perf = runs.swap_remove(runs.len() / 2);
+        let all: Vec<f64> = runs.iter().map(|(p, _)| p.qps.round()).collect();
+        let cpus: Vec<Option<f64>> = runs.iter().map(|(_, c)| *c).collect();
+        runs.sort_by(|a, b| a.0.qps.total_cmp(&b.0.qps));
+        let (perf, cpu) = runs.swap_remove(runs.len() / 2);
         let asks = [Ask {
             name: "web.".into(),
             expect: None,
@@ -186,16 +212,67 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             Duration::from_secs(s.perf_secs.min(4)),
         );
         println!(
-            "  {label:<32} {:>9.0} q/s  mean {:>5.2} ms  lost {:>5}   | 16 in flight: p50 {:>4} µs p99 {:>5} µs lost {}",
-            perf.qps, perf.mean_ms, perf.lost, lat.p50_us, lat.p99_us, lat.lost
+            "  {label:<32} {:>9.0} q/s  mean {:>5.2} ms  lost {:>5}  CPU {:>5.2} µs/q | 16 in flight: p50 {:>4} µs p99 {:>5} µs lost {}",
+            perf.qps, perf.mean_ms, perf.lost, cpu.unwrap_or(f64::NAN), lat.p50_us, lat.p99_us, lat.lost
         );
         let mut perf_json = perf.json();
         perf_json["rounds"] = json!(all);
+        perf_json["cpuMicrosPerQuery"] = json!(cpu);
+        perf_json["cpuMicrosPerQueryRounds"] = json!(cpus);
         results.insert(
             label.to_string(),
             json!({"dnsperf": perf_json, "latency16": lat.json()}),
         );
     }
+    // Noisy neighbour: B asks at a steady 500 q/s, quiet and then while A floods at full
+    // rate. embedns: A and B are two containers, each with its own resolver. aardvark-dns
+    // (one per network) and Docker (dockerd for every container) serve both from one process.
+    let noisy = w.container("noisy");
+    w.add(&net, &noisy, Some("noisy"), "", None);
+    let mut neighbours: Vec<(&str, String, String, SocketAddr)> = vec![
+        (
+            "embedns",
+            noisy.netns.clone(),
+            cli.netns.clone(),
+            "127.0.0.11:53".parse().unwrap(),
+        ),
+        (
+            "aardvark-dns 1.4",
+            peer.netns.clone(),
+            peer.netns.clone(),
+            peers.aardvark,
+        ),
+    ];
+    if let Some(d) = &docker {
+        neighbours.push((
+            "Docker 20.10 embedded DNS",
+            d.netns_path.clone(),
+            d.netns_path.clone(),
+            "127.0.0.11:53".parse().unwrap(),
+        ));
+    }
+    let noisy_secs = s.perf_secs.min(5);
+    let mut noisy_json = serde_json::Map::new();
+    for (label, a_ns, b_ns, addr) in &neighbours {
+        let span = Duration::from_secs(noisy_secs);
+        let quiet = load::run_paced(Some(&netns_path(b_ns)), *addr, "web.", 500, span);
+        let flood = {
+            let (a_ns, addr, qfile) = (a_ns.clone(), *addr, qfile.clone());
+            std::thread::spawn(move || procs::dnsperf(&a_ns, addr, &qfile, noisy_secs + 1))
+        };
+        let loud = load::run_paced(Some(&netns_path(b_ns)), *addr, "web.", 500, span);
+        let a = flood.join().unwrap();
+        println!(
+            "  noisy neighbour, {label:<26} B quiet p99 {:>6} µs lost {:>3} | A at {:>7.0} q/s: B p99 {:>6} µs lost {:>3}",
+            quiet.p99_us, quiet.lost, a.qps, loud.p99_us, loud.lost
+        );
+        noisy_json.insert(
+            label.to_string(),
+            json!({"quiet": quiet.json(), "flooded": loud.json(), "floodQps": a.qps.round()}),
+        );
+    }
+    w.del(&net, &noisy, &[]);
+    results.insert("noisyNeighbour".into(), Value::Object(noisy_json));
     drop(peers);
     drop(docker);
     let q = |k: &str| {
@@ -208,6 +285,21 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             .get(k)
             .map(|v| v["latency16"]["p99Us"].as_f64().unwrap_or(0.0))
     };
+    let noisy = |k: &str, what: &str| {
+        results["noisyNeighbour"]
+            .get(k)
+            .and_then(|v| v[what]["p99Us"].as_f64())
+    };
+    let slowdown = |k: &str| Some(noisy(k, "flooded")? / noisy(k, "quiet")?.max(1.0));
+    let noisy_lost = results["noisyNeighbour"]["embedns"]["flooded"]["lost"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let cpu = |k: &str| {
+        results
+            .get(k)
+            .and_then(|v| v["dnsperf"]["cpuMicrosPerQuery"].as_f64())
+    };
+    let ours_cpu = cpu("embedns (127.0.0.11:53, DNAT)").unwrap_or(f64::NAN);
     let ours = q("embedns (127.0.0.11:53, DNAT)").unwrap_or(0.0);
     let direct = q("embedns (direct port)").unwrap_or(0.0);
     let mut rows = vec![
@@ -243,6 +335,51 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             direct,
             q("trivial responder"),
             Goal::AtLeast(0.8),
+        ),
+        Row::value("local CPU per answered query (µs)", ours_cpu, Goal::None),
+        Row::ratio(
+            "local CPU per query vs Docker (lower is better)",
+            ours_cpu,
+            cpu("Docker 20.10 embedded DNS"),
+            Goal::AtMost(0.5),
+        ),
+        Row::ratio(
+            "local CPU per query vs aardvark-dns (lower is better)",
+            ours_cpu,
+            cpu("aardvark-dns 1.4"),
+            Goal::AtMost(0.5),
+        ),
+        Row::ratio(
+            "local CPU per query vs dnsmasq (lower is better)",
+            ours_cpu,
+            cpu("dnsmasq"),
+            Goal::AtMost(1.0),
+        ),
+        Row::ratio(
+            "local CPU per query vs trivial responder (lower is better)",
+            ours_cpu,
+            cpu("trivial responder"),
+            Goal::None,
+        ),
+        Row::value(
+            "noisy neighbour: B's p99 flooded / quiet, embedns",
+            slowdown("embedns").unwrap_or(f64::NAN),
+            Goal::AtMost(2.0),
+        ),
+        Row::value(
+            "noisy neighbour: B's queries lost under A's flood, embedns",
+            noisy_lost,
+            Goal::AtMost(0.0),
+        ),
+        Row::value(
+            "noisy neighbour: B's p99 flooded / quiet, aardvark-dns",
+            slowdown("aardvark-dns 1.4").unwrap_or(f64::NAN),
+            Goal::None,
+        ),
+        Row::value(
+            "noisy neighbour: B's p99 flooded / quiet, Docker",
+            slowdown("Docker 20.10 embedded DNS").unwrap_or(f64::NAN),
+            Goal::None,
         ),
         Row::value(
             "local p99, 16 in flight (µs)",

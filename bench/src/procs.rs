@@ -484,3 +484,37 @@ pub fn idle_cpu(pids: &[i32], window: Duration) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (after.saturating_sub(before)) as f64 * 1000.0 / hz
 }
+
+/// User + system CPU time a process has used so far (all its threads), in microseconds.
+pub fn cpu_micros(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3, utime 14 and stime 15 (1-based, over the whole line).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((utime + stime) * 1_000_000 / hz)
+}
+
+/// The pid of the process holding a UDP socket bound to `ip` (and `port`, if given) inside
+/// `netns` (a name for `ip netns exec`, or a path for `nsenter`).
+pub fn udp_owner(netns: &str, ip: std::net::IpAddr, port: Option<u16>) -> Option<i32> {
+    let enter = if netns.starts_with('/') {
+        format!("nsenter --net={netns}")
+    } else {
+        format!("ip netns exec {netns}")
+    };
+    let filter = match port {
+        Some(p) => format!("src {ip}:{p}"),
+        None => format!("src {ip}"),
+    };
+    let out = sh(&format!("{enter} ss -Hulnp '{filter}'"));
+    out.split("pid=")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
