@@ -6,9 +6,11 @@
 //! (`local,forwarding,adddel,scale`) runs only the phases named.
 
 mod load;
+mod noisy;
 mod peers;
 mod procs;
 mod report;
+mod soak;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ fn main() {
     };
     let w = World::new("bench");
     if std::env::var("BENCH_SOAK").is_ok_and(|v| v == "1") {
-        soak(&w);
+        soak::soak(&w);
         return;
     }
     let started = Instant::now();
@@ -224,55 +226,13 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             json!({"dnsperf": perf_json, "latency16": lat.json()}),
         );
     }
-    // Noisy neighbour: B asks at a steady 500 q/s, quiet and then while A floods at full
-    // rate. embedns: A and B are two containers, each with its own resolver. aardvark-dns
-    // (one per network) and Docker (dockerd for every container) serve both from one process.
-    let noisy = w.container("noisy");
-    w.add(&net, &noisy, Some("noisy"), "", None);
-    let mut neighbours: Vec<(&str, String, String, SocketAddr)> = vec![
-        (
-            "embedns",
-            noisy.netns.clone(),
-            cli.netns.clone(),
-            "127.0.0.11:53".parse().unwrap(),
-        ),
-        (
-            "aardvark-dns 1.4",
-            peer.netns.clone(),
-            peer.netns.clone(),
-            peers.aardvark,
-        ),
-    ];
-    if let Some(d) = &docker {
-        neighbours.push((
-            "Docker 20.10 embedded DNS",
-            d.netns_path.clone(),
-            d.netns_path.clone(),
-            "127.0.0.11:53".parse().unwrap(),
-        ));
-    }
-    let noisy_secs = s.perf_secs.min(5);
-    let mut noisy_json = serde_json::Map::new();
-    for (label, a_ns, b_ns, addr) in &neighbours {
-        let span = Duration::from_secs(noisy_secs);
-        let quiet = load::run_paced(Some(&netns_path(b_ns)), *addr, "web.", 500, span);
-        let flood = {
-            let (a_ns, addr, qfile) = (a_ns.clone(), *addr, qfile.clone());
-            std::thread::spawn(move || procs::dnsperf(&a_ns, addr, &qfile, noisy_secs + 1))
-        };
-        let loud = load::run_paced(Some(&netns_path(b_ns)), *addr, "web.", 500, span);
-        let a = flood.join().unwrap();
-        println!(
-            "  noisy neighbour, {label:<26} B quiet p99 {:>6} µs lost {:>3} | A at {:>7.0} q/s: B p99 {:>6} µs lost {:>3}",
-            quiet.p99_us, quiet.lost, a.qps, loud.p99_us, loud.lost
-        );
-        noisy_json.insert(
-            label.to_string(),
-            json!({"quiet": quiet.json(), "flooded": loud.json(), "floodQps": a.qps.round()}),
-        );
-    }
-    w.del(&net, &noisy, &[]);
-    results.insert("noisyNeighbour".into(), Value::Object(noisy_json));
+    let others = noisy::Peers {
+        peer: &peer,
+        aardvark: peers.aardvark,
+        docker: docker.as_ref(),
+    };
+    let noisy = noisy::measure(w, &net, &cli, others, &qfile, s);
+    results.insert("noisyNeighbour".into(), noisy);
     drop(peers);
     drop(docker);
     let q = |k: &str| {
@@ -617,109 +577,4 @@ fn scale_and_churn(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         "churn": {"ops": churn.1, "load": churn.0.json()}, "del": del.json(),
     });
     (rows, d)
-}
-
-/// `make soak`: one resolver under dnsperf at full rate over UDP and TCP at once for 60 s
-/// (`SOAK_SECS`), while containers come and go at 20/s and a checking client asks too. Its
-/// memory must stay flat.
-/// A flood of forwarded queries to an upstream that never answers, so every query stays in
-/// flight for the whole upstream timeout and the resolver holds `maxInflight` (1024) of them
-/// at once: the resolver's peak RSS then is the bound on what a container can pin with
-/// forwarded queries.
-fn forward_flood(w: &World, ns: &str, pid: i32) -> Value {
-    let silent = w.upstream("127.0.0.54:53", "flood.test", &[]);
-    silent.set_mode(test_cni::Mode::Silent);
-    let resolv_conf = std::fs::read_to_string(&w.resolv_conf).unwrap_or_default();
-    w.set_host_resolv_conf("nameserver 127.0.0.54\n");
-    let qfile = w.path("flood-queries");
-    let names: String = (0..5000).map(|i| format!("q{i}.flood.test A\n")).collect();
-    std::fs::write(&qfile, names).unwrap();
-    let secs = 10;
-    progress(&format!(
-        "soak: {secs} s of forwarded queries to a silent upstream (every one held in flight)"
-    ));
-    let before = procs::memory(&[pid]);
-    let perf = {
-        let (ns, q) = (ns.to_string(), qfile.clone());
-        std::thread::spawn(move || {
-            procs::sh(&format!(
-                "nsenter --net={ns} dnsperf -s 127.0.0.11 -d {} -l {secs} -c 4 -T 1 -q 4000 -t 1 2>&1",
-                q.display()
-            ))
-        })
-    };
-    let mut peak = before.rss_kib;
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        peak = peak.max(procs::memory(&[pid]).rss_kib);
-        std::thread::sleep(Duration::from_millis(100)); // sampling period, not synchronisation
-    }
-    let out = perf.join().unwrap();
-    let after = procs::memory(&[pid]);
-    let sent = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Queries sent:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default();
-    println!(
-        "  forwarded flood: {sent} queries sent, {} reached the upstream; resolver RSS {:.0} KiB -> peak {:.0} KiB -> {:.0} KiB",
-        silent.queries(),
-        before.rss_kib,
-        peak,
-        after.rss_kib
-    );
-    w.set_host_resolv_conf(&resolv_conf);
-    json!({"sent": sent, "upstreamQueries": silent.queries(), "rssStartKiB": before.rss_kib,
-        "rssPeakKiB": peak, "rssEndKiB": after.rss_kib})
-}
-
-fn soak(w: &World) {
-    let secs: u64 = std::env::var("SOAK_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let mut sc = procs::Scale::new(w, "soak");
-    let first = sc.add_many(20);
-    let pid = *w.resolver_pids().iter().min().expect("a resolver");
-    let before = procs::memory(&[pid]);
-    let qfile = w.path("soak-queries");
-    let names: String = (1..20).map(|i| format!("s{i} A\n")).collect();
-    std::fs::write(&qfile, names.repeat(50)).unwrap();
-    let ns = first.clone();
-    let run = |tcp: bool| {
-        let (ns, q) = (ns.clone(), qfile.clone());
-        std::thread::spawn(move || {
-            let mode = if tcp { "-m tcp" } else { "" };
-            procs::sh(&format!(
-                "nsenter --net={ns} dnsperf {mode} -s 127.0.0.11 -d {} -l {secs} -c 4 -T 1 -q 100 2>&1",
-                q.display()
-            ))
-        })
-    };
-    progress(&format!(
-        "soak: {secs} s of dnsperf UDP + TCP on one resolver, churn at 20/s"
-    ));
-    let (udp, tcp) = (run(false), run(true));
-    let churn = sc.churn_under_load(first, Duration::from_secs(secs));
-    let (udp, tcp) = (udp.join().unwrap(), tcp.join().unwrap());
-    let after = procs::memory(&[pid]);
-    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-    let qps = |out: &str| {
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix("Queries per second:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    println!("  dnsperf UDP {} q/s, TCP {} q/s; checking client {:.0} q/s, {} wrong, {} lost; {} ADD/DEL",
-        qps(&udp), qps(&tcp), churn.0.qps, churn.0.wrong, churn.0.lost, churn.1);
-    println!("  resolver pid {pid} alive: {alive}; RSS {:.0} KiB -> {:.0} KiB, anon {:.0} KiB -> {:.0} KiB",
-        before.rss_kib, after.rss_kib, before.anon_kib, after.anon_kib);
-    let flood = forward_flood(w, &ns, pid);
-    sc.del_all();
-    let out = json!({"seconds": secs, "udpQps": qps(&udp), "tcpQps": qps(&tcp), "check": churn.0.json(),
-        "churnOps": churn.1, "alive": alive, "rssStartKiB": before.rss_kib, "rssEndKiB": after.rss_kib,
-        "anonStartKiB": before.anon_kib, "anonEndKiB": after.anon_kib, "forwardFlood": flood});
-    let path = test_cni::bins::workspace().join("bench/results/soak.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
-    println!("JSON: {}", path.display());
 }

@@ -5,6 +5,7 @@
 //! deletes everything it made when dropped, also when the test panics.
 
 pub mod bins;
+pub mod calls;
 pub mod dig;
 pub mod podman;
 pub mod upstream;

@@ -451,35 +451,6 @@ impl World {
         ours[0]
     }
 
-    /// GC (CNI 1.1) of network `net` with these valid `(containerID, ifname)` attachments.
-    pub fn gc(&self, net: &str, valid: &[(&str, &str)]) -> PluginOut {
-        let valid: Vec<Value> = valid
-            .iter()
-            .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
-            .collect();
-        let conf = self.conf(net, "1.1.0", json!({"cni.dev/valid-attachments": valid}));
-        self.plugin(
-            &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
-            &conf.to_string(),
-        )
-    }
-
-    /// `embedns status --json` of this world's state dir: its exit code and report.
-    pub fn status(&self) -> (i32, Value) {
-        let out = Command::new(self.bin_dir.join("embedns"))
-            .args(["status", "--json", "--data-dir"])
-            .arg(&self.data_dir)
-            .output()
-            .expect("embedns status");
-        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "status is not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
-        (out.status.code().unwrap_or(-1), report)
-    }
-
     /// Deletes a container's netns and makes a new one under the same name (and path).
     pub fn recreate_netns(&self, c: &Container) {
         must(Command::new("ip").args(["netns", "del", &c.netns]));

@@ -273,25 +273,16 @@ fn r20_inflight_cap_refuses_at_once() {
 
     // The same container ADDed again with a larger cap (the runtime's conf changed): the
     // running resolver takes it on its reload.
-    let id = w.records("n1")[0].split('@').next().unwrap().to_string();
-    let ip = format!("{}.2/24", net.prefix);
-    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": cli.path}],
-                      "ips": [{"address": ip, "interface": 0}]});
-    let conf = w.conf(
+    let id = w.record_id("n1", &[]);
+    let ip = format!("{}.2", net.prefix);
+    let out = w.direct(
+        "ADD",
         "n1",
-        "1.0.0",
-        json!({"prevResult": prev, "maxInflight": 64, "upstreamTimeoutMs": 1500}),
-    );
-    let out = w.plugin(
-        &[
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", &id),
-            ("CNI_NETNS", &cli.path),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/x"),
-            ("CNI_ARGS", "K8S_POD_NAME=cli"),
-        ],
-        &conf.to_string(),
+        &cli,
+        &id,
+        "cli",
+        &ip,
+        json!({"maxInflight": 64, "upstreamTimeoutMs": 1500}),
     );
     assert!(out.success, "{} {}", out.stdout, out.stderr);
     let statuses: Vec<String> = std::thread::scope(|s| {

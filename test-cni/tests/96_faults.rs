@@ -1,14 +1,13 @@
 //! Faults a real host produces: a plugin killed at any step of ADD, a netns deleted without
 //! DEL, a container ID re-added in a new netns, concurrent verbs on one container, ghosts in
-//! the index, GC past failures, the log, the redirect. Each test injects its fault and checks
+//! the index, GC past failures. Each test injects its fault and checks
 //! that a later DEL or GC leaves nothing behind and that nothing answers for a gone container.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use test_cni::{ip_of, wait_until, Container, Network, World};
 
 /// Every crash point of ADD, in the order ADD reaches them.
@@ -49,18 +48,6 @@ fn sandbox_ids(w: &World) -> Vec<String> {
         .unwrap_or_default();
     ids.sort();
     ids
-}
-
-/// The container ID of the only record of `net` whose key is not in `others`.
-fn id_on(w: &World, net: &str, others: &[&str]) -> String {
-    let ids: Vec<String> = w
-        .records(net)
-        .iter()
-        .map(|r| r.split('@').next().unwrap().to_string())
-        .filter(|id| !others.contains(&id.as_str()))
-        .collect();
-    assert_eq!(ids.len(), 1, "records of {net}: {:?}", w.records(net));
-    ids[0].clone()
 }
 
 /// Nothing of container `c` is left, and its name answers nothing on `asker`; the resolvers
@@ -109,7 +96,7 @@ fn a_plugin_killed_at_every_step_of_add_leaves_nothing_after_del_or_gc() {
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
     w.add(&net, &cli, Some("cli"), "", None);
-    let cli_id = id_on(&w, "n1", &[]);
+    let cli_id = w.record_id("n1", &[]);
     let cli_pid = w.resolver_pid(&cli);
     for (i, step) in ADD_STEPS.iter().enumerate() {
         for by_gc in [false, true] {
@@ -272,37 +259,11 @@ fn a_netns_deleted_without_del_ends_its_resolver_and_gc_stops_orphans() {
     );
 }
 
-/// Runs the plugin directly (no IPAM: the addresses come from a made-up prevResult), as a
-/// runtime would for container `id` in `c`.
-fn direct(
-    w: &World,
-    verb: &str,
-    c: &Container,
-    id: &str,
-    name: &str,
-    ip: &str,
-) -> test_cni::world::PluginOut {
-    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
-                      "ips": [{"address": format!("{ip}/24"), "interface": 0}]});
-    let conf = w.conf("n1", "1.0.0", json!({"prevResult": prev}));
-    w.plugin(
-        &[
-            ("CNI_COMMAND", verb),
-            ("CNI_CONTAINERID", id),
-            ("CNI_NETNS", &c.path),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/x"),
-            ("CNI_ARGS", &format!("K8S_POD_NAME={name}")),
-        ],
-        &conf.to_string(),
-    )
-}
-
 #[test]
 fn a_container_id_re_added_in_a_new_netns_gets_a_resolver_there() {
     let w = World::new("a_container_id_re_added_in_a_new_netns_gets_a_resolver_there");
     let ok = |verb: &str, c: &Container, id: &str, name: &str, ip: &str| {
-        let out = direct(&w, verb, c, id, name, ip);
+        let out = w.direct(verb, "n1", c, id, name, ip, json!({}));
         assert!(
             out.success,
             "{verb} in {}: {} {}",
@@ -346,7 +307,7 @@ fn concurrent_add_del_check_of_one_container_id_never_leave_two_resolvers() {
     let w = World::new("concurrent_add_del_check_of_one_container_id_never_leave_two_resolvers");
     let c = w.container("c");
     let id = format!("cc{}", test_cni::unique("id"));
-    let run = |verb: &str| direct(&w, verb, &c, &id, "solo", "10.77.0.2");
+    let run = |verb: &str| w.direct(verb, "n1", &c, &id, "solo", "10.77.0.2", json!({}));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let most = std::thread::scope(|s| {
         let sampler = s.spawn(|| {
@@ -397,7 +358,7 @@ fn no_ghost_when_del_dies_between_index_and_record_and_gc_removes_ghosts() {
     let net = w.network("n1", json!({}));
     let (cli, web, db) = (w.container("cli"), w.container("web"), w.container("db"));
     w.add(&net, &cli, Some("cli"), "", None);
-    let cli_id = id_on(&w, "n1", &[]);
+    let cli_id = w.record_id("n1", &[]);
     let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
     assert_eq!(w.resolve(&cli, "web", "A"), vec![web_ip]);
 
@@ -423,7 +384,7 @@ fn no_ghost_when_del_dies_between_index_and_record_and_gc_removes_ghosts() {
 
     // A ghost made by hand (an index entry whose record is gone): GC removes it.
     let db_ip = ip_of(&w.add(&net, &db, Some("db"), "", None));
-    let db_id = id_on(&w, "n1", &[&cli_id]);
+    let db_id = w.record_id("n1", &[&cli_id]);
     std::fs::remove_file(w.data_dir.join(format!("networks/n1/{db_id}@eth0.json"))).unwrap();
     assert_eq!(w.resolve(&cli, "db", "A"), vec![db_ip], "the ghost answers");
     let out = w.gc("n1", &[(&cli_id, "eth0"), (&db_id, "eth0")]);
@@ -438,11 +399,11 @@ fn gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state() {
     let net = w.network("n1", json!({}));
     let (a, b, c) = (w.container("a"), w.container("b"), w.container("c"));
     w.add(&net, &a, Some("a"), "", None);
-    let id_a = id_on(&w, "n1", &[]);
+    let id_a = w.record_id("n1", &[]);
     w.add(&net, &b, Some("b"), "", None);
-    let id_b = id_on(&w, "n1", &[&id_a]);
+    let id_b = w.record_id("n1", &[&id_a]);
     w.add(&net, &c, Some("c"), "", None);
-    let id_c = id_on(&w, "n1", &[&id_a, &id_b]);
+    let id_c = w.record_id("n1", &[&id_a, &id_b]);
     let pid_c = w.resolver_pid(&c);
     // b's record cannot be removed (a directory where its file should be); c's sandbox is
     // gone, which leaves its resolver an orphan.
@@ -473,174 +434,4 @@ fn gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state() {
         "the last DEL left the network's state"
     );
     assert_eq!(w.sandboxes(), 0);
-}
-
-#[test]
-fn the_resolver_log_rotates_while_running_and_a_query_flood_logs_little() {
-    let w = World::new("the_resolver_log_rotates_while_running_and_a_query_flood_logs_little");
-    let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
-    let c = w.container("c");
-    w.add(&n1, &c, Some("web"), "", None);
-    let id = id_on(&w, "n1", &[]);
-    let log = w.data_dir.join(format!("sandboxes/{id}/log/resolver.log"));
-    // A log that has grown to the cap while running (1 MiB).
-    {
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        let line = b"filler filler filler filler filler filler filler filler filler\n";
-        for _ in 0..(1 << 20) / line.len() + 1 {
-            f.write_all(line).unwrap();
-        }
-    }
-    // A second network: the plugin's reload makes the resolver log a line.
-    let out = w.try_add(&n2, &c, Some("web"), "", None, &[("CNI_IFNAME", "eth1")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let old = log.with_extension("log.1");
-    wait_until(Duration::from_secs(5), "the log to rotate", || {
-        old.exists().then_some(())
-    });
-    assert!(std::fs::metadata(&old).unwrap().len() >= 1 << 20);
-    assert!(std::fs::metadata(&log).unwrap().len() < 64 << 10);
-
-    // A damaged index (the resolver, unprivileged, never repairs it): every query meets it
-    // and is answered from the records; the log does not grow with them.
-    let web_ip = w.resolve(&c, "web", "A");
-    let dir = w.data_dir.join("networks/n1");
-    let index = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join(".index"))
-        .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&index, &[0xff; 64], 0).unwrap();
-    let batch = w.path("batch");
-    std::fs::write(&batch, "web.n1 A\n".repeat(300)).unwrap();
-    let out = w.exec(
-        &c,
-        &[
-            "dig",
-            "@127.0.0.11",
-            "+time=2",
-            "+tries=1",
-            "+short",
-            "-f",
-            &batch.display().to_string(),
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text.lines()
-            .filter(|l| [l.to_string()] == web_ip.as_slice())
-            .count(),
-        300,
-        "{text:.2000}"
-    );
-    let logged = std::fs::read_to_string(&log).unwrap();
-    let n = logged.matches("index unreadable").count();
-    assert!((1..=3).contains(&n), "{n} lines for 300 queries:\n{logged}");
-    // The next writer rebuilds it.
-    let d = w.container("d");
-    w.add(&n1, &d, Some("db"), "", None);
-    let before = std::fs::read_to_string(&log).unwrap().len();
-    assert_eq!(w.resolve(&c, "web.n1", "A"), web_ip);
-    let after = std::fs::read_to_string(&log).unwrap();
-    assert!(!after[before..].contains("index unreadable"), "{after}");
-}
-
-#[test]
-fn the_redirect_goes_first_and_a_removal_that_fails_is_reported() {
-    let w = World::new("the_redirect_goes_first_and_a_removal_that_fails_is_reported");
-    let net = w.network("n1", json!({}));
-    let c = w.container("c");
-    // A rule already in the container that would take 127.0.0.11 if ours were appended.
-    let out = w.exec(
-        &c,
-        &[
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-d",
-            "127.0.0.11/32",
-            "-j",
-            "ACCEPT",
-        ],
-    );
-    assert!(out.status.success());
-    let ip = ip_of(&w.add(&net, &c, Some("web"), "", None));
-    assert_eq!(w.resolve(&c, "web", "A"), vec![ip]);
-    let out = w.exec(&c, &["iptables", "-w", "-t", "nat", "-S", "OUTPUT"]);
-    let output = String::from_utf8_lossy(&out.stdout);
-    let first = output
-        .lines()
-        .find(|l| l.starts_with("-A OUTPUT"))
-        .unwrap_or("");
-    assert!(first.contains("-j EMBEDNS_OUTPUT"), "{output}");
-
-    // DEL where no iptables tool works: DEL succeeds, and says what it left.
-    let broken = w.fake_tools(
-        "broken",
-        &[
-            (
-                "iptables-restore",
-                "#!/bin/sh\necho 'simulated failure' >&2\nexit 1\n",
-            ),
-            (
-                "iptables",
-                "#!/bin/sh\necho 'simulated failure' >&2\nexit 4\n",
-            ),
-        ],
-    );
-    w.del(&net, &c, &[("PATH", &broken)]);
-    assert!(w.nat_rules(&c).contains("EMBEDNS_OUTPUT"));
-    let (code, report) = w.status();
-    assert_eq!(code, 1, "status exits 1 while something is left: {report}");
-    let left: &Value = &report["leftovers"][0];
-    assert_eq!(left["netns"], json!(c.path), "{report}");
-    assert!(
-        left["error"]
-            .as_str()
-            .unwrap()
-            .contains("simulated failure"),
-        "{report}"
-    );
-    // GC, with iptables working again, removes it.
-    let out = w.gc("n1", &[]);
-    assert!(out.success, "GC: {}", out.stdout);
-    assert!(!w.nat_rules(&c).contains("EMBEDNS"), "{}", w.nat_rules(&c));
-    let (code, report) = w.status();
-    assert_eq!(code, 0, "{report}");
-    assert_eq!(report["leftovers"], json!([]));
-}
-
-#[test]
-fn a_test_that_cannot_run_fails_instead_of_passing() {
-    test_cni::require_root("a_test_that_cannot_run_fails_instead_of_passing");
-    // This test binary, as an unprivileged user, running one of its own tests.
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "the_redirect_goes_first_and_a_removal_that_fails_is_reported",
-            "--test-threads=1",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "a test that could not run passed:\n{text}"
-    );
-    assert!(text.contains("needs root"), "{text}");
-    assert!(text.contains("1 failed"), "{text}");
 }

@@ -1,0 +1,85 @@
+//! Calls of the plugin that no runtime flow through cnitool covers: a verb run alone with a
+//! made-up prevResult, GC with its valid attachments, and `embedns status`.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::world::{Container, PluginOut, World};
+
+impl World {
+    /// Runs the plugin alone, as a runtime would for container `id` named `name` in `c` on
+    /// network `net`: no IPAM, the address `ip` comes from a made-up prevResult; `extra`
+    /// conf keys are merged in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn direct(
+        &self,
+        verb: &str,
+        net: &str,
+        c: &Container,
+        id: &str,
+        name: &str,
+        ip: &str,
+        extra: Value,
+    ) -> PluginOut {
+        let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
+                          "ips": [{"address": format!("{ip}/24"), "interface": 0}]});
+        let mut keys = json!({"prevResult": prev});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            keys[k] = v;
+        }
+        let conf = self.conf(net, "1.0.0", keys);
+        self.plugin(
+            &[
+                ("CNI_COMMAND", verb),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", &c.path),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/x"),
+                ("CNI_ARGS", &format!("K8S_POD_NAME={name}")),
+            ],
+            &conf.to_string(),
+        )
+    }
+
+    /// The container ID of the only record of `net` whose ID is not in `others`.
+    pub fn record_id(&self, net: &str, others: &[&str]) -> String {
+        let ids: Vec<String> = self
+            .records(net)
+            .iter()
+            .map(|r| r.split('@').next().unwrap().to_string())
+            .filter(|id| !others.contains(&id.as_str()))
+            .collect();
+        assert_eq!(ids.len(), 1, "records of {net}: {:?}", self.records(net));
+        ids[0].clone()
+    }
+
+    /// GC (CNI 1.1) of network `net` with these valid `(containerID, ifname)` attachments.
+    pub fn gc(&self, net: &str, valid: &[(&str, &str)]) -> PluginOut {
+        let valid: Vec<Value> = valid
+            .iter()
+            .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
+            .collect();
+        let conf = self.conf(net, "1.1.0", json!({"cni.dev/valid-attachments": valid}));
+        self.plugin(
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
+            &conf.to_string(),
+        )
+    }
+
+    /// `embedns status --json` of this world's state dir: its exit code and report.
+    pub fn status(&self) -> (i32, Value) {
+        let out = Command::new(self.bin_dir.join("embedns"))
+            .args(["status", "--json", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("embedns status");
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
+    }
+}
