@@ -131,15 +131,6 @@ fn sweep_sandbox(
             return Ok(());
         }
     };
-    let stale = |a: &sandbox::Attachment| {
-        a.network == network && !valid.contains(&(cid.to_string(), a.ifname.clone()))
-    };
-    let stale_here: Vec<_> = sb
-        .attachments
-        .iter()
-        .filter(|a| stale(a))
-        .cloned()
-        .collect();
     if sb.attachments.is_empty() {
         tracing::info!(
             container = cid,
@@ -148,15 +139,14 @@ fn sweep_sandbox(
         del::teardown(paths, lock, &sb);
         return Ok(());
     }
-    // Attachments without a record (an ADD killed before its record was written): DEL's
-    // code removes them and, with the last, everything the sandbox started.
-    let mut lock = Some(lock);
-    for a in stale_here {
-        let held = match lock.take() {
-            Some(l) => l,
-            None => sandbox::lock(paths, cid)?,
-        };
-        del::detach_locked(paths, held, cid, &a.network, &a.ifname)?;
+    // Attachments on this network that the runtime no longer knows, and that have no record
+    // (an ADD killed before its record was written): DEL's code removes them and, with the
+    // last, everything the sandbox started.
+    drop(lock);
+    for a in sb.attachments.iter().filter(|a| a.network == network) {
+        if !valid.contains(&(cid.to_string(), a.ifname.clone())) {
+            del::detach(paths, cid, &a.network, &a.ifname)?;
+        }
     }
     Ok(())
 }

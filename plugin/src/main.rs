@@ -23,6 +23,7 @@ mod identity;
 mod logging;
 mod netns;
 mod probe;
+mod processes;
 mod redirect;
 mod resolver;
 mod status;

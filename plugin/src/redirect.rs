@@ -212,21 +212,10 @@ pub fn wait_installers(netns_path: &str) {
         return;
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in procs.filter_map(Result::ok) {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for (pid, args) in crate::processes::all() {
         // The program or, for a wrapper script, its first argument.
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let is_restore = cmdline
-            .split(|b| *b == 0)
+        let is_restore = args
+            .iter()
             .take(2)
             .any(|a| a.ends_with(b"iptables-restore"));
         let in_netns = is_restore

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -19,6 +19,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{PluginError, RESOLVER_FAILED};
+use crate::processes;
 
 /// How long a resolver may take to bind and report its ports.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -243,42 +244,23 @@ pub struct Running {
 /// sandbox does not name one): the processes whose command line is
 /// `embedns-resolverd --data-dir <root> --container-id <id> ...`.
 pub fn running(paths: &StatePaths) -> Vec<Running> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let root = paths.root().as_os_str().as_encoded_bytes();
     let mut found = Vec::new();
-    for entry in procs.filter_map(Result::ok) {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
+    for (pid, args) in processes::all() {
+        let arg = |i: usize| args.get(i).map(Vec::as_slice);
+        let ours = arg(0).is_some_and(|a| a.ends_with(b"embedns-resolverd"))
+            && arg(1) == Some(b"--data-dir")
+            && arg(2) == Some(root)
+            && arg(3) == Some(b"--container-id");
+        let Some(container_id) = arg(4)
+            .filter(|_| ours)
+            .and_then(|a| std::str::from_utf8(a).ok())
         else {
             continue;
         };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        let Some(start_time) = start_time(pid).filter(|_| !is_zombie(pid)) else {
             continue;
         };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_resolver = args
-            .first()
-            .is_some_and(|a| a.ends_with(b"embedns-resolverd"));
-        if !is_resolver || args.get(1) != Some(&&b"--data-dir"[..]) || args.get(2) != Some(&root) {
-            continue;
-        }
-        if args.get(3) != Some(&&b"--container-id"[..]) {
-            continue;
-        }
-        let Some(id) = args.get(4) else {
-            continue;
-        };
-        let (Some(start_time), Ok(container_id)) = (start_time(pid), std::str::from_utf8(id))
-        else {
-            continue;
-        };
-        if is_zombie(pid) {
-            continue;
-        }
         found.push(Running {
             container_id: container_id.to_string(),
             info: ResolverInfo {
@@ -302,13 +284,9 @@ fn is_zombie(pid: i32) -> bool {
 /// Stops the recorded resolver if it is still ours: a pidfd pins the process, its start time
 /// proves it is the one we started, then SIGTERM, and SIGKILL if it lingers.
 pub fn stop(info: &ResolverInfo) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, info.pid, 0) } as i32;
-    if raw < 0 {
+    let Some(pidfd) = processes::pidfd(info.pid) else {
         return; // gone already
-    }
-    // SAFETY: raw is a fresh fd we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    };
     if start_time(info.pid) != Some(info.start_time) {
         tracing::warn!(
             pid = info.pid,
@@ -340,14 +318,9 @@ pub fn stop(info: &ResolverInfo) {
 
 /// Waits until process `pid` exits or `deadline` passes.
 pub fn wait_pid(pid: i32, deadline: Instant) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    if raw < 0 {
-        return; // gone already
+    if let Some(pidfd) = processes::pidfd(pid) {
+        wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now()));
     }
-    // SAFETY: raw is a fresh fd we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
-    wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now()));
 }
 
 /// A pidfd becomes readable when its process exits.

@@ -1,0 +1,31 @@
+//! The host's processes as `/proc` shows them, to find what a killed plugin left running (a
+//! resolver it started, an `iptables-restore` it forked), and to wait for one to exit.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Every process now: its pid and its command line, split at NULs (a process that exits
+/// while it is read is skipped).
+pub fn all() -> impl Iterator<Item = (i32, Vec<Vec<u8>>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            Some((pid, args))
+        })
+}
+
+/// A pidfd pinning process `pid`, `None` if it is gone.
+pub fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    // SAFETY: raw is a fresh fd we own.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+}
