@@ -77,14 +77,16 @@ pub struct DnsConf {
     pub domain: Option<String>,
 }
 
-/// `runtimeConfig.dns` (the `dns` capability of the CNI conventions).
+/// `runtimeConfig.dns` (the `dns` capability of the CNI conventions). containerd's CRI
+/// (go-cni) sends it with capitalised keys (`Servers`, `Searches`, `Options`): a pod's DNS
+/// config, kubelet's cluster DNS among it; both spellings are read.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DnsCapability {
-    #[serde(default)]
+    #[serde(default, alias = "Servers")]
     pub servers: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "Searches")]
     pub searches: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "Options")]
     pub options: Vec<String>,
 }
 
@@ -385,6 +387,37 @@ mod tests {
         assert_eq!(c.ttl, 600);
         assert_eq!(c.data_dir, PathBuf::from("/run/embedns"));
         assert!(c.explicit_upstreams.is_empty());
+    }
+
+    #[test]
+    fn cri_dns_capability_with_capitalised_keys() {
+        // What containerd's CRI sends for a pod's dns_config (go-cni's field names).
+        let c = conf(
+            r#","runtimeConfig":{"dns":{"Servers":["10.96.0.10"],"Searches":["default.svc.cluster.local","svc.cluster.local"],"Options":["ndots:5"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.explicit_upstreams, vec!["10.96.0.10:53".parse().unwrap()]);
+        assert_eq!(
+            c.dns_capability.searches,
+            vec!["default.svc.cluster.local", "svc.cluster.local"]
+        );
+        assert_eq!(c.dns_capability.options, vec!["ndots:5"]);
+        // The conventions' lower-case keys, as ever.
+        let l = conf(r#","runtimeConfig":{"dns":{"servers":["10.0.0.1"]}}"#).unwrap();
+        assert_eq!(l.explicit_upstreams, vec!["10.0.0.1:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn resolver_user() {
+        assert_eq!(conf("").unwrap().resolver_user, DEFAULT_RESOLVER_USER);
+        let c = conf(r#","resolverUser":"1001:1002""#).unwrap();
+        assert_eq!((c.resolver_user.uid, c.resolver_user.gid), (1001, 1002));
+        for bad in ["0:0", "root", "1:", ":1", "65534"] {
+            assert!(
+                conf(&format!(r#","resolverUser":"{bad}""#)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

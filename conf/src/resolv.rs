@@ -63,12 +63,17 @@ impl ResolvConf {
     }
 }
 
-/// Options for the container: the given ones, deduplicated, plus `ndots:0` if none is set.
+/// Options for the container: the given ones, a later one replacing an earlier of the same
+/// name, plus `ndots:0` if none is set.
 pub fn container_options(options: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for o in options {
-        if !out.contains(o) {
-            out.push(o.clone());
+        // A later `name:value` replaces an earlier one of the same name: the sources come
+        // host first, the pod's last, so a pod's `ndots:5` wins over the host's.
+        let name = o.split(':').next().unwrap_or(o);
+        match out.iter_mut().find(|x| x.split(':').next() == Some(name)) {
+            Some(x) => *x = o.clone(),
+            None => out.push(o.clone()),
         }
     }
     if !out.iter().any(|o| o.starts_with("ndots:")) {
@@ -80,6 +85,19 @@ pub fn container_options(options: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_option_of_the_same_name_wins() {
+        let given: Vec<String> = ["edns0", "ndots:1", "timeout:2", "ndots:5", "edns0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            container_options(&given),
+            vec!["edns0", "ndots:5", "timeout:2"]
+        );
+        assert_eq!(container_options(&[]), vec!["ndots:0"]);
+    }
 
     #[test]
     fn parses_host_file() {

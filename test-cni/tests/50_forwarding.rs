@@ -350,3 +350,56 @@ fn r22_host_resolv_conf_changes_are_picked_up() {
     });
     assert_eq!(w.resolver_pids(), pids, "no restart");
 }
+
+#[test]
+fn r17_r23_a_pods_dns_config_from_cri_with_capitalised_keys() {
+    // containerd's CRI sends a pod's dns_config (kubelet's cluster DNS) as the `dns`
+    // capability with go-cni's capitalised keys: its servers become the upstreams (asked from
+    // the pod's netns), its searches and options go into the pod's resolv.conf, its ndots wins.
+    let w = World::new("r17_r23_a_pods_dns_config_from_cri_with_capitalised_keys");
+    w.set_host_resolv_conf("nameserver 127.0.0.53\nsearch corp.example\noptions ndots:1\n");
+    let net = w.network("n1", json!({}));
+    let first = w.container("first");
+    w.add(&net, &first, Some("first"), "", None); // creates the bridge and its address
+    let cluster_dns = w.upstream(
+        &format!("{}:53", net.gateway()),
+        "cluster.local",
+        &[("kubernetes.default.svc.cluster.local", "10.96.0.1")],
+    );
+    let pod = w.container("pod");
+    let cap = json!({"dns": {
+        "Servers": [net.gateway()],
+        "Searches": ["default.svc.cluster.local", "svc.cluster.local"],
+        "Options": ["ndots:5"],
+    }});
+    let ip = ip_of(&w.add(&net, &pod, Some("pod"), "", Some(cap)));
+    assert_eq!(
+        w.resolve(&pod, "kubernetes.default.svc.cluster.local", "A"),
+        vec!["10.96.0.1"]
+    );
+    assert_eq!(
+        cluster_dns.last_source().map(|s| s.ip().to_string()),
+        Some(ip),
+        "asked from the pod's netns"
+    );
+    let rc = std::fs::read_to_string(
+        std::path::Path::new("/etc/netns")
+            .join(&pod.netns)
+            .join("resolv.conf"),
+    )
+    .unwrap();
+    let line = |k: &str| {
+        rc.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(line("nameserver"), "nameserver 127.0.0.11", "{rc}");
+    assert_eq!(
+        line("search"),
+        "search default.svc.cluster.local svc.cluster.local corp.example",
+        "{rc}"
+    );
+    assert!(line("options").contains("ndots:5"), "{rc}");
+    assert!(!line("options").contains("ndots:1"), "{rc}");
+}
