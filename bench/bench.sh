@@ -25,7 +25,7 @@ TMPDIR=$(mktemp -d /tmp/embedns-bench.XXXXXX)
 # last 30 s (recently_deleted()): file creation there slows as a run goes on, whatever embedns
 # does (measured: ADD 6.5 ms rising to 10-13 ms on it, flat on tmpfs). BENCH_DISK=1 keeps /tmp.
 if [ "${BENCH_DISK:-0}" != 1 ]; then
-  mount -t tmpfs -o size=4g,mode=0700 embedns-bench "$TMPDIR"
+  mount -t tmpfs -o size=4g,mode=0711 embedns-bench "$TMPDIR"
 fi
 interrupted() {
   trap - INT TERM

@@ -481,6 +481,8 @@ pub enum ReadError {
     Damaged,
     /// There is no index file (yet).
     Missing,
+    /// The file is there but cannot be opened (permissions): never read as "no names".
+    Unreadable,
 }
 
 struct Mapped {
@@ -492,7 +494,10 @@ struct Mapped {
 
 impl Mapped {
     fn open(path: &Path) -> Result<Mapped, ReadError> {
-        let file = File::open(path).map_err(|_| ReadError::Missing)?;
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ReadError::Missing,
+            _ => ReadError::Unreadable,
+        })?;
         // SAFETY: the mapping is only read through `Mem`, which copes with concurrent
         // changes; the file is never truncated (a bigger index is a new file).
         let map = unsafe { Mmap::map(&file) }.map_err(|_| ReadError::Damaged)?;

@@ -322,9 +322,10 @@ pub fn remove_locked_dir(dir: &Path, _held: Flock<File>) -> Result<(), ConfError
 /// else: owned by root, group `gid`, mode 2750, so every directory and file made below it
 /// inherits the group (directories 0750, files 0640; nothing is group-writable). A directory
 /// made by an earlier version (root:root 0700) is converted once, whole. A stat when done.
-pub fn prepare_root(root: &Path, gid: u32) -> Result<(), ConfError> {
+pub fn prepare_root(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
     use std::os::unix::fs::MetadataExt;
     create_private_dir(root)?;
+    reachable_by(root, uid, gid)?;
     let meta = fs::metadata(root).map_err(|e| ConfError::io(root, e))?;
     if meta.gid() == gid && meta.mode() & 0o7777 == 0o2750 {
         return Ok(());
@@ -366,6 +367,33 @@ pub fn prepare_root(root: &Path, gid: u32) -> Result<(), ConfError> {
     fix(root, true)?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o2750))
         .map_err(|e| ConfError::io(root, e))
+}
+
+/// Fails, naming the directory, when one above `root` cannot be searched by `uid`/`gid` (a
+/// resolver running as them could then read nothing of the store).
+fn reachable_by(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
+    use std::os::unix::fs::MetadataExt;
+    let root = fs::canonicalize(root).map_err(|e| ConfError::io(root, e))?;
+    for dir in root.ancestors().skip(1) {
+        let m = fs::metadata(dir).map_err(|e| ConfError::io(dir, e))?;
+        let bit = if m.uid() == uid {
+            0o100
+        } else if m.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        if m.mode() & bit == 0 {
+            return Err(ConfError::InvalidConfig(format!(
+                "the resolvers run as {uid}:{gid} (resolverUser) and cannot reach dataDir {}: {} \
+                 is mode {:o}; make it searchable (chmod o+x) or choose another dataDir",
+                root.display(),
+                dir.display(),
+                m.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes `path` atomically with mode 0640: a temporary file in the same directory, then a

@@ -84,7 +84,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     };
 
     let paths = StatePaths::new(&conf.data_dir);
-    prepare_root(paths.root(), conf.resolver_user.gid)?;
+    prepare_root(paths.root(), conf.resolver_user.uid, conf.resolver_user.gid)?;
     let lock = sandbox::lock(&paths, &env.container_id)?;
     let spawn = Spawn {
         binary: &binary,
@@ -160,8 +160,14 @@ fn attach(
     if !sb.attachments.contains(&attachment) {
         sb.attachments.push(attachment);
     }
-    let spawning = !matches!(&sb.resolver, Some(info) if resolver::serves(info, &env.netns));
-    sb.redirect_settled = !spawning;
+    // A live resolver serving this netns is told to reload; otherwise one is started (and an
+    // earlier one's rules, if any, replaced).
+    let reuse = sb
+        .resolver
+        .as_ref()
+        .is_some_and(|info| resolver::serves(info, &env.netns));
+    let previous = sb.resolver.is_some();
+    sb.redirect_settled = reuse;
     // The sandbox is saved before the files are written and before the resolver starts, so
     // that an undo after a failure knows what to restore and what to stop.
     files::write(&mut sb, targets, resolv_conf)?;
@@ -169,63 +175,62 @@ fn attach(
     crash::point("add:sandbox-saved");
     tracing::debug!(elapsed = ?started.elapsed(), "files written");
 
-    match &sb.resolver {
-        Some(info) if resolver::serves(info, &env.netns) => {
-            resolver::control(paths, &env.container_id, "reload")
-                .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
-        }
-        previous => {
-            // Bind the resolver's sockets here, in the container's netns, so the redirect
-            // (an iptables-restore exec) runs while the resolver starts.
-            let (udp, tcp) = {
-                let _in = netns::enter(&env.netns)?;
-                netns::loopback_up()?;
-                let udp = UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
-                let tcp = TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
-                (udp, tcp)
-            };
-            let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
-            let redirect = redirect::install(&env.netns, u, t, previous.is_some())?;
-            let starting = resolver::start(
-                spawn.binary,
-                spawn.user,
-                paths,
-                &env.container_id,
-                udp.into(),
-                tcp.into(),
-            );
-            // Record the resolver before waiting for anything: a plugin killed from here on
-            // leaves a resolver its sandbox names, which DEL stops. (Killed between the fork
-            // and this save, the resolver's ready signal fails and it exits; DEL and GC also
-            // find it by its command line.)
-            let starting = match starting {
-                Ok(s) => {
-                    crash::point("add:resolver-forked");
-                    sb.resolver = Some(s.info.clone());
-                    sandbox::save(paths, lock, &sb)?;
-                    crash::point("add:resolver-recorded");
-                    Ok(s)
-                }
-                Err(e) => Err(e),
-            };
-            let ready = starting.and_then(resolver::Starting::ready);
-            crash::point("add:resolver-ready");
-            tracing::debug!(elapsed = ?started.elapsed(), "resolver ready");
-            // Always reap the iptables-restore, so an undo after a failure sees its rules.
-            let installed = redirect.wait();
-            crash::point("add:redirect-installed");
-            tracing::debug!(elapsed = ?started.elapsed(), "redirect installed");
-            let info = ready?;
-            installed?;
+    if reuse {
+        resolver::control(paths, &env.container_id, "reload")
+            .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
+    } else {
+        // Bind the resolver's sockets here, in the container's netns, so the redirect
+        // (an iptables-restore exec) runs while the resolver starts.
+        let (udp, tcp) = {
+            let _in = netns::enter(&env.netns)?;
+            netns::loopback_up()?;
+            let udp = UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
+            let tcp = TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
+            (udp, tcp)
+        };
+        let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
+        let redirect = redirect::install(&env.netns, u, t, previous)?;
+        let starting = resolver::start(
+            spawn.binary,
+            spawn.user,
+            paths,
+            &env.container_id,
+            udp.into(),
+            tcp.into(),
+        );
+        // Record the resolver before waiting for anything: a plugin killed from here on
+        // leaves a resolver its sandbox names, which DEL stops. (Killed between the fork
+        // and this save, the resolver's ready signal fails and it exits; DEL and GC also
+        // find it by its command line.)
+        let starting = match starting {
+            Ok(s) => {
+                crash::point("add:resolver-forked");
+                sb.resolver = Some(s.info.clone());
+                sandbox::save(paths, lock, &sb)?;
+                crash::point("add:resolver-recorded");
+                Ok(s)
+            }
+            Err(e) => Err(e),
+        };
+        let ready = starting.and_then(resolver::Starting::ready);
+        crash::point("add:resolver-ready");
+        tracing::debug!(elapsed = ?started.elapsed(), "resolver ready");
+        // Always reap the iptables-restore, so an undo after a failure sees its rules.
+        let installed = redirect.wait();
+        crash::point("add:redirect-installed");
+        tracing::debug!(elapsed = ?started.elapsed(), "redirect installed");
+        let info = ready?;
+        installed?;
+        {
             let _in = netns::enter(&env.netns)?;
             probe::wait_answers(PROBE_TIMEOUT)
                 .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))
                 .with_context(|| format!("resolver pid {} in {}", info.pid, env.netns))?;
-            crash::point("add:answered");
-            tracing::debug!(elapsed = ?started.elapsed(), "answered");
-            sb.redirect_settled = true;
-            sandbox::save(paths, lock, &sb)?;
         }
+        crash::point("add:answered");
+        tracing::debug!(elapsed = ?started.elapsed(), "answered");
+        sb.redirect_settled = true;
+        sandbox::save(paths, lock, &sb)?;
     }
     Ok(())
 }

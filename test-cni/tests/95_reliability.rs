@@ -280,6 +280,39 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
         );
     }
     assert!(w.resolver_pids().is_empty());
+
+    // A dataDir the resolvers' user cannot reach (a 0700 directory above it): a clear error,
+    // not resolvers that answer "no such name" for want of reading the store.
+    let closed = w.path("closed");
+    std::fs::create_dir_all(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let conf = w.conf(
+        "n1",
+        "1.0.0",
+        json!({
+        "dataDir": closed.join("state"),
+        "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
+                       "ips": [{"address": "10.5.0.2/24", "interface": 0}]}}),
+    );
+    let out = w.plugin(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", &c.path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+        ],
+        &conf.to_string(),
+    );
+    assert!(!out.success);
+    let e = out.json();
+    assert_eq!(e["code"], 7, "{e}");
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&closed.display().to_string()) && msg.contains("700"),
+        "{msg}"
+    );
+    assert!(w.resolver_pids().is_empty());
 }
 
 #[test]

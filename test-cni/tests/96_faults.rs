@@ -204,7 +204,7 @@ fn a_netns_deleted_without_del_ends_its_resolver_and_gc_stops_orphans() {
         w.container("d"),
     );
     let pid_a = add(&a, "a", &quick);
-    let pid_b = add(&b, "b", &[]); // the default period, 5 s
+    let pid_b = add(&b, "b", &[("EMBEDNS_RESOLVER_CHECK_SECS", "2")]);
     let pid_c = add(&c, "c", &quick);
     let pid_d = add(&d, "d", &slow);
 
