@@ -77,13 +77,6 @@ pub async fn serve_udp(sock: UdpSocket, st: Arc<Resolver>, fwd: Arc<Forwarder>) 
         for (bytes, peer) in replies.drain(..).skip(sent) {
             let _ = sock.send_to(&bytes, SocketAddr::V4(peer)).await;
         }
-        if got.len() == BATCH {
-            // A full batch: this container is asking as fast as it can. Let whatever else
-            // is runnable on this CPU (another container's resolver, woken by one query)
-            // go first: one container's flood must not delay its neighbours' answers.
-            // SAFETY: sched_yield has no arguments and cannot fail in a way that matters.
-            unsafe { libc::sched_yield() };
-        }
     }
 }
 
