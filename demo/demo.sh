@@ -14,6 +14,9 @@ done
 
 id="ed$$"
 tmp=$(mktemp -d /tmp/embedns-demo.XXXXXX)
+# The resolvers run as an unprivileged user (resolverUser): it must be able to reach the
+# state dir inside this one.
+chmod 0711 "$tmp"
 host="$id-host"
 failed=0
 
