@@ -49,14 +49,19 @@ pub fn run(
     concurrency: usize,
     duration: Duration,
 ) -> LoadResult {
-    let netns = netns.map(str::to_string);
     let asks = asks.to_vec();
+    in_netns(netns, move || drive(server, &asks, concurrency, duration))
+}
+
+/// Runs `f` on a thread of its own inside the netns at `netns` (None: the current one).
+fn in_netns<T: Send + 'static>(netns: Option<&str>, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = netns.map(str::to_string);
     std::thread::spawn(move || {
         if let Some(ns) = netns {
-            let f = File::open(&ns).expect("netns");
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let file = File::open(&ns).expect("netns");
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         }
-        drive(server, &asks, concurrency, duration)
+        f()
     })
     .join()
     .expect("load thread")
@@ -159,17 +164,8 @@ pub fn run_paced(
     rate: u32,
     duration: Duration,
 ) -> LoadResult {
-    let netns = netns.map(str::to_string);
     let name = name.to_string();
-    std::thread::spawn(move || {
-        if let Some(ns) = netns {
-            let f = File::open(&ns).expect("netns");
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        }
-        pace(server, &name, rate, duration)
-    })
-    .join()
-    .expect("paced load thread")
+    in_netns(netns, move || pace(server, &name, rate, duration))
 }
 
 fn pace(server: SocketAddr, name: &str, rate: u32, duration: Duration) -> LoadResult {

@@ -256,20 +256,8 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
     drop(f);
     let c = w.container("c");
     for (dir, want_code, what) in [(&ro, 100, "Read-only"), (&full, 11, "No space")] {
-        let conf = w.conf("n1", "1.0.0", json!({
-            "dataDir": dir.join("state"),
-            "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
-                           "ips": [{"address": "10.5.0.2/24", "interface": 0}]}}));
-        let out = w.plugin(
-            &[
-                ("CNI_COMMAND", "ADD"),
-                ("CNI_CONTAINERID", "c1"),
-                ("CNI_NETNS", &c.path),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", "/x"),
-            ],
-            &conf.to_string(),
-        );
+        let state = json!({"dataDir": dir.join("state")});
+        let out = w.direct("ADD", "n1", &c, "c1", "c", "10.5.0.2", state);
         assert!(!out.success);
         let e = out.json();
         assert_eq!(e["code"], want_code, "{e}");
@@ -286,24 +274,8 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
     let closed = w.path("closed");
     std::fs::create_dir_all(&closed).unwrap();
     std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let conf = w.conf(
-        "n1",
-        "1.0.0",
-        json!({
-        "dataDir": closed.join("state"),
-        "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
-                       "ips": [{"address": "10.5.0.2/24", "interface": 0}]}}),
-    );
-    let out = w.plugin(
-        &[
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_NETNS", &c.path),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/x"),
-        ],
-        &conf.to_string(),
-    );
+    let state = json!({"dataDir": closed.join("state")});
+    let out = w.direct("ADD", "n1", &c, "c1", "c", "10.5.0.2", state);
     assert!(!out.success);
     let e = out.json();
     assert_eq!(e["code"], 7, "{e}");
