@@ -255,15 +255,20 @@ fn r20_inflight_cap_refuses_at_once() {
     let net = w.network("n1", json!({"maxInflight": 2, "upstreamTimeoutMs": 1500}));
     let cli = w.container("cli");
     w.add(&net, &cli, Some("cli"), "", None);
-    let statuses: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6)
-            .map(|i| {
-                let (w, cli) = (&w, &cli);
-                s.spawn(move || w.dig(cli, &["+time=5", &format!("q{i}.up.test")]).status)
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    // Six forwarded queries at once, each for a name of its own; their statuses.
+    let six_at_once = |prefix: &str| -> Vec<String> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6)
+                .map(|i| {
+                    let (w, cli) = (&w, &cli);
+                    let name = format!("{prefix}{i}.up.test");
+                    s.spawn(move || w.dig(cli, &["+time=5", &name]).status)
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let statuses = six_at_once("q");
     let refused = statuses.iter().filter(|s| *s == "REFUSED").count();
     assert!(refused >= 1, "{statuses:?}");
     assert!(
@@ -285,15 +290,7 @@ fn r20_inflight_cap_refuses_at_once() {
         json!({"maxInflight": 64, "upstreamTimeoutMs": 1500}),
     );
     assert!(out.success, "{} {}", out.stdout, out.stderr);
-    let statuses: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6)
-            .map(|i| {
-                let (w, cli) = (&w, &cli);
-                s.spawn(move || w.dig(cli, &["+time=5", &format!("r{i}.up.test")]).status)
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let statuses = six_at_once("r");
     assert!(statuses.iter().all(|s| s == "SERVFAIL"), "{statuses:?}");
 }
 
