@@ -95,19 +95,7 @@ pub fn try_lock(paths: &StatePaths, container_id: &str) -> Result<Option<Sandbox
 
 /// The container IDs that have a sandbox directory.
 pub fn list(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
-    let dir = paths.sandboxes();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => Ok(entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.'))
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(ConfError::Io {
-            path: dir,
-            source: e,
-        }),
-    }
+    crate::store::subdirectory_names(&paths.sandboxes())
 }
 
 /// Reads a sandbox; `Ok(None)` if there is none.

@@ -198,11 +198,17 @@ pub fn read_record(path: &Path) -> Result<Option<Record>, ConfError> {
 
 /// Names of the networks that have a directory in the store.
 pub fn networks(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
-    let dir = paths.networks();
-    match fs::read_dir(&dir) {
+    subdirectory_names(&paths.networks())
+}
+
+/// The names in a directory of the store, hidden ones (`.lock`, temporary files) left out;
+/// none if it does not exist.
+pub fn subdirectory_names(dir: &Path) -> Result<Vec<String>, ConfError> {
+    match fs::read_dir(dir) {
         Ok(entries) => Ok(entries
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
             .collect()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(ConfError::io(dir, e)),
