@@ -62,8 +62,9 @@ impl Forwarder {
         }
     }
 
-    /// R16a: forwards `query`, and returns `local` instead when the upstream says NXDOMAIN
-    /// or there is no upstream to ask.
+    /// R16a: forwards `query`, and returns `local` instead when the upstream says NXDOMAIN,
+    /// when no upstream answers at all (the SERVFAIL `forward` makes when every one failed:
+    /// then no real name can be found either), or when there is no upstream to ask.
     pub async fn forward_first(
         &self,
         query: &[u8],
@@ -74,10 +75,10 @@ impl Forwarder {
         let no_upstream = self.state.upstreams().list.is_empty();
         if !no_upstream {
             let resp = self.forward(query, question_end, tcp).await;
-            if resp
-                .get(3)
-                .is_none_or(|b| b & 0x0f != u16::from(ResponseCode::NXDomain) as u8)
-            {
+            let rcode = resp.get(3).map(|b| b & 0x0f);
+            let none_found =
+                [ResponseCode::NXDomain, ResponseCode::ServFail].map(|c| Some(u16::from(c) as u8));
+            if !none_found.contains(&rcode) {
                 return resp;
             }
         }

@@ -280,6 +280,20 @@ fn r16a_search_qualified_names_are_forwarded_first() {
     let d = w.dig(&cli2, &["db.corp.example", "A"]);
     assert_eq!(d.data(), vec![db_ip]);
     assert_eq!(d.status, "NOERROR");
+
+    // No upstream answers (nothing listens where it points): no real name can be found,
+    // so the local one answers, and busybox finds its peer.
+    let dead = w.network("n3", json!({"dns": {"nameservers": ["127.0.0.9"]}}));
+    let (app, cli3) = (w.container("app"), w.container("cli3"));
+    let app_ip = ip_of(&w.add(&dead, &app, Some("app"), "", None));
+    w.add(&dead, &cli3, Some("cli3"), "", None);
+    assert_eq!(
+        w.resolve(&cli3, "app.corp.example", "A"),
+        vec![app_ip.clone()]
+    );
+    let out = String::from_utf8_lossy(&w.exec(&cli3, &["busybox", "nslookup", "app"]).stdout)
+        .into_owned();
+    assert!(out.contains(&format!("Address: {app_ip}")), "{out}");
 }
 
 #[test]
