@@ -51,12 +51,6 @@ impl NetworkStore {
         lock_dir(&self.dir).map(NetworkLock)
     }
 
-    /// Takes the lock if no one holds it; `None` when someone does, or when the network's
-    /// directory is gone (its last record was removed: nothing to repair).
-    pub fn try_lock(&self) -> Result<Option<NetworkLock>, ConfError> {
-        Ok(try_lock_dir(&self.dir)?.map(NetworkLock))
-    }
-
     /// Whether the network has no record left (stops at the first one found).
     pub fn is_empty(&self) -> Result<bool, ConfError> {
         match fs::read_dir(&self.dir) {
