@@ -2,8 +2,8 @@
 //!
 //! Keys (all optional but `cniVersion`, `name`, `type`): `dataDir`, `hostResolvConf`, `dns`
 //! (`nameservers`, `search`, `options`), `aliases`, `ttl`, `internal`, `resolvConfPath`,
-//! `domainName`, `logFile`, `logLevel`, `resolverPath`, `resolverUser`, `upstreamTimeoutMs`,
-//! `maxInflight`.
+//! `domainName`, `etcNetns`, `logFile`, `logLevel`, `resolverPath`, `resolverUser`,
+//! `upstreamTimeoutMs`, `maxInflight`.
 //! Runtime inputs: `runtimeConfig.aliases` (map or list), `runtimeConfig.dns`,
 //! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
 
@@ -124,6 +124,8 @@ struct RawNetConf {
     #[serde(default)]
     resolv_conf_path: Option<String>,
     #[serde(default)]
+    etc_netns: bool,
+    #[serde(default)]
     domain_name: Option<String>,
     #[serde(default)]
     log_file: Option<PathBuf>,
@@ -173,6 +175,10 @@ pub struct NetConf {
     pub ttl: u32,
     pub internal: bool,
     pub resolv_conf_path: Option<String>,
+    /// Write `/etc/netns/<name>/resolv.conf` for a netns under /run/netns, which
+    /// `ip netns exec` bind-mounts over /etc/resolv.conf (the cnitool flow). Off by default:
+    /// podman reads that file as the container's *host* resolv.conf.
+    pub etc_netns: bool,
     pub domain_name: Option<String>,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -286,6 +292,7 @@ impl NetConf {
             ttl: raw.ttl.unwrap_or(DEFAULT_TTL),
             internal: raw.internal,
             resolv_conf_path: raw.resolv_conf_path,
+            etc_netns: raw.etc_netns,
             domain_name: raw.domain_name.map(|d| names::normalize(&d)),
             log_file: raw.log_file,
             log_level: raw.log_level,

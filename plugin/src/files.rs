@@ -75,7 +75,7 @@ pub fn result_dns(rc: &ResolvConf, conf: &NetConf) -> ResultDns {
 /// The files this ADD writes for the container.
 pub fn targets(env: &CniEnv, conf: &NetConf) -> Result<Vec<PathBuf>, ConfError> {
     let mut out = Vec::new();
-    if let Some(name) = env.netns_name() {
+    if let Some(name) = env.netns_name().filter(|_| conf.etc_netns) {
         out.push(Path::new(ETC_NETNS).join(name).join("resolv.conf"));
     }
     if let Some(template) = &conf.resolv_conf_path {

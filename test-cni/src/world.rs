@@ -137,6 +137,8 @@ impl World {
             "type": "embedns",
             "dataDir": self.data_dir,
             "hostResolvConf": self.resolv_conf,
+            // Tests run their clients with `ip netns exec`, as the cnitool example does.
+            "etcNetns": true,
             "capabilities": {"aliases": true, "dns": true, "links": true, "name": true},
         });
         for (k, v) in opts {

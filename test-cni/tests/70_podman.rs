@@ -87,6 +87,76 @@ fn podman_containers_resolve_each_other() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+#[test]
+fn podman_resolv_conf_has_127_0_0_11_and_the_hosts_nameservers_never_googles() {
+    // podman reads /etc/netns/<netns>/resolv.conf, when there is one, as the container's host
+    // resolv.conf: when embedns wrote one there, podman dropped its 127.0.0.11 as a localhost
+    // address, fell back to 8.8.8.8/8.8.4.4 and merged the search list once more.
+    let pm =
+        Podman::new("podman_resolv_conf_has_127_0_0_11_and_the_hosts_nameservers_never_googles");
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_ns: Vec<&str> = host
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(str::trim)
+        .filter(|a| !a.starts_with("127."))
+        .collect();
+    let nets: Vec<String> = (0..3)
+        .map(|_| pm.network(&test_cni::unique("pmn"), example_plugin()))
+        .collect();
+    for n in 1..=3 {
+        let name = format!("multi{n}");
+        let mut opts = Vec::new();
+        for net in &nets[..n] {
+            opts.extend(["--network", net.as_str()]);
+        }
+        pm.start(&name, &opts);
+        let rc = pm.busybox(&name, &["cat", "/etc/resolv.conf"]);
+        let lines = |key: &str| -> Vec<String> {
+            rc.lines()
+                .filter_map(|l| l.strip_prefix(key))
+                .flat_map(str::split_whitespace)
+                .map(str::to_string)
+                .collect()
+        };
+        let (ns, search) = (lines("nameserver"), lines("search"));
+        assert_eq!(ns.first().map(String::as_str), Some("127.0.0.11"), "{rc}");
+        for google in ["8.8.8.8", "8.8.4.4"] {
+            assert!(
+                host.contains(google) || !ns.iter().any(|a| a == google),
+                "{n} network(s):\n{rc}"
+            );
+        }
+        for h in &host_ns {
+            assert!(
+                ns.iter().any(|a| a == h),
+                "the host's {h}, {n} network(s):\n{rc}"
+            );
+        }
+        if n == 1 {
+            // Exactly what podman builds from our result plus the host's nameservers.
+            let mut want = vec!["127.0.0.11".to_string()];
+            want.extend(host_ns.iter().map(|a| a.to_string()));
+            assert_eq!(ns, want, "{rc}");
+            assert_eq!(search, vec!["dns.podman"], "{rc}");
+        }
+        // podman concatenates the results of several networks: 127.0.0.11 and dns.podman
+        // appear once per network (their de-duplication belongs with issue 11 item 2).
+        assert_eq!(
+            search.iter().filter(|d| *d == "dns.podman").count(),
+            n,
+            "{rc}"
+        );
+        let out = pm.busybox(&name, &["nslookup", &name]);
+        assert!(!address(&out).is_empty(), "{n} network(s): {out}");
+        pm.ok(&["rm", "-f", "-t", "0", &name]);
+    }
+    let wrote = walk(Path::new("/etc/netns"))
+        .into_iter()
+        .any(|p| p.to_string_lossy().contains("/netns-"));
+    assert!(!wrote, "embedns wrote into /etc/netns for podman");
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
