@@ -1,6 +1,7 @@
 # embedns: Docker's embedded DNS for CNI networks.
 #   make            release binaries in target/release
-#   make install    embedns + embedns-resolverd into $(DESTDIR)$(BINDIR) (default /opt/cni/bin)
+#   make install    embedns + embedns-resolverd into $(DESTDIR)$(BINDIR) (default /opt/cni/bin),
+#                   with links to the distribution's reference plugins (REFERENCE_PLUGINS)
 #   make test       installs what it needs (apt), builds, runs unit and integration tests
 #   make demo       a three-container network, Docker-like answers, everything cleaned up
 #   make bench      embedns against its peers, measured in the same run (bench-quick: < 5 min)
@@ -10,6 +11,11 @@
 PREFIX      ?= /opt/cni
 BINDIR      ?= $(PREFIX)/bin
 EXAMPLESDIR ?= /usr/local/share/embedns/examples
+# Where the distribution keeps the reference CNI plugins (Debian: /usr/lib/cni). `make install`
+# links each one that BINDIR lacks into it, so a runtime that takes ONE plugin directory
+# (containerd's CRI `bin_dir`) finds bridge, host-local, loopback and embedns together.
+# REFERENCE_PLUGINS= (empty) installs embedns alone.
+REFERENCE_PLUGINS ?= /usr/lib/cni
 DESTDIR     ?=
 CARGO       ?= cargo
 
@@ -31,6 +37,12 @@ install: release
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(EXAMPLESDIR)
 	install -m 0755 target/release/embedns target/release/embedns-resolverd $(DESTDIR)$(BINDIR)/
 	install -m 0644 conf/examples/*.conflist $(DESTDIR)$(EXAMPLESDIR)/
+	@if [ -n "$(REFERENCE_PLUGINS)" ] && [ -d "$(REFERENCE_PLUGINS)" ]; then \
+	  for p in $(REFERENCE_PLUGINS)/*; do \
+	    [ -e "$(DESTDIR)$(BINDIR)/$${p##*/}" ] || ln -s "$$p" "$(DESTDIR)$(BINDIR)/$${p##*/}"; \
+	  done; \
+	  echo "linked the reference plugins of $(REFERENCE_PLUGINS) into $(DESTDIR)$(BINDIR)"; \
+	fi
 
 # apt-get only for what is missing, and `apt-get update` at most once.
 deps:
