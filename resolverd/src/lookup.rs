@@ -1,4 +1,4 @@
-//! Docker's naming rules (docker-behaviour.md R1–R10, R16), as pure functions over the
+//! Docker's naming rules (docs/behaviour.md R1–R10, R16), as pure functions over the
 //! networks the asking container is on. No I/O here beyond reading the networks' mapped
 //! indexes: the server asks, this answers.
 

@@ -1,4 +1,4 @@
-//! Which names a container resolves (docker-behaviour.md R1–R8), asked with dig and busybox
+//! Which names a container resolves (docs/behaviour.md R1–R8), asked with dig and busybox
 //! nslookup from inside real container netns.
 
 use std::collections::BTreeSet;

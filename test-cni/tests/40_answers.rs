@@ -1,4 +1,4 @@
-//! What local answers look like (docker-behaviour.md R9–R14).
+//! What local answers look like (docs/behaviour.md R9–R14).
 
 use serde_json::json;
 use test_cni::{ip_of, World};

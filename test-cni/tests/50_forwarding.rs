@@ -1,4 +1,4 @@
-//! What is forwarded and how (docker-behaviour.md R15–R22). Upstreams are fake servers in
+//! What is forwarded and how (docs/behaviour.md R15–R22). Upstreams are fake servers in
 //! the test's host netns; the machine's nameserver is never asked.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The redirect and the resolver's life (docker-behaviour.md R24, R25), and one resolver per
+//! The redirect and the resolver's life (docs/behaviour.md R24, R25), and one resolver per
 //! container across networks.
 
 use std::os::unix::process::CommandExt;
