@@ -325,6 +325,11 @@ pub fn remove_locked_dir(dir: &Path, _held: Flock<File>) -> Result<(), ConfError
 pub fn prepare_root(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
     use std::os::unix::fs::MetadataExt;
     create_private_dir(root)?;
+    if !id_mapped(uid, "/proc/self/uid_map") || !id_mapped(gid, "/proc/self/gid_map") {
+        // A user namespace (rootless podman) without that identity: the resolvers keep the
+        // plugin's own, which owns the store; nothing to share with a group.
+        return Ok(());
+    }
     reachable_by(root, uid, gid)?;
     let meta = fs::metadata(root).map_err(|e| ConfError::io(root, e))?;
     if meta.gid() == gid && meta.mode() & 0o7777 == 0o2750 {
@@ -367,6 +372,20 @@ pub fn prepare_root(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
     fix(root, true)?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o2750))
         .map_err(|e| ConfError::io(root, e))
+}
+
+/// Whether `id` exists in this process's user namespace (its `uid_map` or `gid_map` says so).
+fn id_mapped(id: u32, map: &str) -> bool {
+    let Ok(text) = fs::read_to_string(map) else {
+        return true; // no /proc: assume the host's namespace
+    };
+    text.lines().any(|l| {
+        let v: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        matches!(v[..], [inside, _, len] if (inside..inside + len).contains(&u64::from(id)))
+    })
 }
 
 /// Fails, naming the directory, when one above `root` cannot be searched by `uid`/`gid` (a
@@ -512,6 +531,27 @@ mod tests {
             0,
             "two holders of one lock"
         );
+    }
+
+    #[test]
+    fn ids_of_this_user_namespace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let map = tmp.path().join("uid_map");
+        // Rootless podman's namespace: root is the user, 1..65536 its subordinate ids.
+        fs::write(
+            &map,
+            "         0       1000          1\n         1     100000      65536\n",
+        )
+        .unwrap();
+        let map = map.to_str().unwrap();
+        assert!(id_mapped(0, map) && id_mapped(65534, map) && id_mapped(65536, map));
+        assert!(!id_mapped(65537, map));
+        fs::write(
+            tmp.path().join("uid_map"),
+            "         0       1000          1\n",
+        )
+        .unwrap();
+        assert!(!id_mapped(65534, map));
     }
 
     #[test]
