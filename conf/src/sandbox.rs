@@ -17,6 +17,34 @@ use crate::ConfError;
 pub struct Attachment {
     pub network: String,
     pub ifname: String,
+    /// The address this attachment's CNI result names as nameserver: 127.0.0.11 for the
+    /// first, the next free of 127.0.0.12-15 for others, all redirected to the one resolver.
+    /// podman concatenates the results of a container's networks, and its `network
+    /// disconnect` removes the nameservers that network's result named: distinct addresses
+    /// neither repeat nor leave the container without one (R23).
+    #[serde(default = "first_nameserver")]
+    pub nameserver: std::net::Ipv4Addr,
+}
+
+/// The embedded resolver's address, Docker's.
+pub const EMBEDDED_RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 11);
+
+/// The addresses attachments may name: 127.0.0.11-15, inside the redirected 127.0.0.8/29.
+pub const NAMESERVERS: std::ops::RangeInclusive<u8> = 11..=15;
+
+fn first_nameserver() -> std::net::Ipv4Addr {
+    EMBEDDED_RESOLVER
+}
+
+impl Sandbox {
+    /// The nameserver address for a new attachment: the lowest of [`NAMESERVERS`] no other
+    /// attachment names (127.0.0.11 again when all are taken).
+    pub fn free_nameserver(&self) -> std::net::Ipv4Addr {
+        NAMESERVERS
+            .map(|last| std::net::Ipv4Addr::new(127, 0, 0, last))
+            .find(|a| !self.attachments.iter().any(|x| x.nameserver == *a))
+            .unwrap_or(EMBEDDED_RESOLVER)
+    }
 }
 
 /// The running resolver: enough to find it, verify it is ours, and undo its redirect.

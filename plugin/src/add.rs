@@ -91,18 +91,21 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         user: conf.resolver_user,
     };
     let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &spawn);
-    if let Err(e) = attached {
-        if let Err(undo) =
-            del::detach_locked(&paths, lock, &env.container_id, &conf.name, &env.ifname)
-        {
-            tracing::error!("undoing the failed ADD: {undo:#}");
+    let attachment = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            if let Err(undo) =
+                del::detach_locked(&paths, lock, &env.container_id, &conf.name, &env.ifname)
+            {
+                tracing::error!("undoing the failed ADD: {undo:#}");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     Ok(cni::add_result(
         Some(prev),
         &conf.cni_version,
-        &files::result_dns(&rc, conf),
+        &files::result_dns(&rc, conf, attachment.nameserver),
     ))
 }
 
@@ -120,7 +123,7 @@ fn attach(
     targets: &[std::path::PathBuf],
     resolv_conf: &str,
     spawn: &Spawn,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Attachment> {
     let started = std::time::Instant::now();
     let net = NetworkStore::new(paths, &record.network);
     {
@@ -153,13 +156,19 @@ fn attach(
     }
     sb.netns = env.netns.clone();
     sb.netns_inode = inode;
-    let attachment = Attachment {
-        network: record.network.clone(),
-        ifname: record.ifname.clone(),
+    let same = |a: &&Attachment| a.network == record.network && a.ifname == record.ifname;
+    let attachment = match sb.attachments.iter().find(same) {
+        Some(a) => a.clone(),
+        None => {
+            let a = Attachment {
+                network: record.network.clone(),
+                ifname: record.ifname.clone(),
+                nameserver: sb.free_nameserver(),
+            };
+            sb.attachments.push(a.clone());
+            a
+        }
     };
-    if !sb.attachments.contains(&attachment) {
-        sb.attachments.push(attachment);
-    }
     // A live resolver serving this netns is told to reload; otherwise one is started (and an
     // earlier one's rules, if any, replaced).
     let reuse = sb
@@ -232,7 +241,7 @@ fn attach(
         sb.redirect_settled = true;
         sandbox::save(paths, lock, &sb)?;
     }
-    Ok(())
+    Ok(attachment)
 }
 
 /// Whether a sandbox belongs to an earlier netns of the container: another path, the same

@@ -3,12 +3,13 @@
 //! for the `ip netns exec` flow and the conf's `resolvConfPath` template. Every file written is
 //! remembered in the sandbox with what it replaced, so DEL puts the original back.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use embedns_conf::cni::ResultDns;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::resolv::{container_options, ResolvConf};
-use embedns_conf::sandbox::{Sandbox, WrittenFile};
+use embedns_conf::sandbox::{Sandbox, WrittenFile, EMBEDDED_RESOLVER};
 use embedns_conf::store::{remove_if_exists, write_atomic_mode};
 use embedns_conf::{names, ConfError};
 
@@ -62,13 +63,21 @@ pub fn container_resolv_conf(conf: &NetConf, host: &ResolvConf) -> ResolvConf {
     }
 }
 
-/// The result's `dns` for a container resolv.conf.
-pub fn result_dns(rc: &ResolvConf, conf: &NetConf) -> ResultDns {
+/// The result's `dns` for one attachment: its own nameserver address (R23: podman joins the
+/// results of a container's networks, and takes a network's nameservers out on its
+/// disconnect), and the search list and options only with the first (127.0.0.11), so that
+/// they appear once. The written files keep `nameserver 127.0.0.11` alone.
+pub fn result_dns(rc: &ResolvConf, conf: &NetConf, nameserver: Ipv4Addr) -> ResultDns {
+    let first = nameserver == EMBEDDED_RESOLVER;
     ResultDns {
-        nameservers: rc.nameservers.iter().map(|ip| ip.to_string()).collect(),
+        nameservers: vec![nameserver.to_string()],
         domain: conf.domain_name.clone().or_else(|| conf.dns.domain.clone()),
-        search: rc.search.clone(),
-        options: rc.options.clone(),
+        search: if first { rc.search.clone() } else { Vec::new() },
+        options: if first {
+            rc.options.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 

@@ -1,4 +1,5 @@
-//! The redirect of `127.0.0.11:53` to the resolver's real ports inside the container's netns
+//! The redirect of `127.0.0.11:53` (and of 127.0.0.12-15, which a container's further
+//! networks name: `sandbox::NAMESERVERS`) to the resolver's real ports inside the container's netns
 //! (R24), as Docker's `setup-resolver` does: DNAT in nat/OUTPUT, SNAT of the replies' source
 //! port back to 53 in nat/POSTROUTING, in chains of our own whose jumps are inserted first
 //! (as Docker inserts them), so a rule already in the container (a sidecar's DNS capture, an
@@ -21,6 +22,9 @@ use crate::netns;
 const OUTPUT_CHAIN: &str = "EMBEDNS_OUTPUT";
 const POSTROUTING_CHAIN: &str = "EMBEDNS_POSTROUTING";
 const RESOLVER_IP: &str = "127.0.0.11";
+/// The nameserver addresses attachments name (127.0.0.11-15, `sandbox::NAMESERVERS`), all
+/// redirected to the resolver.
+const NAMESERVERS: &str = "127.0.0.8/29";
 
 /// Starts installing the rules for a resolver listening on `udp`/`tcp` and returns without
 /// waiting (the caller overlaps it with the resolver's start and calls [`Pending::wait`]).
@@ -34,10 +38,10 @@ pub fn install(netns_path: &str, udp: u16, tcp: u16, replace: bool) -> anyhow::R
         "*nat\n\
          :{OUTPUT_CHAIN} - [0:0]\n\
          :{POSTROUTING_CHAIN} - [0:0]\n\
-         -I OUTPUT 1 -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}\n\
+         -I OUTPUT 1 -d {NAMESERVERS} -j {OUTPUT_CHAIN}\n\
          -I POSTROUTING 1 -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
-         -A {OUTPUT_CHAIN} -d {RESOLVER_IP}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
-         -A {OUTPUT_CHAIN} -d {RESOLVER_IP}/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n\
+         -A {OUTPUT_CHAIN} -d {NAMESERVERS} -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
+         -A {OUTPUT_CHAIN} -d {NAMESERVERS} -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n\
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p udp -m udp --sport {udp} -j SNAT --to-source :53\n\
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p tcp -m tcp --sport {tcp} -j SNAT --to-source :53\n\
          COMMIT\n"
@@ -140,7 +144,7 @@ impl Pending {
 pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
     let batch = format!(
         "*nat\n\
-         -D OUTPUT -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}\n\
+         -D OUTPUT -d {NAMESERVERS} -j {OUTPUT_CHAIN}\n\
          -D POSTROUTING -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
          -F {OUTPUT_CHAIN}\n-X {OUTPUT_CHAIN}\n\
          -F {POSTROUTING_CHAIN}\n-X {POSTROUTING_CHAIN}\n\
@@ -158,7 +162,9 @@ pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
 /// then checks that nothing of ours is left in the netns's nat table.
 pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
     let _in = netns::enter(netns_path)?;
-    let steps: [&[&str]; 6] = [
+    let steps: [&[&str]; 7] = [
+        &["-D", "OUTPUT", "-d", NAMESERVERS, "-j", OUTPUT_CHAIN],
+        // The jump of versions that redirected 127.0.0.11 alone.
         &["-D", "OUTPUT", "-d", "127.0.0.11/32", "-j", OUTPUT_CHAIN],
         &[
             "-D",

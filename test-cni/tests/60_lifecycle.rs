@@ -24,8 +24,9 @@ fn r24_redirect_rules_in_the_container_only() {
     );
     w.add(&net, &c, Some("web"), "", None);
     let rules = w.nat_rules(&c);
+    // 127.0.0.11, and 127.0.0.12-15 that a container's further networks name (R23).
     assert!(
-        rules.contains("-A OUTPUT -d 127.0.0.11/32 -j EMBEDNS_OUTPUT"),
+        rules.contains("-A OUTPUT -d 127.0.0.8/29 -j EMBEDNS_OUTPUT"),
         "{rules}"
     );
     assert!(
