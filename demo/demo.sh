@@ -67,7 +67,7 @@ cat > "$tmp/net.d/demo.conflist" <<JSON
     {"type": "bridge", "bridge": "embdemo0", "isGateway": true, "ipMasq": false,
      "ipam": {"type": "host-local", "subnet": "10.89.42.0/24", "dataDir": "$tmp/ipam"}},
     {"type": "embedns", "dataDir": "$tmp/data", "hostResolvConf": "$tmp/host-resolv.conf",
-     "capabilities": {"aliases": true, "dns": true, "links": true, "name": true}}
+     "etcNetns": true, "capabilities": {"aliases": true, "dns": true, "links": true, "name": true}}
   ]
 }
 JSON
