@@ -13,8 +13,9 @@
 //! ```
 //!
 //! The state directory is root's, group the resolvers' (`resolverUser`), mode 2750: below it
-//! directories are 0750 and files 0640 (the resolvers read them, no one else does: records say
-//! which containers exist and where); lock files and control sockets are 0600.
+//! directories are 2750 (group and set-group-ID inherited) and files 0640 (the resolvers read
+//! them, no one else does: records say which containers exist and where); lock files and
+//! control sockets are 0600.
 
 use std::path::{Path, PathBuf};
 

@@ -320,7 +320,7 @@ pub fn remove_locked_dir(dir: &Path, _held: Flock<File>) -> Result<(), ConfError
 
 /// Makes the state directory `root` readable by the resolvers' group `gid` and by no one
 /// else: owned by root, group `gid`, mode 2750, so every directory and file made below it
-/// inherits the group (directories 0750, files 0640; nothing is group-writable). A directory
+/// inherits the group (directories 2750, files 0640; nothing is group-writable). A directory
 /// made by an earlier version (root:root 0700) is converted once, whole. A stat when done.
 pub fn prepare_root(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
     use std::os::unix::fs::MetadataExt;

@@ -51,7 +51,7 @@ pub fn detach_locked(
         }
         Err(e) => {
             tracing::error!("{e}; removing the sandbox and any resolver of the container");
-            stop_unrecorded(paths, container_id, None);
+            stop_unrecorded(paths, container_id);
             sandbox::remove(paths, lock, container_id)?;
             return Ok(());
         }
@@ -116,7 +116,7 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox) {
     if let Some(info) = recorded {
         resolver::stop(info);
     } else {
-        stop_unrecorded(paths, &sb.container_id, None);
+        stop_unrecorded(paths, &sb.container_id);
     }
     tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped");
     match removal {
@@ -143,11 +143,11 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox) {
     files::restore(sb);
 }
 
-/// Stops the container's resolvers that the sandbox does not record (found by their command
-/// line), except `keep`.
-pub fn stop_unrecorded(paths: &StatePaths, container_id: &str, keep: Option<i32>) {
+/// Stops every resolver of the container found by its command line (the caller knows the
+/// sandbox records none of them alive).
+pub fn stop_unrecorded(paths: &StatePaths, container_id: &str) {
     for r in resolver::running(paths) {
-        if r.container_id == container_id && Some(r.info.pid) != keep {
+        if r.container_id == container_id {
             tracing::warn!(
                 pid = r.info.pid,
                 container = container_id,

@@ -126,7 +126,7 @@ fn sweep_sandbox(
         Ok(Some(sb)) => sb,
         Ok(None) | Err(_) => {
             tracing::info!(container = cid, "GC: removing a sandbox without state");
-            del::stop_unrecorded(paths, cid, None);
+            del::stop_unrecorded(paths, cid);
             sandbox::remove(paths, lock, cid)?;
             return Ok(());
         }

@@ -227,9 +227,12 @@ pub fn alive(info: &ResolverInfo) -> bool {
 /// old one).
 pub fn serves(info: &ResolverInfo, netns_path: &str) -> bool {
     let inode = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let Some(target) = inode(netns_path) else {
+        return false;
+    };
     alive(info)
-        && inode(netns_path).is_some()
-        && inode(&format!("/proc/{}/ns/net", info.pid)) == inode(netns_path)
+        && inode(&format!("/proc/{}/ns/net", info.pid)) == Some(target)
+        // Still that process once its netns was read: the pid was not recycled meanwhile.
         && start_time(info.pid) == Some(info.start_time)
 }
 
