@@ -20,13 +20,15 @@ DESTDIR     ?=
 CARGO       ?= cargo
 
 # What the tests and the demo run: the reference plugins, libcni's source (for cnitool),
-# iptables, real DNS clients, and dnsmasq for the demo's and bench's upstream.
+# iptables, real DNS clients, dnsmasq for the demo's and bench's upstream, the real runtimes
+# (podman, containerd) and protoc (the CRI client crate of the containerd tests).
 APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go podman runc \
-                golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base
+                golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base \
+                containerd protobuf-compiler
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 
-.PHONY: all release install deps cnitool test demo bench bench-quick soak fuzz fmt lint clean
+.PHONY: all release install install-files deps cnitool test demo bench bench-quick soak fuzz fmt lint clean
 
 all: release
 
@@ -34,8 +36,14 @@ release:
 	$(CARGO) build --release --locked --bins
 
 install: release
+	@$(MAKE) --no-print-directory install-files
+
+# The install itself, of the binaries in BUILD (default target/release); the containerd test
+# runs it on the debug build to get the plugin directory a `make install` gives.
+BUILD ?= target/release
+install-files:
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(EXAMPLESDIR)
-	install -m 0755 target/release/embedns target/release/embedns-resolverd $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BUILD)/embedns $(BUILD)/embedns-resolverd $(DESTDIR)$(BINDIR)/
 	install -m 0644 conf/examples/*.conflist $(DESTDIR)$(EXAMPLESDIR)/
 	@if [ -n "$(REFERENCE_PLUGINS)" ] && [ -d "$(REFERENCE_PLUGINS)" ]; then \
 	  for p in $(REFERENCE_PLUGINS)/*; do \

@@ -129,7 +129,8 @@ pub fn expand_template(template: &str, env: &CniEnv) -> Result<PathBuf, ConfErro
 }
 
 /// Writes `text` to every target, remembering originals in the sandbox (a file already
-/// written for this sandbox keeps its first original).
+/// written for this sandbox keeps its first original). A `resolvConfPath` whose directory
+/// does not exist is skipped with a warning (containerd 2.x makes it after ADD).
 pub fn write(sb: &mut Sandbox, targets: &[PathBuf], text: &str) -> Result<(), ConfError> {
     for path in targets {
         if !sb.files.iter().any(|f| &f.path == path) {
@@ -143,11 +144,16 @@ pub fn write(sb: &mut Sandbox, targets: &[PathBuf], text: &str) -> Result<(), Co
                 })?;
                 Some(dir.to_path_buf())
             } else {
-                return Err(ConfError::InvalidConfig(format!(
-                    "resolvConfPath {}: directory {} does not exist",
+                // containerd 2.x sets up the pod network before it creates the sandbox
+                // directory and writes its resolv.conf there itself: a file written now would be
+                // overwritten, and one restored at DEL would remove CRI's. Leave it to the
+                // runtime (the route there is the pod's own DNS config naming 127.0.0.11).
+                tracing::warn!(
+                    "resolvConfPath {}: directory {} does not exist (yet); not written",
                     path.display(),
                     dir.display()
-                )));
+                );
+                continue;
             };
             let original = match std::fs::read_to_string(path) {
                 Ok(t) => Some(t),

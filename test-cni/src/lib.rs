@@ -6,6 +6,7 @@
 
 pub mod bins;
 pub mod calls;
+pub mod cri;
 pub mod dig;
 pub mod podman;
 pub mod upstream;

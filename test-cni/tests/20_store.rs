@@ -144,6 +144,36 @@ fn resolv_conf_path_template_for_containerd() {
 }
 
 #[test]
+fn a_resolv_conf_path_whose_directory_comes_later_is_left_to_the_runtime() {
+    // containerd 2.x: CNI ADD runs before CRI makes sandboxes/<id>/ and writes resolv.conf.
+    let w = World::new("a_resolv_conf_path_whose_directory_comes_later_is_left_to_the_runtime");
+    let template = format!(
+        "{}/sandboxes/{{podInfraContainerId}}/resolv.conf",
+        w.dir.display()
+    );
+    let net = w.network("n1", json!({"resolvConfPath": template}));
+    let c = w.container("c");
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_INFRA_CONTAINER_ID=pod-infra-2";
+    w.add(&net, &c, Some("web"), args, None);
+    let sandbox_dir = w.path("sandboxes/pod-infra-2");
+    assert!(!sandbox_dir.exists(), "ADD made the runtime's directory");
+    assert_eq!(w.resolve(&c, "web", "A").len(), 1, "ADD went on");
+    // The runtime now writes its own file; DEL leaves it alone.
+    std::fs::create_dir_all(&sandbox_dir).unwrap();
+    std::fs::write(sandbox_dir.join("resolv.conf"), "nameserver 127.0.0.11\n").unwrap();
+    let env = format!("IgnoreUnknown=1;K8S_POD_NAME=web;{args}");
+    assert!(w
+        .cnitool("check", &net.name, &c, &[("CNI_ARGS", &env)])
+        .status
+        .success());
+    w.del(&net, &c, &[("CNI_ARGS", &env)]);
+    assert_eq!(
+        std::fs::read_to_string(sandbox_dir.join("resolv.conf")).unwrap(),
+        "nameserver 127.0.0.11\n"
+    );
+}
+
+#[test]
 fn failed_add_leaves_nothing_behind() {
     let w = World::new("failed_add_leaves_nothing_behind");
     // The resolver binary is missing.

@@ -1,0 +1,423 @@
+//! Real containerd (Debian's 1.6, its CRI plugin, runc) for tests, driven over the CRI API as
+//! kubelet drives it. Each instance has a private root, state, socket, CNI conf dir and plugin
+//! dir (the layout `make install-files` produces: embedns next to links to the reference
+//! plugins), and a busybox-only image imported without a registry. Drop stops and removes the
+//! pods it ran, stops containerd and its shims, and removes everything.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, DnsConfig, ExecSyncRequest,
+    ImageSpec, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    VersionRequest,
+};
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{bins, wait_until};
+
+/// The sandbox ("pause") and container image: busybox, imported as an OCI archive.
+const IMAGE: &str = "localhost/embedns-box:1";
+
+/// A pod run by [`Containerd::run_pod`]: its sandbox, one busybox container and its address.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub name: String,
+    pub sandbox: String,
+    pub container: String,
+    pub ip: String,
+}
+
+pub struct Containerd {
+    pub dir: PathBuf,
+    /// embedns's state dir (the conflist's `dataDir`).
+    pub data_dir: PathBuf,
+    /// containerd's root: CRI keeps `io.containerd.grpc.v1.cri/sandboxes/<id>/resolv.conf` here.
+    pub root: PathBuf,
+    /// The bridge's address (the pods' gateway).
+    pub gateway: String,
+    bridge: String,
+    socket: PathBuf,
+    daemon: Child,
+    rt: tokio::runtime::Runtime,
+    client: RuntimeServiceClient<Channel>,
+    sandboxes: std::sync::Mutex<Vec<String>>,
+}
+
+impl Containerd {
+    /// A private containerd whose CNI conf dir holds bridge + host-local + portmap + the
+    /// embedns entry `embedns(root)` makes (given containerd's root, for `resolvConfPath`),
+    /// with this instance's `dataDir` and a test `hostResolvConf`; fails
+    /// the test when not root or when containerd, ctr, runc or podman is missing (`make test`
+    /// installs them): a test that cannot run never passes.
+    pub fn new(test: &str, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
+        crate::require_root(test);
+        for tool in ["containerd", "ctr", "runc", "podman"] {
+            assert!(
+                Command::new(tool).arg("--version").output().is_ok(),
+                "{test} cannot run: {tool} is not installed (make test installs it)"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("embedns-ctd-{}", crate::unique("c")));
+        let bin_dir = dir.join("opt/cni/bin");
+        install(&dir, &bin_dir);
+        let root = dir.join("root");
+        let mut embedns = embedns(&root);
+        let socket = dir.join("containerd.sock");
+        let data_dir = dir.join("data");
+        let net = rand::random::<u8>();
+        let gateway = format!("10.78.{net}.1");
+        let bridge = format!("ecd{}", &crate::unique("")[..8]);
+        embedns["dataDir"] = json!(data_dir);
+        embedns["hostResolvConf"] = json!(dir.join("host-resolv.conf"));
+        let list = json!({
+            "cniVersion": "1.0.0",
+            "name": "cri-net",
+            "plugins": [
+                {"type": "bridge", "bridge": bridge,
+                 "isGateway": true, "ipMasq": false,
+                 "ipam": {"type": "host-local", "subnet": format!("10.78.{net}.0/24"),
+                          "dataDir": dir.join("ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                embedns,
+            ],
+        });
+        std::fs::create_dir_all(dir.join("net.d")).unwrap();
+        std::fs::write(
+            dir.join("net.d/10-cri-net.conflist"),
+            serde_json::to_vec_pretty(&list).unwrap(),
+        )
+        .unwrap();
+        // The plugin's "host" upstream: the bridge's address, where a test may start a fake
+        // upstream (never the machine's own nameserver).
+        std::fs::write(
+            dir.join("host-resolv.conf"),
+            format!("nameserver {gateway}\nsearch corp.example\n"),
+        )
+        .unwrap();
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\n\
+             [grpc]\n  address = {socket:?}\n[ttrpc]\n  address = {ttrpc:?}\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = {IMAGE:?}\n\
+               restrict_oom_score_adj = true\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {bin:?}\n  conf_dir = {conf:?}\n",
+            root = root.display().to_string(),
+            state = dir.join("state").display().to_string(),
+            socket = socket.display().to_string(),
+            ttrpc = dir.join("containerd.sock.ttrpc").display().to_string(),
+            bin = bin_dir.display().to_string(),
+            conf = dir.join("net.d").display().to_string(),
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sock = socket.clone();
+        let client = wait_until(
+            Duration::from_secs(20),
+            "containerd's CRI to answer",
+            || {
+                let sock = sock.clone();
+                rt.block_on(async move {
+                    let channel = Endpoint::try_from("http://[::]:0")
+                        .ok()?
+                        .connect_with_connector(tower::service_fn(move |_: Uri| {
+                            let sock = sock.clone();
+                            async move {
+                                let s = tokio::net::UnixStream::connect(sock).await?;
+                                Ok::<_, std::io::Error>(TokioIo::new(s))
+                            }
+                        }))
+                        .await
+                        .ok()?;
+                    let mut client = RuntimeServiceClient::new(channel);
+                    client.version(VersionRequest::default()).await.ok()?;
+                    Some(client)
+                })
+            },
+        );
+        let c = Containerd {
+            dir,
+            data_dir,
+            root,
+            gateway,
+            bridge,
+            socket,
+            daemon,
+            rt,
+            client,
+            sandboxes: Default::default(),
+        };
+        c.import_image();
+        c
+    }
+
+    /// The busybox image, built from /bin/busybox with podman (private storage, vfs) and
+    /// imported into containerd's `k8s.io` namespace: no registry involved.
+    fn import_image(&self) {
+        let rootfs = self.dir.join("image/rootfs");
+        for d in ["bin", "etc", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+        for l in ["sh", "sleep", "cat", "nslookup"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l)).unwrap();
+        }
+        let image = self.dir.join("image");
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(image.join("rootfs.tar"))
+            .arg("."));
+        let podman = |args: &[&str]| {
+            let mut cmd = Command::new("podman");
+            cmd.arg("--root")
+                .arg(image.join("root"))
+                .arg("--runroot")
+                .arg(image.join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args);
+            run(&mut cmd);
+        };
+        let tar = image.join("rootfs.tar").display().to_string();
+        let archive = image.join("box.tar").display().to_string();
+        podman(&[
+            "import",
+            "--change",
+            r#"CMD ["/bin/sleep","3600"]"#,
+            &tar,
+            IMAGE,
+        ]);
+        podman(&["save", "--format", "oci-archive", "-o", &archive, IMAGE]);
+        podman(&["system", "reset", "-f"]);
+        run(Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "images", "import", &archive]));
+    }
+
+    fn client(&self) -> RuntimeServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// RunPodSandbox (namespace `default`, with `dns` as kubelet's dns_config), then one
+    /// busybox container in it, created and started.
+    pub fn run_pod(&self, name: &str, dns: Option<DnsConfig>) -> Pod {
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.to_string(),
+                uid: crate::unique("uid"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.to_string(),
+            dns_config: dns,
+            ..Default::default()
+        };
+        let mut client = self.client();
+        let sandbox = self
+            .rt
+            .block_on(client.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            }))
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.log_tail()))
+            .into_inner()
+            .pod_sandbox_id;
+        self.sandboxes.lock().unwrap().push(sandbox.clone());
+        let container = self
+            .rt
+            .block_on(client.create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: "box".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: IMAGE.into(),
+                        ..Default::default()
+                    }),
+                    command: vec!["/bin/sleep".into(), "3600".into()],
+                    ..Default::default()
+                }),
+                sandbox_config: Some(config),
+            }))
+            .unwrap_or_else(|e| panic!("CreateContainer in {name}: {e}\n{}", self.log_tail()))
+            .into_inner()
+            .container_id;
+        self.rt
+            .block_on(client.start_container(StartContainerRequest {
+                container_id: container.clone(),
+            }))
+            .unwrap_or_else(|e| panic!("StartContainer in {name}: {e}\n{}", self.log_tail()));
+        let status = self
+            .rt
+            .block_on(client.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.clone(),
+                verbose: false,
+            }))
+            .expect("PodSandboxStatus")
+            .into_inner();
+        let ip = status
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .expect("the pod has an address");
+        Pod {
+            name: name.to_string(),
+            sandbox,
+            container,
+            ip,
+        }
+    }
+
+    /// ExecSync in the pod's container: (exit code, stdout + stderr).
+    pub fn exec(&self, pod: &Pod, cmd: &[&str]) -> (i32, String) {
+        let mut client = self.client();
+        let out = self
+            .rt
+            .block_on(client.exec_sync(ExecSyncRequest {
+                container_id: pod.container.clone(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 20,
+            }))
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {}: {e}", pod.name))
+            .into_inner();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.exit_code, text)
+    }
+
+    /// StopPodSandbox: CNI DEL, as kubelet's stop.
+    pub fn stop_pod(&self, pod: &Pod) {
+        self.stop(&pod.sandbox)
+            .unwrap_or_else(|e| panic!("StopPodSandbox {}: {e}\n{}", pod.name, self.log_tail()));
+    }
+
+    /// RemovePodSandbox.
+    pub fn remove_pod(&self, pod: &Pod) {
+        self.remove(&pod.sandbox)
+            .unwrap_or_else(|e| panic!("RemovePodSandbox {}: {e}\n{}", pod.name, self.log_tail()));
+        self.sandboxes.lock().unwrap().retain(|s| s != &pod.sandbox);
+    }
+
+    fn stop(&self, sandbox: &str) -> Result<(), tonic::Status> {
+        let mut client = self.client();
+        self.rt
+            .block_on(client.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: sandbox.to_string(),
+            }))
+            .map(drop)
+    }
+
+    fn remove(&self, sandbox: &str) -> Result<(), tonic::Status> {
+        let mut client = self.client();
+        self.rt
+            .block_on(client.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox.to_string(),
+            }))
+            .map(drop)
+    }
+
+    /// CRI's resolv.conf of a sandbox (what its containers get bind-mounted).
+    pub fn sandbox_resolv_conf(&self, pod: &Pod) -> PathBuf {
+        self.root
+            .join("io.containerd.grpc.v1.cri/sandboxes")
+            .join(&pod.sandbox)
+            .join("resolv.conf")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(15);
+        format!("containerd.log:\n{}", lines[from..].join("\n"))
+    }
+}
+
+/// `make install-files` of the binaries under test into `<dir>/opt/cni/bin`: embedns and the
+/// links to Debian's reference plugins, one plugin dir as containerd 1.6's CRI takes it.
+fn install(dir: &Path, bin_dir: &Path) {
+    bins::reference_plugins();
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(bins::workspace())
+        .arg("--no-print-directory")
+        .arg("install-files")
+        .arg(format!("BUILD={}", bins::bin_dir().display()))
+        .arg(format!("DESTDIR={}", dir.display()))
+        .arg("BINDIR=/opt/cni/bin")
+        .arg("EXAMPLESDIR=/examples")
+        .output()
+        .expect("running make");
+    assert!(
+        out.status.success(),
+        "make install-files failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(bin_dir.join("embedns").is_file() && bin_dir.join("loopback").exists());
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("running a setup command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let left = std::mem::take(&mut *self.sandboxes.lock().unwrap());
+        for s in &left {
+            let _ = self.stop(s);
+            let _ = self.remove(s);
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.daemon.wait();
+        // The shims outlive containerd by design; these are this instance's.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", "--"])
+            .arg(format!("-address {}", self.socket.display()))
+            .status();
+        crate::kill_resolvers(&self.data_dir);
+        // Mounts left by a pod that could not be removed (rootfs, shm), deepest first.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let prefix = self.dir.display().to_string();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

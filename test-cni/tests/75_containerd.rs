@@ -1,0 +1,243 @@
+//! embedns under a real containerd (Debian's 1.6 CRI, runc), driven over the CRI API as
+//! kubelet drives it: RunPodSandbox, CreateContainer, StartContainer, ExecSync,
+//! StopPodSandbox, RemovePodSandbox. The plugin dir is what `make install-files` produces.
+
+use std::time::Duration;
+
+use k8s_cri::v1::DnsConfig;
+use serde_json::{json, Value};
+use test_cni::cri::{Containerd, Pod};
+use test_cni::{wait_until, FakeUpstream};
+
+/// The embedns entry of conf/examples/containerd.conflist, its `resolvConfPath` pointed at
+/// this containerd's root (the example names the default root).
+fn example_plugin(ctd_root: &std::path::Path) -> Value {
+    let path = test_cni::bins::workspace().join("conf/examples/containerd.conflist");
+    let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut p = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "embedns")
+        .cloned()
+        .expect("the example has an embedns entry");
+    let template = p["resolvConfPath"]
+        .as_str()
+        .unwrap()
+        .replace("/var/lib/containerd", &ctd_root.display().to_string());
+    p["resolvConfPath"] = json!(template);
+    p
+}
+
+/// A containerd whose conflist carries the example's embedns entry.
+fn containerd(test: &str) -> Containerd {
+    Containerd::new(test, example_plugin)
+}
+
+/// The addresses busybox nslookup printed for a name (the server's own line left out; with a
+/// search list it asks each search-qualified name, which R16a may answer as the local one).
+fn addresses(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.starts_with("127.0.0.11"))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn nslookup(ctd: &Containerd, pod: &Pod, name: &str) -> String {
+    ctd.exec(pod, &["nslookup", name]).1
+}
+
+fn records(ctd: &Containerd) -> usize {
+    let dir = ctd.data_dir.join("networks");
+    walk_json(&dir)
+}
+
+fn walk_json(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk_json(&p)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == "json"))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing() {
+    let ctd = containerd("r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing");
+    let web = ctd.run_pod("web", None);
+    let cli = ctd.run_pod("cli", None);
+    let cri_original = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+
+    // The pods' resolv.conf (CRI's sandbox file, bind-mounted) names 127.0.0.11 alone.
+    let (code, rc) = ctd.exec(&cli, &["cat", "/etc/resolv.conf"]);
+    assert_eq!(code, 0, "{rc}");
+    let ns: Vec<&str> = rc.lines().filter(|l| l.starts_with("nameserver")).collect();
+    assert_eq!(ns, vec!["nameserver 127.0.0.11"], "{rc}");
+
+    // By pod name (K8S_POD_NAME), by the sandbox's short ID, and the PTR of its address.
+    assert_eq!(
+        addresses(&nslookup(&ctd, &cli, "web")),
+        vec![web.ip.clone()]
+    );
+    assert_eq!(
+        addresses(&nslookup(&ctd, &cli, &web.sandbox[..12])),
+        vec![web.ip.clone()]
+    );
+    assert_eq!(
+        addresses(&nslookup(&ctd, &web, "cli")),
+        vec![cli.ip.clone()]
+    );
+    let ptr = nslookup(&ctd, &cli, &web.ip);
+    assert!(ptr.contains("name = web"), "PTR of {}: {ptr}", web.ip);
+
+    // StopPodSandbox (CNI DEL): web's resolver and record go, CRI's file comes back.
+    let web_rc = ctd.sandbox_resolv_conf(&web);
+    assert!(std::fs::read_to_string(&web_rc)
+        .unwrap()
+        .contains("nameserver 127.0.0.11"));
+    ctd.stop_pod(&web);
+    assert_eq!(std::fs::read_to_string(&web_rc).unwrap(), cri_original);
+    let out = nslookup(&ctd, &cli, "web");
+    assert!(addresses(&out).is_empty(), "a stopped pod's name: {out}");
+    ctd.remove_pod(&web);
+
+    ctd.stop_pod(&cli);
+    ctd.remove_pod(&cli);
+    wait_until(Duration::from_secs(5), "the resolvers to exit", || {
+        test_cni::resolver_pids(&ctd.data_dir)
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(records(&ctd), 0, "records left");
+    let sandboxes = ctd.data_dir.join("sandboxes");
+    let left = std::fs::read_dir(&sandboxes)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "sandbox state left in {}", sandboxes.display());
+}
+
+#[test]
+fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots() {
+    let ctd =
+        containerd("r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots");
+    // The first pod makes the bridge, where the "cluster DNS" then listens.
+    let first = ctd.run_pod("first", None);
+    let cluster_dns = FakeUpstream::start(
+        None,
+        &format!("{}:53", ctd.gateway),
+        "cluster.local",
+        &[("kubernetes.default.svc.cluster.local", "10.96.0.1")],
+    );
+    // What kubelet sends for a ClusterFirst pod.
+    let dns = DnsConfig {
+        servers: vec![ctd.gateway.clone()],
+        searches: vec![
+            "default.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+            "cluster.local".into(),
+        ],
+        options: vec!["ndots:5".into()],
+    };
+    let pod = ctd.run_pod("pod", Some(dns));
+
+    // Its servers are its upstreams, asked from the pod's netns; the search list works.
+    let out = nslookup(&ctd, &pod, "kubernetes");
+    assert_eq!(addresses(&out), vec!["10.96.0.1"], "{out}");
+    assert_eq!(
+        cluster_dns.last_source().map(|s| s.ip().to_string()),
+        Some(pod.ip.clone()),
+        "the cluster DNS is asked from the pod's netns"
+    );
+    // Peers still resolve, and the pod's resolv.conf is ours with its searches and ndots.
+    let out = nslookup(&ctd, &pod, "first");
+    assert_eq!(addresses(&out), vec![first.ip.clone()], "{out}");
+    let rc = ctd.exec(&pod, &["cat", "/etc/resolv.conf"]).1;
+    let line = |k: &str| {
+        rc.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(line("nameserver"), "nameserver 127.0.0.11", "{rc}");
+    assert_eq!(
+        rc.lines().filter(|l| l.starts_with("nameserver")).count(),
+        1,
+        "{rc}"
+    );
+    assert!(
+        line("search")
+            .starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{rc}"
+    );
+    assert!(line("options").contains("ndots:5"), "{rc}");
+
+    // DEL puts back what CRI wrote from the dns_config.
+    ctd.stop_pod(&pod);
+    let restored = std::fs::read_to_string(ctd.sandbox_resolv_conf(&pod)).unwrap();
+    assert!(
+        restored.contains(&format!("nameserver {}", ctd.gateway))
+            && !restored.contains("127.0.0.11"),
+        "{restored}"
+    );
+    ctd.remove_pod(&pod);
+    ctd.stop_pod(&first);
+    ctd.remove_pod(&first);
+}
+
+#[test]
+fn r17_the_containerd_2_route_a_pod_dns_config_naming_127_0_0_11() {
+    // containerd 2.x writes the sandbox's resolv.conf after CNI ADD, so embedns cannot write
+    // it there; the route is the pod's own DNS config naming 127.0.0.11 (dnsPolicy None with
+    // dnsConfig.nameservers, or kubelet's --cluster-dns). CRI writes that file itself; here on
+    // 1.6 with a conflist without resolvConfPath, as it would be used on 2.x.
+    let ctd = Containerd::new(
+        "r17_the_containerd_2_route_a_pod_dns_config_naming_127_0_0_11",
+        |_| json!({"type": "embedns", "capabilities": {"aliases": true, "dns": true}}),
+    );
+    let dns = || DnsConfig {
+        servers: vec!["127.0.0.11".into()],
+        searches: vec!["default.svc.cluster.local".into()],
+        options: vec!["ndots:2".into()],
+    };
+    let web = ctd.run_pod("web", Some(dns()));
+    let upstream = FakeUpstream::start(
+        None,
+        &format!("{}:53", ctd.gateway),
+        "example.org",
+        &[("outside.example.org", "192.0.2.7")],
+    );
+    let cli = ctd.run_pod("cli", Some(dns()));
+    let rc = ctd.exec(&cli, &["cat", "/etc/resolv.conf"]).1;
+    assert!(rc.contains("nameserver 127.0.0.11"), "CRI's own file: {rc}");
+    assert_eq!(
+        addresses(&nslookup(&ctd, &cli, "web")),
+        vec![web.ip.clone()]
+    );
+    // 127.0.0.11 in the pod's servers is never an upstream (R17): the host's are asked.
+    let out = nslookup(&ctd, &cli, "outside.example.org");
+    assert_eq!(addresses(&out), vec!["192.0.2.7"], "{out}");
+    assert!(upstream.queries() > 0);
+    for pod in [&web, &cli] {
+        ctd.stop_pod(pod);
+        let rc = std::fs::read_to_string(ctd.sandbox_resolv_conf(pod)).unwrap();
+        assert!(
+            rc.contains("nameserver 127.0.0.11"),
+            "CRI's file untouched: {rc}"
+        );
+        ctd.remove_pod(pod);
+    }
+    assert!(test_cni::resolver_pids(&ctd.data_dir).is_empty());
+}
