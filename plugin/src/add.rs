@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::env::CniEnv;
 use crate::error::{PluginError, RESOLVER_FAILED};
 use crate::identity::Identity;
-use crate::{del, files, netns, probe, redirect, resolver};
+use crate::{del, files, later, netns, probe, redirect, resolver};
 
 /// How long ADD waits for a new resolver to answer through the redirect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -94,9 +94,14 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     let attachment = match attached {
         Ok(a) => a,
         Err(e) => {
-            if let Err(undo) =
-                del::detach_locked(&paths, lock, &env.container_id, &conf.name, &env.ifname)
-            {
+            if let Err(undo) = del::detach_locked(
+                &paths,
+                lock,
+                &env.container_id,
+                &conf.name,
+                &env.ifname,
+                del::Removal::Now,
+            ) {
                 tracing::error!("undoing the failed ADD: {undo:#}");
             }
             return Err(e);
@@ -146,7 +151,7 @@ fn attach(
         // The same container ID in a new netns (a restarted container, cnitool's path-derived
         // IDs): what the old sandbox started serves a namespace that is gone or another one.
         tracing::info!(old = %sb.netns, new = %env.netns, "replacing the sandbox of an earlier netns");
-        del::stop_and_restore(paths, &sb);
+        del::stop_and_restore(paths, &sb, del::Removal::Now);
         for a in &sb.attachments {
             if (a.network.as_str(), a.ifname.as_str()) != (&record.network, &record.ifname) {
                 del::remove_record(paths, &env.container_id, &a.network, &a.ifname)?;
@@ -198,7 +203,9 @@ fn attach(
             (udp, tcp)
         };
         let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
-        let redirect = redirect::install(&env.netns, u, t, previous)?;
+        // A remover a DEL left for this netns would take the new rules away: stop it first.
+        let left = later::cancel(&env.netns);
+        let redirect = redirect::install(&env.netns, u, t, previous || left)?;
         let starting = resolver::start(
             spawn.binary,
             spawn.user,

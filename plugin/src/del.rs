@@ -10,11 +10,27 @@ use embedns_conf::sandbox::{self, Leftover, Sandbox, SandboxLock};
 use embedns_conf::store::NetworkStore;
 
 use crate::env::CniEnv;
-use crate::{files, netns, redirect, resolver};
+use crate::{files, later, netns, redirect, resolver};
 
 pub fn del(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     let paths = StatePaths::new(&conf.data_dir);
-    detach(&paths, &env.container_id, &conf.name, &env.ifname)
+    detach(
+        &paths,
+        &env.container_id,
+        &conf.name,
+        &env.ifname,
+        Removal::AfterNetnsGone,
+    )
+}
+
+/// When the last attachment's redirect is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Before returning (ADD undoing itself, GC).
+    Now,
+    /// By a detached remover, if the netns outlives the DEL by `later::WINDOW` (the DEL verb:
+    /// see `later.rs` for why).
+    AfterNetnsGone,
 }
 
 /// Removes one attachment, taking the sandbox lock if the sandbox exists.
@@ -23,6 +39,7 @@ pub fn detach(
     container_id: &str,
     network: &str,
     ifname: &str,
+    removal: Removal,
 ) -> anyhow::Result<()> {
     if !paths.sandbox(container_id).exists() {
         // No sandbox (never added, or already deleted): only a stray record can be left.
@@ -30,7 +47,7 @@ pub fn detach(
         return Ok(());
     }
     let lock = sandbox::lock(paths, container_id)?;
-    detach_locked(paths, lock, container_id, network, ifname)
+    detach_locked(paths, lock, container_id, network, ifname, removal)
 }
 
 /// [`detach`] for a caller that holds the sandbox lock (ADD undoing itself, GC).
@@ -40,6 +57,7 @@ pub fn detach_locked(
     container_id: &str,
     network: &str,
     ifname: &str,
+    removal: Removal,
 ) -> anyhow::Result<()> {
     remove_record(paths, container_id, network, ifname)?;
     let mut sb = match sandbox::load(paths, container_id) {
@@ -59,7 +77,7 @@ pub fn detach_locked(
     sb.attachments
         .retain(|a| !(a.network == network && a.ifname == ifname));
     if sb.attachments.is_empty() {
-        teardown(paths, lock, &sb);
+        teardown(paths, lock, &sb, removal);
         Ok(())
     } else {
         sandbox::save(paths, &lock, &sb)?;
@@ -91,8 +109,8 @@ pub fn remove_record(
 /// The sandbox's last attachment is gone: stop its resolver, remove the redirect, restore the
 /// files, drop the sandbox. Every step runs whatever the others gave; what could not be
 /// removed is logged and noted as a leftover.
-pub fn teardown(paths: &StatePaths, lock: SandboxLock, sb: &Sandbox) {
-    stop_and_restore(paths, sb);
+pub fn teardown(paths: &StatePaths, lock: SandboxLock, sb: &Sandbox, removal: Removal) {
+    stop_and_restore(paths, sb, removal);
     if let Err(e) = sandbox::remove(paths, lock, &sb.container_id) {
         tracing::error!("removing the sandbox of {}: {e}", sb.container_id);
     }
@@ -101,23 +119,30 @@ pub fn teardown(paths: &StatePaths, lock: SandboxLock, sb: &Sandbox) {
 /// Stops the sandbox's resolver (and any other of the container's: an ADD killed between
 /// starting one and recording it), removes the redirect from its netns, restores the files.
 /// The sandbox itself stays.
-pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox) {
+pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox, when: Removal) {
     // The rules' removal (an exec) runs while the resolver stops.
     let started = std::time::Instant::now();
     if !sb.redirect_settled && netns::exists(&sb.netns) {
         redirect::wait_installers(&sb.netns);
+    }
+    let inode = sb.netns_inode.filter(|_| netns::exists(&sb.netns));
+    if let (Removal::AfterNetnsGone, Some(inode)) = (when, inode) {
+        match later::spawn(paths, &sb.container_id, &sb.netns, inode) {
+            Ok(()) => {
+                stop_resolver(paths, sb);
+                tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped, redirect left to the remover");
+                files::restore(sb);
+                return;
+            }
+            Err(e) => tracing::warn!("{e:#}; removing the redirect now"),
+        }
     }
     let removal = netns::exists(&sb.netns).then(|| {
         redirect::remove_start(&sb.netns).map_err(|e| {
             tracing::warn!(netns = %sb.netns, "{e:#}; removing the redirect piece by piece");
         })
     });
-    let recorded = sb.resolver.as_ref().filter(|i| resolver::alive(i));
-    if let Some(info) = recorded {
-        resolver::stop(info);
-    } else {
-        stop_unrecorded(paths, &sb.container_id);
-    }
+    stop_resolver(paths, sb);
     tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped");
     match removal {
         Some(pending) => {
@@ -141,6 +166,16 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox) {
     }
     tracing::debug!(elapsed = ?started.elapsed(), "redirect removed");
     files::restore(sb);
+}
+
+/// Stops the sandbox's resolver, or any of the container's found by command line.
+fn stop_resolver(paths: &StatePaths, sb: &Sandbox) {
+    let recorded = sb.resolver.as_ref().filter(|i| resolver::alive(i));
+    if let Some(info) = recorded {
+        resolver::stop(info);
+    } else {
+        stop_unrecorded(paths, &sb.container_id);
+    }
 }
 
 /// Stops every resolver of the container found by its command line (the caller knows the

@@ -50,7 +50,8 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
                 };
                 if !valid.contains(&(cid.to_string(), ifname.to_string())) {
                     tracing::info!(container = cid, ifname, "GC: removing a stale attachment");
-                    if let Err(e) = del::detach(&paths, cid, &conf.name, ifname) {
+                    if let Err(e) = del::detach(&paths, cid, &conf.name, ifname, del::Removal::Now)
+                    {
                         failed(format!("removing {key}"), e);
                     }
                 }
@@ -136,7 +137,7 @@ fn sweep_sandbox(
             container = cid,
             "GC: removing a sandbox without attachments"
         );
-        del::teardown(paths, lock, &sb);
+        del::teardown(paths, lock, &sb, del::Removal::Now);
         return Ok(());
     }
     // Attachments on this network that the runtime no longer knows, and that have no record
@@ -145,7 +146,7 @@ fn sweep_sandbox(
     drop(lock);
     for a in sb.attachments.iter().filter(|a| a.network == network) {
         if !valid.contains(&(cid.to_string(), a.ifname.clone())) {
-            del::detach(paths, cid, &a.network, &a.ifname)?;
+            del::detach(paths, cid, &a.network, &a.ifname, del::Removal::Now)?;
         }
     }
     Ok(())

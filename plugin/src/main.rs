@@ -20,6 +20,7 @@ mod error;
 mod files;
 mod gc;
 mod identity;
+mod later;
 mod logging;
 mod netns;
 mod probe;
@@ -42,6 +43,9 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.first().map(String::as_str) == Some("status") {
             return ExitCode::from(status::run(&args[1..]) as u8);
+        }
+        if args.first().map(String::as_str) == Some(later::SUBCOMMAND) {
+            return ExitCode::from(later::run(&args[1..]) as u8);
         }
         return about(args.first().map(String::as_str));
     };

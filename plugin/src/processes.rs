@@ -29,3 +29,19 @@ pub fn pidfd(pid: i32) -> Option<OwnedFd> {
     // SAFETY: raw is a fresh fd we own.
     (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
 }
+
+/// Sends `sig` to the process a pidfd pins (never to a process that took over its pid).
+pub fn signal(pidfd: &OwnedFd, sig: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a pidfd we own, without siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
+}

@@ -297,19 +297,8 @@ pub fn stop(info: &ResolverInfo) {
         );
         return;
     }
-    let signal = |sig: i32| {
-        // SAFETY: pidfd_send_signal on a pidfd we own.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        }
-    };
-    if signal(libc::SIGTERM) < 0 {
+    let signal = |sig: i32| processes::signal(&pidfd, sig);
+    if !signal(libc::SIGTERM) {
         return;
     }
     if !wait_exit(&pidfd, STOP_TIMEOUT) {
@@ -327,7 +316,7 @@ pub fn wait_pid(pid: i32, deadline: Instant) {
 }
 
 /// A pidfd becomes readable when its process exits.
-fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -167,8 +167,9 @@ impl Containerd {
         c
     }
 
-    /// The busybox image, built from /bin/busybox with podman (private storage, vfs) and
-    /// imported into containerd's `k8s.io` namespace: no registry involved.
+    /// The busybox image, built from /bin/busybox with podman (private storage, run and tmp
+    /// dirs, vfs: no mounts, removed with the dir) and imported into containerd's `k8s.io`
+    /// namespace: no registry involved.
     fn import_image(&self) {
         let rootfs = self.dir.join("image/rootfs");
         for d in ["bin", "etc", "proc", "sys", "dev"] {
@@ -191,6 +192,8 @@ impl Containerd {
                 .arg(image.join("root"))
                 .arg("--runroot")
                 .arg(image.join("run"))
+                .arg("--tmpdir")
+                .arg(image.join("tmp"))
                 .args(["--storage-driver", "vfs"])
                 .args(args);
             run(&mut cmd);
@@ -205,7 +208,6 @@ impl Containerd {
             IMAGE,
         ]);
         podman(&["save", "--format", "oci-archive", "-o", &archive, IMAGE]);
-        podman(&["system", "reset", "-f"]);
         run(Command::new("ctr")
             .arg("-a")
             .arg(&self.socket)

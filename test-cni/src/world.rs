@@ -498,6 +498,17 @@ impl World {
             .unwrap_or(0)
     }
 
+    /// Waits until a container's netns holds none of our rules: a DEL leaves their removal to
+    /// a remover that acts when the netns outlives it by a second (`plugin/src/later.rs`).
+    pub fn wait_redirect_gone(&self, c: &Container, what: &str) {
+        let mut rules = String::new();
+        let gone = crate::wait::poll_until(std::time::Duration::from_secs(5), || {
+            rules = self.nat_rules(c);
+            (!rules.contains("EMBEDNS")).then_some(())
+        });
+        assert!(gone.is_some(), "{what}: rules left in {}: {rules}", c.netns);
+    }
+
     /// `iptables -t nat -S` inside a container.
     pub fn nat_rules(&self, c: &Container) -> String {
         String::from_utf8_lossy(&self.exec(c, &["iptables", "-w", "-t", "nat", "-S"]).stdout)

@@ -61,7 +61,7 @@ fn r24_redirect_rules_in_the_container_only() {
         "nothing changed in the host's namespace"
     );
     w.del(&net, &c, &[]);
-    assert!(!w.nat_rules(&c).contains("EMBEDNS"), "rules removed on DEL");
+    w.wait_redirect_gone(&c, "DEL");
 }
 
 #[test]
@@ -87,14 +87,19 @@ fn r24_probes_leave_no_conntrack_flow_a_client_could_reuse() {
 
 #[test]
 fn r24_del_then_add_again_in_the_same_netns_at_once() {
-    // podman network disconnect + connect: DEL returns once the rules are gone (not when
-    // iptables-restore is done closing), so the next ADD must find a clean table.
+    // podman network disconnect + connect: DEL leaves the rules' removal to a remover that
+    // waits for the netns to go; the next ADD stops it and replaces the rules, so the new
+    // resolver's redirect is the only one and stays.
     let w = World::new("r24_del_then_add_again_in_the_same_netns_at_once");
     let net = w.network("n1", json!({}));
     let (web, c) = (w.container("web"), w.container("c"));
     let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
     for round in 0..10 {
         w.add(&net, &c, Some("cli"), "", None);
+        assert!(
+            removers(&c).is_empty(),
+            "round {round}: a remover outlived the ADD"
+        );
         let rules = w.nat_rules(&c);
         assert_eq!(
             rules.matches("-j EMBEDNS_OUTPUT").count(),
@@ -107,9 +112,61 @@ fn r24_del_then_add_again_in_the_same_netns_at_once() {
             "round {round}"
         );
         w.del(&net, &c, &[]);
-        assert!(!w.nat_rules(&c).contains("EMBEDNS"), "round {round}");
     }
+    w.wait_redirect_gone(&c, "the last DEL, the netns kept");
     w.del(&net, &web, &[]);
+}
+
+/// PIDs of the `embedns remove-redirect-later` processes waiting on a container's netns.
+fn removers(c: &test_cni::Container) -> Vec<i32> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("remove-redirect-later .* {} ", c.path)])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn r24_a_del_leaves_the_rules_to_go_with_the_netns_and_removes_them_if_it_stays() {
+    // Deleting netfilter rules makes the next network-device removal wait for the kernel's
+    // RCU grace periods: the bridge plugin's veth removal right after embedns in a chained
+    // DEL. After a DEL the netns is nearly always destroyed, taking the rules with it, so DEL
+    // leaves them to a remover that acts only if the netns is still there a second later.
+    let w =
+        World::new("r24_a_del_leaves_the_rules_to_go_with_the_netns_and_removes_them_if_it_stays");
+    let net = w.network("n1", json!({}));
+    let (gone, kept) = (w.container("gone"), w.container("kept"));
+    w.add(&net, &gone, Some("gone"), "", None);
+    w.add(&net, &kept, Some("kept"), "", None);
+    w.del(&net, &gone, &[]);
+    w.del(&net, &kept, &[]);
+    assert!(
+        w.resolver_pids().is_empty(),
+        "DEL stops the resolvers at once"
+    );
+    assert_eq!(removers(&gone).len(), 1);
+    assert_eq!(removers(&kept).len(), 1);
+    // The runtime deletes the netns: its remover has nothing to do and exits.
+    let out = Command::new("ip")
+        .args(["netns", "del", &gone.netns])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait_until(
+        Duration::from_secs(2),
+        "the remover of a deleted netns to exit",
+        || removers(&gone).is_empty().then_some(()),
+    );
+    // The netns stays: the remover removes the rules, then exits.
+    w.wait_redirect_gone(&kept, "the netns kept after DEL");
+    wait_until(Duration::from_secs(2), "the remover to exit", || {
+        removers(&kept).is_empty().then_some(())
+    });
+    let (code, report) = w.status();
+    assert_eq!(code, 0, "nothing left over: {report}");
 }
 
 #[test]

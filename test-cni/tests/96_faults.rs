@@ -72,12 +72,7 @@ fn assert_gone(
             (pids == want).then_some(())
         },
     );
-    let rules = w.nat_rules(c);
-    assert!(
-        !rules.contains("EMBEDNS"),
-        "rules left in {}: {rules}",
-        c.netns
-    );
+    w.wait_redirect_gone(c, "after DEL or GC");
     assert!(
         !Path::new("/etc/netns").join(&c.netns).exists(),
         "/etc/netns/{} left",
@@ -178,8 +173,8 @@ fn a_plugin_killed_by_its_runtime_while_iptables_is_slow_leaves_no_resolver() {
     });
     assert_eq!(w.sandboxes(), 0);
     assert!(w.records("n1").is_empty());
-    // DEL waited for the killed ADD's iptables-restore before removing the rules.
-    assert!(!w.nat_rules(&c).contains("EMBEDNS"), "{}", w.nat_rules(&c));
+    // DEL waited for the killed ADD's iptables-restore; the rules then go.
+    w.wait_redirect_gone(&c, "DEL after a killed ADD");
 }
 
 #[test]
@@ -349,7 +344,7 @@ fn concurrent_add_del_check_of_one_container_id_never_leave_two_resolvers() {
     assert!(w.resolver_pids().is_empty(), "{:?}", w.resolver_pids());
     assert_eq!(w.sandboxes(), 0);
     assert!(w.records("n1").is_empty());
-    assert!(!w.nat_rules(&c).contains("EMBEDNS"));
+    w.wait_redirect_gone(&c, "DEL");
 }
 
 #[test]

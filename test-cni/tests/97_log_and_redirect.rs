@@ -130,7 +130,11 @@ fn the_redirect_goes_first_and_a_removal_that_fails_is_reported() {
     );
     w.del(&net, &c, &[("PATH", &broken)]);
     assert!(w.nat_rules(&c).contains("EMBEDNS_OUTPUT"));
-    let (code, report) = w.status();
+    // The netns stays, so the remover DEL left tries a second later, fails and notes it.
+    let (code, report) = wait_until(Duration::from_secs(5), "the leftover to be noted", || {
+        let (code, report) = w.status();
+        (code != 0).then_some((code, report))
+    });
     assert_eq!(code, 1, "status exits 1 while something is left: {report}");
     let left: &Value = &report["leftovers"][0];
     assert_eq!(left["netns"], json!(c.path), "{report}");
