@@ -429,15 +429,20 @@ fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
 /// Phase 3.
 fn add_del(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let nets = peers::chains(w);
-    let c = w.container("addel");
+    let c = w.container("addel"); // for the prevResult of the plugins alone
     let mut d = serde_json::Map::new();
     let mut medians = std::collections::BTreeMap::new();
     // The chains take turns, run by run, so that a drift of the machine (the kernel's RCU
-    // work, another tenant) weighs on each the same.
+    // work, another tenant) weighs on each the same; the order rotates, so no chain always
+    // follows the same one. Each run is a new container in a new netns, deleted after its DEL
+    // as a runtime does (outside the timing; the kernel destroys it while the next runs).
     let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); nets.len()];
     for i in 0..s.runs {
         let args = format!("IgnoreUnknown=1;K8S_POD_NAME=t{i}");
-        for ((label, net), (adds, dels)) in nets.iter().zip(&mut times) {
+        let mut turn: Vec<_> = nets.iter().zip(&mut times).collect();
+        turn.rotate_left(i % nets.len());
+        for ((label, net), (adds, dels)) in turn {
+            let c = w.container(&format!("addel{i}"));
             let t = Instant::now();
             let out = w.cnitool("add", net, &c, &[("CNI_ARGS", &args)]);
             adds.push(t.elapsed());
@@ -450,6 +455,7 @@ fn add_del(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             let out = w.cnitool("del", net, &c, &[("CNI_ARGS", &args)]);
             dels.push(t.elapsed());
             assert!(out.status.success(), "{label} del");
+            w.remove_netns(&c);
         }
     }
     for ((label, _), (adds, dels)) in nets.iter().zip(&times) {

@@ -453,6 +453,11 @@ impl World {
         ours[0]
     }
 
+    /// Deletes a container's netns (as a runtime does after DEL).
+    pub fn remove_netns(&self, c: &Container) {
+        must(Command::new("ip").args(["netns", "del", &c.netns]));
+    }
+
     /// Deletes a container's netns and makes a new one under the same name (and path).
     pub fn recreate_netns(&self, c: &Container) {
         must(Command::new("ip").args(["netns", "del", &c.netns]));
