@@ -24,7 +24,30 @@ pub const DEFAULT_TTL: u32 = 600;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 2000;
 /// Forwarded queries in flight per resolver (R20), Docker's value.
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+/// The state dir of a privileged plugin; see [`default_data_dir`].
 pub const DEFAULT_DATA_DIR: &str = "/run/embedns";
+
+/// The default `dataDir`: [`DEFAULT_DATA_DIR`], or `$XDG_RUNTIME_DIR/embedns` when running
+/// unprivileged (not root, or root of a user namespace that maps less than every id, as
+/// rootless podman runs its plugins), as dnsname chooses; `embedns status` takes the same,
+/// so the user's shell finds what the plugin wrote in rootless podman's namespace.
+pub fn default_data_dir() -> PathBuf {
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    default_data_dir_for(
+        nix::unistd::geteuid().is_root(),
+        &uid_map,
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    )
+}
+
+fn default_data_dir_for(root: bool, uid_map: &str, xdg: Option<std::ffi::OsString>) -> PathBuf {
+    let whole_range = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    let unprivileged = !root || (!uid_map.trim().is_empty() && !whole_range);
+    match xdg.map(PathBuf::from).filter(|x| x.is_absolute()) {
+        Some(dir) if unprivileged => dir.join("embedns"),
+        _ => PathBuf::from(DEFAULT_DATA_DIR),
+    }
+}
 /// The unprivileged identity resolvers run as: nobody/nogroup, as dnsmasq does by default.
 pub const DEFAULT_RESOLVER_USER: ResolverUser = ResolverUser {
     uid: 65534,
@@ -279,7 +302,7 @@ impl NetConf {
             cni_version: raw.cni_version,
             name: raw.name,
             plugin_type: raw.plugin_type,
-            data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir: raw.data_dir.unwrap_or_else(default_data_dir),
             host_resolv_conf: raw
                 .host_resolv_conf
                 .unwrap_or_else(|| DEFAULT_HOST_RESOLV_CONF.into()),
@@ -435,6 +458,29 @@ mod tests {
         let l = conf(r#","runtimeConfig":{"aliases":["api"]}"#).unwrap();
         assert_eq!(l.aliases, vec!["api"]);
         assert!(conf(r#","runtimeConfig":{"aliases":{"net1":"x"}}"#).is_err());
+    }
+
+    #[test]
+    fn the_default_data_dir_is_the_users_runtime_dir_when_unprivileged() {
+        let xdg = || Some(std::ffi::OsString::from("/run/user/1000"));
+        let host = "         0          0 4294967295\n";
+        let rootless = "         0       1000          1\n         1     100000      65536\n";
+        let user = PathBuf::from("/run/user/1000/embedns");
+        assert_eq!(
+            default_data_dir_for(true, host, xdg()),
+            PathBuf::from(DEFAULT_DATA_DIR)
+        );
+        assert_eq!(default_data_dir_for(true, rootless, xdg()), user);
+        assert_eq!(default_data_dir_for(false, host, xdg()), user);
+        // Without a usable XDG_RUNTIME_DIR: the default, which ADD then reports if unwritable.
+        assert_eq!(
+            default_data_dir_for(true, rootless, None),
+            PathBuf::from(DEFAULT_DATA_DIR)
+        );
+        assert_eq!(
+            default_data_dir_for(false, host, Some("relative".into())),
+            PathBuf::from(DEFAULT_DATA_DIR)
+        );
     }
 
     #[test]

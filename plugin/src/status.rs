@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use embedns_conf::netconf::DEFAULT_DATA_DIR;
+use embedns_conf::netconf::default_data_dir;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::sandbox::{self, Sandbox};
@@ -25,7 +25,7 @@ struct Options {
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
         json: false,
-        data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        data_dir: default_data_dir(),
         container: None,
     };
     let mut it = args.iter();
