@@ -21,10 +21,10 @@ CARGO       ?= cargo
 
 # What the tests and the demo run: the reference plugins, libcni's source (for cnitool),
 # iptables, real DNS clients, dnsmasq for the demo's and bench's upstream, the real runtimes
-# (podman, containerd) and protoc (the CRI client crate of the containerd tests).
+# (podman, rootless too, and containerd) and protoc (the CRI client crate of the containerd tests).
 APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go podman runc \
                 golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base \
-                containerd protobuf-compiler
+                containerd protobuf-compiler slirp4netns uidmap
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 

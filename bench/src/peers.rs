@@ -132,7 +132,7 @@ pub fn start_local(w: &World, peer: &Container, web_ip: IpAddr) -> LocalPeers {
 }
 
 /// dockerd 20.10 with private roots, no host iptables and no default bridge; one internal
-/// network with `web` and `cli`, as in ../shared/docker-oracle.md.
+/// network with `web` and `cli` (how to run Docker offline beside the bench: bench/README.md).
 pub struct Docker {
     dir: PathBuf,
     /// cli's netns, as a path (/proc/PID/ns/net).

@@ -32,22 +32,48 @@ pub const DEFAULT_DATA_DIR: &str = "/run/embedns";
 /// rootless podman runs its plugins), as dnsname chooses; `embedns status` takes the same,
 /// so the user's shell finds what the plugin wrote in rootless podman's namespace.
 pub fn default_data_dir() -> PathBuf {
-    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     default_data_dir_for(
         nix::unistd::geteuid().is_root(),
-        &uid_map,
+        &own_uid_map(),
         std::env::var_os("XDG_RUNTIME_DIR"),
     )
 }
 
 fn default_data_dir_for(root: bool, uid_map: &str, xdg: Option<std::ffi::OsString>) -> PathBuf {
-    let whole_range = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
-    let unprivileged = !root || (!uid_map.trim().is_empty() && !whole_range);
+    let unprivileged = !root || in_user_namespace(uid_map);
     match xdg.map(PathBuf::from).filter(|x| x.is_absolute()) {
         Some(dir) if unprivileged => dir.join("embedns"),
         _ => PathBuf::from(DEFAULT_DATA_DIR),
     }
 }
+
+/// The default `resolverUser`: [`DEFAULT_RESOLVER_USER`] on a host; inside a user namespace
+/// (rootless podman) the namespace's root, which is the unprivileged user on the host (the
+/// resolver still drops every capability): the user's runtime dir, where the store lives, is
+/// theirs alone (mode 0700, as XDG asks), so no other identity could read it. dnsname's
+/// dnsmasq runs as that user too.
+pub fn default_resolver_user() -> ResolverUser {
+    default_resolver_user_for(&own_uid_map())
+}
+
+fn default_resolver_user_for(uid_map: &str) -> ResolverUser {
+    if in_user_namespace(uid_map) {
+        ResolverUser { uid: 0, gid: 0 }
+    } else {
+        DEFAULT_RESOLVER_USER
+    }
+}
+
+fn own_uid_map() -> String {
+    std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default()
+}
+
+/// Whether a `uid_map` is a user namespace's (anything but the host's identity map).
+fn in_user_namespace(uid_map: &str) -> bool {
+    let whole_range = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    !uid_map.trim().is_empty() && !whole_range
+}
+
 /// The unprivileged identity resolvers run as: nobody/nogroup, as dnsmasq does by default.
 pub const DEFAULT_RESOLVER_USER: ResolverUser = ResolverUser {
     uid: 65534,
@@ -76,6 +102,17 @@ impl ResolverUser {
             return Err(bad());
         }
         Ok(ResolverUser { uid, gid })
+    }
+
+    /// What the resolver accepts from the plugin: [`ResolverUser::parse`], or `0:0` inside a
+    /// user namespace, where [`default_resolver_user`] names the namespace's root (the
+    /// unprivileged user on the host); never root on a host.
+    pub fn parse_from_plugin(s: &str) -> Result<ResolverUser, ConfError> {
+        let namespace_root = ResolverUser { uid: 0, gid: 0 };
+        if s == "0:0" && default_resolver_user() == namespace_root {
+            return Ok(namespace_root);
+        }
+        ResolverUser::parse(s)
     }
 }
 
@@ -322,7 +359,7 @@ impl NetConf {
             resolver_path: raw.resolver_path,
             resolver_user: match &raw.resolver_user {
                 Some(u) => ResolverUser::parse(u)?,
-                None => DEFAULT_RESOLVER_USER,
+                None => default_resolver_user(),
             },
             upstream_timeout_ms: raw
                 .upstream_timeout_ms
@@ -480,6 +517,12 @@ mod tests {
         assert_eq!(
             default_data_dir_for(false, host, Some("relative".into())),
             PathBuf::from(DEFAULT_DATA_DIR)
+        );
+        // The resolvers: nobody on a host, the namespace's root (the user) when rootless.
+        assert_eq!(default_resolver_user_for(host), DEFAULT_RESOLVER_USER);
+        assert_eq!(
+            default_resolver_user_for(rootless),
+            ResolverUser { uid: 0, gid: 0 }
         );
     }
 

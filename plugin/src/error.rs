@@ -52,3 +52,38 @@ pub fn classify(e: &anyhow::Error) -> (u32, String) {
         .unwrap_or(100);
     (code, e.to_string())
 }
+
+/// The error and its causes, `: `-joined, each said once: a cause whose text the message
+/// before it already holds (an I/O error a typed error prints inside its own message) is
+/// left out. Runtimes print `msg` and `details` together, so the cause once is enough.
+pub fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = anyhow::Error::new(embedns_conf::error::ConfError::Io {
+            path: "/var/lib/x".into(),
+            source: io,
+        });
+        assert_eq!(chain_text(&e), "/var/lib/x: permission denied");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(chain_text(&e), "outer: inner");
+    }
+}

@@ -118,7 +118,8 @@ fn version_result(requested: &str) -> Value {
 /// Prints the spec's error object on stdout and exits non-zero.
 fn fail(version: &str, e: &anyhow::Error) -> ExitCode {
     let (code, msg) = error::classify(e);
-    let details = format!("{e:#}");
+    let details = error::chain_text(e);
+    tracing::error!(code, "{details}");
     let err = CniError {
         cni_version: version.to_string(),
         code,
@@ -129,7 +130,6 @@ fn fail(version: &str, e: &anyhow::Error) -> ExitCode {
         },
         msg,
     };
-    tracing::error!(code, "{:#}", e);
     let _ = serde_json::to_writer(std::io::stdout().lock(), &err);
     println!();
     ExitCode::FAILURE

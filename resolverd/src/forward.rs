@@ -38,6 +38,8 @@ struct Health {
     silent: u32,
     /// When it was demoted, if it is.
     demoted_at: Option<Instant>,
+    /// Whether the resolver has said that it cannot be reached (once until it answers again).
+    warned: bool,
 }
 /// Docker logs upstream failures at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(2);
@@ -139,20 +141,39 @@ impl Forwarder {
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {:?}", timeout.min(left)),
             };
-            self.silent(up.addr);
+            self.silent(&up);
             self.log_limited(format_args!("upstream {} failed: {why}", up.addr));
         }
         Counters::bump(&self.state.counters.failed);
         error_for_raw(query, question_end, ResponseCode::ServFail)
     }
 
-    /// Notes a query an upstream did not answer; the [`DEMOTE_AFTER`]th in a row demotes it.
-    fn silent(&self, addr: SocketAddr) {
+    /// Notes a query an upstream did not answer; the [`DEMOTE_AFTER`]th in a row demotes it,
+    /// and that is said once (until it answers again), outside the rate limit, with where it
+    /// was asked.
+    fn silent(&self, up: &Upstream) {
         let mut health = self.health.lock().unwrap();
-        let h = health.entry(addr).or_default();
+        let h = health.entry(up.addr).or_default();
         h.silent += 1;
         if h.silent >= DEMOTE_AFTER {
             h.demoted_at = Some(Instant::now());
+            if !h.warned {
+                h.warned = true;
+                if up.from_host {
+                    tracing::warn!(
+                        "upstream {} cannot be reached from the runtime's host network namespace, \
+                         where a loopback nameserver of the host's resolv.conf is asked (R18); under \
+                         rootless podman that namespace is podman's, not the machine's: name a \
+                         reachable nameserver in the conf's dns.nameservers",
+                        up.addr
+                    );
+                } else {
+                    tracing::warn!(
+                        "upstream {} cannot be reached from the container's network namespace",
+                        up.addr
+                    );
+                }
+            }
         }
     }
 

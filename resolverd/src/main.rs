@@ -49,7 +49,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
             "--udp-fd" => udp_fd = Some(value.parse().context("--udp-fd")?),
             "--tcp-fd" => tcp_fd = Some(value.parse().context("--tcp-fd")?),
-            "--user" => user = Some(ResolverUser::parse(&value)?),
+            "--user" => user = Some(ResolverUser::parse_from_plugin(&value)?),
             _ => anyhow::bail!(
                 "unknown flag {flag} (this program is started by the embedns CNI plugin)"
             ),
@@ -166,7 +166,7 @@ fn confinement_check() -> ExitCode {
         Err(e) => e.to_string(),
     };
     let write = || outcome(OpenOptions::new().append(true).open(path).map(drop));
-    let dropped = ResolverUser::parse(user)
+    let dropped = ResolverUser::parse_from_plugin(user)
         .map_err(anyhow::Error::from)
         .and_then(sys::drop_privileges);
     if let Err(e) = dropped {

@@ -9,6 +9,7 @@ pub mod calls;
 pub mod cri;
 pub mod dig;
 pub mod podman;
+pub mod rootless;
 pub mod upstream;
 pub mod wait;
 pub mod world;
