@@ -7,6 +7,7 @@
 
 pub mod cni;
 pub mod crash;
+pub mod defaults;
 pub mod error;
 pub mod index;
 pub mod names;

@@ -14,16 +14,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::names;
 use crate::record::Link;
 use crate::ConfError;
+use crate::{defaults, names};
 
-/// Docker's TTL for local answers (R11).
-pub const DEFAULT_TTL: u32 = 600;
-/// Per-upstream timeout (R19); Docker uses 4 s.
-pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 2000;
-/// Forwarded queries in flight per resolver (R20), Docker's value.
-pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 /// The state dir of a privileged plugin; see [`default_data_dir`].
 pub const DEFAULT_DATA_DIR: &str = "/run/embedns";
 
@@ -349,7 +343,7 @@ impl NetConf {
             aliases,
             links,
             runtime_name: rc.name,
-            ttl: raw.ttl.unwrap_or(DEFAULT_TTL),
+            ttl: raw.ttl.unwrap_or(defaults::TTL),
             internal: raw.internal,
             resolv_conf_path: raw.resolv_conf_path,
             etc_netns: raw.etc_netns,
@@ -363,8 +357,8 @@ impl NetConf {
             },
             upstream_timeout_ms: raw
                 .upstream_timeout_ms
-                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
-            max_inflight: raw.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
+                .unwrap_or(defaults::UPSTREAM_TIMEOUT_MS),
+            max_inflight: raw.max_inflight.unwrap_or(defaults::MAX_INFLIGHT),
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments,
         })

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::names;
-use crate::ConfError;
+use crate::{defaults, names, ConfError};
+
+/// A record file's key and what reading it gave (a corrupt file is reported, not fatal).
+pub type Listed = (String, Result<Record, crate::ConfError>);
 
 /// A link `alias -> target` (Docker `--link target:alias`), visible to its owner only (R4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,9 +94,9 @@ pub struct Record {
     #[serde(default)]
     pub internal: bool,
     pub upstreams: Upstreams,
-    #[serde(default)]
+    #[serde(default = "defaults::upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
-    #[serde(default)]
+    #[serde(default = "defaults::max_inflight")]
     pub max_inflight: usize,
 }
 
@@ -127,11 +129,11 @@ impl Record {
             netns: String::new(),
             domain_name: None,
             search: vec![],
-            ttl: crate::netconf::DEFAULT_TTL,
+            ttl: defaults::TTL,
             internal: false,
             upstreams: Upstreams::default(),
-            upstream_timeout_ms: crate::netconf::DEFAULT_UPSTREAM_TIMEOUT_MS,
-            max_inflight: crate::netconf::DEFAULT_MAX_INFLIGHT,
+            upstream_timeout_ms: defaults::UPSTREAM_TIMEOUT_MS,
+            max_inflight: defaults::MAX_INFLIGHT,
         }
     }
 

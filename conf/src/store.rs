@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::index::IndexWriter;
+use crate::index::{self, IndexWriter};
 use crate::paths::StatePaths;
 use crate::record::{attachment_key, Record};
 use crate::ConfError;
@@ -29,11 +29,26 @@ pub struct NetworkStore {
     dir: PathBuf,
 }
 
-/// A record file's key and what reading it gave (a corrupt file is reported, not fatal).
-pub type Listed = (String, Result<Record, ConfError>);
+pub use crate::record::Listed;
 
 /// Proof that the caller holds the network's lock; dropped, it releases it.
 pub struct NetworkLock(Flock<File>);
+
+/// A network whose lock is held: what the index's writer is given ([`index::Source`]).
+pub struct Locked<'a> {
+    store: &'a NetworkStore,
+    _lock: &'a NetworkLock,
+}
+
+impl index::Source for Locked<'_> {
+    fn dir(&self) -> &Path {
+        &self.store.dir
+    }
+
+    fn records(&self) -> Result<Vec<Listed>, ConfError> {
+        self.store.list()
+    }
+}
 
 impl NetworkStore {
     pub fn new(paths: &StatePaths, network: &str) -> Self {
@@ -44,6 +59,14 @@ impl NetworkStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The network as its index's writer sees it, while `lock` is held.
+    pub fn locked<'a>(&'a self, lock: &'a NetworkLock) -> Locked<'a> {
+        Locked {
+            store: self,
+            _lock: lock,
+        }
     }
 
     /// Creates the network's directory if needed and takes its lock (blocking).
@@ -85,7 +108,7 @@ impl NetworkStore {
             create_private_dir(&claim)?;
             write_atomic(&claim.join(record.key()), b"")?;
         }
-        IndexWriter::open(self, lock)?.insert(record)?;
+        IndexWriter::open(&self.locked(lock))?.insert(record)?;
         Ok(())
     }
 
@@ -109,7 +132,7 @@ impl NetworkStore {
         // answers nothing (the next DEL or GC removes it), never an index entry that answers
         // for a container without a record, which no one could find to remove.
         crate::crash::point("remove:before-index");
-        IndexWriter::open(self, lock)?.remove(&key)?;
+        IndexWriter::open(&self.locked(lock))?.remove(&key)?;
         crate::crash::point("remove:between-index-and-record");
         remove_if_exists(&path)?;
         if let Some(name) = old.as_ref().and_then(|r| r.name.as_ref()) {

@@ -39,7 +39,7 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     // Peers read the network's shared index, not the record: it must answer for this one.
     if let Some(name) = &record.name {
         let store = NetworkStore::new(&paths, &conf.name);
-        let indexed = IndexReader::new(&store)
+        let indexed = IndexReader::new(store.dir())
             .addresses(name)
             .ok()
             .flatten()

@@ -104,7 +104,7 @@ fn reconcile(net: &NetworkStore) -> anyhow::Result<()> {
         return Ok(());
     }
     let lock = net.lock()?;
-    let (_, ghosts) = IndexWriter::open(net, &lock)?.reconcile()?;
+    let (_, ghosts) = IndexWriter::open(&net.locked(&lock))?.reconcile()?;
     if !ghosts.is_empty() {
         tracing::warn!(?ghosts, "GC: index entries without a record removed");
     }

@@ -46,7 +46,7 @@ impl NetworkIndex {
         NetworkIndex {
             network: network.to_string(),
             own,
-            reader: Mutex::new(IndexReader::new(&store)),
+            reader: Mutex::new(IndexReader::new(store.dir())),
             store,
             fallback: Mutex::new(None),
             log_limit: Limiter::new(Duration::from_secs(2)),

@@ -8,7 +8,7 @@ use hickory_proto::rr::RecordType;
 use rand::seq::SliceRandom;
 
 use crate::index::{NetworkIndex, Unavailable};
-use embedns_conf::netconf::DEFAULT_TTL;
+use embedns_conf::defaults;
 
 /// What the resolver does with a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl View<'_> {
     fn ttl(&self, net: Option<&NetworkIndex>) -> u32 {
         let mut nets = net.into_iter().chain(self.networks.iter());
         nets.find_map(|n| n.own().next().map(|r| r.ttl))
-            .unwrap_or(DEFAULT_TTL)
+            .unwrap_or(defaults::TTL)
     }
 }
 

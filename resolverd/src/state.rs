@@ -42,8 +42,8 @@ impl Default for UpstreamSet {
     fn default() -> Self {
         UpstreamSet {
             list: Vec::new(),
-            timeout: Duration::from_millis(embedns_conf::netconf::DEFAULT_UPSTREAM_TIMEOUT_MS),
-            max_inflight: embedns_conf::netconf::DEFAULT_MAX_INFLIGHT,
+            timeout: Duration::from_millis(embedns_conf::defaults::UPSTREAM_TIMEOUT_MS),
+            max_inflight: embedns_conf::defaults::MAX_INFLIGHT,
             host_files: Vec::new(),
             host_stamps: Vec::new(),
         }
@@ -180,12 +180,8 @@ fn stamp(path: &Path) -> Stamp {
 pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
     let mut set = UpstreamSet::default();
     if let Some(first) = own.first() {
-        if first.upstream_timeout_ms > 0 {
-            set.timeout = Duration::from_millis(first.upstream_timeout_ms);
-        }
-        if first.max_inflight > 0 {
-            set.max_inflight = first.max_inflight;
-        }
+        set.timeout = Duration::from_millis(first.upstream_timeout_ms);
+        set.max_inflight = first.max_inflight;
     }
     let push = |u: Upstream, list: &mut Vec<Upstream>| {
         if !list.iter().any(|x| x.addr == u.addr) {

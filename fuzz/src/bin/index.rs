@@ -19,21 +19,22 @@ fn main() {
     let store = NetworkStore::new(&StatePaths::new(dir.path()), "n");
     let lock = store.lock().expect("the network lock");
     store.put(&lock, &record()).expect("a record");
-    let path = embedns_conf::index::index_path(&store);
+    let path = embedns_conf::index::index_path(store.dir());
     let tmp = dir.path().join("next-index");
     afl::fuzz!(|data: &[u8]| {
         // Renamed in, as a writer replaces it (never truncated under a reader's mapping).
         std::fs::write(&tmp, data).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
-        let mut reader = IndexReader::new(&store);
+        let mut reader = IndexReader::new(store.dir());
         let _ = reader.addresses("web");
         let _ = reader.addresses("www.dns.test");
         let _ = reader.pointer(&"10.0.0.2".parse().unwrap());
         let _ = reader.len();
         // The next writer leaves a usable index with the records' content.
-        let w = IndexWriter::open(&store, &lock).expect("the index is rebuilt");
+        let locked = store.locked(&lock);
+        let w = IndexWriter::open(&locked).expect("the index is rebuilt");
         drop(w.insert(&record()).expect("the record is indexed"));
-        let mut reader = IndexReader::new(&store);
+        let mut reader = IndexReader::new(store.dir());
         let got = reader.addresses("web").expect("a readable index");
         assert_eq!(got.map(|v| v.len()), Some(2));
     });

@@ -1,0 +1,178 @@
+//! The index file's layout (header, peer table, bucket table, heap; see the module docs) and
+//! the bounds-checked, atomic access through which both sides touch a mapping another
+//! process may be changing. Every unsafe dereference of the index is in this file.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"EMBNSIX1");
+
+// Header fields, byte offsets.
+pub(super) const HEADER: usize = 64;
+pub(super) const H_MAGIC: usize = 0;
+pub(super) const H_SEQ: usize = 8;
+pub(super) const H_SUPERSEDED: usize = 16;
+pub(super) const H_PEER_CAP: usize = 20;
+pub(super) const H_BUCKETS: usize = 24;
+pub(super) const H_HEAP_CAP: usize = 28;
+pub(super) const H_HEAP_USED: usize = 32;
+pub(super) const H_LIVE: usize = 36;
+pub(super) const H_USED_BUCKETS: usize = 40;
+pub(super) const H_GARBAGE: usize = 44;
+pub(super) const H_FREE_HEAD: usize = 48;
+
+pub(super) const PEER: usize = 8;
+pub(super) const BUCKET: usize = 12;
+
+// Bucket kinds.
+pub(super) const EMPTY: u32 = 0;
+pub(super) const NAME: u32 = 1;
+pub(super) const ADDR: u32 = 2;
+pub(super) const KEY: u32 = 3;
+pub(super) const TOMBSTONE: u32 = 4;
+
+/// The sizes of one index file; fixed for the file's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Geometry {
+    pub(super) peer_cap: u32,
+    pub(super) buckets: u32,
+    pub(super) heap_cap: u32,
+}
+
+impl Geometry {
+    /// Room for twice `peers`, `buckets` and `heap` (tables at most half full before a
+    /// rebuild, a quarter after one).
+    pub(super) fn for_content(peers: usize, buckets: usize, heap: usize) -> Geometry {
+        let pow = |n: usize, min: usize| n.max(min).next_power_of_two() as u32;
+        Geometry {
+            peer_cap: pow(2 * peers, 64),
+            buckets: pow(4 * buckets, 512),
+            heap_cap: pow(2 * heap, 16 << 10),
+        }
+    }
+
+    pub(super) fn peers_at(&self) -> usize {
+        HEADER
+    }
+
+    pub(super) fn buckets_at(&self) -> usize {
+        HEADER + PEER * self.peer_cap as usize
+    }
+
+    pub(super) fn heap_at(&self) -> usize {
+        self.buckets_at() + BUCKET * self.buckets as usize
+    }
+
+    pub(super) fn file_len(&self) -> usize {
+        self.heap_at() + self.heap_cap as usize
+    }
+}
+
+/// A torn or out-of-bounds read: retried while a writer is at work, damage otherwise.
+#[derive(Debug)]
+pub(super) struct Torn;
+
+/// Bounds-checked, atomic access to a mapping another process may be changing.
+#[derive(Clone, Copy)]
+pub(super) struct Mem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mem {
+    /// A mapping already known to be at least [`HEADER`] bytes (checked when it was opened
+    /// or made): the header accessors rely on it.
+    pub(super) fn of_mapping(ptr: *const u8, len: usize) -> Mem {
+        debug_assert!(len >= HEADER);
+        Mem {
+            ptr: ptr as *mut u8,
+            len,
+        }
+    }
+
+    pub(super) fn u8(&self, off: usize) -> Result<u8, Torn> {
+        if off >= self.len {
+            return Err(Torn);
+        }
+        // SAFETY: in bounds of a live mapping; an atomic load is sound against a concurrent
+        // writer, and u8 needs no alignment.
+        Ok(unsafe { (*(self.ptr.add(off) as *const AtomicU8)).load(Ordering::Relaxed) })
+    }
+
+    pub(super) fn u16(&self, off: usize) -> Result<u16, Torn> {
+        Ok(u16::from_le_bytes([self.u8(off)?, self.u8(off + 1)?]))
+    }
+
+    pub(super) fn u32(&self, off: usize) -> Result<u32, Torn> {
+        if off & 3 != 0 || self.len < 4 || off > self.len - 4 {
+            return Err(Torn);
+        }
+        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned).
+        Ok(unsafe { (*(self.ptr.add(off) as *const AtomicU32)).load(Ordering::Relaxed) })
+    }
+
+    pub(super) fn seq(&self) -> &AtomicU64 {
+        // SAFETY: every mapping is at least HEADER bytes (checked at open); H_SEQ is 8-aligned.
+        unsafe { &*(self.ptr.add(H_SEQ) as *const AtomicU64) }
+    }
+
+    pub(super) fn superseded(&self) -> &AtomicU32 {
+        // SAFETY: as for `seq`.
+        unsafe { &*(self.ptr.add(H_SUPERSEDED) as *const AtomicU32) }
+    }
+
+    pub(super) fn magic(&self) -> u64 {
+        // SAFETY: as for `seq`.
+        unsafe { (*(self.ptr.add(H_MAGIC) as *const AtomicU64)).load(Ordering::Acquire) }
+    }
+
+    /// Writer only (it holds the network lock; readers only load).
+    pub(super) fn set_u8(&self, off: usize, v: u8) {
+        assert!(off < self.len);
+        // SAFETY: in bounds of a writable mapping.
+        unsafe { (*(self.ptr.add(off) as *const AtomicU8)).store(v, Ordering::Relaxed) }
+    }
+
+    pub(super) fn set_u32(&self, off: usize, v: u32) {
+        assert!(off & 3 == 0 && off + 4 <= self.len);
+        // SAFETY: in bounds and aligned, in a writable mapping.
+        unsafe { (*(self.ptr.add(off) as *const AtomicU32)).store(v, Ordering::Relaxed) }
+    }
+
+    pub(super) fn set_u64_release(&self, off: usize, v: u64) {
+        assert!(off & 7 == 0 && off + 8 <= self.len);
+        // SAFETY: in bounds and aligned, in a writable mapping.
+        unsafe { (*(self.ptr.add(off) as *const AtomicU64)).store(v, Ordering::Release) }
+    }
+
+    pub(super) fn set_bytes(&self, off: usize, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            self.set_u8(off + i, *b);
+        }
+    }
+
+    pub(super) fn geometry(&self) -> Result<Geometry, Torn> {
+        let g = Geometry {
+            peer_cap: self.u32(H_PEER_CAP)?,
+            buckets: self.u32(H_BUCKETS)?,
+            heap_cap: self.u32(H_HEAP_CAP)?,
+        };
+        let sane = g.buckets.is_power_of_two() && g.peer_cap > 0 && g.file_len() <= self.len;
+        sane.then_some(g).ok_or(Torn)
+    }
+}
+
+pub(super) fn mem_of(ptr: *const u8, len: usize) -> Option<Mem> {
+    (len >= HEADER).then_some(Mem {
+        ptr: ptr as *mut u8,
+        len,
+    })
+}
+
+/// Whether the header's counters fit the geometry (a writer trusts them for its room checks).
+pub(super) fn counters_sane(mem: Mem, g: &Geometry) -> bool {
+    let field = |off| mem.u32(off).unwrap_or(u32::MAX);
+    field(H_LIVE) <= g.peer_cap
+        && field(H_FREE_HEAD) <= g.peer_cap
+        && field(H_USED_BUCKETS) <= g.buckets
+        && field(H_HEAP_USED) <= g.heap_cap
+}
