@@ -9,6 +9,7 @@ pub mod cni;
 pub mod crash;
 pub mod defaults;
 pub mod error;
+pub mod fsutil;
 pub mod index;
 pub mod names;
 pub mod netconf;

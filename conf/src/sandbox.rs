@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::{lock_dir, remove_locked_dir, try_lock_dir, write_atomic};
 use crate::paths::StatePaths;
-use crate::store::{lock_dir, remove_locked_dir, try_lock_dir, write_atomic};
 use crate::ConfError;
 
 /// One network the container is attached to, in attach order.
@@ -123,7 +123,7 @@ pub fn try_lock(paths: &StatePaths, container_id: &str) -> Result<Option<Sandbox
 
 /// The container IDs that have a sandbox directory.
 pub fn list(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
-    crate::store::subdirectory_names(&paths.sandboxes())
+    crate::fsutil::subdirectory_names(&paths.sandboxes())
 }
 
 /// Reads a sandbox; `Ok(None)` if there is none.
@@ -145,7 +145,7 @@ pub fn save(paths: &StatePaths, _lock: &SandboxLock, sb: &Sandbox) -> Result<(),
 }
 
 /// Removes the sandbox's directory and releases its lock. The lock file goes last, and a
-/// waiter that then holds the unlinked file starts over on a new one (`store::lock_dir`).
+/// waiter that then holds the unlinked file starts over on a new one (`fsutil::lock_dir`).
 pub fn remove(paths: &StatePaths, lock: SandboxLock, container_id: &str) -> Result<(), ConfError> {
     remove_locked_dir(&paths.sandbox(container_id), lock.0)
 }
@@ -161,7 +161,7 @@ pub struct Leftover {
 
 /// Notes a leftover (replacing an earlier note of the same container).
 pub fn save_leftover(paths: &StatePaths, leftover: &Leftover) -> Result<(), ConfError> {
-    crate::store::create_private_dir(&paths.leftovers())?;
+    crate::fsutil::create_private_dir(&paths.leftovers())?;
     let body = serde_json::to_vec_pretty(leftover).expect("a leftover always serializes");
     write_atomic(&paths.leftover(&leftover.container_id), &body)
 }
@@ -181,5 +181,5 @@ pub fn leftovers(paths: &StatePaths) -> Vec<Leftover> {
 
 /// Forgets a container's leftover (removed since, or its netns is gone).
 pub fn clear_leftover(paths: &StatePaths, container_id: &str) -> Result<(), ConfError> {
-    crate::store::remove_if_exists(&paths.leftover(container_id))
+    crate::fsutil::remove_if_exists(&paths.leftover(container_id))
 }

@@ -7,10 +7,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use embedns_conf::cni::ResultDns;
+use embedns_conf::fsutil::{remove_if_exists, write_atomic_mode};
 use embedns_conf::netconf::NetConf;
 use embedns_conf::resolv::{container_options, ResolvConf};
 use embedns_conf::sandbox::{Sandbox, WrittenFile, EMBEDDED_RESOLVER};
-use embedns_conf::store::{remove_if_exists, write_atomic_mode};
 use embedns_conf::{names, ConfError};
 
 use crate::env::CniEnv;

@@ -16,11 +16,12 @@
 
 use std::collections::BTreeSet;
 
+use embedns_conf::fsutil::{create_private_dir, remove_if_exists, write_atomic};
 use embedns_conf::index::IndexWriter;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
-use embedns_conf::store::{create_private_dir, remove_if_exists, write_atomic, NetworkStore};
+use embedns_conf::store::NetworkStore;
 use embedns_conf::ConfError;
 
 use crate::error::{PluginError, GC_INCOMPLETE, NOT_AVAILABLE};
