@@ -12,8 +12,8 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 
-use crate::answer::{reply_limit, OUR_EDNS_PAYLOAD};
 use crate::lookup::Outcome;
+use crate::wire::{reply_limit, OUR_EDNS_PAYLOAD};
 
 /// The longest name on the wire (RFC 1035 §3.1); longer ones are the general path's to reject.
 const MAX_WIRE_NAME: usize = 255;

@@ -18,10 +18,10 @@ use nix::sys::socket::SockType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use crate::answer::error_for_raw;
 use crate::hostns::HostSockets;
 use crate::log::Limiter;
 use crate::state::{Counters, Resolver, Upstream};
+use crate::wire::error_for_raw;
 
 /// How long a demoted upstream stays at the end of the list.
 const PENALTY: Duration = Duration::from_secs(30);

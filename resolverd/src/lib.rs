@@ -3,7 +3,8 @@
 //! `index` is one network as the container sees it (the network's shared, memory-mapped
 //! index, read at query time, and the container's own records); `lookup` is Docker's naming
 //! rules over those; `answer` turns a query into a local reply or a miss (`fast` answers the
-//! common A/AAAA query from its bytes, the same reply at a fraction of the cost); `forward`
+//! common A/AAAA query from its bytes, the same reply at a fraction of the cost; `wire` is
+//! what both and the forwarder share about DNS on the wire); `forward`
 //! takes the misses upstream; `server` owns the sockets; `control` is the plugin's channel
 //! (`reload`, `status`); `hostns` makes sockets in the host's netns (R18); `log` rotates
 //! the log by size and rate-limits what a query can log; `liveness` ends a resolver whose
@@ -21,3 +22,4 @@ pub mod lookup;
 pub mod server;
 pub mod state;
 pub mod sys;
+pub mod wire;

@@ -6,7 +6,8 @@
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Link, Record};
 use embedns_conf::store::NetworkStore;
-use embedns_resolverd::answer::{error_for_raw, general_reply, handle, Handled};
+use embedns_resolverd::answer::{general_reply, handle, Handled};
+use embedns_resolverd::wire::error_for_raw;
 use embedns_resolverd::fast::Simple;
 use embedns_resolverd::index::NetworkIndex;
 use embedns_resolverd::lookup::Outcome;

@@ -1,0 +1,54 @@
+//! What both ways of answering (the general path in `answer`, the byte-level one in `fast`)
+//! and the forwarder share about DNS on the wire: the size a reply may take (R13), our EDNS
+//! payload, and replies made from a request's raw bytes.
+
+use hickory_proto::op::ResponseCode;
+
+/// The payload size we advertise in our EDNS replies.
+pub const OUR_EDNS_PAYLOAD: u16 = 1232;
+
+/// R13: 512 bytes over UDP, or the client's EDNS payload size if larger; 65535 over TCP.
+pub fn reply_limit(edns_payload: Option<u16>, tcp: bool) -> usize {
+    if tcp {
+        return u16::MAX as usize;
+    }
+    edns_payload.map_or(512, |p| p.max(512)) as usize
+}
+
+/// A bare reply built from the request's raw header, for what does not parse.
+pub fn header_only(request: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[..2].copy_from_slice(&request[..2]);
+    let opcode_rd = request.get(2).copied().unwrap_or(0) & 0x79; // opcode and RD
+    out[2] = 0x80 | opcode_rd;
+    out[3] = 0x80 | (u16::from(rcode) as u8 & 0x0f);
+    out
+}
+
+/// A SERVFAIL/REFUSED reply echoing the raw question of a forwarded query.
+pub fn error_for_raw(request: &[u8], question_end: usize, rcode: ResponseCode) -> Vec<u8> {
+    let mut out = header_only(request, rcode);
+    out[4..6].copy_from_slice(&1u16.to_be_bytes()); // one question
+    out.extend_from_slice(&request[12..question_end]);
+    out
+}
+
+/// End offset of the first question (uncompressed, as clients send it), or `None`.
+pub fn question_end(bytes: &[u8]) -> Option<usize> {
+    if u16::from_be_bytes([bytes[4], bytes[5]]) != 1 {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *bytes.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    (i + 4 <= bytes.len()).then_some(i + 4)
+}
