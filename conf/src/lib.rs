@@ -6,6 +6,7 @@
 //! the binaries.
 
 pub mod cni;
+pub mod control;
 pub mod crash;
 pub mod defaults;
 pub mod error;

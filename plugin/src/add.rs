@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use embedns_conf::cni;
+use embedns_conf::control::{ReloadReply, Request};
 use embedns_conf::crash;
 use embedns_conf::netconf::{NetConf, ResolverUser};
 use embedns_conf::paths::StatePaths;
@@ -190,7 +191,7 @@ fn attach(
     tracing::debug!(elapsed = ?started.elapsed(), "files written");
 
     if reuse {
-        resolver::control(paths, &env.container_id, "reload")
+        resolver::control::<ReloadReply>(paths, &env.container_id, Request::Reload)
             .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
     } else {
         // Bind the resolver's sockets here, in the container's netns, so the redirect

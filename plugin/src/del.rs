@@ -4,6 +4,7 @@
 //! redirect that cannot be removed from a netns that still exists is logged and noted as a
 //! leftover (`embedns status` shows it, GC retries it); DEL still succeeds, as the spec asks.
 
+use embedns_conf::control::{ReloadReply, Request};
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox::{self, Leftover, Sandbox, SandboxLock};
@@ -82,7 +83,7 @@ pub fn detach_locked(
     } else {
         sandbox::save(paths, &lock, &sb)?;
         if let Some(info) = sb.resolver.as_ref().filter(|i| resolver::alive(i)) {
-            if let Err(e) = resolver::control(paths, container_id, "reload") {
+            if let Err(e) = resolver::control::<ReloadReply>(paths, container_id, Request::Reload) {
                 tracing::warn!(pid = info.pid, "resolver did not reload: {e:#}");
             }
         }

@@ -12,11 +12,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use embedns_conf::control::{Ack, Request};
 use embedns_conf::netconf::ResolverUser;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox::ResolverInfo;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde::de::DeserializeOwned;
 
 use crate::error::{PluginError, RESOLVER_FAILED};
 use crate::processes;
@@ -342,8 +344,13 @@ fn kill_pid(pid: i32) {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
 }
 
-/// Sends one command on the resolver's control socket and returns its reply line.
-pub fn control(paths: &StatePaths, container_id: &str, cmd: &str) -> anyhow::Result<String> {
+/// Sends one request on the resolver's control socket and returns its reply, typed as `R`
+/// (the types of `embedns_conf::control`); a refusal is an error saying why.
+pub fn control<R: DeserializeOwned>(
+    paths: &StatePaths,
+    container_id: &str,
+    request: Request,
+) -> anyhow::Result<R> {
     let path = paths.control_socket(container_id);
     let dir = File::open(paths.sandbox(container_id))
         .with_context(|| format!("opening {}", paths.sandbox(container_id).display()))?;
@@ -351,13 +358,15 @@ pub fn control(paths: &StatePaths, container_id: &str, cmd: &str) -> anyhow::Res
         .with_context(|| format!("connecting to the resolver at {}", path.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    writeln!(stream, "{}", serde_json::json!({ "cmd": cmd }))?;
+    writeln!(stream, "{}", serde_json::to_string(&request)?)?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
-    let reply: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
-    if reply.get("ok") != Some(&serde_json::Value::Bool(true)) {
-        anyhow::bail!("resolver refused {cmd}: {line}");
+    let ack: Ack = serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
+    if !ack.ok {
+        anyhow::bail!(
+            "resolver refused {request:?}: {}",
+            ack.error.unwrap_or_default()
+        );
     }
-    Ok(line)
+    serde_json::from_str(&line).with_context(|| format!("bad reply to {request:?}: {line:?}"))
 }

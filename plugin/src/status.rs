@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use embedns_conf::control::{Request, StatusReply};
 use embedns_conf::netconf::default_data_dir;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
@@ -140,9 +141,9 @@ fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Value 
     if !resolver::alive(info) {
         return json!({"healthy": false, "pid": info.pid, "error": "not running"});
     }
-    match resolver::control(paths, id, "status") {
-        Ok(line) => {
-            let mut v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+    match resolver::control::<StatusReply>(paths, id, Request::Status) {
+        Ok(status) => {
+            let mut v = serde_json::to_value(&status).expect("a status serializes");
             if let Some(o) = v.as_object_mut() {
                 o.remove("ok");
                 o.insert("healthy".into(), Value::Bool(true));
@@ -190,24 +191,27 @@ fn print_text(r: &Value) {
                 join(&a["links"])
             );
         }
-        if res["healthy"] == Value::Bool(true) {
-            let ups: Vec<String> = res["upstreams"]
-                .as_array()
-                .unwrap_or(&empty)
+        let healthy = res["healthy"] == Value::Bool(true);
+        let status = healthy
+            .then(|| {
+                let mut v = res.clone();
+                v["ok"] = Value::Bool(true);
+                serde_json::from_value::<StatusReply>(v).ok()
+            })
+            .flatten();
+        if let Some(s) = status {
+            let ups: Vec<String> = s
+                .upstreams
                 .iter()
                 .map(|u| {
-                    let from = if u["fromHost"] == Value::Bool(true) {
-                        "host"
-                    } else {
-                        "container"
-                    };
-                    format!("{} ({from})", u["address"].as_str().unwrap_or(""))
+                    let from = if u.from_host { "host" } else { "container" };
+                    format!("{} ({from})", u.address)
                 })
                 .collect();
-            let k = &res["counters"];
+            let k = &s.counters;
             println!(
                 "  resolver pid {}  udp {} tcp {}  up {}s  healthy",
-                res["pid"], res["udpPort"], res["tcpPort"], res["uptimeSeconds"]
+                s.pid, s.udp_port, s.tcp_port, s.uptime_seconds
             );
             println!(
                 "  upstreams: {}",
@@ -219,7 +223,7 @@ fn print_text(r: &Value) {
             );
             println!(
                 "  queries: {} local, {} forwarded, {} failed, {} refused; upstream mean {} µs",
-                k["local"], k["forwarded"], k["failed"], k["refused"], k["upstreamMeanMicros"]
+                k.local, k.forwarded, k.failed, k.refused, k.upstream_mean_micros
             );
         } else {
             println!(

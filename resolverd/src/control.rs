@@ -1,12 +1,15 @@
 //! The plugin's channel to a running resolver: a root-only unix socket in the sandbox
-//! directory, one JSON request per line (`reload`, `status`), one JSON reply per line.
+//! directory, one JSON request per line, one JSON reply per line (the types are
+//! `embedns_conf::control`'s, shared with the plugin).
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use embedns_conf::control::{
+    Ack, Counters, NetworkCount, ReloadReply, Request, StatusReply, UpstreamStatus,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::timeout;
@@ -40,42 +43,61 @@ async fn session(stream: UnixStream, st: &Resolver) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<Value>(&line)
-        .ok()
-        .and_then(|v| v.get("cmd")?.as_str().map(str::to_string))
-        .as_deref()
-    {
-        Some("reload") => match st.reload() {
-            Ok(nets) => json!({"ok": true, "networks": nets}),
-            Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Reload) => match st.reload() {
+            Ok(networks) => to_line(&ReloadReply { ok: true, networks }),
+            Err(e) => to_line(&Ack::refused(format!("{e:#}"))),
         },
-        Some("status") => status(st),
-        other => json!({"ok": false, "error": format!("unknown command {other:?}")}),
+        Ok(Request::Status) => to_line(&status(st)),
+        Err(e) => to_line(&Ack::refused(format!(
+            "unknown request {:?}: {e}",
+            line.trim()
+        ))),
     };
     w.write_all(format!("{reply}\n").as_bytes()).await
 }
 
-fn status(st: &Resolver) -> Value {
+fn to_line(reply: &impl serde::Serialize) -> String {
+    serde_json::to_string(reply).expect("a reply always serializes")
+}
+
+fn status(st: &Resolver) -> StatusReply {
     let c = &st.counters;
-    let forwarded = c.forwarded.load(Ordering::Relaxed);
-    let answered_upstream = forwarded.saturating_sub(c.failed.load(Ordering::Relaxed));
-    let (udp, tcp) = st.ports.get().copied().unwrap_or((0, 0));
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let forwarded = load(&c.forwarded);
+    let answered_upstream = forwarded.saturating_sub(load(&c.failed));
+    let (udp_port, tcp_port) = st.ports.get().copied().unwrap_or((0, 0));
     let ups = st.upstreams();
     let nets = st.networks.read().unwrap();
-    json!({
-        "ok": true,
-        "pid": std::process::id(),
-        "udpPort": udp,
-        "tcpPort": tcp,
-        "uptimeSeconds": st.started.elapsed().as_secs(),
-        "networks": nets.iter().map(|n| json!({"name": n.network, "records": n.len()})).collect::<Vec<_>>(),
-        "upstreams": ups.list.iter().map(|u| json!({"address": u.addr.to_string(), "fromHost": u.from_host})).collect::<Vec<_>>(),
-        "counters": {
-            "local": c.local.load(Ordering::Relaxed),
-            "forwarded": forwarded,
-            "failed": c.failed.load(Ordering::Relaxed),
-            "refused": c.refused.load(Ordering::Relaxed),
-            "upstreamMeanMicros": c.upstream_micros.load(Ordering::Relaxed).checked_div(answered_upstream).unwrap_or(0),
-        }
-    })
+    StatusReply {
+        ok: true,
+        pid: std::process::id(),
+        udp_port,
+        tcp_port,
+        uptime_seconds: st.started.elapsed().as_secs(),
+        networks: nets
+            .iter()
+            .map(|n| NetworkCount {
+                name: n.network.clone(),
+                records: n.len(),
+            })
+            .collect(),
+        upstreams: ups
+            .list
+            .iter()
+            .map(|u| UpstreamStatus {
+                address: u.addr.to_string(),
+                from_host: u.from_host,
+            })
+            .collect(),
+        counters: Counters {
+            local: load(&c.local),
+            forwarded,
+            failed: load(&c.failed),
+            refused: load(&c.refused),
+            upstream_mean_micros: load(&c.upstream_micros)
+                .checked_div(answered_upstream)
+                .unwrap_or(0),
+        },
+    }
 }
