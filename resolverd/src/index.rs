@@ -19,11 +19,7 @@ use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;
 
 use crate::log::Limiter;
-
-/// Neither the network's index nor its records could be read: the query gets SERVFAIL,
-/// never a wrong answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable;
+use crate::peers::{addresses_in, pointer_in, Peers, Unavailable};
 
 /// How old the records read in place of a damaged index may be.
 const FALLBACK_FRESH: Duration = Duration::from_secs(1);
@@ -58,35 +54,14 @@ impl NetworkIndex {
         NetworkIndex { own, ..self }
     }
 
-    /// Every address of the attachments answering to a normalized name (container name,
-    /// alias, `name.<domain>`); `None` when none does.
+    /// [`Peers::addresses`], from the index (or, while it is damaged, the records).
     pub fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
-        self.read(
-            |r| r.addresses(name),
-            |entries| {
-                let mut ips: Vec<IpAddr> = entries
-                    .iter()
-                    .filter(|e| e.names.iter().any(|n| n == name))
-                    .flat_map(|e| e.ips.iter().copied())
-                    .collect();
-                ips.sort();
-                ips.dedup();
-                (!ips.is_empty()).then_some(ips)
-            },
-        )
+        self.read(|r| r.addresses(name), |entries| addresses_in(entries, name))
     }
 
-    /// The container name of an attachment holding `ip`.
+    /// [`Peers::pointer`], from the index (or, while it is damaged, the records).
     pub fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
-        self.read(
-            |r| r.pointer(ip),
-            |entries| {
-                entries
-                    .iter()
-                    .filter(|e| e.ips.contains(ip))
-                    .find_map(|e| e.name.clone())
-            },
-        )
+        self.read(|r| r.pointer(ip), |entries| pointer_in(entries, ip))
     }
 
     /// How many attachments the network has.
@@ -102,8 +77,8 @@ impl NetworkIndex {
     }
 
     /// The asking container's own records on the network.
-    pub fn own(&self) -> impl Iterator<Item = &Record> {
-        self.own.iter()
+    pub fn own(&self) -> &[Record] {
+        &self.own
     }
 
     /// A read of the shared index; while it cannot be read (damaged, or a writer died in
@@ -151,5 +126,23 @@ impl NetworkIndex {
             }
         }
         Ok(entries)
+    }
+}
+
+impl Peers for NetworkIndex {
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
+        NetworkIndex::addresses(self, name)
+    }
+
+    fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
+        NetworkIndex::pointer(self, ip)
+    }
+
+    fn own(&self) -> &[Record] {
+        NetworkIndex::own(self)
     }
 }

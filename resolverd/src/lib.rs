@@ -19,6 +19,7 @@ pub mod index;
 pub mod liveness;
 pub mod log;
 pub mod lookup;
+pub mod peers;
 pub mod server;
 pub mod state;
 pub mod sys;

@@ -1,13 +1,15 @@
-//! Docker's naming rules (docs/behaviour.md R1–R10, R16), as pure functions over the
-//! networks the asking container is on. No I/O here beyond reading the networks' mapped
-//! indexes: the server asks, this answers.
+//! Docker's naming rules (docs/behaviour.md R1–R11, R16, R16a), as pure functions over the
+//! networks the asking container is on, each seen through [`Peers`] (the mapped index in
+//! production, [`MemoryNetwork`](crate::peers::MemoryNetwork) in the unit tests below, one
+//! or more per rule). No I/O here: the server asks, this answers.
 
 use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 use rand::seq::SliceRandom;
 
-use crate::index::{NetworkIndex, Unavailable};
+use crate::index::NetworkIndex;
+use crate::peers::{Peers, Unavailable};
 use embedns_conf::defaults;
 
 /// What the resolver does with a question.
@@ -32,13 +34,13 @@ pub enum Outcome {
 
 /// The container's view: its networks in attach order (each knows the container's own
 /// records on it).
-pub struct View<'a> {
-    pub networks: &'a [NetworkIndex],
+pub struct View<'a, P: Peers = NetworkIndex> {
+    pub networks: &'a [P],
 }
 
 type Found = Result<Option<(Vec<IpAddr>, u32)>, Unavailable>;
 
-impl View<'_> {
+impl<P: Peers> View<'_, P> {
     /// Answers a question for a normalized name (lower case, no trailing dot).
     pub fn lookup(&self, name: &str, qtype: RecordType) -> Outcome {
         self.try_lookup(name, qtype).unwrap_or(Outcome::Unavailable)
@@ -115,7 +117,7 @@ impl View<'_> {
             return Ok(Some(hit));
         }
         for net in self.networks {
-            let suffix = net.network.to_ascii_lowercase();
+            let suffix = net.network().to_ascii_lowercase();
             if let Some(prefix) = name
                 .strip_suffix(suffix.as_str())
                 .and_then(|p| p.strip_suffix('.'))
@@ -134,14 +136,15 @@ impl View<'_> {
     /// one of the asker's link aliases, with every address that network has for it. So a
     /// link hides a same-named container from the linking container on that network, also
     /// while the link's target is gone.
-    fn resolve_on(&self, name: &str, only: Option<&NetworkIndex>) -> Found {
+    fn resolve_on(&self, name: &str, only: Option<&P>) -> Found {
         let nets = || {
             self.networks
                 .iter()
                 .filter(move |n| only.is_none_or(|o| std::ptr::eq(*n, o)))
         };
-        let link_target = |net: &NetworkIndex| {
+        let link_target = |net: &P| {
             net.own()
+                .iter()
                 .flat_map(|own| own.links.iter())
                 .find(|l| l.alias == name)
                 .map(|l| l.name.clone())
@@ -169,7 +172,7 @@ impl View<'_> {
         for net in self.networks {
             if let Some(name) = net.pointer(ip)? {
                 return Ok(Outcome::Pointer(
-                    format!("{name}.{}.", net.network),
+                    format!("{name}.{}.", net.network()),
                     self.ttl(Some(net)),
                 ));
             }
@@ -178,9 +181,9 @@ impl View<'_> {
     }
 
     /// R11: the TTL configured on the asker's own record of that network.
-    fn ttl(&self, net: Option<&NetworkIndex>) -> u32 {
+    fn ttl(&self, net: Option<&P>) -> u32 {
         let mut nets = net.into_iter().chain(self.networks.iter());
-        nets.find_map(|n| n.own().next().map(|r| r.ttl))
+        nets.find_map(|n| n.own().first().map(|r| r.ttl))
             .unwrap_or(defaults::TTL)
     }
 }
@@ -220,30 +223,27 @@ pub fn arpa_to_ip(name: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    //! One test (or more) per rule, against networks held in memory (`MemoryNetwork`); the
+    //! last checks that the mapped index, the production source, gives the same outcomes.
     use super::*;
-    use embedns_conf::paths::StatePaths;
+    use crate::peers::MemoryNetwork;
     use embedns_conf::record::{Link, Record};
-    use embedns_conf::store::NetworkStore;
 
     fn rec(net: &str, cid: &str, name: Option<&str>, aliases: &[&str], ips: &[&str]) -> Record {
         let ips = ips.iter().map(|s| s.parse().unwrap()).collect();
         Record::with_defaults(net, cid, name, aliases, ips)
     }
 
-    /// A network written through the store (and so its shared index) in `dir`.
-    fn net(dir: &tempfile::TempDir, name: &str, me: &str, recs: Vec<Record>) -> NetworkIndex {
-        let paths = StatePaths::new(dir.path());
-        let store = NetworkStore::new(&paths, name);
-        let lock = store.lock().unwrap();
-        let own = recs
-            .iter()
-            .filter(|r| r.container_id == me)
-            .cloned()
-            .collect();
-        for r in recs {
-            store.put(&lock, &r).unwrap();
+    /// Network `name` holding `recs`, as container `me` sees it.
+    fn net(name: &str, me: &str, recs: &[Record]) -> MemoryNetwork {
+        MemoryNetwork::new(name, me, recs)
+    }
+
+    fn link(name: &str, alias: &str) -> Link {
+        Link {
+            name: name.into(),
+            alias: alias.into(),
         }
-        NetworkIndex::new(&paths, name, own)
     }
 
     fn a(o: Outcome) -> Vec<String> {
@@ -257,82 +257,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn names_aliases_and_round_robin() {
-        // R2, R3, R5
-        let tmp = tempfile::tempdir().unwrap();
-        let nets = [net(
-            &tmp,
-            "n1",
-            "me",
-            vec![
-                rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]),
-                rec("n1", "c2", Some("web1"), &["www"], &["10.0.0.2"]),
-                rec("n1", "c3", Some("web2"), &["www"], &["10.0.0.3", "fd00::3"]),
-            ],
-        )];
-        let v = View { networks: &nets };
-        assert_eq!(a(v.lookup("web1", RecordType::A)), vec!["10.0.0.2"]);
-        assert_eq!(
-            a(v.lookup("www", RecordType::A)),
-            vec!["10.0.0.2", "10.0.0.3"]
-        );
-        assert_eq!(a(v.lookup("www", RecordType::AAAA)), vec!["fd00::3"]);
-        // R9
-        assert_eq!(v.lookup("web1", RecordType::AAAA), Outcome::NoData(600));
-        assert_eq!(v.lookup("web1", RecordType::MX), Outcome::NoData(600));
-        // R16 / R15
-        assert_eq!(v.lookup("nothere", RecordType::A), Outcome::NoData(600));
-        assert_eq!(v.lookup("nothere", RecordType::MX), Outcome::Forward);
-        assert_eq!(v.lookup("example.com", RecordType::A), Outcome::Forward);
+    fn me() -> Record {
+        rec("n1", "me", Some("cli"), &[], &["10.0.0.1"])
     }
 
     #[test]
-    fn links_only_for_their_owner_and_before_names() {
-        // R4
-        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
-        me.links = vec![
-            Link {
-                name: "web".into(),
-                alias: "db".into(),
-            },
-            Link {
-                name: "absent".into(),
-                alias: "ghost".into(),
-            },
+    fn r1_only_the_networks_the_asker_is_on() {
+        let recs = [me(), rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(v.lookup("hidden", RecordType::A), Outcome::NoData(600));
+        let both = [net("n1", "me", &recs), net("n2", "me", &recs)];
+        let v = View { networks: &both };
+        assert_eq!(a(v.lookup("hidden", RecordType::A)), vec!["10.9.0.9"]);
+    }
+
+    #[test]
+    fn r2_a_container_answers_to_its_name() {
+        let recs = [me(), rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(a(v.lookup("web", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(a(v.lookup("cli", RecordType::A)), vec!["10.0.0.1"]);
+    }
+
+    #[test]
+    fn r3_aliases_answer_like_names() {
+        let recs = [
+            me(),
+            rec("n1", "c2", Some("web"), &["www", "front"], &["10.0.0.2"]),
         ];
-        let recs = vec![
-            me,
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(a(v.lookup("www", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(a(v.lookup("front", RecordType::A)), vec!["10.0.0.2"]);
+    }
+
+    #[test]
+    fn r4_links_only_for_their_owner_and_before_names() {
+        let mut cli = me();
+        cli.links = vec![link("web", "db"), link("absent", "ghost")];
+        let recs = [
+            cli,
             rec("n1", "c2", Some("web"), &[], &["10.0.0.2"]),
             rec("n1", "c3", Some("db"), &[], &["10.0.0.3"]),
         ];
-        let tmp = tempfile::tempdir().unwrap();
-        let nets = [net(&tmp, "n1", "me", recs.clone())];
-        let mine = View { networks: &nets };
+        let mine = [net("n1", "me", &recs)];
+        let mine = View { networks: &mine };
         assert_eq!(a(mine.lookup("db", RecordType::A)), vec!["10.0.0.2"]);
         // The same network seen by c2, which declared no link.
-        let tmp2 = tempfile::tempdir().unwrap();
-        let theirs = [net(&tmp2, "n1", "c2", recs)];
-        let other = View { networks: &theirs };
-        assert_eq!(a(other.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
-        // a link to a missing target is as if the alias did not exist
+        let theirs = [net("n1", "c2", &recs)];
+        let theirs = View { networks: &theirs };
+        assert_eq!(a(theirs.lookup("db", RecordType::A)), vec!["10.0.0.3"]);
+        // A link to a missing target is as if the alias did not exist.
         assert_eq!(mine.lookup("ghost", RecordType::A), Outcome::NoData(600));
     }
 
     #[test]
     fn r4_r7_a_link_applies_to_the_name_network_form() {
-        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
-        me.links = vec![Link {
-            name: "db".into(),
-            alias: "database".into(),
-        }];
-        let recs = vec![
-            me,
+        let mut cli = me();
+        cli.links = vec![link("db", "database")];
+        let recs = [
+            cli,
             rec("n1", "c2", Some("db"), &[], &["10.0.0.2"]),
             rec("n1", "c3", Some("database"), &[], &["10.0.0.3"]),
         ];
-        let tmp = tempfile::tempdir().unwrap();
-        let nets = [net(&tmp, "n1", "me", recs)];
+        let nets = [net("n1", "me", &recs)];
         let mine = View { networks: &nets };
         assert_eq!(a(mine.lookup("database", RecordType::A)), vec!["10.0.0.2"]);
         assert_eq!(
@@ -343,66 +333,123 @@ mod tests {
 
     #[test]
     fn r4_a_link_whose_target_is_gone_still_hides_a_same_named_container() {
-        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
-        me.links = vec![Link {
-            name: "db".into(),
-            alias: "database".into(),
-        }];
+        let mut cli = me();
+        cli.links = vec![link("db", "database")];
         // The target `db` is not on the network; a container named `database` is.
-        let recs = vec![me, rec("n1", "c3", Some("database"), &[], &["10.0.0.3"])];
-        let tmp = tempfile::tempdir().unwrap();
-        let nets = [net(&tmp, "n1", "me", recs)];
+        let recs = [cli, rec("n1", "c3", Some("database"), &[], &["10.0.0.3"])];
+        let nets = [net("n1", "me", &recs)];
         let mine = View { networks: &nets };
         assert_eq!(mine.lookup("database", RecordType::A), Outcome::NoData(600));
         assert_eq!(mine.lookup("database.n1", RecordType::A), Outcome::Forward);
     }
 
     #[test]
-    fn scope_dotted_names_and_ptr() {
-        // R1, R7, R10
-        let tmp = tempfile::tempdir().unwrap();
-        let n1 = net(
-            &tmp,
-            "n1",
-            "me",
-            vec![
-                rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]),
-                rec("n1", "c2", Some("web"), &["alias"], &["10.0.0.2"]),
-            ],
+    fn r5_a_shared_alias_answers_every_address_shuffled() {
+        let recs = [
+            me(),
+            rec("n1", "c2", Some("web1"), &["www"], &["10.0.0.2"]),
+            rec("n1", "c3", Some("web2"), &["www"], &["10.0.0.3", "fd00::3"]),
+        ];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(
+            a(v.lookup("www", RecordType::A)),
+            vec!["10.0.0.2", "10.0.0.3"]
         );
-        let n2 = net(
-            &tmp,
-            "n2",
-            "me",
-            vec![rec("n2", "c9", Some("hidden"), &[], &["10.9.0.9"])],
-        );
-        let only_n1 = [n1];
-        let v = View { networks: &only_n1 };
-        assert_eq!(v.lookup("hidden", RecordType::A), Outcome::NoData(600));
+        assert_eq!(a(v.lookup("www", RecordType::AAAA)), vec!["fd00::3"]);
+        let orders: std::collections::HashSet<Vec<IpAddr>> = (0..64)
+            .filter_map(|_| match v.lookup("www", RecordType::A) {
+                Outcome::Addresses(ips, _) => Some(ips),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(orders.len(), 2, "both orders come up (round robin)");
+    }
+
+    #[test]
+    fn r7_name_dot_network_on_the_askers_networks() {
+        let recs = [
+            me(),
+            rec("n1", "c2", Some("web"), &["alias"], &["10.0.0.2"]),
+            rec("n2", "c9", Some("web"), &[], &["10.9.0.9"]),
+        ];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
         assert_eq!(a(v.lookup("web.n1", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(a(v.lookup("alias.n1", RecordType::A)), vec!["10.0.0.2"]);
         assert_eq!(v.lookup("web.n2", RecordType::A), Outcome::Forward);
+    }
+
+    #[test]
+    fn r9_a_known_name_without_that_type_has_no_data() {
+        let recs = [me(), rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(v.lookup("web", RecordType::AAAA), Outcome::NoData(600));
+        assert_eq!(v.lookup("web", RecordType::MX), Outcome::NoData(600));
+        assert_eq!(v.lookup("web", RecordType::TXT), Outcome::NoData(600));
+    }
+
+    #[test]
+    fn r10_ptr_of_a_peer_is_name_dot_network() {
+        let recs = [
+            me(),
+            rec(
+                "n1",
+                "c2",
+                Some("web"),
+                &["alias"],
+                &["10.0.0.2", "fd00::2"],
+            ),
+        ];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
         assert_eq!(
             v.lookup("2.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Pointer("web.n1.".into(), 600)
+        );
+        let six = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(
+            v.lookup(six, RecordType::PTR),
             Outcome::Pointer("web.n1.".into(), 600)
         );
         assert_eq!(
             v.lookup("9.9.9.10.in-addr.arpa", RecordType::PTR),
             Outcome::Forward
         );
-        drop(n2);
     }
 
     #[test]
-    fn search_domains_of_the_asker_are_stripped() {
-        let mut me = rec("n1", "me", Some("cli"), &[], &["10.0.0.1"]);
-        me.search = vec!["corp.example".into()];
-        let tmp = tempfile::tempdir().unwrap();
-        let nets = [net(
-            &tmp,
-            "n1",
-            "me",
-            vec![me, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])],
-        )];
+    fn r11_the_ttl_is_the_askers_network_setting() {
+        let mut cli = me();
+        cli.ttl = 30;
+        let recs = [cli, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(
+            v.lookup("web", RecordType::A),
+            Outcome::Addresses(vec!["10.0.0.2".parse().unwrap()], 30)
+        );
+        assert_eq!(v.lookup("web", RecordType::MX), Outcome::NoData(30));
+    }
+
+    #[test]
+    fn r15_r16_unknown_single_labels_stay_and_the_rest_leaves() {
+        let recs = [me()];
+        let nets = [net("n1", "me", &recs)];
+        let v = View { networks: &nets };
+        assert_eq!(v.lookup("nothere", RecordType::A), Outcome::NoData(600));
+        assert_eq!(v.lookup("nothere", RecordType::AAAA), Outcome::NoData(600));
+        assert_eq!(v.lookup("nothere", RecordType::MX), Outcome::Forward);
+        assert_eq!(v.lookup("example.com", RecordType::A), Outcome::Forward);
+    }
+
+    #[test]
+    fn r16a_search_qualified_names_are_forwarded_first() {
+        let mut cli = me();
+        cli.search = vec!["corp.example".into()];
+        let recs = [cli, rec("n1", "c2", Some("web"), &[], &["10.0.0.2"])];
+        let nets = [net("n1", "me", &recs)];
         let v = View { networks: &nets };
         let Outcome::ForwardFirst(local) = v.lookup("web.corp.example", RecordType::A) else {
             panic!("R16a: a search-qualified name is forwarded first");
@@ -416,6 +463,55 @@ mod tests {
             v.lookup("web.other.example", RecordType::A),
             Outcome::Forward
         );
+    }
+
+    #[test]
+    fn the_mapped_index_gives_the_outcomes_the_rules_give_in_memory() {
+        use crate::index::NetworkIndex;
+        use embedns_conf::paths::StatePaths;
+        use embedns_conf::store::NetworkStore;
+        let mut cli = me();
+        cli.links = vec![link("web", "db")];
+        cli.search = vec!["corp.example".into()];
+        let recs = [
+            cli.clone(),
+            rec("n1", "c2", Some("web"), &["www"], &["10.0.0.2"]),
+            rec("n1", "c3", Some("db"), &["www"], &["10.0.0.3", "fd00::3"]),
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(tmp.path());
+        let store = NetworkStore::new(&paths, "n1");
+        let lock = store.lock().unwrap();
+        for r in &recs {
+            store.put(&lock, r).unwrap();
+        }
+        let mapped = [NetworkIndex::new(&paths, "n1", vec![cli])];
+        let memory = [net("n1", "me", &recs)];
+        let (mapped, memory) = (View { networks: &mapped }, View { networks: &memory });
+        let sorted = |o: Outcome| match o {
+            Outcome::Addresses(mut ips, ttl) => {
+                ips.sort();
+                Outcome::Addresses(ips, ttl)
+            }
+            other => other,
+        };
+        for (name, t) in [
+            ("web", RecordType::A),
+            ("www", RecordType::A),
+            ("www", RecordType::AAAA),
+            ("db", RecordType::A),
+            ("db.n1", RecordType::A),
+            ("web.corp.example", RecordType::A),
+            ("nothere", RecordType::A),
+            ("example.com", RecordType::A),
+            ("3.0.0.10.in-addr.arpa", RecordType::PTR),
+        ] {
+            assert_eq!(
+                sorted(mapped.lookup(name, t)),
+                sorted(memory.lookup(name, t)),
+                "{name} {t}"
+            );
+        }
     }
 
     #[test]

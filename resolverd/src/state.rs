@@ -156,9 +156,7 @@ impl Resolver {
     pub fn refresh_upstreams(&self) {
         let own: Vec<Record> = {
             let nets = self.networks.read().unwrap();
-            nets.iter()
-                .flat_map(|n| n.own().cloned().collect::<Vec<_>>())
-                .collect()
+            nets.iter().flat_map(|n| n.own().iter().cloned()).collect()
         };
         let set = compute_upstreams(&own);
         tracing::info!(upstreams = ?set.list, "upstreams");

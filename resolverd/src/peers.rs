@@ -1,0 +1,87 @@
+//! What Docker's naming rules (`lookup`) need of one network the asking container is on: the
+//! addresses of a name, the name of an address, and the asker's own records there (its links,
+//! TTL, search list). The shared, memory-mapped index is the production source
+//! (`index::NetworkIndex`); [`MemoryNetwork`] holds a network in memory, for the rules' unit
+//! tests; a second source of peers (another host's containers) plugs in here.
+
+use std::net::IpAddr;
+
+use embedns_conf::index::Entry;
+use embedns_conf::record::Record;
+
+/// Neither the network's index nor its records could be read: the query gets SERVFAIL,
+/// never a wrong answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// One network as the asking container sees it.
+pub trait Peers {
+    /// The network's name (R7's `name.network`, R10's `name.network.`).
+    fn network(&self) -> &str;
+    /// Every address of the attachments answering to a normalized name (container name,
+    /// alias, `name.<domain>`), sorted; `None` when none does.
+    fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable>;
+    /// The container name of an attachment holding `ip`.
+    fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable>;
+    /// The asking container's own records on the network (one per interface).
+    fn own(&self) -> &[Record];
+}
+
+/// A network held in memory: its attachments' entries and the asker's own records.
+#[derive(Debug, Clone)]
+pub struct MemoryNetwork {
+    pub network: String,
+    pub entries: Vec<Entry>,
+    pub own: Vec<Record>,
+}
+
+impl MemoryNetwork {
+    /// Network `network` holding `records` (those of other networks left out), as the
+    /// container `me` sees it.
+    pub fn new(network: &str, me: &str, records: &[Record]) -> MemoryNetwork {
+        let on = || records.iter().filter(|r| r.network == network);
+        MemoryNetwork {
+            network: network.to_string(),
+            entries: on().map(Entry::of).collect(),
+            own: on().filter(|r| r.container_id == me).cloned().collect(),
+        }
+    }
+}
+
+impl Peers for MemoryNetwork {
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
+        Ok(addresses_in(&self.entries, name))
+    }
+
+    fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
+        Ok(pointer_in(&self.entries, ip))
+    }
+
+    fn own(&self) -> &[Record] {
+        &self.own
+    }
+}
+
+/// [`Peers::addresses`] over a list of entries.
+pub fn addresses_in(entries: &[Entry], name: &str) -> Option<Vec<IpAddr>> {
+    let mut ips: Vec<IpAddr> = entries
+        .iter()
+        .filter(|e| e.names.iter().any(|n| n == name))
+        .flat_map(|e| e.ips.iter().copied())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    (!ips.is_empty()).then_some(ips)
+}
+
+/// [`Peers::pointer`] over a list of entries.
+pub fn pointer_in(entries: &[Entry], ip: &IpAddr) -> Option<String> {
+    entries
+        .iter()
+        .filter(|e| e.ips.contains(ip))
+        .find_map(|e| e.name.clone())
+}
