@@ -17,6 +17,7 @@ use embedns_conf::netconf::{ResolverUser, DEFAULT_RESOLVER_USER};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
 use embedns_resolverd::forward::Forwarder;
+use embedns_resolverd::handler::Handler;
 use embedns_resolverd::hostns::HostSockets;
 use embedns_resolverd::liveness::{self, Served};
 use embedns_resolverd::log::RotatingLog;
@@ -132,8 +133,9 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::spawn(server::serve_udp(udp, st.clone(), fwd.clone()));
-        tokio::spawn(server::serve_tcp(tcp, st.clone(), fwd));
+        let handler = Handler::new(st.clone(), fwd);
+        tokio::spawn(server::serve_udp(udp, handler.clone()));
+        tokio::spawn(server::serve_tcp(tcp, handler));
         tokio::spawn(control::serve(control, st.clone()));
         tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
         if let Some(mut r) = ready.take() {

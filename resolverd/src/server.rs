@@ -1,5 +1,5 @@
-//! The sockets behind 127.0.0.11 (R14): one UDP loop that answers local names inline and
-//! hands misses to forwarding tasks, and a TCP accept loop with a cap on connections and
+//! The sockets behind 127.0.0.11 (R14): one UDP loop that sends local answers inline and
+//! awaits forwarded ones in tasks of their own, and a TCP accept loop with a cap on connections and
 //! deadlines per connection, so a client that connects and sends nothing (or half a
 //! message) costs one slot for a bounded time and never blocks anyone else.
 
@@ -13,9 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use crate::answer::{handle, Handled};
-use crate::forward::Forwarder;
-use crate::state::Resolver;
+use crate::handler::{Handler, Step};
 
 /// Concurrent TCP clients per resolver.
 const MAX_TCP_CONNECTIONS: usize = 128;
@@ -30,7 +28,7 @@ const TCP_MESSAGE: Duration = Duration::from_secs(3);
 const BATCH: usize = 8;
 const SLOT: usize = 4096;
 
-pub async fn serve_udp(sock: UdpSocket, st: Arc<Resolver>, fwd: Arc<Forwarder>) {
+pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
     let sock = Arc::new(sock);
     let mut bufs = vec![0u8; BATCH * SLOT];
     let mut got: Vec<(usize, SocketAddrV4)> = Vec::with_capacity(BATCH);
@@ -48,28 +46,16 @@ pub async fn serve_udp(sock: UdpSocket, st: Arc<Resolver>, fwd: Arc<Forwarder>) 
         }
         for (i, &(n, peer)) in got.iter().enumerate() {
             let query = &bufs[i * SLOT..i * SLOT + n];
-            match handle(query, &st, false) {
-                Handled::Reply(bytes) => replies.push((bytes, peer)),
-                Handled::Forward { question_end } => {
-                    let query = query.to_vec();
-                    let (sock, fwd) = (sock.clone(), fwd.clone());
+            match handler.handle(query, false) {
+                Step::Reply(bytes) => replies.push((bytes, peer)),
+                Step::Forward(forwarding) => {
+                    let sock = sock.clone();
                     tokio::spawn(async move {
-                        let resp = fwd.forward(&query, question_end, false).await;
+                        let resp = forwarding.reply().await;
                         let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
                     });
                 }
-                Handled::ForwardFirst {
-                    question_end,
-                    local,
-                } => {
-                    let query = query.to_vec();
-                    let (sock, fwd) = (sock.clone(), fwd.clone());
-                    tokio::spawn(async move {
-                        let resp = fwd.forward_first(&query, question_end, false, local).await;
-                        let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
-                    });
-                }
-                Handled::Drop => {}
+                Step::Drop => {}
             }
         }
         let sent = send_batch(sock.as_raw_fd(), &replies).unwrap_or(0);
@@ -163,7 +149,7 @@ fn point(
     hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
 }
 
-pub async fn serve_tcp(listener: TcpListener, st: Arc<Resolver>, fwd: Arc<Forwarder>) {
+pub async fn serve_tcp(listener: TcpListener, handler: Handler) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
@@ -177,21 +163,17 @@ pub async fn serve_tcp(listener: TcpListener, st: Arc<Resolver>, fwd: Arc<Forwar
             tracing::debug!("too many TCP clients; closing a new one");
             continue;
         };
-        let (st, fwd) = (st.clone(), fwd.clone());
+        let handler = handler.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, &st, &fwd).await {
+            if let Err(e) = serve_connection(stream, &handler).await {
                 tracing::debug!("tcp client: {e}");
             }
         });
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    st: &Resolver,
-    fwd: &Forwarder,
-) -> std::io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
     loop {
         let len = match timeout(TCP_IDLE, stream.read_u16()).await {
             Ok(Ok(len)) => len as usize,
@@ -201,14 +183,10 @@ async fn serve_connection(
         timeout(TCP_MESSAGE, stream.read_exact(&mut msg))
             .await
             .map_err(|_| std::io::Error::other("half a message"))??;
-        let resp = match handle(&msg, st, true) {
-            Handled::Reply(bytes) => bytes,
-            Handled::Forward { question_end } => fwd.forward(&msg, question_end, true).await,
-            Handled::ForwardFirst {
-                question_end,
-                local,
-            } => fwd.forward_first(&msg, question_end, true, local).await,
-            Handled::Drop => return Ok(()),
+        let resp = match handler.handle(&msg, true) {
+            Step::Reply(bytes) => bytes,
+            Step::Forward(forwarding) => forwarding.reply().await,
+            Step::Drop => return Ok(()),
         };
         let mut framed = Vec::with_capacity(resp.len() + 2);
         framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
