@@ -4,9 +4,6 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
-
 /// Where probes send from. Each probe is a conntrack flow that outlives it (30 s for UDP), so
 /// it must never share a tuple with a client's flow, which come from 127.0.0.1: a shared
 /// tuple would send that client's queries where the probe's went (un-DNATed after a DEL, or
@@ -17,13 +14,8 @@ pub const PROBE_SOURCE: &str = "127.255.0.11";
 /// a fresh port: a new flow, judged by the rules as they are now.
 pub fn wait_answers(timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    // A single-label unknown name is answered locally (R16), never forwarded.
-    let name = Name::from_ascii(format!("embedns-probe-{:08x}.", rand::random::<u32>()))?;
-    let mut query = Message::query();
-    query.add_query(Query::query(name, RecordType::A));
-    query.metadata.recursion_desired = true;
-    let id = query.metadata.id;
-    let bytes = query.to_vec()?;
+    let id = rand::random::<u16>();
+    let bytes = query(id, &format!("embedns-probe-{:08x}", rand::random::<u32>()));
     let mut buf = [0u8; 512];
     let mut last_err = String::from("no answer");
     while Instant::now() < deadline {
@@ -43,4 +35,31 @@ pub fn wait_answers(timeout: Duration) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("127.0.0.11:53 did not answer within {timeout:?} ({last_err})")
+}
+
+/// The wire form of a recursion-desired A query for the single label `label` (R16: an
+/// unknown single label is answered locally, never forwarded). Built by hand: the plugin
+/// needs no DNS library for one fixed question.
+fn query(id: u16, label: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(18 + label.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    q.push(label.len() as u8);
+    q.extend_from_slice(label.as_bytes());
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root; type A; class IN
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_query_is_what_a_dns_library_builds() {
+        use hickory_proto::op::Message;
+        let m = Message::from_vec(&super::query(0x1234, "embedns-probe-0000abcd")).unwrap();
+        assert_eq!(m.metadata.id, 0x1234);
+        assert!(m.metadata.recursion_desired);
+        let q = &m.queries[0];
+        assert_eq!(q.name().to_ascii(), "embedns-probe-0000abcd.");
+        assert_eq!(q.query_type(), hickory_proto::rr::RecordType::A);
+    }
 }
