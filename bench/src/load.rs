@@ -17,6 +17,7 @@ pub struct Ask {
     pub expect: Option<BTreeSet<IpAddr>>,
 }
 
+/// One load run's rate, latency and losses.
 #[derive(Debug, Default, Clone)]
 pub struct LoadResult {
     pub sent: u64,
@@ -30,6 +31,7 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
+    /// As JSON for the results file.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "sent": self.sent, "answered": self.answered, "lost": self.lost, "wrong": self.wrong,

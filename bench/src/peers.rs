@@ -60,6 +60,7 @@ fn wait_answering(netns: &str, addr: SocketAddr, name: &str) {
     );
 }
 
+/// The peers that answer `web` locally: aardvark-dns, dnsmasq, the trivial responder.
 pub struct LocalPeers {
     pub aardvark: SocketAddr,
     pub dnsmasq: SocketAddr,
@@ -141,6 +142,7 @@ pub struct Docker {
 }
 
 impl Docker {
+    /// Starts dockerd and its two containers; `None` if Docker cannot run here.
     pub fn start(w: &World) -> Option<Docker> {
         if Command::new("dockerd").arg("--version").output().is_err() {
             println!(
@@ -223,6 +225,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Starts dnsmasq on the host netns' 127.0.0.53 as the forwarding upstream.
     pub fn start(w: &World) -> Upstream {
         let addr: SocketAddr = "127.0.0.53:53".parse().unwrap();
         let r = spawn_in(
@@ -254,6 +257,7 @@ pub struct Aardvark {
 }
 
 impl Aardvark {
+    /// Starts aardvark-dns forwarding to the same upstream; `None` if it cannot run.
     pub fn start_forwarding(w: &World) -> Option<Aardvark> {
         let dir = w.path("aardvark-fwd");
         std::fs::create_dir_all(&dir).ok()?;

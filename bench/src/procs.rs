@@ -15,11 +15,13 @@ use test_cni::{Container, World};
 
 use crate::load::{self, Ask, LoadResult};
 
+/// Runs a shell command; its stdout.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs a shell command that must succeed.
 pub fn must(cmd: &str) {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
     assert!(
@@ -29,6 +31,7 @@ pub fn must(cmd: &str) {
     );
 }
 
+/// What `perf stat` counted, where it works.
 pub struct Perf {
     pub qps: f64,
     pub mean_ms: f64,
@@ -36,6 +39,7 @@ pub struct Perf {
 }
 
 impl Perf {
+    /// As JSON for the results file.
     pub fn json(&self) -> Value {
         json!({"qps": self.qps.round(), "meanMs": self.mean_ms, "lost": self.lost})
     }
@@ -68,6 +72,7 @@ pub fn dnsperf(netns: &str, server: SocketAddr, qfile: &std::path::Path, secs: u
     }
 }
 
+/// Count, median, p95 and p99 of samples, in ms.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub n: usize,
@@ -77,6 +82,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The statistics of `samples`.
     pub fn of(samples: &[Duration]) -> Stats {
         let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         if v.is_empty() {
@@ -92,6 +98,7 @@ impl Stats {
         }
     }
 
+    /// As JSON for the results file.
     pub fn json(&self) -> Value {
         json!({"n": self.n, "medianMs": self.median_ms, "p95Ms": self.p95_ms, "p99Ms": self.p99_ms})
     }
@@ -107,11 +114,13 @@ type Job = (
     mpsc::Sender<(bool, Duration, String)>,
 );
 
+/// Runs plugins from the world's host netns without `ip netns exec` in the timing.
 pub struct HostRunner {
     tx: mpsc::Sender<Job>,
 }
 
 impl HostRunner {
+    /// A runner for the world `w`.
     pub fn new(w: &World) -> HostRunner {
         let (tx, rx) = mpsc::channel::<Job>();
         let ns = format!("/run/netns/{}", w.host);
@@ -147,6 +156,7 @@ impl HostRunner {
         HostRunner { tx }
     }
 
+    /// Runs `bin` with `env` and `stdin`; how long it took.
     pub fn run(&self, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
         let (reply, rx) = mpsc::channel();
         let env = env
@@ -241,6 +251,7 @@ pub struct Scale<'a> {
 }
 
 impl<'a> Scale<'a> {
+    /// A scale run on network `net`.
     pub fn new(w: &'a World, net: &str) -> Scale<'a> {
         Scale {
             w,
@@ -373,6 +384,7 @@ impl<'a> Scale<'a> {
         (load.join().unwrap(), ops)
     }
 
+    /// Deletes every container; each DEL's time.
     pub fn del_all(&mut self) -> Vec<Duration> {
         let conts = std::mem::take(&mut self.conts);
         conts.iter().map(|(c, id, _)| self.del(c, id)).collect()
@@ -415,6 +427,7 @@ impl Prober {
     }
 }
 
+/// Memory of a set of processes: averages per process (RSS, PSS, private, anon) and total PSS, in KiB.
 #[derive(Debug, Default)]
 pub struct Mem {
     pub count: usize,
@@ -426,6 +439,7 @@ pub struct Mem {
 }
 
 impl Mem {
+    /// As JSON for the results file.
     pub fn json(&self) -> Value {
         json!({"resolvers": self.count, "rssKiB": self.rss_kib, "pssKiB": self.pss_kib,
                "privateKiB": self.private_kib, "anonKiB": self.anon_kib, "totalPssKiB": self.total_pss_kib})

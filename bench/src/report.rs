@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+/// What a row must meet to PASS.
 #[derive(Clone, Copy)]
 pub enum Goal {
     AtLeast(f64),
@@ -10,6 +11,7 @@ pub enum Goal {
     None,
 }
 
+/// One line of the results table.
 pub struct Row {
     pub figure: String,
     pub ours: f64,
@@ -43,6 +45,7 @@ impl Row {
         }
     }
 
+    /// PASS, MISS, or `-` when there is no goal or nothing to judge.
     pub fn verdict(&self) -> &'static str {
         match (self.goal, self.judged) {
             (Goal::None, _) => "-",
@@ -61,6 +64,7 @@ impl Row {
         }
     }
 
+    /// As JSON for the results file.
     pub fn json(&self) -> Value {
         json!({
             "figure": self.figure, "embedns": self.ours, "peer": self.peer,
@@ -69,6 +73,7 @@ impl Row {
     }
 }
 
+/// Prints the table of rows.
 pub fn print_table(rows: &[Row]) {
     println!(
         "\n{:<50} {:>12} {:>12} {:>9} {:>9} {:>6}",

@@ -115,6 +115,7 @@ impl std::fmt::Display for ResolverUser {
         write!(f, "{}:{}", self.uid, self.gid)
     }
 }
+/// The host's resolv.conf, whose search list, options and nameservers a container inherits.
 pub const DEFAULT_HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// `dns` in the plugin's own config (same field names as a CNI result's `dns`).

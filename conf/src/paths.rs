@@ -1,7 +1,10 @@
-//! The layout of the state directory (`dataDir`, default `/run/embedns`):
+//! The layout of the state directory (`dataDir`, default `/run/embedns`, or
+//! `$XDG_RUNTIME_DIR/embedns` unprivileged: `netconf::default_data_dir`):
 //!
 //! ```text
 //! networks/<network>/<cid>@<ifname>.json   one record per attachment (store.rs)
+//! networks/<network>/.index                the network's shared index, mapped by its resolvers
+//!                                          (index/)
 //! networks/<network>/.lock                 serializes writers of that network
 //! networks/<network>/.names/<name>/<key>   who claims a container name (stale-name cleanup)
 //! sandboxes/<cid>/sandbox.json             a container's attachments, resolver and files
@@ -26,34 +29,42 @@ pub struct StatePaths {
 }
 
 impl StatePaths {
+    /// The paths under the state directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         StatePaths { root: root.into() }
     }
 
+    /// The state directory itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// `networks/`: one directory per network.
     pub fn networks(&self) -> PathBuf {
         self.root.join("networks")
     }
 
+    /// `networks/<network>/`: its records, index and lock.
     pub fn network(&self, network: &str) -> PathBuf {
         self.networks().join(network)
     }
 
+    /// `sandboxes/`: one directory per container.
     pub fn sandboxes(&self) -> PathBuf {
         self.root.join("sandboxes")
     }
 
+    /// `sandboxes/<cid>/`: a container's sandbox, lock, control socket and log.
     pub fn sandbox(&self, container_id: &str) -> PathBuf {
         self.sandboxes().join(container_id)
     }
 
+    /// `sandboxes/<cid>/sandbox.json`.
     pub fn sandbox_file(&self, container_id: &str) -> PathBuf {
         self.sandbox(container_id).join("sandbox.json")
     }
 
+    /// `sandboxes/<cid>/control.sock`: the resolver's control channel.
     pub fn control_socket(&self, container_id: &str) -> PathBuf {
         self.sandbox(container_id).join("control.sock")
     }
@@ -71,6 +82,7 @@ impl StatePaths {
         self.root.join("leftovers")
     }
 
+    /// `leftovers/<cid>.json`: a redirect a DEL could not remove.
     pub fn leftover(&self, container_id: &str) -> PathBuf {
         self.leftovers().join(format!("{container_id}.json"))
     }
@@ -80,6 +92,7 @@ impl StatePaths {
         self.sandbox(container_id).join("log")
     }
 
+    /// `sandboxes/<cid>/log/resolver.log`.
     pub fn resolver_log(&self, container_id: &str) -> PathBuf {
         self.resolver_log_dir(container_id).join("resolver.log")
     }

@@ -69,6 +69,7 @@ pub struct WrittenFile {
     pub created_dir: Option<PathBuf>,
 }
 
+/// A container's state across its networks: attachments, resolver, files written, netns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
     pub container_id: String,

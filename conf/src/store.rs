@@ -55,12 +55,14 @@ impl index::Source for Locked<'_> {
 }
 
 impl NetworkStore {
+    /// The records of `network` under the state directory `paths`.
     pub fn new(paths: &StatePaths, network: &str) -> Self {
         NetworkStore {
             dir: paths.network(network),
         }
     }
 
+    /// The network's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -99,6 +101,7 @@ impl NetworkStore {
         Ok(true)
     }
 
+    /// The record file of an attachment key.
     pub fn record_path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}{RECORD_SUFFIX}"))
     }

@@ -25,6 +25,7 @@ use crate::{del, files, later, netns, probe, redirect, resolver};
 /// How long ADD waits for a new resolver to answer through the redirect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// ADD: the record, the files, the resolver and its redirect; the CNI result once it answers.
 pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         ConfError::InvalidConfig(

@@ -16,6 +16,7 @@ use crate::env::CniEnv;
 use crate::error::{PluginError, CHECK_FAILED};
 use crate::{netns, probe, redirect, resolver};
 
+/// CHECK: the record, the index, the files, the rules and a live, answering resolver.
 pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     let failed = |msg: String| -> anyhow::Error { PluginError::new(CHECK_FAILED, msg).into() };
     let paths = StatePaths::new(&conf.data_dir);

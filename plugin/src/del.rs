@@ -13,6 +13,7 @@ use embedns_conf::store::NetworkStore;
 use crate::env::CniEnv;
 use crate::{files, later, netns, redirect, resolver};
 
+/// DEL: the attachment goes; with the last one the resolver stops (the rules: see `later`).
 pub fn del(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     let paths = StatePaths::new(&conf.data_dir);
     detach(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use embedns_conf::netconf::parse_cni_args;
 use embedns_conf::{names, ConfError};
 
+/// What the runtime passes in the environment (CNI_CONTAINERID, CNI_NETNS, ...).
 #[derive(Debug, Clone)]
 pub struct CniEnv {
     pub container_id: String,
@@ -15,6 +16,7 @@ pub struct CniEnv {
 }
 
 impl CniEnv {
+    /// Reads and validates the CNI variables `command` needs.
     pub fn from_process(command: &str) -> Result<CniEnv, ConfError> {
         let get = |var: &'static str| std::env::var(var).unwrap_or_default();
         let container_id = get("CNI_CONTAINERID");

@@ -23,6 +23,7 @@ pub const GC_INCOMPLETE: u32 = 105;
 pub const NOT_AVAILABLE: u32 = 50;
 
 impl PluginError {
+    /// An error with the CNI code the runtime gets.
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
         PluginError {
             code,

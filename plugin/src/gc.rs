@@ -27,6 +27,7 @@ use embedns_conf::ConfError;
 use crate::error::{PluginError, GC_INCOMPLETE, NOT_AVAILABLE};
 use crate::{del, netns, redirect, resolver};
 
+/// GC (CNI 1.1): everything not in `cni.dev/valid-attachments`, and what faults left.
 pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
     let valid: BTreeSet<(String, String)> = conf
         .valid_attachments

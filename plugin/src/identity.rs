@@ -7,6 +7,7 @@ use embedns_conf::{names, ConfError};
 
 use crate::env::CniEnv;
 
+/// Who the container is on this network: name, aliases, links.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub name: Option<String>,
@@ -15,6 +16,7 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity from CNI_ARGS, capabilities and the conf (R2-R4), validated.
     pub fn new(env: &CniEnv, conf: &NetConf) -> Result<Identity, ConfError> {
         // R2: K8S_POD_NAME (podman, CRI), then runtimeConfig.name, then CNI_ARGS name.
         let name = env

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use embedns_conf::netconf::NetConf;
 use tracing_subscriber::EnvFilter;
 
+/// Logs to the conf's `logFile` or stderr at its `logLevel` (default warn).
 pub fn init(conf: &NetConf) {
     let level = conf.log_level.clone().unwrap_or_else(|| "warn".into());
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));

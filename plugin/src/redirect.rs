@@ -64,6 +64,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Waits for iptables-restore to exit; its status decides (a removal falls back piece by piece).
     pub fn wait(self) -> anyhow::Result<()> {
         let out = self
             .child
@@ -139,7 +140,7 @@ impl Pending {
     }
 }
 
-/// Starts removing our rules and chains in the current netns; once [`Pending::wait`]
+/// Starts removing our rules and chains from the netns at `netns_path`; once [`Pending::wait`]
 /// returns they are gone, and what was already gone is not an error.
 pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
     let batch = format!(

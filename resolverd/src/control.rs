@@ -18,6 +18,7 @@ use embedns_conf::paths::StatePaths;
 
 use crate::state::Resolver;
 
+/// Binds the control socket in the sandbox directory, root only.
 pub fn bind(st: &Resolver) -> anyhow::Result<UnixListener> {
     let path = st.paths.control_socket(&st.container_id);
     let _ = std::fs::remove_file(&path);
@@ -27,6 +28,7 @@ pub fn bind(st: &Resolver) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Serves the plugin's requests, one session each, 5 s at most.
 pub async fn serve(listener: UnixListener, st: Arc<Resolver>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {

@@ -121,6 +121,7 @@ impl<'a> Simple<'a> {
         })
     }
 
+    /// The question's name, normalized.
     pub fn name(&self) -> &str {
         // Only ASCII bytes were copied in.
         std::str::from_utf8(&self.name[..self.name_len]).unwrap_or_default()

@@ -44,6 +44,7 @@ struct Health {
 /// Docker logs upstream failures at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(2);
 
+/// Takes queries upstream (R15, R17-R20): order, failover, demotion, the in-flight cap.
 pub struct Forwarder {
     state: Arc<Resolver>,
     host: HostSockets,
@@ -54,6 +55,7 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// A forwarder over the resolver's upstreams, with sockets in the host's netns (R18).
     pub fn new(state: Arc<Resolver>, host: HostSockets) -> Self {
         Forwarder {
             state,

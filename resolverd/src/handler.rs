@@ -37,6 +37,7 @@ pub struct Forwarding {
 }
 
 impl Handler {
+    /// The handler of one resolver.
     pub fn new(st: Arc<Resolver>, fwd: Arc<Forwarder>) -> Handler {
         Handler { st, fwd }
     }

@@ -24,6 +24,7 @@ use crate::peers::{addresses_in, pointer_in, Peers, Unavailable};
 /// How old the records read in place of a damaged index may be.
 const FALLBACK_FRESH: Duration = Duration::from_secs(1);
 
+/// One network as the resolver sees it: the shared index and the container's own records.
 pub struct NetworkIndex {
     pub network: String,
     /// The asking container's own records on this network (one per interface).
@@ -37,6 +38,7 @@ pub struct NetworkIndex {
 }
 
 impl NetworkIndex {
+    /// Network `network` of the state directory, with the container's own records on it.
     pub fn new(paths: &StatePaths, network: &str, own: Vec<Record>) -> Self {
         let store = NetworkStore::new(paths, network);
         NetworkIndex {
@@ -72,6 +74,7 @@ impl NetworkIndex {
             .unwrap_or(0)
     }
 
+    /// Whether the network has no attachment.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -101,6 +101,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// At most one message per `every`.
     pub const fn new(every: Duration) -> Limiter {
         Limiter {
             every,

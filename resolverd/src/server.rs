@@ -28,6 +28,7 @@ const TCP_MESSAGE: Duration = Duration::from_secs(3);
 const BATCH: usize = 8;
 const SLOT: usize = 4096;
 
+/// The UDP loop: batches in, local replies out in batches, forwarded ones from their tasks.
 pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
     let sock = Arc::new(sock);
     let mut bufs = vec![0u8; BATCH * SLOT];
@@ -149,6 +150,7 @@ fn point(
     hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
 }
 
+/// The TCP accept loop, at most MAX_TCP_CONNECTIONS clients, each with its deadlines.
 pub async fn serve_tcp(listener: TcpListener, handler: Handler) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {

@@ -61,11 +61,13 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds one.
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+/// One resolver's state: its container, networks, upstreams, counters and ports.
 pub struct Resolver {
     pub container_id: String,
     pub paths: StatePaths,
@@ -77,6 +79,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// The resolver of `container_id`, before its first reload.
     pub fn new(container_id: &str, paths: StatePaths) -> Self {
         Resolver {
             container_id: container_id.to_string(),
@@ -125,6 +128,7 @@ impl Resolver {
         Ok(names)
     }
 
+    /// The names of the networks it serves.
     pub fn network_names(&self) -> Vec<String> {
         self.networks
             .read()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The repository's root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -28,6 +29,7 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The plugin under test.
 pub fn embedns() -> PathBuf {
     bin_dir().join("embedns")
 }

@@ -33,6 +33,7 @@ pub struct Pod {
     pub ip: String,
 }
 
+/// A private containerd with its CRI client.
 pub struct Containerd {
     pub dir: PathBuf,
     /// embedns's state dir (the conflist's `dataDir`).

@@ -86,6 +86,7 @@ impl Dig {
         self.answers.iter().map(|r| r.data.clone()).collect()
     }
 
+    /// Whether the reply's header has flag `f` (qr, aa, rd, ra, tc, ...).
     pub fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::bins;
 
+/// A private rootful podman: its dirs, embedns's state dir and the host resolv.conf.
 pub struct Podman {
     pub dir: PathBuf,
     pub data_dir: PathBuf,

@@ -15,6 +15,7 @@ use crate::bins;
 /// One test at a time changes `/dev/net/tun` and the id-range files.
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A user made for the test and its rootless podman.
 pub struct RootlessPodman {
     pub user: String,
     pub uid: u32,

@@ -43,6 +43,7 @@ struct Shared {
     stop: AtomicBool,
 }
 
+/// A fake upstream DNS server on a test's address (UDP and TCP, in threads of its own).
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
@@ -116,6 +117,7 @@ impl FakeUpstream {
         }
     }
 
+    /// Changes how it answers from now on.
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
     }

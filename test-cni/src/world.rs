@@ -30,6 +30,7 @@ pub struct Network {
 }
 
 impl Network {
+    /// The bridge's address (`<prefix>.1`).
     pub fn gateway(&self) -> String {
         format!("{}.1", self.prefix)
     }
@@ -44,6 +45,7 @@ pub struct PluginOut {
 }
 
 impl PluginOut {
+    /// Stdout as JSON; fails the test if it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {:?}", self.stdout))
@@ -61,6 +63,7 @@ struct Inner {
     networks: u32,
 }
 
+/// A test's world (see the module docs).
 pub struct World {
     pub id: String,
     pub dir: PathBuf,
@@ -520,6 +523,7 @@ impl World {
             .into_owned()
     }
 
+    /// A path in the world's directory.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }

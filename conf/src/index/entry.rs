@@ -21,6 +21,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry a record makes: its names (with `name.<domain>` forms) and addresses, sorted.
     pub fn of(r: &Record) -> Entry {
         let mut names: Vec<String> = r.names().map(str::to_string).collect();
         if let Some(domain) = &r.domain_name {

@@ -206,6 +206,7 @@ impl IndexReader {
         self.read(|mem, _| Ok(mem.u32(H_LIVE)? as usize))
     }
 
+    /// Whether the index holds no attachment.
     pub fn is_empty(&mut self) -> Result<bool, ReadError> {
         self.len().map(|n| n == 0)
     }
