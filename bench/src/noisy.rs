@@ -39,7 +39,7 @@ pub fn measure(
     // rate. embedns: A and B are two containers, each with its own resolver. aardvark-dns
     // (one per network) and Docker (dockerd for every container) serve both from one process.
     let noisy = w.container("noisy");
-    w.add(net, &noisy, Some("noisy"), "", None);
+    w.adding(net, &noisy).name("noisy").ok();
     let mut neighbours: Vec<(&str, String, String, SocketAddr)> = vec![
         (
             "embedns",

@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -104,72 +103,12 @@ impl Stats {
     }
 }
 
-/// A thread in the world's host netns that runs plugins directly (no `ip netns exec` in the
-/// measured time) and reports how long each took.
-/// A job for the [`HostRunner`]: env, binary, stdin, and where to send (ok, time, output).
-type Job = (
-    Vec<(String, String)>,
-    String,
-    String,
-    mpsc::Sender<(bool, Duration, String)>,
-);
-
-/// Runs plugins from the world's host netns without `ip netns exec` in the timing.
-pub struct HostRunner {
-    tx: mpsc::Sender<Job>,
-}
-
-impl HostRunner {
-    /// A runner for the world `w`.
-    pub fn new(w: &World) -> HostRunner {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let ns = format!("/run/netns/{}", w.host);
-        std::thread::spawn(move || {
-            let f = File::open(&ns).unwrap();
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            for (env, bin, stdin, reply) in rx {
-                let t = Instant::now();
-                let mut child = Command::new(&bin)
-                    .env_clear()
-                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                    .envs(env)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(stdin.as_bytes())
-                    .unwrap();
-                let out = child.wait_with_output().unwrap();
-                let _ = reply.send((
-                    out.status.success(),
-                    t.elapsed(),
-                    String::from_utf8_lossy(&out.stdout).into_owned()
-                        + &String::from_utf8_lossy(&out.stderr),
-                ));
-            }
-        });
-        HostRunner { tx }
-    }
-
-    /// Runs `bin` with `env` and `stdin`; how long it took.
-    pub fn run(&self, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
-        let (reply, rx) = mpsc::channel();
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.tx
-            .send((env, bin.to_string(), stdin.to_string(), reply))
-            .unwrap();
-        let (ok, took, out) = rx.recv().unwrap();
-        assert!(ok, "{bin} {env:?}: {out}", env = "");
-        took
-    }
+/// Runs `bin` through the world's host-netns runner (no `ip netns exec` in the timing); it
+/// must succeed. How long it took.
+fn timed(w: &World, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
+    let ran = w.runner().run(std::path::Path::new(bin), env, stdin);
+    assert!(ran.success, "{bin}: {}{}", ran.stdout, ran.stderr);
+    ran.took
 }
 
 fn cni_env<'a>(
@@ -192,7 +131,6 @@ fn cni_env<'a>(
 /// embedns gets a fresh netns per run (a new container); dnsname keeps one anchor container
 /// attached so its per-network dnsmasq stays up, as the baseline measured its later ADDs.
 pub fn plugin_alone(w: &World, prev: &Value, runs: usize) -> BTreeMap<String, (Stats, Stats)> {
-    let host = HostRunner::new(w);
     let mut out = BTreeMap::new();
     let embedns = w.bin_dir.join("embedns").display().to_string();
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
@@ -205,8 +143,18 @@ pub fn plugin_alone(w: &World, prev: &Value, runs: usize) -> BTreeMap<String, (S
             .to_string();
         let id = format!("alone{i}");
         let args = format!("K8S_POD_NAME=t{i}");
-        adds.push(host.run(&embedns, &cni_env("ADD", &id, &c.path, &args), &conf));
-        dels.push(host.run(&embedns, &cni_env("DEL", &id, &c.path, &args), &conf));
+        adds.push(timed(
+            w,
+            &embedns,
+            &cni_env("ADD", &id, &c.path, &args),
+            &conf,
+        ));
+        dels.push(timed(
+            w,
+            &embedns,
+            &cni_env("DEL", &id, &c.path, &args),
+            &conf,
+        ));
     }
     out.insert("embedns".to_string(), (Stats::of(&adds), Stats::of(&dels)));
     if std::path::Path::new("/usr/lib/cni/dnsname").exists() {
@@ -216,15 +164,15 @@ pub fn plugin_alone(w: &World, prev: &Value, runs: usize) -> BTreeMap<String, (S
         .to_string();
         let bin = "/usr/lib/cni/dnsname";
         let anchor = "IgnoreUnknown=1;K8S_POD_NAME=anchor";
-        host.run(bin, &cni_env("ADD", "anchor", &c.path, anchor), &conf);
+        timed(w, bin, &cni_env("ADD", "anchor", &c.path, anchor), &conf);
         let (mut adds, mut dels) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let id = format!("alone{i}");
             let args = format!("IgnoreUnknown=1;K8S_POD_NAME=t{i}");
-            adds.push(host.run(bin, &cni_env("ADD", &id, &c.path, &args), &conf));
-            dels.push(host.run(bin, &cni_env("DEL", &id, &c.path, &args), &conf));
+            adds.push(timed(w, bin, &cni_env("ADD", &id, &c.path, &args), &conf));
+            dels.push(timed(w, bin, &cni_env("DEL", &id, &c.path, &args), &conf));
         }
-        host.run(bin, &cni_env("DEL", "anchor", &c.path, anchor), &conf);
+        timed(w, bin, &cni_env("DEL", "anchor", &c.path, anchor), &conf);
         out.insert("dnsname".to_string(), (Stats::of(&adds), Stats::of(&dels)));
         stop_dnsname("alonedns");
     }
@@ -244,7 +192,6 @@ pub fn stop_dnsname(net: &str) {
 pub struct Scale<'a> {
     w: &'a World,
     net: String,
-    host: HostRunner,
     conts: Vec<(Container, String, IpAddr)>,
     pub add_times: Vec<Duration>,
     pub propagation: Vec<Duration>,
@@ -256,7 +203,6 @@ impl<'a> Scale<'a> {
         Scale {
             w,
             net: net.into(),
-            host: HostRunner::new(w),
             conts: Vec::new(),
             add_times: Vec::new(),
             propagation: Vec::new(),
@@ -283,7 +229,8 @@ impl<'a> Scale<'a> {
             .to_string();
         let id = format!("{label}-{}", self.w.id);
         let args = format!("K8S_POD_NAME={label}");
-        let took = self.host.run(
+        let took = timed(
+            self.w,
             self.embedns().as_str(),
             &cni_env("ADD", &id, &c.path, &args),
             &conf,
@@ -294,7 +241,8 @@ impl<'a> Scale<'a> {
 
     fn del(&self, c: &Container, id: &str) -> Duration {
         let conf = self.w.conf(&self.net, "1.0.0", json!({})).to_string();
-        self.host.run(
+        timed(
+            self.w,
             self.embedns().as_str(),
             &cni_env("DEL", id, &c.path, ""),
             &conf,

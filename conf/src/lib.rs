@@ -19,5 +19,6 @@ pub mod record;
 pub mod resolv;
 pub mod sandbox;
 pub mod store;
+pub mod user;
 
 pub use error::ConfError;

@@ -1,5 +1,5 @@
 //! The layout of the state directory (`dataDir`, default `/run/embedns`, or
-//! `$XDG_RUNTIME_DIR/embedns` unprivileged: `netconf::default_data_dir`):
+//! `$XDG_RUNTIME_DIR/embedns` unprivileged: `user::default_data_dir`):
 //!
 //! ```text
 //! networks/<network>/<cid>@<ifname>.json   one record per attachment (store.rs)

@@ -9,11 +9,12 @@ use anyhow::Context;
 use embedns_conf::cni;
 use embedns_conf::control::{ReloadReply, Request};
 use embedns_conf::crash;
-use embedns_conf::netconf::{NetConf, ResolverUser};
+use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Record, Upstreams};
 use embedns_conf::sandbox::{self, Attachment, Sandbox, SandboxLock};
 use embedns_conf::store::{prepare_root, NetworkLock, NetworkStore};
+use embedns_conf::user::ResolverUser;
 use embedns_conf::ConfError;
 use serde_json::Value;
 

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use embedns_conf::control::{Ack, Request};
-use embedns_conf::netconf::ResolverUser;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox::ResolverInfo;
+use embedns_conf::user::ResolverUser;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::de::DeserializeOwned;

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use embedns_conf::control::{Request, StatusReply};
-use embedns_conf::netconf::default_data_dir;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::sandbox::{self, Sandbox};
 use embedns_conf::store::{self, NetworkStore};
+use embedns_conf::user::default_data_dir;
 use serde_json::{json, Value};
 
 use crate::resolver;

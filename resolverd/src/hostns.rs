@@ -7,7 +7,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 
-use embedns_conf::netconf::ResolverUser;
+use embedns_conf::user::ResolverUser;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use tokio::sync::oneshot;
 

@@ -1,7 +1,8 @@
 //! Docker's naming rules (docs/behaviour.md R1–R11, R16, R16a), as pure functions over the
 //! networks the asking container is on, each seen through [`Peers`] (the mapped index in
 //! production, [`MemoryNetwork`](crate::peers::MemoryNetwork) in the unit tests below, one
-//! or more per rule). No I/O here: the server asks, this answers.
+//! or more per rule). No I/O here: the server asks, this answers. (Over 500 lines because
+//! the rules' unit tests, one or more per rule, are half of the file.)
 
 use std::net::IpAddr;
 

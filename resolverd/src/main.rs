@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use embedns_conf::netconf::{ResolverUser, DEFAULT_RESOLVER_USER};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
+use embedns_conf::user::{ResolverUser, DEFAULT_RESOLVER_USER};
 use embedns_resolverd::forward::Forwarder;
 use embedns_resolverd::handler::Handler;
 use embedns_resolverd::hostns::HostSockets;

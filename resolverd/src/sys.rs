@@ -15,7 +15,7 @@ use std::fs::File;
 use std::os::fd::AsFd;
 
 use anyhow::Context;
-use embedns_conf::netconf::ResolverUser;
+use embedns_conf::user::ResolverUser;
 use nix::sched::{setns, CloneFlags};
 use seccompiler::{
     SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,

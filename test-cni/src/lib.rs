@@ -4,16 +4,19 @@
 //! host netns' loopback. Nothing touches the machine's own network or nameserver. A World
 //! deletes everything it made when dropped, also when the test panics.
 
+pub mod add;
 pub mod bins;
 pub mod calls;
 pub mod cri;
 pub mod dig;
 pub mod podman;
 pub mod rootless;
+pub mod runner;
 pub mod upstream;
 pub mod wait;
 pub mod world;
 
+pub use add::Add;
 pub use dig::Dig;
 pub use upstream::{FakeUpstream, Mode};
 pub use wait::wait_until;

@@ -1,6 +1,8 @@
 //! A test's world: its own host netns (where cnitool, the bridge and fake upstreams live),
 //! container netns, a conflist dir, a CNI bin dir, a state dir and a host resolv.conf, all
-//! with unique names, all removed on drop.
+//! with unique names, all removed on drop. (Some 500 lines: set-up, cnitool, what tests
+//! inspect and the cleanup belong together; ADD's builder is in add.rs, direct plugin calls in
+//! calls.rs, the host-netns runner in runner.rs.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -8,8 +10,10 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use crate::add::Add;
 use crate::bins;
 use crate::dig::Dig;
+use crate::runner::HostRunner;
 use crate::upstream::FakeUpstream;
 
 /// A container: a netns of its own.
@@ -75,6 +79,7 @@ pub struct World {
     /// The "host" resolv.conf the plugin reads (never the machine's).
     pub resolv_conf: PathBuf,
     inner: Mutex<Inner>,
+    runner: std::sync::OnceLock<HostRunner>,
 }
 
 impl World {
@@ -92,6 +97,7 @@ impl World {
             dir,
             id,
             inner: Mutex::new(Inner::default()),
+            runner: std::sync::OnceLock::new(),
         };
         for d in [
             &w.net_dir,
@@ -259,70 +265,11 @@ impl World {
         out
     }
 
-    /// ADD that must succeed: `name` becomes K8S_POD_NAME; `args` are more CNI_ARGS;
-    /// `cap` is CAP_ARGS. Returns the result JSON.
-    pub fn add(
-        &self,
-        net: &Network,
-        c: &Container,
-        name: Option<&str>,
-        args: &str,
-        cap: Option<Value>,
-    ) -> Value {
-        added(net, c, self.try_add(net, c, name, args, cap, &[]))
-    }
-
-    /// ADD with full control over the environment; returns cnitool's output.
-    pub fn try_add(
-        &self,
-        net: &Network,
-        c: &Container,
-        name: Option<&str>,
-        args: &str,
-        cap: Option<Value>,
-        env: &[(&str, &str)],
-    ) -> Output {
-        let mut cni_args = String::from("IgnoreUnknown=1");
-        if let Some(n) = name {
-            cni_args.push_str(&format!(";K8S_POD_NAME={n}"));
-        }
-        if !args.is_empty() {
-            cni_args.push(';');
-            cni_args.push_str(args);
-        }
-        let cap = cap.map(|c| c.to_string());
-        let mut all: Vec<(&str, &str)> = vec![("CNI_ARGS", &cni_args)];
-        if let Some(c) = &cap {
-            all.push(("CAP_ARGS", c));
-        }
-        all.extend_from_slice(env);
-        self.cnitool("add", &net.name, c, &all)
-    }
-
-    /// ADD that must succeed with `CNI_CONTAINERID` set (podman-style 64-hex IDs).
-    pub fn try_add_ok(
-        &self,
-        net: &Network,
-        c: &Container,
-        name: &str,
-        cap: Value,
-        id: &str,
-    ) -> Value {
-        let out = self.try_add(
-            net,
-            c,
-            Some(name),
-            "",
-            Some(cap),
-            &[("CNI_CONTAINERID", id)],
-        );
-        assert!(
-            out.status.success(),
-            "cnitool add failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("cnitool add prints the result")
+    /// An ADD of container `c` to `net`, described by the builder's calls and run by its
+    /// `ok()` (must succeed: the result JSON) or `run()` (cnitool's output):
+    /// `w.adding(&net, &c).name("web").args("K=V").cap(json!({...})).ok()`.
+    pub fn adding<'a>(&'a self, net: &'a Network, c: &'a Container) -> Add<'a> {
+        Add::new(self, net, c)
     }
 
     /// DEL that must succeed.
@@ -373,31 +320,18 @@ impl World {
 
     /// Runs the plugin directly in the host netns with `env` and `stdin`.
     pub fn plugin(&self, env: &[(&str, &str)], stdin: &str) -> PluginOut {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.host])
-            .arg(self.bin_dir.join("embedns"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("running embedns");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let ran = self.runner().run(&self.bin_dir.join("embedns"), env, stdin);
         PluginOut {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            success: ran.success,
+            stdout: ran.stdout,
+            stderr: ran.stderr,
         }
+    }
+
+    /// The runner in this world's host netns (started at the first use).
+    pub fn runner(&self) -> &HostRunner {
+        self.runner
+            .get_or_init(|| HostRunner::new(Path::new(&format!("/run/netns/{}", self.host))))
     }
 
     /// A plugin conf for direct calls on network `net` (as libcni would send it).
@@ -530,7 +464,7 @@ impl World {
 }
 
 /// The result of a `cnitool add` that must have succeeded.
-fn added(net: &Network, c: &Container, out: Output) -> Value {
+pub(crate) fn added(net: &Network, c: &Container, out: Output) -> Value {
     assert!(
         out.status.success(),
         "cnitool add {} {} failed: {}{}",

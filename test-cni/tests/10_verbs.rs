@@ -16,7 +16,7 @@ fn add_check_del_in_every_version() {
             json!({"cniVersion": v}),
         );
         let c = w.container(&format!("c{}", v.replace('.', "")));
-        let result = w.add(&net, &c, Some("web"), "", None);
+        let result = w.adding(&net, &c).name("web").ok();
         // R23: the result is in the requested version, with our dns.
         assert_eq!(result["cniVersion"], v, "{result}");
         assert_eq!(result["dns"]["nameservers"], json!(["127.0.0.11"]));
@@ -50,7 +50,7 @@ fn add_check_del_in_every_version() {
     // 1.1.0: ADD, CHECK, DEL called as a 1.1 runtime would, with bridge's prevResult.
     let net = w.network("v110", json!({}));
     let c = w.container("c110");
-    let prev = w.add(&net, &c, None, "", None);
+    let prev = w.adding(&net, &c).ok();
     let env = |cmd: &'static str| {
         vec![
             ("CNI_COMMAND", cmd),
@@ -193,7 +193,7 @@ fn del_is_forgiving() {
     let c = w.container("c");
     // DEL of a container never seen.
     w.del(&net, &c, &[]);
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     // DEL without prevResult (called directly), twice.
     let conf = w.conf("n1", "1.0.0", json!({})).to_string();
     let id = container_id_of(&w, &net);
@@ -224,7 +224,7 @@ fn del_after_netns_is_gone() {
     let w = World::new("del_after_netns_is_gone");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     let id = container_id_of(&w, &net);
     let out = w.exec_host(&["ip", "netns", "del", &c.netns]);
     assert!(out.status.success());
@@ -251,7 +251,7 @@ fn check_fails_when_the_network_index_lost_the_record() {
     let w = World::new("check_fails_when_the_network_index_lost_the_record");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     let check = || {
         w.cnitool(
             "check",
@@ -285,7 +285,7 @@ fn check_fails_when_resolver_is_dead() {
     let w = World::new("check_fails_when_resolver_is_dead");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     let pids = w.resolver_pids();
     assert_eq!(pids.len(), 1);
     nix::sys::signal::kill(
@@ -319,8 +319,8 @@ fn gc_and_status() {
     let w = World::new("gc_and_status");
     let net = w.network("n1", json!({}));
     let (a, b) = (w.container("a"), w.container("b"));
-    w.add(&net, &a, Some("a"), "", Some(json!({})));
-    w.add(&net, &b, Some("b"), "", None);
+    w.adding(&net, &a).name("a").cap(json!({})).ok();
+    w.adding(&net, &b).name("b").ok();
     let ids: Vec<String> = w
         .records("n1")
         .iter()

@@ -13,7 +13,7 @@ fn sixty_four_parallel_adds_and_dels_lose_nothing() {
     std::thread::scope(|s| {
         for (i, c) in containers.iter().enumerate() {
             let (w, net) = (&w, &net);
-            s.spawn(move || w.add(net, c, Some(&format!("c{i}")), "", None));
+            s.spawn(move || w.adding(net, c).name(&format!("c{i}")).ok());
         }
     });
     let records = w.records("par");
@@ -46,14 +46,14 @@ fn a_dead_attachments_name_is_replaced() {
     let w = World::new("a_dead_attachments_name_is_replaced");
     let net = w.network("n1", json!({}));
     let (old, new, cli) = (w.container("old"), w.container("new"), w.container("cli"));
-    w.add(&net, &cli, Some("cli"), "", None);
-    let first = w.add(&net, &old, Some("web"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
+    let first = w.adding(&net, &old).name("web").ok();
     // The runtime loses the container without a DEL: its netns disappears.
     assert!(w
         .exec_host(&["ip", "netns", "del", &old.netns])
         .status
         .success());
-    let second = w.add(&net, &new, Some("web"), "", None);
+    let second = w.adding(&net, &new).name("web").ok();
     assert_ne!(ip_of(&first), ip_of(&second));
     assert_eq!(
         w.resolve(&cli, "web", "A"),
@@ -75,13 +75,11 @@ fn resolv_conf_is_written_and_restored() {
     let etc = std::path::Path::new("/etc/netns").join(&c.netns);
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("resolv.conf"), "nameserver 192.0.2.1\n").unwrap();
-    let result = w.add(
-        &net,
-        &c,
-        Some("web"),
-        "",
-        Some(json!({"dns": {"searches": ["cap.example"]}})),
-    );
+    let result = w
+        .adding(&net, &c)
+        .name("web")
+        .cap(json!({"dns": {"searches": ["cap.example"]}}))
+        .ok();
     // R23: only 127.0.0.11; search and options kept, ndots:0 added.
     let text = std::fs::read_to_string(etc.join("resolv.conf")).unwrap();
     let ns: Vec<&str> = text
@@ -128,7 +126,7 @@ fn resolv_conf_path_template_for_containerd() {
     let net = w.network("n1", json!({"resolvConfPath": template}));
     let c = w.container("c");
     let args = "K8S_POD_NAMESPACE=default;K8S_POD_INFRA_CONTAINER_ID=pod-infra-1";
-    w.add(&net, &c, Some("web"), args, None);
+    w.adding(&net, &c).name("web").args(args).ok();
     let file = sandbox_dir.join("resolv.conf");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("nameserver 127.0.0.11"), "{text}");
@@ -154,7 +152,7 @@ fn a_resolv_conf_path_whose_directory_comes_later_is_left_to_the_runtime() {
     let net = w.network("n1", json!({"resolvConfPath": template}));
     let c = w.container("c");
     let args = "K8S_POD_NAMESPACE=default;K8S_POD_INFRA_CONTAINER_ID=pod-infra-2";
-    w.add(&net, &c, Some("web"), args, None);
+    w.adding(&net, &c).name("web").args(args).ok();
     let sandbox_dir = w.path("sandboxes/pod-infra-2");
     assert!(!sandbox_dir.exists(), "ADD made the runtime's directory");
     assert_eq!(w.resolve(&c, "web", "A").len(), 1, "ADD went on");
@@ -182,13 +180,13 @@ fn failed_add_leaves_nothing_behind() {
         json!({"resolverPath": "/nonexistent/embedns-resolverd"}),
     );
     let c = w.container("c");
-    let out = w.try_add(&net, &c, Some("web"), "", None, &[]);
+    let out = w.adding(&net, &c).name("web").run();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resolver binary"));
     // The resolver starts but dies at once (a binary that is not a resolver).
     let net2 = w.network("n2", json!({"resolverPath": "/bin/false"}));
     let c2 = w.container("c2");
-    let out = w.try_add(&net2, &c2, Some("web"), "", None, &[]);
+    let out = w.adding(&net2, &c2).name("web").run();
     assert!(!out.status.success());
     for n in ["n1", "n2"] {
         assert!(w.records(n).is_empty(), "record left on {n}");
@@ -202,14 +200,10 @@ fn failed_add_leaves_nothing_behind() {
         netns: "ghost".into(),
         path: "/run/netns/embedns-no-such-netns".into(),
     };
-    let out = w.try_add(
-        &w.network("n3", json!({})),
-        &ghost,
-        Some("x"),
-        "",
-        None,
-        &[],
-    );
+    let out = w
+        .adding(&w.network("n3", json!({})), &ghost)
+        .name("x")
+        .run();
     assert!(!out.status.success());
     wait_until(Duration::from_secs(1), "no records on n3", || {
         w.records("n3").is_empty().then_some(())
@@ -224,7 +218,7 @@ fn store_is_private() {
     use std::os::unix::fs::MetadataExt;
     let net = w.network("n1", json!({}));
     let c = w.container("c");
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     let meta = |p: &std::path::Path| {
         let m = std::fs::metadata(p).unwrap();
         (m.mode() & 0o7777, m.uid(), m.gid())

@@ -12,11 +12,11 @@ fn r1_scope_and_same_name_on_two_networks() {
     let w = World::new("r1_scope_and_same_name_on_two_networks");
     let (n1, n2) = (w.network("front", json!({})), w.network("back", json!({})));
     let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
-    let web1 = ip_of(&w.add(&n1, &a, Some("web"), "", None));
-    let web2 = ip_of(&w.add(&n2, &b, Some("web"), "", None));
+    let web1 = ip_of(&w.adding(&n1, &a).name("web").ok());
+    let web2 = ip_of(&w.adding(&n2, &b).name("web").ok());
     let only2 = w.container("only2");
-    w.add(&n2, &only2, Some("db"), "", None);
-    w.add(&n1, &cli, Some("cli"), "", None);
+    w.adding(&n2, &only2).name("db").ok();
+    w.adding(&n1, &cli).name("cli").ok();
     // R1: cli (on front) sees front's web, not back's, and nothing of back.
     assert_eq!(w.resolve(&cli, "web", "A"), vec![web1.clone()]);
     assert_eq!(w.resolve(&cli, "db", "A"), Vec::<String>::new());
@@ -34,18 +34,18 @@ fn r2_name_sources() {
         w.container("d"),
         w.container("cli"),
     );
-    let ip_a = ip_of(&w.add(&net, &a, Some("frompod"), "", None));
-    let ip_b = ip_of(&w.add(&net, &b, None, "", Some(json!({"name": "fromruntime"}))));
-    let ip_c = ip_of(&w.add(&net, &c, None, "name=fromargs", None));
+    let ip_a = ip_of(&w.adding(&net, &a).name("frompod").ok());
+    let ip_b = ip_of(&w.adding(&net, &b).cap(json!({"name": "fromruntime"})).ok());
+    let ip_c = ip_of(&w.adding(&net, &c).args("name=fromargs").ok());
     // K8S_POD_NAME wins over runtimeConfig.name, which wins over CNI_ARGS name.
-    let ip_d = ip_of(&w.add(
-        &net,
-        &d,
-        Some("winner"),
-        "name=loser",
-        Some(json!({"name": "loser2"})),
-    ));
-    w.add(&net, &cli, None, "", None); // no name: still served
+    let ip_d = ip_of(
+        &w.adding(&net, &d)
+            .name("winner")
+            .args("name=loser")
+            .cap(json!({"name": "loser2"}))
+            .ok(),
+    );
+    w.adding(&net, &cli).ok(); // no name: still served
     assert_eq!(w.resolve(&cli, "frompod", "A"), vec![ip_a]);
     assert_eq!(w.resolve(&cli, "fromruntime", "A"), vec![ip_b]);
     assert_eq!(w.resolve(&cli, "fromargs", "A"), vec![ip_c]);
@@ -61,22 +61,21 @@ fn r3_aliases_map_list_static_and_short_id() {
     let (a, b, cli) = (w.container("a"), w.container("b"), w.container("cli"));
     let long_id = "2ff3fb1478a204897c8aded9df34b9a07b5274daf89831a4435819e7042eda5b";
     // podman's map form, with the short ID as podman sends it, and a 64-hex container ID.
-    let ip_a = ip_of(&w.try_add_ok(
-        &net,
-        &a,
-        "web",
-        json!({"aliases": {"n1": ["www", "api"], "other": ["nope"]}}),
-        long_id,
-    ));
+    let ip_a = ip_of(
+        &w.adding(&net, &a)
+            .name("web")
+            .cap(json!({"aliases": {"n1": ["www", "api"], "other": ["nope"]}}))
+            .id(long_id)
+            .ok(),
+    );
     // the conventions' list form
-    let ip_b = ip_of(&w.add(
-        &net,
-        &b,
-        Some("db"),
-        "",
-        Some(json!({"aliases": ["database"]})),
-    ));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let ip_b = ip_of(
+        &w.adding(&net, &b)
+            .name("db")
+            .cap(json!({"aliases": ["database"]}))
+            .ok(),
+    );
+    w.adding(&net, &cli).name("cli").ok();
     assert_eq!(w.resolve(&cli, "www", "A"), vec![ip_a.clone()]);
     assert_eq!(w.resolve(&cli, "api", "A"), vec![ip_a.clone()]);
     assert!(w.resolve(&cli, "nope", "A").is_empty());
@@ -103,18 +102,16 @@ fn r4_links_are_private_and_checked_first() {
         w.container("cli"),
         w.container("other"),
     );
-    let ip_web = ip_of(&w.add(&net, &web, Some("web"), "", None));
-    let ip_db = ip_of(&w.add(&net, &db, Some("db"), "", None));
+    let ip_web = ip_of(&w.adding(&net, &web).name("web").ok());
+    let ip_db = ip_of(&w.adding(&net, &db).name("db").ok());
     // cli links web as "db" (hiding the real db for cli only), via CNI_ARGS, and "later"
     // to a container that is not there yet, via runtimeConfig.links.
-    w.add(
-        &net,
-        &cli,
-        Some("cli"),
-        "EMBEDNS_LINKS=web:db",
-        Some(json!({"links": [{"name": "late", "alias": "later"}]})),
-    );
-    w.add(&net, &other, Some("other"), "", None);
+    w.adding(&net, &cli)
+        .name("cli")
+        .args("EMBEDNS_LINKS=web:db")
+        .cap(json!({"links": [{"name": "late", "alias": "later"}]}))
+        .ok();
+    w.adding(&net, &other).name("other").ok();
     assert_eq!(w.resolve(&cli, "db", "A"), vec![ip_web.clone()]);
     assert_eq!(
         w.resolve(&other, "db", "A"),
@@ -126,7 +123,7 @@ fn r4_links_are_private_and_checked_first() {
         "target not there yet"
     );
     let late = w.container("late");
-    let ip_late = ip_of(&w.add(&net, &late, Some("late"), "", None));
+    let ip_late = ip_of(&w.adding(&net, &late).name("late").ok());
     // Once the target joins, the alias resolves without restarting anything.
     wait_until(Duration::from_secs(2), "link alias to resolve", || {
         (w.resolve(&cli, "later", "A") == vec![ip_late.clone()]).then_some(())
@@ -146,15 +143,14 @@ fn r5_shared_alias_answers_all_ips_round_robin() {
     );
     let mut ips = BTreeSet::new();
     for (ct, n) in [(&a, "w1"), (&b, "w2"), (&c, "w3")] {
-        ips.insert(ip_of(&w.add(
-            &net,
-            ct,
-            Some(n),
-            "",
-            Some(json!({"aliases": ["www", "www"]})),
-        )));
+        ips.insert(ip_of(
+            &w.adding(&net, ct)
+                .name(n)
+                .cap(json!({"aliases": ["www", "www"]}))
+                .ok(),
+        ));
     }
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     let mut orders = BTreeSet::new();
     for _ in 0..20 {
         let d = w.dig(&cli, &["www", "A"]);
@@ -171,14 +167,13 @@ fn r6_case_and_trailing_dot_r7_dotted_names() {
     let w = World::new("r6_case_and_trailing_dot_r7_dotted_names");
     let net = w.network("mynet", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
-    let ip = ip_of(&w.add(
-        &net,
-        &a,
-        Some("web"),
-        "",
-        Some(json!({"aliases": ["svc.backend"]})),
-    ));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let ip = ip_of(
+        &w.adding(&net, &a)
+            .name("web")
+            .cap(json!({"aliases": ["svc.backend"]}))
+            .ok(),
+    );
+    w.adding(&net, &cli).name("cli").ok();
     let d = w.dig(&cli, &["WeB.", "A"]);
     assert_eq!(d.data(), vec![ip.clone()]);
     assert_eq!(d.answers[0].name, "WeB.", "the question's case is echoed");
@@ -194,10 +189,10 @@ fn r8_peers_come_and_go_live() {
     let w = World::new("r8_peers_come_and_go_live");
     let net = w.network("n1", json!({}));
     let (cli, peer) = (w.container("cli"), w.container("peer"));
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     let pids = w.resolver_pids();
     assert!(w.resolve(&cli, "peer", "A").is_empty());
-    let ip = ip_of(&w.add(&net, &peer, Some("peer"), "", None));
+    let ip = ip_of(&w.adding(&net, &peer).name("peer").ok());
     let added = Instant::now();
     wait_until(Duration::from_secs(2), "peer to resolve", || {
         (w.resolve(&cli, "peer", "A") == vec![ip.clone()]).then_some(())
@@ -235,8 +230,8 @@ fn busybox_nslookup_with_a_search_list() {
     );
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
-    let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let ip = ip_of(&w.adding(&net, &a).name("web").ok());
+    w.adding(&net, &cli).name("cli").ok();
     let out =
         String::from_utf8_lossy(&w.exec(&cli, &["busybox", "nslookup", "web"]).stdout).into_owned();
     assert!(out.contains(&format!("Address: {ip}")), "{out}");
@@ -258,9 +253,9 @@ fn r16a_search_qualified_names_are_forwarded_first() {
     );
     let net = w.network("n1", json!({}));
     let (git, web, cli) = (w.container("git"), w.container("web"), w.container("cli"));
-    let git_ip = ip_of(&w.add(&net, &git, Some("git"), "", None));
-    let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let git_ip = ip_of(&w.adding(&net, &git).name("git").ok());
+    let web_ip = ip_of(&w.adding(&net, &web).name("web").ok());
+    w.adding(&net, &cli).name("cli").ok();
     assert_eq!(w.resolve(&cli, "git.corp.example", "A"), vec!["10.9.9.8"]);
     assert_eq!(w.resolve(&cli, "git", "A"), vec![git_ip]);
     // The upstream says NXDOMAIN: the local name answers, for dig and for busybox.
@@ -275,8 +270,8 @@ fn r16a_search_qualified_names_are_forwarded_first() {
     // Nothing is forwarded from an internal network: answered locally at once.
     let internal = w.network("n2", json!({"internal": true}));
     let (db, cli2) = (w.container("db"), w.container("cli2"));
-    let db_ip = ip_of(&w.add(&internal, &db, Some("db"), "", None));
-    w.add(&internal, &cli2, Some("cli2"), "", None);
+    let db_ip = ip_of(&w.adding(&internal, &db).name("db").ok());
+    w.adding(&internal, &cli2).name("cli2").ok();
     let d = w.dig(&cli2, &["db.corp.example", "A"]);
     assert_eq!(d.data(), vec![db_ip]);
     assert_eq!(d.status, "NOERROR");
@@ -285,8 +280,8 @@ fn r16a_search_qualified_names_are_forwarded_first() {
     // so the local one answers, and busybox finds its peer.
     let dead = w.network("n3", json!({"dns": {"nameservers": ["127.0.0.9"]}}));
     let (app, cli3) = (w.container("app"), w.container("cli3"));
-    let app_ip = ip_of(&w.add(&dead, &app, Some("app"), "", None));
-    w.add(&dead, &cli3, Some("cli3"), "", None);
+    let app_ip = ip_of(&w.adding(&dead, &app).name("app").ok());
+    w.adding(&dead, &cli3).name("cli3").ok();
     assert_eq!(
         w.resolve(&cli3, "app.corp.example", "A"),
         vec![app_ip.clone()]
@@ -301,10 +296,13 @@ fn r4_r7_links_apply_to_name_network_and_hide_while_their_target_is_gone() {
     let w = World::new("r4_r7_links_apply_to_name_network_and_hide_while_their_target_is_gone");
     let net = w.network("n1", json!({}));
     let (db, other, cli) = (w.container("db"), w.container("other"), w.container("cli"));
-    let db_ip = ip_of(&w.add(&net, &db, Some("db"), "", None));
+    let db_ip = ip_of(&w.adding(&net, &db).name("db").ok());
     // An unrelated container whose name is cli's alias for db.
-    let other_ip = ip_of(&w.add(&net, &other, Some("database"), "", None));
-    w.add(&net, &cli, Some("cli"), "EMBEDNS_LINKS=db:database", None);
+    let other_ip = ip_of(&w.adding(&net, &other).name("database").ok());
+    w.adding(&net, &cli)
+        .name("cli")
+        .args("EMBEDNS_LINKS=db:database")
+        .ok();
     assert_eq!(w.resolve(&cli, "database", "A"), vec![db_ip.clone()]);
     assert_eq!(w.resolve(&cli, "database.n1", "A"), vec![db_ip.clone()]);
     assert_eq!(w.resolve(&cli, "DATABASE.n1.", "A"), vec![db_ip]);

@@ -8,8 +8,8 @@ fn r9_nodata_r11_ttl_r12_flags_r14_tcp() {
     let w = World::new("r9_nodata_r11_ttl_r12_flags_r14_tcp");
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
-    let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let ip = ip_of(&w.adding(&net, &a).name("web").ok());
+    w.adding(&net, &cli).name("cli").ok();
     let d = w.dig(&cli, &["web", "A"]);
     assert_eq!(d.status, "NOERROR");
     assert_eq!(d.answers[0].ttl, 600, "R11 default TTL");
@@ -45,8 +45,8 @@ fn every_query_shape_gets_the_same_answer() {
     let w = World::new("every_query_shape_gets_the_same_answer");
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
-    let ip = ip_of(&w.add(&net, &a, Some("web"), "", None));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let ip = ip_of(&w.adding(&net, &a).name("web").ok());
+    w.adding(&net, &cli).name("cli").ok();
     let shapes: [&[&str]; 6] = [
         &[],
         &["+nocookie"],
@@ -90,8 +90,8 @@ fn r11_ttl_is_configurable() {
     let w = World::new("r11_ttl_is_configurable");
     let net = w.network("n1", json!({"ttl": 30}));
     let (a, cli) = (w.container("a"), w.container("cli"));
-    w.add(&net, &a, Some("web"), "", None);
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &a).name("web").ok();
+    w.adding(&net, &cli).name("cli").ok();
     assert_eq!(w.dig(&cli, &["web"]).answers[0].ttl, 30);
 }
 
@@ -101,8 +101,13 @@ fn r10_ptr_names_the_container() {
     let up = w.upstream("127.0.0.53:53", "up.test", &[]);
     let net = w.network("n1", json!({}));
     let (a, cli) = (w.container("a"), w.container("cli"));
-    let ip = ip_of(&w.add(&net, &a, Some("web"), "", Some(json!({"aliases": ["www"]}))));
-    w.add(&net, &cli, Some("cli"), "", None);
+    let ip = ip_of(
+        &w.adding(&net, &a)
+            .name("web")
+            .cap(json!({"aliases": ["www"]}))
+            .ok(),
+    );
+    w.adding(&net, &cli).name("cli").ok();
     let d = w.dig(&cli, &["-x", &ip]);
     assert_eq!(d.status, "NOERROR");
     assert_eq!(
@@ -121,7 +126,7 @@ fn r13_truncation_udp_edns_and_tcp() {
     let w = World::new("r13_truncation_udp_edns_and_tcp");
     let net = w.network("n1", json!({}));
     let (big, cli) = (w.container("big"), w.container("cli"));
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     // A container with 40 IPv6 addresses, added as a runtime would after an IPAM plugin.
     let ips: Vec<_> = (1..=40)
         .map(|i| json!({"address": format!("fd00::{i:x}/64"), "interface": 0}))
@@ -197,7 +202,7 @@ fn r14_an_edns_version_above_0_gets_badvers() {
     let w = World::new("r14_an_edns_version_above_0_gets_badvers");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     for transport in ["+notcp", "+tcp"] {
         let d = w.dig(&c, &["web", "A", "+edns=1", "+noednsneg", transport]);
         assert_eq!(d.status, "BADVERS", "{}", d.raw);

@@ -19,7 +19,7 @@ fn r15_forwarded_unchanged_and_relayed() {
     );
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     let d = w.dig(&cli, &["a.up.test"]);
     assert_eq!(d.data(), vec!["10.9.9.9"]);
     // The upstream's answer is relayed as it came: the fake upstream sets AA, local answers never do.
@@ -56,7 +56,7 @@ fn r16_single_label_unknown_is_not_forwarded() {
     let up = w.upstream("127.0.0.53:53", "up.test", &[]);
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     for t in ["A", "AAAA"] {
         let d = w.dig(&cli, &["nosuchhost", t]);
         assert_eq!(d.status, "NOERROR");
@@ -72,7 +72,7 @@ fn r17_explicit_upstreams_first_and_never_self() {
     let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     // 127.0.0.11 in the host file is skipped; 127.0.0.53 answers.
     assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
     assert_eq!(host_up.queries(), 1);
@@ -84,7 +84,7 @@ fn r18_host_upstreams_from_host_netns_explicit_from_container() {
     let _host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let via_host = w.network("n1", json!({}));
     let c1 = w.container("c1");
-    w.add(&via_host, &c1, Some("c1"), "", None);
+    w.adding(&via_host, &c1).name("c1").ok();
     // A loopback upstream of the host works: it is asked from the host netns.
     assert_eq!(w.resolve(&c1, "a.up.test", "A"), vec!["10.9.9.1"]);
 
@@ -96,7 +96,7 @@ fn r18_host_upstreams_from_host_netns_explicit_from_container() {
     );
     assert_eq!(explicit.prefix, n2_prefix);
     let c2 = w.container("c2");
-    w.add(&explicit, &c2, Some("c2"), "", None); // creates the bridge and its address
+    w.adding(&explicit, &c2).name("c2").ok(); // creates the bridge and its address
     let _gw_up = w.upstream(
         &format!("{n2_prefix}.1:53"),
         "up.test",
@@ -110,7 +110,7 @@ fn r18_host_upstreams_from_host_netns_explicit_from_container() {
         json!({"dns": {"nameservers": ["127.0.0.53"]}, "upstreamTimeoutMs": 300}),
     );
     let c3 = w.container("c3");
-    w.add(&n3, &c3, Some("c3"), "", None);
+    w.adding(&n3, &c3).name("c3").ok();
     assert_eq!(w.dig(&c3, &["a.up.test"]).status, "SERVFAIL");
 }
 
@@ -122,7 +122,7 @@ fn r18_a_non_loopback_host_upstream_is_asked_from_the_container() {
     // the container, with different source addresses.
     w.set_host_resolv_conf(&format!("nameserver {}\n", net.gateway()));
     let c = w.container("c");
-    let ip = ip_of(&w.add(&net, &c, Some("c"), "", None));
+    let ip = ip_of(&w.adding(&net, &c).name("c").ok());
     let up = w.upstream(
         &format!("{}:53", net.gateway()),
         "up.test",
@@ -154,7 +154,7 @@ fn r19_failover_and_dead_upstream_tried_last() {
     );
     let net = w.network("n1", json!({"upstreamTimeoutMs": 400}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     // Three queries in a row time out on the first upstream, the second answers each.
     for i in 1..=3 {
         assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
@@ -196,7 +196,7 @@ fn r19_one_lost_datagram_or_servfail_does_not_switch_a_split_horizon() {
     let public = w.upstream("127.0.0.53:53", "corp.example", &[]);
     let net = w.network("n1", json!({"upstreamTimeoutMs": 400}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     assert_eq!(w.resolve(&cli, "git.corp.example", "A"), vec!["10.1.1.1"]);
 
     // One lost datagram: that query goes on to the public resolver...
@@ -234,7 +234,7 @@ fn r19_every_upstream_dead_gets_servfail_within_5_s() {
         .collect();
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     let d = w.exec(
         &cli,
         &["dig", "@127.0.0.11", "+time=5", "+tries=1", "x.up.test"],
@@ -254,7 +254,7 @@ fn r20_inflight_cap_refuses_at_once() {
     dead.set_mode(Mode::Silent);
     let net = w.network("n1", json!({"maxInflight": 2, "upstreamTimeoutMs": 1500}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     // Six forwarded queries at once, each for a name of its own; their statuses.
     let six_at_once = |prefix: &str| -> Vec<String> {
         std::thread::scope(|s| {
@@ -300,8 +300,8 @@ fn r21_internal_networks_never_use_host_upstreams() {
     let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
     let net = w.network("n1", json!({"internal": true}));
     let (web, cli) = (w.container("web"), w.container("cli"));
-    w.add(&net, &web, Some("web"), "", None);
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &web).name("web").ok();
+    w.adding(&net, &cli).name("cli").ok();
     // ★ answered at once (Docker 20.10 sends nothing): SERVFAIL, and nothing went out.
     let d = w.dig(&cli, &["a.up.test"]);
     assert_eq!(d.status, "SERVFAIL");
@@ -317,7 +317,7 @@ fn r21_internal_networks_never_use_host_upstreams() {
         json!({"internal": true, "dns": {"nameservers": ["10.88.2.1"]}}),
     );
     let c2 = w.container("c2");
-    w.add(&n2, &c2, Some("c2"), "", None);
+    w.adding(&n2, &c2).name("c2").ok();
     let gw = w.upstream("10.88.2.1:53", "up.test", &[("a.up.test", "10.9.9.2")]);
     assert_eq!(w.resolve(&c2, "a.up.test", "A"), vec!["10.9.9.2"]);
     assert_eq!(gw.queries(), 1);
@@ -331,7 +331,7 @@ fn r22_host_resolv_conf_changes_are_picked_up() {
     let _two = w.upstream("127.0.0.54:53", "up.test", &[("a.up.test", "10.9.9.2")]);
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     assert_eq!(w.resolve(&cli, "a.up.test", "A"), vec!["10.9.9.1"]);
     let pids = w.resolver_pids();
     w.set_host_resolv_conf("nameserver 127.0.0.54\n");
@@ -357,7 +357,7 @@ fn r17_r23_a_pods_dns_config_from_cri_with_capitalised_keys() {
     w.set_host_resolv_conf("nameserver 127.0.0.53\nsearch corp.example\noptions ndots:1\n");
     let net = w.network("n1", json!({}));
     let first = w.container("first");
-    w.add(&net, &first, Some("first"), "", None); // creates the bridge and its address
+    w.adding(&net, &first).name("first").ok(); // creates the bridge and its address
     let cluster_dns = w.upstream(
         &format!("{}:53", net.gateway()),
         "cluster.local",
@@ -369,7 +369,7 @@ fn r17_r23_a_pods_dns_config_from_cri_with_capitalised_keys() {
         "Searches": ["default.svc.cluster.local", "svc.cluster.local"],
         "Options": ["ndots:5"],
     }});
-    let ip = ip_of(&w.add(&net, &pod, Some("pod"), "", Some(cap)));
+    let ip = ip_of(&w.adding(&net, &pod).name("pod").cap(cap).ok());
     assert_eq!(
         w.resolve(&pod, "kubernetes.default.svc.cluster.local", "A"),
         vec!["10.96.0.1"]

@@ -22,7 +22,7 @@ fn r24_redirect_rules_in_the_container_only() {
     assert!(
         !String::from_utf8_lossy(&w.exec(&c, &["ip", "link", "show", "lo"]).stdout).contains(",UP")
     );
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     let rules = w.nat_rules(&c);
     // 127.0.0.11, and 127.0.0.12-15 that a container's further networks name (R23).
     assert!(
@@ -71,7 +71,7 @@ fn r24_probes_leave_no_conntrack_flow_a_client_could_reuse() {
     let w = World::new("r24_probes_leave_no_conntrack_flow_a_client_could_reuse");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
-    w.add(&net, &c, Some("web"), "", None);
+    w.adding(&net, &c).name("web").ok();
     w.del(&net, &c, &[]);
     let table = String::from_utf8_lossy(&w.exec(&c, &["cat", "/proc/net/nf_conntrack"]).stdout)
         .into_owned();
@@ -93,9 +93,9 @@ fn r24_del_then_add_again_in_the_same_netns_at_once() {
     let w = World::new("r24_del_then_add_again_in_the_same_netns_at_once");
     let net = w.network("n1", json!({}));
     let (web, c) = (w.container("web"), w.container("c"));
-    let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    let web_ip = ip_of(&w.adding(&net, &web).name("web").ok());
     for round in 0..10 {
-        w.add(&net, &c, Some("cli"), "", None);
+        w.adding(&net, &c).name("cli").ok();
         assert!(
             removers(&c).is_empty(),
             "round {round}: a remover outlived the ADD"
@@ -139,8 +139,8 @@ fn r24_a_del_leaves_the_rules_to_go_with_the_netns_and_removes_them_if_it_stays(
         World::new("r24_a_del_leaves_the_rules_to_go_with_the_netns_and_removes_them_if_it_stays");
     let net = w.network("n1", json!({}));
     let (gone, kept) = (w.container("gone"), w.container("kept"));
-    w.add(&net, &gone, Some("gone"), "", None);
-    w.add(&net, &kept, Some("kept"), "", None);
+    w.adding(&net, &gone).name("gone").ok();
+    w.adding(&net, &kept).name("kept").ok();
     w.del(&net, &gone, &[]);
     w.del(&net, &kept, &[]);
     assert!(
@@ -214,9 +214,9 @@ fn one_resolver_serves_every_network_of_a_container() {
     let w = World::new("one_resolver_serves_every_network_of_a_container");
     let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
     let (multi, a, b) = (w.container("multi"), w.container("a"), w.container("b"));
-    let ip_a = ip_of(&w.add(&n1, &a, Some("alpha"), "", None));
-    let ip_b = ip_of(&w.add(&n2, &b, Some("beta"), "", None));
-    w.add(&n1, &multi, Some("multi"), "", None);
+    let ip_a = ip_of(&w.adding(&n1, &a).name("alpha").ok());
+    let ip_b = ip_of(&w.adding(&n2, &b).name("beta").ok());
+    w.adding(&n1, &multi).name("multi").ok();
     let before = w.resolver_pids();
     let eth1 = [
         ("CNI_IFNAME", "eth1"),

@@ -14,14 +14,15 @@ fn cnitool_example() {
     let w = World::new("cnitool_example");
     let net = w.conflist(example("cnitool.conflist"));
     let (web, cli) = (w.container("web"), w.container("cli"));
-    let r = w.add(
-        &net,
-        &web,
-        Some("web"),
-        "",
-        Some(json!({"aliases": ["www"]})),
-    );
-    w.add(&net, &cli, Some("cli"), "EMBEDNS_LINKS=web:w", None);
+    let r = w
+        .adding(&net, &web)
+        .name("web")
+        .cap(json!({"aliases": ["www"]}))
+        .ok();
+    w.adding(&net, &cli)
+        .name("cli")
+        .args("EMBEDNS_LINKS=web:w")
+        .ok();
     let ip = test_cni::ip_of(&r);
     for name in ["web", "www", "w"] {
         assert_eq!(w.resolve(&cli, name, "A"), vec![ip.clone()], "{name}");

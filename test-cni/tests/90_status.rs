@@ -25,14 +25,14 @@ fn status_reports_containers_resolvers_and_health() {
     let _up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.9")]);
     let net = w.network("n1", json!({}));
     let (web, cli) = (w.container("web"), w.container("cli"));
-    w.add(
-        &net,
-        &web,
-        Some("web"),
-        "",
-        Some(json!({"aliases": ["www"]})),
-    );
-    w.add(&net, &cli, Some("cli"), "EMBEDNS_LINKS=web:db", None);
+    w.adding(&net, &web)
+        .name("web")
+        .cap(json!({"aliases": ["www"]}))
+        .ok();
+    w.adding(&net, &cli)
+        .name("cli")
+        .args("EMBEDNS_LINKS=web:db")
+        .ok();
     w.resolve(&cli, "web", "A");
     w.resolve(&cli, "a.up.test", "A");
 

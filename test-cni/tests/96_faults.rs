@@ -90,20 +90,17 @@ fn a_plugin_killed_at_every_step_of_add_leaves_nothing_after_del_or_gc() {
     let w = World::new("a_plugin_killed_at_every_step_of_add_leaves_nothing_after_del_or_gc");
     let net = w.network("n1", json!({}));
     let cli = w.container("cli");
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     let cli_id = w.record_id("n1", &[]);
     let cli_pid = w.resolver_pid(&cli);
     for (i, step) in ADD_STEPS.iter().enumerate() {
         for by_gc in [false, true] {
             let c = w.container(&format!("k{i}{}", u8::from(by_gc)));
-            let out = w.try_add(
-                &net,
-                &c,
-                Some("victim"),
-                "",
-                None,
-                &[("EMBEDNS_TEST_CRASH_AT", step)],
-            );
+            let out = w
+                .adding(&net, &c)
+                .name("victim")
+                .env(&[("EMBEDNS_TEST_CRASH_AT", step)])
+                .run();
             assert!(
                 killed(&out),
                 "ADD was not killed at {step}: {}",
@@ -149,7 +146,7 @@ fn a_plugin_killed_by_its_runtime_while_iptables_is_slow_leaves_no_resolver() {
         let w = &w;
         let (net, c, path) = (&net, &c, &path);
         std::thread::scope(|s| {
-            let add = s.spawn(move || w.try_add(net, c, Some("web"), "", None, &[("PATH", path)]));
+            let add = s.spawn(move || w.adding(net, c).name("web").env(&[("PATH", path)]).run());
             wait_until(Duration::from_secs(5), "the resolver to start", || {
                 (!w.resolver_pids().is_empty()).then_some(())
             });
@@ -184,7 +181,7 @@ fn a_netns_deleted_without_del_ends_its_resolver_and_gc_stops_orphans() {
     let quick = [("EMBEDNS_RESOLVER_CHECK_SECS", "1")];
     let slow = [("EMBEDNS_RESOLVER_CHECK_SECS", "3600")];
     let add = |c: &Container, name: &str, env: &[(&str, &str)]| {
-        let out = w.try_add(&net, c, Some(name), "", None, env);
+        let out = w.adding(&net, c).name(name).env(env).run();
         assert!(
             out.status.success(),
             "{}",
@@ -352,9 +349,9 @@ fn no_ghost_when_del_dies_between_index_and_record_and_gc_removes_ghosts() {
     let w = World::new("no_ghost_when_del_dies_between_index_and_record_and_gc_removes_ghosts");
     let net = w.network("n1", json!({}));
     let (cli, web, db) = (w.container("cli"), w.container("web"), w.container("db"));
-    w.add(&net, &cli, Some("cli"), "", None);
+    w.adding(&net, &cli).name("cli").ok();
     let cli_id = w.record_id("n1", &[]);
-    let web_ip = ip_of(&w.add(&net, &web, Some("web"), "", None));
+    let web_ip = ip_of(&w.adding(&net, &web).name("web").ok());
     assert_eq!(w.resolve(&cli, "web", "A"), vec![web_ip]);
 
     // DEL killed between its two removals: the name must already be gone.
@@ -378,7 +375,7 @@ fn no_ghost_when_del_dies_between_index_and_record_and_gc_removes_ghosts() {
     assert_eq!(w.records("n1"), vec![format!("{cli_id}@eth0.json")]);
 
     // A ghost made by hand (an index entry whose record is gone): GC removes it.
-    let db_ip = ip_of(&w.add(&net, &db, Some("db"), "", None));
+    let db_ip = ip_of(&w.adding(&net, &db).name("db").ok());
     let db_id = w.record_id("n1", &[&cli_id]);
     std::fs::remove_file(w.data_dir.join(format!("networks/n1/{db_id}@eth0.json"))).unwrap();
     assert_eq!(w.resolve(&cli, "db", "A"), vec![db_ip], "the ghost answers");
@@ -393,11 +390,11 @@ fn gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state() {
     let w = World::new("gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state");
     let net = w.network("n1", json!({}));
     let (a, b, c) = (w.container("a"), w.container("b"), w.container("c"));
-    w.add(&net, &a, Some("a"), "", None);
+    w.adding(&net, &a).name("a").ok();
     let id_a = w.record_id("n1", &[]);
-    w.add(&net, &b, Some("b"), "", None);
+    w.adding(&net, &b).name("b").ok();
     let id_b = w.record_id("n1", &[&id_a]);
-    w.add(&net, &c, Some("c"), "", None);
+    w.adding(&net, &c).name("c").ok();
     let id_c = w.record_id("n1", &[&id_a, &id_b]);
     let pid_c = w.resolver_pid(&c);
     // b's record cannot be removed (a directory where its file should be); c's sandbox is

@@ -14,7 +14,7 @@ fn the_resolver_log_rotates_while_running_and_a_query_flood_logs_little() {
     let w = World::new("the_resolver_log_rotates_while_running_and_a_query_flood_logs_little");
     let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
     let c = w.container("c");
-    w.add(&n1, &c, Some("web"), "", None);
+    w.adding(&n1, &c).name("web").ok();
     let id = w.record_id("n1", &[]);
     let log = w.data_dir.join(format!("sandboxes/{id}/log/resolver.log"));
     // A log that has grown to the cap while running (1 MiB).
@@ -26,7 +26,11 @@ fn the_resolver_log_rotates_while_running_and_a_query_flood_logs_little() {
         }
     }
     // A second network: the plugin's reload makes the resolver log a line.
-    let out = w.try_add(&n2, &c, Some("web"), "", None, &[("CNI_IFNAME", "eth1")]);
+    let out = w
+        .adding(&n2, &c)
+        .name("web")
+        .env(&[("CNI_IFNAME", "eth1")])
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -75,7 +79,7 @@ fn the_resolver_log_rotates_while_running_and_a_query_flood_logs_little() {
     assert!((1..=3).contains(&n), "{n} lines for 300 queries:\n{logged}");
     // The next writer rebuilds it.
     let d = w.container("d");
-    w.add(&n1, &d, Some("db"), "", None);
+    w.adding(&n1, &d).name("db").ok();
     let before = std::fs::read_to_string(&log).unwrap().len();
     assert_eq!(w.resolve(&c, "web.n1", "A"), web_ip);
     let after = std::fs::read_to_string(&log).unwrap();
@@ -104,7 +108,7 @@ fn the_redirect_goes_first_and_a_removal_that_fails_is_reported() {
         ],
     );
     assert!(out.status.success());
-    let ip = ip_of(&w.add(&net, &c, Some("web"), "", None));
+    let ip = ip_of(&w.adding(&net, &c).name("web").ok());
     assert_eq!(w.resolve(&c, "web", "A"), vec![ip]);
     let out = w.exec(&c, &["iptables", "-w", "-t", "nat", "-S", "OUTPUT"]);
     let output = String::from_utf8_lossy(&out.stdout);
