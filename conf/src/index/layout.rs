@@ -2,7 +2,16 @@
 //! the bounds-checked, atomic access through which both sides touch a mapping another
 //! process may be changing. Every unsafe dereference of the index is in this file.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// The index's file name in a network directory (a dot file: not a record).
+pub const INDEX_FILE: &str = ".index";
+
+/// The index file of the network whose directory is `dir`.
+pub fn index_path(dir: &Path) -> PathBuf {
+    dir.join(INDEX_FILE)
+}
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"EMBNSIX1");
 

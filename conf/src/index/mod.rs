@@ -33,32 +33,10 @@ mod layout;
 mod reader;
 mod writer;
 
-use std::path::{Path, PathBuf};
-
 pub use entry::Entry;
+pub use layout::{index_path, INDEX_FILE};
 pub use reader::{IndexReader, ReadError};
-pub use writer::IndexWriter;
-
-use crate::record::Listed;
-use crate::ConfError;
-
-/// The index's file name in a network directory (a dot file: not a record).
-pub const INDEX_FILE: &str = ".index";
-
-/// What a writer needs of a network: its directory and, for a rebuild, every record file's
-/// key and what reading it gave. The record store implements it for a network whose lock
-/// is held, so holding one proves the writer may change the file.
-pub trait Source {
-    /// The network's directory; the index is `<dir>/.index`.
-    fn dir(&self) -> &Path;
-    /// Every record file: its key and the record, or why it could not be read.
-    fn records(&self) -> Result<Vec<Listed>, ConfError>;
-}
-
-/// The index file of the network whose directory is `dir`.
-pub fn index_path(dir: &Path) -> PathBuf {
-    dir.join(INDEX_FILE)
-}
+pub use writer::{IndexWriter, Source};
 
 #[cfg(test)]
 mod tests {

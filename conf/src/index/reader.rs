@@ -107,7 +107,7 @@ impl IndexReader {
     /// The reader of the index in the network directory `dir` (opened at the first lookup).
     pub fn new(dir: &Path) -> IndexReader {
         IndexReader {
-            path: super::index_path(dir),
+            path: index_path(dir),
             current: None,
             checked: Instant::now(),
         }

@@ -3,15 +3,25 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 
 use memmap2::MmapMut;
 
 use super::entry::*;
 use super::layout::*;
-use super::{index_path, Source};
-use crate::record::Record;
+use crate::record::{Listed, Record};
 use crate::ConfError;
+
+/// What a writer needs of a network: its directory and, for a rebuild, every record file's
+/// key and what reading it gave. The record store implements it for a network whose lock
+/// is held, so holding one proves the writer may change the file.
+pub trait Source {
+    /// The network's directory; the index is `<dir>/.index`.
+    fn dir(&self) -> &Path;
+    /// Every record file: its key and the record, or why it could not be read.
+    fn records(&self) -> Result<Vec<Listed>, ConfError>;
+}
 
 /// The plugin's writable view of a network's index; exists only under the network's lock.
 pub struct IndexWriter<'l> {
