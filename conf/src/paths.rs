@@ -13,6 +13,7 @@
 //! sandboxes/<cid>/log/resolver.log         the resolver's log (rotated at 1 MiB, 2 files), in
 //!                                          the one directory the resolver's user owns
 //! leftovers/<cid>.json                     a redirect a DEL could not remove (GC retries it)
+//! removers/<netns inode>                   the pid of the remover a DEL left for that netns
 //! ```
 //!
 //! The state directory is root's, group the resolvers' (`resolverUser`), mode 2750: below it

@@ -207,7 +207,7 @@ fn attach(
         };
         let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
         // A remover a DEL left for this netns would take the new rules away: stop it first.
-        let left = later::cancel(&env.netns);
+        let left = later::cancel(paths, &env.netns);
         let redirect = redirect::install(&env.netns, u, t, previous || left)?;
         let starting = resolver::start(
             spawn.binary,

@@ -390,6 +390,16 @@ impl World {
         ours[0]
     }
 
+    /// Puts the `embedns` and `embedns-resolverd` of `dir` in this world's plugin dir in
+    /// place of the ones there, as `make install` (or a package) upgrades a host.
+    pub fn use_binaries(&self, dir: &Path) {
+        for p in ["embedns", "embedns-resolverd"] {
+            let tmp = self.bin_dir.join(format!(".{p}.new"));
+            std::os::unix::fs::symlink(dir.join(p), &tmp).unwrap();
+            std::fs::rename(&tmp, self.bin_dir.join(p)).unwrap();
+        }
+    }
+
     /// Deletes a container's netns (as a runtime does after DEL).
     pub fn remove_netns(&self, c: &Container) {
         must(Command::new("ip").args(["netns", "del", &c.netns]));
