@@ -21,7 +21,9 @@ pub fn add_del(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     // follows the same one. Each run is a new container in a new netns, deleted after its DEL
     // as a runtime does (outside the timing; the kernel destroys it while the next runs).
     let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); nets.len()];
-    for i in 0..s.runs {
+    // Four times the other phases' runs: the DEL figures sit on a noisy ~40 ms (the kernel
+    // destroying the previous run's netns meanwhile), and the paired difference needs many.
+    for i in 0..4 * s.runs {
         let args = format!("IgnoreUnknown=1;K8S_POD_NAME=t{i}");
         let mut turn: Vec<_> = nets.iter().zip(&mut times).collect();
         turn.rotate_left(i % nets.len());
