@@ -11,8 +11,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::ConfError;
 
-/// The names in a directory of the store, hidden ones (`.lock`, temporary files) left out;
-/// none if it does not exist.
+/// The names in a directory of the store (subdirectories, claims), hidden ones (`.lock`,
+/// temporary files) left out; none if it does not exist.
 pub fn subdirectory_names(dir: &Path) -> Result<Vec<String>, ConfError> {
     match fs::read_dir(dir) {
         Ok(entries) => Ok(entries

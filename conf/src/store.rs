@@ -153,16 +153,7 @@ impl NetworkStore {
     /// The other attachments that claim `name` on this network (a cost of O(claimants), not
     /// O(network)).
     pub fn claimants(&self, name: &str) -> Result<Vec<String>, ConfError> {
-        let dir = self.dir.join(NAMES_DIR).join(name);
-        match fs::read_dir(&dir) {
-            Ok(entries) => Ok(entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.'))
-                .collect()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(ConfError::io(dir, e)),
-        }
+        subdirectory_names(&self.dir.join(NAMES_DIR).join(name))
     }
 
     /// Removes a name claim whose record is gone (left by a crash between two writes).

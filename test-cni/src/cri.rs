@@ -19,7 +19,7 @@ use k8s_cri::v1::{
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{bins, wait_until};
+use crate::{bins, must, wait_until};
 
 /// The sandbox ("pause") and container image: busybox, imported as an OCI archive.
 const IMAGE: &str = "localhost/embedns-box:1";
@@ -173,20 +173,16 @@ impl Containerd {
     /// namespace: no registry involved.
     fn import_image(&self) {
         let rootfs = self.dir.join("image/rootfs");
-        for d in ["bin", "etc", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-        for l in ["sh", "sleep", "cat", "nslookup"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l)).unwrap();
-        }
+        crate::podman::busybox_rootfs(&rootfs, &["sh", "sleep", "cat", "nslookup"]);
         let image = self.dir.join("image");
-        run(Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(image.join("rootfs.tar"))
-            .arg("."));
+        must(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(image.join("rootfs.tar"))
+                .arg("."),
+        );
         let podman = |args: &[&str]| {
             let mut cmd = Command::new("podman");
             cmd.arg("--root")
@@ -197,7 +193,7 @@ impl Containerd {
                 .arg(image.join("tmp"))
                 .args(["--storage-driver", "vfs"])
                 .args(args);
-            run(&mut cmd);
+            must(&mut cmd);
         };
         let tar = image.join("rootfs.tar").display().to_string();
         let archive = image.join("box.tar").display().to_string();
@@ -209,10 +205,12 @@ impl Containerd {
             IMAGE,
         ]);
         podman(&["save", "--format", "oci-archive", "-o", &archive, IMAGE]);
-        run(Command::new("ctr")
-            .arg("-a")
-            .arg(&self.socket)
-            .args(["-n", "k8s.io", "images", "import", &archive]));
+        must(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&self.socket)
+                .args(["-n", "k8s.io", "images", "import", &archive]),
+        );
     }
 
     fn client(&self) -> RuntimeServiceClient<Channel> {
@@ -376,15 +374,6 @@ fn install(dir: &Path, bin_dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(bin_dir.join("embedns").is_file() && bin_dir.join("loopback").exists());
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("running a setup command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Drop for Containerd {

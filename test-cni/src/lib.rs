@@ -38,14 +38,57 @@ fn resolver_pattern(data_dir: &std::path::Path) -> String {
 
 /// PIDs of the resolvers serving state dir `data_dir`.
 pub fn resolver_pids(data_dir: &std::path::Path) -> Vec<i32> {
+    pgrep(&resolver_pattern(data_dir))
+}
+
+/// PIDs of the processes whose command line matches the regular expression `pattern`.
+pub fn pgrep(pattern: &str) -> Vec<i32> {
     let out = std::process::Command::new("pgrep")
-        .args(["-f", &resolver_pattern(data_dir)])
+        .args(["-f", pattern])
         .output()
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// Runs a set-up command that must succeed.
+pub fn must(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("running a setup command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The embedns entry of the example conflist `conf/examples/<file>`, as a user copies it.
+pub fn example_entry(file: &str) -> serde_json::Value {
+    let path = bins::workspace().join("conf/examples").join(file);
+    let list: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "embedns")
+        .cloned()
+        .expect("the example has an embedns entry")
+}
+
+/// The addresses busybox `nslookup` printed, sorted and each once (its server's own line,
+/// `127.0.0.11`, left out; with a search list it asks each search-qualified name, which R16a
+/// may answer as the local one).
+pub fn nslookup_addresses(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.starts_with("127.0.0.11"))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// SIGKILLs whatever resolvers of `data_dir` a failed test left running.

@@ -2,7 +2,7 @@
 //! dir, plugin dir, storage and run roots under a temp dir, and a busybox-only root
 //! filesystem (no image, no registry). Drop removes the containers and networks it made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -29,36 +29,8 @@ impl Podman {
             );
         }
         let dir = std::env::temp_dir().join(format!("embedns-podman-{}", crate::unique("p")));
-        let rootfs = dir.join("rootfs");
-        for d in ["bin", "etc", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-        let plugins = dir.join("cni-bin");
-        std::fs::create_dir_all(&plugins).unwrap();
-        for p in [
-            "bridge",
-            "host-local",
-            "portmap",
-            "firewall",
-            "tuning",
-            "loopback",
-        ] {
-            std::os::unix::fs::symlink(bins::reference_plugins().join(p), plugins.join(p)).unwrap();
-        }
-        for p in ["embedns", "embedns-resolverd"] {
-            std::os::unix::fs::symlink(bins::bin_dir().join(p), plugins.join(p)).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("net.d")).unwrap();
-        let conf = format!(
-            "[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = \"cni\"\n\
-             network_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
-             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-            dir.join("net.d").display(),
-            plugins.display()
-        );
-        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        busybox_rootfs(&dir.join("rootfs"), &["sh"]);
+        setup_podman_dir(&dir, Ours::Linked);
         let resolv_conf = dir.join("host-resolv.conf");
         std::fs::write(&resolv_conf, "nameserver 127.0.0.53\n").unwrap();
         Podman {
@@ -137,4 +109,56 @@ impl Drop for Podman {
         let _ = self.run(&["system", "reset", "-f"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A root filesystem of busybox alone at `rootfs`, with `links` (`sh`, `sleep`, ...) to it.
+pub(crate) fn busybox_rootfs(rootfs: &Path, links: &[&str]) {
+    for d in ["bin", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for l in links {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l)).unwrap();
+    }
+}
+
+/// How embedns's binaries get into a podman's plugin dir.
+pub(crate) enum Ours {
+    /// Symlinks to the build (root's podman).
+    Linked,
+    /// Copies (a user who may not reach the build tree, under /root say).
+    Copied,
+}
+
+/// `dir/cni-bin` (the reference plugins podman's networks use, and ours), `dir/net.d` and a
+/// `dir/containers.conf` for the CNI backend, runc and cgroupfs.
+pub(crate) fn setup_podman_dir(dir: &Path, ours: Ours) {
+    let plugins = dir.join("cni-bin");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for p in [
+        "bridge",
+        "host-local",
+        "portmap",
+        "firewall",
+        "tuning",
+        "loopback",
+    ] {
+        std::os::unix::fs::symlink(bins::reference_plugins().join(p), plugins.join(p)).unwrap();
+    }
+    for p in ["embedns", "embedns-resolverd"] {
+        let (from, to) = (bins::bin_dir().join(p), plugins.join(p));
+        match ours {
+            Ours::Linked => std::os::unix::fs::symlink(from, to).unwrap(),
+            Ours::Copied => drop(std::fs::copy(from, to).unwrap()),
+        }
+    }
+    std::fs::create_dir_all(dir.join("net.d")).unwrap();
+    let conf = format!(
+        "[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = \"cni\"\n\
+         network_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
+         [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        dir.join("net.d").display(),
+        plugins.display()
+    );
+    std::fs::write(dir.join("containers.conf"), conf).unwrap();
 }

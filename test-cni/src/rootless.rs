@@ -10,7 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::bins;
+use crate::must;
+use crate::podman::{busybox_rootfs, setup_podman_dir, Ours};
 
 /// One test at a time changes `/dev/net/tun` and the id-range files.
 static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -77,37 +78,9 @@ impl RootlessPodman {
         let _ = std::fs::set_permissions(TUN, std::fs::Permissions::from_mode(0o666));
 
         let dir = std::env::temp_dir().join(format!("embedns-rootless-{user}"));
-        let rootfs = dir.join("rootfs");
-        for d in ["bin", "etc", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        busybox_rootfs(&dir.join("rootfs"), &["sh"]);
         // The user may not reach the build tree (a checkout under /root): copies of ours.
-        let plugins = dir.join("cni-bin");
-        std::fs::create_dir_all(&plugins).unwrap();
-        for p in [
-            "bridge",
-            "host-local",
-            "portmap",
-            "firewall",
-            "tuning",
-            "loopback",
-        ] {
-            std::os::unix::fs::symlink(bins::reference_plugins().join(p), plugins.join(p)).unwrap();
-        }
-        for p in ["embedns", "embedns-resolverd"] {
-            std::fs::copy(bins::bin_dir().join(p), plugins.join(p)).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("net.d")).unwrap();
-        let conf = format!(
-            "[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = \"cni\"\n\
-             network_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
-             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-            dir.join("net.d").display(),
-            plugins.display()
-        );
-        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        setup_podman_dir(&dir, Ours::Copied);
         must(
             Command::new("chown")
                 .args(["-R", &format!("{user}:{user}")])
@@ -211,15 +184,6 @@ fn id_of(user: &str) -> u32 {
         .trim()
         .parse()
         .expect("a uid")
-}
-
-fn must(cmd: &mut Command) {
-    let out = cmd.output().expect("running a setup command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Removes the lines of `user` from an id-range file.

@@ -11,10 +11,10 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::add::Add;
-use crate::bins;
 use crate::dig::Dig;
 use crate::runner::HostRunner;
 use crate::upstream::FakeUpstream;
+use crate::{bins, must};
 
 /// A container: a netns of its own.
 #[derive(Debug, Clone)]
@@ -496,15 +496,6 @@ fn ifname_of(env: &[(String, String)]) -> Option<&str> {
     env.iter()
         .find(|(k, _)| k == "CNI_IFNAME")
         .map(|(_, v)| v.as_str())
-}
-
-fn must(cmd: &mut Command) {
-    let out = cmd.output().expect("running a setup command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Drop for World {

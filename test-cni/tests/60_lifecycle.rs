@@ -119,14 +119,7 @@ fn r24_del_then_add_again_in_the_same_netns_at_once() {
 
 /// PIDs of the `embedns remove-redirect-later` processes waiting on a container's netns.
 fn removers(c: &test_cni::Container) -> Vec<i32> {
-    let out = Command::new("pgrep")
-        .args(["-f", &format!("remove-redirect-later .* {} ", c.path)])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    test_cni::pgrep(&format!("remove-redirect-later .* {} ", c.path))
 }
 
 #[test]

@@ -4,40 +4,16 @@
 
 use std::path::Path;
 
-use serde_json::Value;
 use test_cni::podman::Podman;
-use test_cni::{bins, wait_until};
-
-/// The embedns entry of the example conflist, as a user copies it.
-fn example_plugin() -> Value {
-    let path = bins::workspace().join("conf/examples/podman.conflist");
-    let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    list["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["type"] == "embedns")
-        .cloned()
-        .expect("the example has an embedns entry")
-}
-
-fn address(nslookup: &str) -> Vec<String> {
-    // busybox prints the server first ("Address: 127.0.0.11:53"), then the answers.
-    let mut v: Vec<String> = nslookup
-        .lines()
-        .filter_map(|l| l.strip_prefix("Address:"))
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.starts_with("127.0.0.11"))
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
+use test_cni::{nslookup_addresses, wait_until};
 
 #[test]
 fn podman_containers_resolve_each_other() {
     let pm = Podman::new("podman_containers_resolve_each_other");
-    let net = pm.network(&test_cni::unique("pmn"), example_plugin());
+    let net = pm.network(
+        &test_cni::unique("pmn"),
+        test_cni::example_entry("podman.conflist"),
+    );
     let id = pm.start("web", &["--network", &net, "--network-alias", "www"]);
     pm.start("cli", &["--network", &net]);
     let web_ip = pm.ok(&[
@@ -49,7 +25,11 @@ fn podman_containers_resolve_each_other() {
     let web_ip = web_ip.trim().to_string();
     for name in ["web", "www", &id[..12], "web.dns.podman"] {
         let out = pm.busybox("cli", &["nslookup", name, "127.0.0.11"]);
-        assert_eq!(address(&out), vec![web_ip.clone()], "{name}: {out}");
+        assert_eq!(
+            nslookup_addresses(&out),
+            vec![web_ip.clone()],
+            "{name}: {out}"
+        );
     }
     // The container's resolv.conf names 127.0.0.11 first.
     let rc = pm.busybox("cli", &["cat", "/etc/resolv.conf"]);
@@ -61,16 +41,19 @@ fn podman_containers_resolve_each_other() {
     );
 
     // connect / disconnect a second network changes what resolves.
-    let net2 = pm.network(&test_cni::unique("pmn"), example_plugin());
+    let net2 = pm.network(
+        &test_cni::unique("pmn"),
+        test_cni::example_entry("podman.conflist"),
+    );
     pm.start("db", &["--network", &net2]);
-    assert!(address(&pm.busybox("cli", &["nslookup", "db", "127.0.0.11"])).is_empty());
+    assert!(nslookup_addresses(&pm.busybox("cli", &["nslookup", "db", "127.0.0.11"])).is_empty());
     pm.ok(&["network", "connect", &net2, "cli"]);
     assert_eq!(
-        address(&pm.busybox("cli", &["nslookup", "db", "127.0.0.11"])).len(),
+        nslookup_addresses(&pm.busybox("cli", &["nslookup", "db", "127.0.0.11"])).len(),
         1
     );
     pm.ok(&["network", "disconnect", &net2, "cli"]);
-    assert!(address(&pm.busybox("cli", &["nslookup", "db", "127.0.0.11"])).is_empty());
+    assert!(nslookup_addresses(&pm.busybox("cli", &["nslookup", "db", "127.0.0.11"])).is_empty());
 
     // podman rm -f leaves no resolver, record, sandbox or file.
     pm.ok(&["rm", "-f", "-t", "0", "web", "cli", "db"]);
@@ -102,7 +85,12 @@ fn r23_podman_resolv_conf_with_one_two_and_three_networks_repeats_nothing() {
         .filter(|a| !a.starts_with("127."))
         .collect();
     let nets: Vec<String> = (0..3)
-        .map(|_| pm.network(&test_cni::unique("pmn"), example_plugin()))
+        .map(|_| {
+            pm.network(
+                &test_cni::unique("pmn"),
+                test_cni::example_entry("podman.conflist"),
+            )
+        })
         .collect();
     for n in 1..=3 {
         let name = format!("multi{n}");
@@ -143,7 +131,10 @@ fn r23_podman_resolv_conf_with_one_two_and_three_networks_repeats_nothing() {
         assert_eq!(hosts, host_ns, "{n} network(s):\n{rc}");
         assert_eq!(search, vec!["dns.podman"], "{n} network(s):\n{rc}");
         let out = pm.busybox(&name, &["nslookup", &name]);
-        assert!(!address(&out).is_empty(), "{n} network(s): {out}");
+        assert!(
+            !nslookup_addresses(&out).is_empty(),
+            "{n} network(s): {out}"
+        );
         pm.ok(&["rm", "-f", "-t", "0", &name]);
     }
     let wrote = walk(Path::new("/etc/netns"))
@@ -159,8 +150,14 @@ fn r23_podman_network_disconnect_of_either_network_leaves_a_working_nameserver()
     let pm =
         Podman::new("r23_podman_network_disconnect_of_either_network_leaves_a_working_nameserver");
     let (n1, n2) = (
-        pm.network(&test_cni::unique("pmn"), example_plugin()),
-        pm.network(&test_cni::unique("pmn"), example_plugin()),
+        pm.network(
+            &test_cni::unique("pmn"),
+            test_cni::example_entry("podman.conflist"),
+        ),
+        pm.network(
+            &test_cni::unique("pmn"),
+            test_cni::example_entry("podman.conflist"),
+        ),
     );
     pm.start("peer", &["--network", &n1, "--network", &n2]);
     pm.start("c", &["--network", &n1, "--network", &n2]);
@@ -173,7 +170,7 @@ fn r23_podman_network_disconnect_of_either_network_leaves_a_working_nameserver()
             .unwrap_or("");
         assert!(first.starts_with("nameserver 127.0.0.1"), "{when}:\n{rc}");
         let out = pm.busybox("c", &["nslookup", "peer"]);
-        assert!(!address(&out).is_empty(), "{when}: {out}\n{rc}");
+        assert!(!nslookup_addresses(&out).is_empty(), "{when}: {out}\n{rc}");
     };
     works("on both");
     pm.ok(&["network", "disconnect", &n2, "c"]);

@@ -6,32 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use test_cni::rootless::RootlessPodman;
-use test_cni::{bins, wait_until};
-
-/// The embedns entry of the example conflist.
-fn example_plugin() -> Value {
-    let path = bins::workspace().join("conf/examples/podman.conflist");
-    let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    list["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["type"] == "embedns")
-        .cloned()
-        .expect("the example has an embedns entry")
-}
-
-fn addresses(nslookup: &str) -> Vec<String> {
-    let mut v: Vec<String> = nslookup
-        .lines()
-        .filter_map(|l| l.strip_prefix("Address:"))
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.starts_with("127.0.0.11"))
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
+use test_cni::{nslookup_addresses, wait_until};
 
 /// A process's `Uid:` (real) and `CapEff:` lines from /proc.
 fn uid_and_caps(pid: i32) -> (u32, String) {
@@ -60,7 +35,7 @@ fn rootless_podman_names_status_warnings_and_errors() {
     // rootless netns (podman's "host" namespace here) does not exist.
     let host_rc = pm.dir.join("host-resolv.conf");
     std::fs::write(&host_rc, "nameserver 127.0.0.53\n").unwrap();
-    let mut plugin = example_plugin();
+    let mut plugin = test_cni::example_entry("podman.conflist");
     plugin["hostResolvConf"] = json!(host_rc);
     plugin["upstreamTimeoutMs"] = json!(300);
     let net = pm.network(&test_cni::unique("rln"), plugin.clone());
@@ -89,7 +64,11 @@ fn rootless_podman_names_status_warnings_and_errors() {
         .to_string();
     for name in ["web", "www", &id[..12], "web.dns.podman"] {
         let out = pm.busybox("cli", &["nslookup", name, "127.0.0.11"]);
-        assert_eq!(addresses(&out), vec![web_ip.clone()], "{name}: {out}");
+        assert_eq!(
+            nslookup_addresses(&out),
+            vec![web_ip.clone()],
+            "{name}: {out}"
+        );
     }
 
     // The default state dir is the user's runtime dir; the resolvers run as the user (the

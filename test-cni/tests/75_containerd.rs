@@ -7,20 +7,12 @@ use std::time::Duration;
 use k8s_cri::v1::DnsConfig;
 use serde_json::{json, Value};
 use test_cni::cri::{Containerd, Pod};
-use test_cni::{wait_until, FakeUpstream};
+use test_cni::{nslookup_addresses, wait_until, FakeUpstream};
 
 /// The embedns entry of conf/examples/containerd.conflist, its `resolvConfPath` pointed at
 /// this containerd's root (the example names the default root).
 fn example_plugin(ctd_root: &std::path::Path) -> Value {
-    let path = test_cni::bins::workspace().join("conf/examples/containerd.conflist");
-    let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let mut p = list["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["type"] == "embedns")
-        .cloned()
-        .expect("the example has an embedns entry");
+    let mut p = test_cni::example_entry("containerd.conflist");
     let template = p["resolvConfPath"]
         .as_str()
         .unwrap()
@@ -32,20 +24,6 @@ fn example_plugin(ctd_root: &std::path::Path) -> Value {
 /// A containerd whose conflist carries the example's embedns entry.
 fn containerd(test: &str) -> Containerd {
     Containerd::new(test, example_plugin)
-}
-
-/// The addresses busybox nslookup printed for a name (the server's own line left out; with a
-/// search list it asks each search-qualified name, which R16a may answer as the local one).
-fn addresses(out: &str) -> Vec<String> {
-    let mut v: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("Address:"))
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.starts_with("127.0.0.11"))
-        .collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 fn nslookup(ctd: &Containerd, pod: &Pod, name: &str) -> String {
@@ -89,15 +67,15 @@ fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing() {
 
     // By pod name (K8S_POD_NAME), by the sandbox's short ID, and the PTR of its address.
     assert_eq!(
-        addresses(&nslookup(&ctd, &cli, "web")),
+        nslookup_addresses(&nslookup(&ctd, &cli, "web")),
         vec![web.ip.clone()]
     );
     assert_eq!(
-        addresses(&nslookup(&ctd, &cli, &web.sandbox[..12])),
+        nslookup_addresses(&nslookup(&ctd, &cli, &web.sandbox[..12])),
         vec![web.ip.clone()]
     );
     assert_eq!(
-        addresses(&nslookup(&ctd, &web, "cli")),
+        nslookup_addresses(&nslookup(&ctd, &web, "cli")),
         vec![cli.ip.clone()]
     );
     let ptr = nslookup(&ctd, &cli, &web.ip);
@@ -111,7 +89,10 @@ fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing() {
     ctd.stop_pod(&web);
     assert_eq!(std::fs::read_to_string(&web_rc).unwrap(), cri_original);
     let out = nslookup(&ctd, &cli, "web");
-    assert!(addresses(&out).is_empty(), "a stopped pod's name: {out}");
+    assert!(
+        nslookup_addresses(&out).is_empty(),
+        "a stopped pod's name: {out}"
+    );
     ctd.remove_pod(&web);
 
     ctd.stop_pod(&cli);
@@ -155,7 +136,7 @@ fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots()
 
     // Its servers are its upstreams, asked from the pod's netns; the search list works.
     let out = nslookup(&ctd, &pod, "kubernetes");
-    assert_eq!(addresses(&out), vec!["10.96.0.1"], "{out}");
+    assert_eq!(nslookup_addresses(&out), vec!["10.96.0.1"], "{out}");
     assert_eq!(
         cluster_dns.last_source().map(|s| s.ip().to_string()),
         Some(pod.ip.clone()),
@@ -163,7 +144,7 @@ fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots()
     );
     // Peers still resolve, and the pod's resolv.conf is ours with its searches and ndots.
     let out = nslookup(&ctd, &pod, "first");
-    assert_eq!(addresses(&out), vec![first.ip.clone()], "{out}");
+    assert_eq!(nslookup_addresses(&out), vec![first.ip.clone()], "{out}");
     let rc = ctd.exec(&pod, &["cat", "/etc/resolv.conf"]).1;
     let line = |k: &str| {
         rc.lines()
@@ -223,12 +204,12 @@ fn r17_the_containerd_2_route_a_pod_dns_config_naming_127_0_0_11() {
     let rc = ctd.exec(&cli, &["cat", "/etc/resolv.conf"]).1;
     assert!(rc.contains("nameserver 127.0.0.11"), "CRI's own file: {rc}");
     assert_eq!(
-        addresses(&nslookup(&ctd, &cli, "web")),
+        nslookup_addresses(&nslookup(&ctd, &cli, "web")),
         vec![web.ip.clone()]
     );
     // 127.0.0.11 in the pod's servers is never an upstream (R17): the host's are asked.
     let out = nslookup(&ctd, &cli, "outside.example.org");
-    assert_eq!(addresses(&out), vec!["192.0.2.7"], "{out}");
+    assert_eq!(nslookup_addresses(&out), vec!["192.0.2.7"], "{out}");
     assert!(upstream.queries() > 0);
     for pod in [&web, &cli] {
         ctd.stop_pod(pod);
