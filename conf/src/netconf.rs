@@ -170,7 +170,7 @@ impl NetConf {
         let mut explicit_upstreams = Vec::new();
         for s in dns.nameservers.iter().chain(&dns_capability.servers) {
             let addr = parse_upstream(s)?;
-            if !is_embedded_resolver(addr) && !explicit_upstreams.contains(&addr) {
+            if !redirected_in_container(addr) && !explicit_upstreams.contains(&addr) {
                 explicit_upstreams.push(addr);
             }
         }
@@ -273,6 +273,18 @@ impl NetConf {
 /// `127.0.0.11` is the embedded resolver itself and never an upstream (R17).
 pub fn is_embedded_resolver(addr: SocketAddr) -> bool {
     addr.ip() == IpAddr::from([127, 0, 0, 11])
+}
+
+/// Whether the redirect in a container's netns takes `addr` to the resolver (port 53 of
+/// 127.0.0.8/29, which holds every address our results name, R23): an explicit upstream,
+/// asked from the container's netns, must not be one, or the resolver would ask itself.
+pub fn redirected_in_container(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            addr.port() == 53 && ip.octets()[..3] == [127, 0, 0] && ip.octets()[3] & !7 == 8
+        }
+        IpAddr::V6(_) => false,
+    }
 }
 
 /// An upstream as written in a conf: `IP`, `IP:port` or `[IPv6]:port`.
@@ -405,6 +417,16 @@ mod tests {
         let c = conf(r#","dns":{"nameservers":["10.0.0.1","127.0.0.11","10.0.0.2:5353"]},"runtimeConfig":{"dns":{"servers":["10.0.0.3","10.0.0.4"]}}"#).unwrap();
         let got: Vec<String> = c.explicit_upstreams.iter().map(|a| a.to_string()).collect();
         assert_eq!(got, vec!["10.0.0.1:53", "10.0.0.2:5353", "10.0.0.3:53"]);
+    }
+
+    #[test]
+    fn no_upstream_the_container_redirect_would_send_back_to_itself() {
+        // R17/R23: our results name 127.0.0.11-15, all redirected to the resolver in the
+        // container's netns, where explicit upstreams are asked: a pod whose dns servers copy
+        // one of them must not make the resolver ask itself.
+        let c = conf(r#","runtimeConfig":{"dns":{"servers":["127.0.0.12","127.0.0.15","127.0.0.12:5353","10.0.0.3"]}}"#).unwrap();
+        let got: Vec<String> = c.explicit_upstreams.iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, vec!["127.0.0.12:5353", "10.0.0.3:53"]);
     }
 
     #[test]
