@@ -400,3 +400,20 @@ fn r17_r23_a_pods_dns_config_from_cri_with_capitalised_keys() {
     assert!(line("options").contains("ndots:5"), "{rc}");
     assert!(!line("options").contains("ndots:1"), "{rc}");
 }
+
+#[test]
+fn r17_a_pod_dns_server_our_redirect_takes_is_not_an_upstream() {
+    // A runtime that copies our results' nameservers (127.0.0.12-15 for a container's further
+    // networks) into a pod's DNS config must not make the resolver ask itself: those go, and
+    // the host's upstream answers.
+    let w = World::new("r17_a_pod_dns_server_our_redirect_takes_is_not_an_upstream");
+    let net = w.network("n1", json!({}));
+    let host_up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
+    let c = w.container("c");
+    w.adding(&net, &c)
+        .name("pod")
+        .cap(json!({"dns": {"Servers": ["127.0.0.12"]}}))
+        .ok();
+    assert_eq!(w.resolve(&c, "a.up.test", "A"), vec!["10.9.9.1"]);
+    assert!(host_up.queries() > 0);
+}
