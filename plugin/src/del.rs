@@ -1,8 +1,9 @@
 //! DEL: remove the attachment's record; with the sandbox's last attachment, stop the resolver,
-//! remove the redirect and put back the files. Whatever is already gone is skipped, so DEL
-//! succeeds without prevResult, without a netns, twice, or for a container it never saw. A
-//! redirect that cannot be removed from a netns that still exists is logged and noted as a
-//! leftover (`embedns status` shows it, GC retries it); DEL still succeeds, as the spec asks.
+//! put back the files, and leave the redirect to go with the netns (or to a remover a second
+//! later if the netns stays: `later.rs`). Whatever is already gone is skipped, so DEL succeeds
+//! without prevResult, without a netns, twice, or for a container it never saw. A redirect
+//! that cannot be removed from a netns that still exists is logged and noted as a leftover
+//! (`embedns status` shows it, GC retries it); DEL still succeeds, as the spec asks.
 
 use embedns_conf::control::{ReloadReply, Request};
 use embedns_conf::netconf::NetConf;
