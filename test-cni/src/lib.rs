@@ -53,6 +53,12 @@ pub fn pgrep(pattern: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The first line of `text` that starts with `prefix` (a resolv.conf directive, a
+/// /proc status field), or "" when none does.
+pub fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines().find(|l| l.starts_with(prefix)).unwrap_or("")
+}
+
 /// Runs a set-up command that must succeed.
 pub fn must(cmd: &mut std::process::Command) {
     let out = cmd.output().expect("running a setup command");

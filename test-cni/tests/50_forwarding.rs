@@ -378,12 +378,7 @@ fn r17_r23_a_pods_dns_config_from_cri_with_capitalised_keys() {
             .join("resolv.conf"),
     )
     .unwrap();
-    let line = |k: &str| {
-        rc.lines()
-            .find(|l| l.starts_with(k))
-            .unwrap_or("")
-            .to_string()
-    };
+    let line = |k: &str| test_cni::line_starting(&rc, k);
     assert_eq!(line("nameserver"), "nameserver 127.0.0.11", "{rc}");
     assert_eq!(
         line("search"),

@@ -146,12 +146,7 @@ fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots()
     let out = nslookup(&ctd, &pod, "first");
     assert_eq!(nslookup_addresses(&out), vec![first.ip.clone()], "{out}");
     let rc = ctd.exec(&pod, &["cat", "/etc/resolv.conf"]).1;
-    let line = |k: &str| {
-        rc.lines()
-            .find(|l| l.starts_with(k))
-            .unwrap_or("")
-            .to_string()
-    };
+    let line = |k: &str| test_cni::line_starting(&rc, k);
     assert_eq!(line("nameserver"), "nameserver 127.0.0.11", "{rc}");
     assert_eq!(
         rc.lines().filter(|l| l.starts_with("nameserver")).count(),

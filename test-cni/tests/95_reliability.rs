@@ -347,10 +347,7 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
     {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap();
         let field = |k: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(k))
-                .unwrap_or("")
+            test_cni::line_starting(&status, k)
                 .split_whitespace()
                 .nth(1)
                 .unwrap_or("")
