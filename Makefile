@@ -1,6 +1,6 @@
 # embedns: Docker's embedded DNS for CNI networks.
 #   make            release binaries in target/release
-#   make install    embedns + embedns-resolverd into $(DESTDIR)$(BINDIR) (default /opt/cni/bin),
+#   make install    embedns, embedns-resolverd, embedns-syncd into $(DESTDIR)$(BINDIR) (default /opt/cni/bin),
 #                   with links to the distribution's reference plugins (REFERENCE_PLUGINS)
 #   make test       installs what it needs (apt), builds, runs unit and integration tests
 #   make demo       a three-container network, Docker-like answers, everything cleaned up
@@ -21,10 +21,11 @@ CARGO       ?= cargo
 
 # What the tests and the demo run: the reference plugins, libcni's source (for cnitool),
 # iptables, real DNS clients, dnsmasq for the demo's and bench's upstream, the real runtimes
-# (podman, rootless too, and containerd) and protoc (the CRI client crate of the containerd tests).
+# (podman, rootless too, and containerd), protoc (the CRI client crate of the containerd tests and
+# the etcd client of embedns-syncd) and etcd (the multi-host tests, bench and demo).
 APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go podman runc \
                 golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base \
-                containerd protobuf-compiler slirp4netns uidmap
+                containerd protobuf-compiler slirp4netns uidmap etcd-server etcd-client
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 
@@ -43,7 +44,7 @@ install: release
 BUILD ?= target/release
 install-files:
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(EXAMPLESDIR)
-	install -m 0755 $(BUILD)/embedns $(BUILD)/embedns-resolverd $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BUILD)/embedns $(BUILD)/embedns-resolverd $(BUILD)/embedns-syncd $(DESTDIR)$(BINDIR)/
 	install -m 0644 conf/examples/*.conflist $(DESTDIR)$(EXAMPLESDIR)/
 	@if [ -n "$(REFERENCE_PLUGINS)" ] && [ -d "$(REFERENCE_PLUGINS)" ]; then \
 	  for p in $(REFERENCE_PLUGINS)/*; do \

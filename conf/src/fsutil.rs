@@ -78,14 +78,25 @@ pub fn lock_dir(dir: &Path) -> Result<Flock<File>, ConfError> {
 /// Takes the lock of an existing directory if no one holds it; `None` when someone does or
 /// when the directory (or its lock file) is gone.
 pub fn try_lock_dir(dir: &Path) -> Result<Option<Flock<File>>, ConfError> {
-    let path = dir.join(LOCK_FILE);
-    let file = match OpenOptions::new().write(true).open(&path) {
+    try_lock_file(&dir.join(LOCK_FILE), false)
+}
+
+/// Takes the lock of the file `path` (made, mode 0600, when `create`) if no one holds it;
+/// `None` when someone does, or when it does not exist and is not to be made.
+pub fn try_lock_file(path: &Path, create: bool) -> Result<Option<Flock<File>>, ConfError> {
+    let opened = OpenOptions::new()
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ConfError::io(path, e)),
     };
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) if still_linked(&l, &path) => Ok(Some(l)),
+        Ok(l) if still_linked(&l, path) => Ok(Some(l)),
         Ok(_) => Ok(None),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(ConfError::io(path, std::io::Error::from(errno))),

@@ -18,6 +18,7 @@ pub mod paths;
 pub mod record;
 pub mod resolv;
 pub mod sandbox;
+pub mod shared;
 pub mod store;
 pub mod user;
 

@@ -3,7 +3,7 @@
 //! Keys (all optional but `cniVersion`, `name`, `type`): `dataDir`, `hostResolvConf`, `dns`
 //! (`nameservers`, `search`, `options`), `aliases`, `ttl`, `internal`, `resolvConfPath`,
 //! `domainName`, `etcNetns`, `logFile`, `logLevel`, `resolverPath`, `resolverUser`,
-//! `upstreamTimeoutMs`, `maxInflight`.
+//! `upstreamTimeoutMs`, `maxInflight`, `etcd` (a network shared across hosts: `shared.rs`).
 //! Runtime inputs: `runtimeConfig.aliases` (map or list), `runtimeConfig.dns`,
 //! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
 
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::record::Link;
+use crate::shared::EtcdConf;
 use crate::user::{default_data_dir, default_resolver_user, ResolverUser};
 use crate::ConfError;
 use crate::{defaults, names};
@@ -99,6 +100,8 @@ struct RawNetConf {
     #[serde(default)]
     max_inflight: Option<usize>,
     #[serde(default)]
+    etcd: Option<EtcdConf>,
+    #[serde(default)]
     runtime_config: Option<RawRuntimeConfig>,
     #[serde(default)]
     prev_result: Option<Value>,
@@ -145,6 +148,8 @@ pub struct NetConf {
     pub resolver_user: ResolverUser,
     pub upstream_timeout_ms: u64,
     pub max_inflight: usize,
+    /// Where the network's records are shared with other hosts; `None`: this host only.
+    pub etcd: Option<EtcdConf>,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
@@ -264,6 +269,7 @@ impl NetConf {
                 .upstream_timeout_ms
                 .unwrap_or(defaults::UPSTREAM_TIMEOUT_MS),
             max_inflight: raw.max_inflight.unwrap_or(defaults::MAX_INFLIGHT),
+            etcd: raw.etcd.map(EtcdConf::settle).transpose()?,
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments,
         })

@@ -7,6 +7,12 @@
 //!                                          (index/)
 //! networks/<network>/.lock                 serializes writers of that network
 //! networks/<network>/.names/<name>/<key>   who claims a container name (stale-name cleanup)
+//! networks/<network>/.remote/<host>/<key>.json  another host's record, copied from etcd by
+//!                                          the network's sync process (shared networks only)
+//! networks/<network>/.etcd.json            the etcd config the sync process runs with
+//! networks/<network>/.sync.lock            held by the network's sync process while it runs
+//! networks/<network>/.sync.json            the sync process's status (shared.rs)
+//! sync/<network>.log                       the sync process's log
 //! sandboxes/<cid>/sandbox.json             a container's attachments, resolver and files
 //! sandboxes/<cid>/.lock                    serializes ADD/DEL of that container
 //! sandboxes/<cid>/control.sock             the resolver's control channel
@@ -48,6 +54,26 @@ impl StatePaths {
     /// `networks/<network>/`: its records, index and lock.
     pub fn network(&self, network: &str) -> PathBuf {
         self.networks().join(network)
+    }
+
+    /// `networks/<network>/.etcd.json`: the config the network's sync process runs with.
+    pub fn etcd_conf(&self, network: &str) -> PathBuf {
+        self.network(network).join(".etcd.json")
+    }
+
+    /// `networks/<network>/.sync.lock`: held by the network's sync process.
+    pub fn sync_lock(&self, network: &str) -> PathBuf {
+        self.network(network).join(".sync.lock")
+    }
+
+    /// `networks/<network>/.sync.json`: the sync process's status.
+    pub fn sync_status(&self, network: &str) -> PathBuf {
+        self.network(network).join(".sync.json")
+    }
+
+    /// `sync/<network>.log`: the sync process's log (kept when the network's directory goes).
+    pub fn sync_log(&self, network: &str) -> PathBuf {
+        self.root.join("sync").join(format!("{network}.log"))
     }
 
     /// `sandboxes/`: one directory per container.

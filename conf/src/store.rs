@@ -26,6 +26,23 @@ use crate::ConfError;
 /// Suffix of record files; anything else in a network directory is not a record.
 pub const RECORD_SUFFIX: &str = ".json";
 const NAMES_DIR: &str = ".names";
+/// Other hosts' records of a shared network, one directory per host (`shared.rs`).
+const REMOTE_DIR: &str = ".remote";
+
+/// A change to the other hosts' records a network holds, as its sync process applies it.
+#[derive(Debug, Clone)]
+pub enum RemoteChange {
+    /// Host `host` has (or now has) the attachment `record`.
+    Put { host: String, record: Box<Record> },
+    /// Host `host` no longer has the attachment `key`.
+    Remove { host: String, key: String },
+}
+
+/// The index key of another host's attachment: `<host>/<cid>@<ifname>` (a local key has no
+/// `/`, so the two never collide).
+pub fn remote_key(host: &str, key: &str) -> String {
+    format!("{host}/{key}")
+}
 
 /// The records of one network.
 #[derive(Debug, Clone)]
@@ -50,7 +67,7 @@ impl index::Source for Locked<'_> {
     }
 
     fn records(&self) -> Result<Vec<Listed>, ConfError> {
-        self.store.list()
+        self.store.list_all()
     }
 }
 
@@ -164,27 +181,85 @@ impl NetworkStore {
         Ok(())
     }
 
-    /// Every record file of the network: its key and what parsing it gave.
+    /// Every record file of this host's attachments: its key and what parsing it gave.
     pub fn list(&self) -> Result<Vec<Listed>, ConfError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(ConfError::io(&self.dir, e)),
-        };
+        list_dir(&self.dir, |key| key.to_string())
+    }
+
+    /// This host's records and the other hosts' (keys `<host>/<key>`): what the index holds.
+    pub fn list_all(&self) -> Result<Vec<Listed>, ConfError> {
+        let mut out = self.list()?;
+        out.extend(self.list_remote()?);
+        Ok(out)
+    }
+
+    /// The other hosts' records (keys `<host>/<key>`).
+    pub fn list_remote(&self) -> Result<Vec<Listed>, ConfError> {
         let mut out = Vec::new();
-        for entry in entries.filter_map(Result::ok) {
-            let file_name = entry.file_name();
-            let Some(key) = record_key(&file_name.to_string_lossy()).map(str::to_string) else {
-                continue;
-            };
-            match read_record(&entry.path()) {
-                Ok(Some(r)) => out.push((key, Ok(r))),
-                Ok(None) => {} // removed since read_dir
-                Err(e) => out.push((key, Err(e))),
-            }
+        let remote = self.dir.join(REMOTE_DIR);
+        for host in subdirectory_names(&remote)? {
+            out.extend(list_dir(&remote.join(&host), |key| remote_key(&host, key))?);
         }
         Ok(out)
     }
+
+    /// Applies the sync process's changes to the other hosts' records: each file, then its
+    /// index entry (a removal the other way round, as for this host's records), the index
+    /// opened once for the whole batch.
+    pub fn apply_remote(
+        &self,
+        lock: &NetworkLock,
+        changes: &[RemoteChange],
+    ) -> Result<(), ConfError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let remote = self.dir.join(REMOTE_DIR);
+        let source = self.locked(lock);
+        let mut index = IndexWriter::open(&source)?;
+        for change in changes {
+            match change {
+                RemoteChange::Put { host, record } => {
+                    let dir = remote.join(host);
+                    create_private_dir(&remote)?;
+                    create_private_dir(&dir)?;
+                    let key = record.key();
+                    let body = serde_json::to_vec(record).expect("a record always serializes");
+                    write_atomic(&dir.join(format!("{key}{RECORD_SUFFIX}")), &body)?;
+                    index = index.insert_keyed(remote_key(host, &key), record)?;
+                }
+                RemoteChange::Remove { host, key } => {
+                    index = index.remove(&remote_key(host, key))?;
+                    let dir = remote.join(host);
+                    remove_if_exists(&dir.join(format!("{key}{RECORD_SUFFIX}")))?;
+                    let _ = fs::remove_dir(&dir); // only once the host has no record left
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The record files of `dir`, keyed by `key_of(<file name without .json>)`.
+fn list_dir(dir: &Path, key_of: impl Fn(&str) -> String) -> Result<Vec<Listed>, ConfError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ConfError::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let Some(key) = record_key(&file_name.to_string_lossy()).map(&key_of) else {
+            continue;
+        };
+        match read_record(&entry.path()) {
+            Ok(Some(r)) => out.push((key, Ok(r))),
+            Ok(None) => {} // removed since read_dir
+            Err(e) => out.push((key, Err(e))),
+        }
+    }
+    Ok(out)
 }
 
 /// The attachment key of a record file name, `None` for temporary and other files.
@@ -375,6 +450,41 @@ mod tests {
         )
         .unwrap();
         assert!(!id_mapped(65534, map));
+    }
+
+    #[test]
+    fn other_hosts_records_are_listed_indexed_and_removed() {
+        use crate::index::IndexReader;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let lock = store.lock().unwrap();
+        store.put(&lock, &record("c1", "web")).unwrap();
+        let mut theirs = record("c1", "db"); // the same container ID on another host
+        theirs.ips = vec!["10.0.1.2".parse().unwrap()];
+        let put = RemoteChange::Put {
+            host: "b".into(),
+            record: Box::new(theirs),
+        };
+        store.apply_remote(&lock, &[put]).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1, "list() is this host's");
+        let keys: Vec<String> = store
+            .list_all()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["c1@eth0", "b/c1@eth0"]);
+        let mut index = IndexReader::new(store.dir());
+        assert_eq!(index.addresses("db").unwrap().unwrap().len(), 1);
+        let remove = RemoteChange::Remove {
+            host: "b".into(),
+            key: "c1@eth0".into(),
+        };
+        store.apply_remote(&lock, &[remove]).unwrap();
+        assert_eq!(store.list_all().unwrap().len(), 1);
+        let mut index = IndexReader::new(store.dir());
+        assert!(index.addresses("db").unwrap().is_none());
+        assert!(!store.dir().join(REMOTE_DIR).join("b").exists());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::env::CniEnv;
 use crate::error::{PluginError, RESOLVER_FAILED};
 use crate::identity::Identity;
-use crate::{del, files, later, netns, probe, redirect, resolver};
+use crate::{del, files, later, netns, probe, redirect, resolver, sync};
 
 /// How long ADD waits for a new resolver to answer through the redirect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,6 +49,14 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
                 binary.display()
             ),
         )
+        .into());
+    }
+    let sync_binary = sync::binary(&binary);
+    if conf.etcd.is_some() && !sync_binary.is_file() {
+        return Err(ConfError::InvalidConfig(format!(
+            "the network is shared through etcd but {} is not installed (it comes with embedns)",
+            sync_binary.display()
+        ))
         .into());
     }
     if !netns::exists(&env.netns) {
@@ -93,7 +101,15 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         binary: &binary,
         user: conf.resolver_user,
     };
-    let attached = attach(&paths, &lock, env, &record, &targets, &rc.render(), &spawn);
+    let attached =
+        attach(&paths, &lock, env, &record, &targets, &rc.render(), &spawn).and_then(|a| {
+            if let Some(etcd) = &conf.etcd {
+                if let Some(starting) = sync::ensure(&paths, &conf.name, etcd, &sync_binary)? {
+                    starting.wait();
+                }
+            }
+            Ok(a)
+        });
     let attachment = match attached {
         Ok(a) => a,
         Err(e) => {

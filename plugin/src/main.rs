@@ -28,6 +28,7 @@ mod processes;
 mod redirect;
 mod resolver;
 mod status;
+mod sync;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use embedns_conf::control::{Request, StatusReply};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::sandbox::{self, Sandbox};
+use embedns_conf::shared::{now_ms, SyncStatus};
 use embedns_conf::store::{self, NetworkStore};
 use embedns_conf::user::default_data_dir;
 use serde_json::{json, Value};
@@ -102,7 +103,7 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
                 Err(e) => members.push(json!({"key": key, "error": e.to_string()})),
             }
         }
-        networks.push(json!({"name": net, "containers": members}));
+        networks.push(json!({"name": net, "containers": members, "shared": shared(paths, &net)}));
     }
     let mut containers = Vec::new();
     for (id, records) in by_container {
@@ -132,6 +133,27 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
         "dataDir": paths.root(), "networks": networks, "containers": containers,
         "leftovers": leftovers,
     }))
+}
+
+/// A shared network's sync: its config and last status, whether its process runs; `null`
+/// for a network of this host only.
+fn shared(paths: &StatePaths, network: &str) -> Value {
+    let read =
+        |p: PathBuf| -> Option<Value> { serde_json::from_slice(&std::fs::read(p).ok()?).ok() };
+    let Some(conf) = read(paths.etcd_conf(network)) else {
+        return Value::Null;
+    };
+    let status =
+        read(paths.sync_status(network)).and_then(|v| serde_json::from_value::<SyncStatus>(v).ok());
+    let running = status.as_ref().is_some_and(|s| {
+        std::fs::read(format!("/proc/{}/cmdline", s.pid))
+            .is_ok_and(|c| c.windows(13).any(|w| w == b"embedns-syncd"))
+    });
+    let lag_ms = status
+        .as_ref()
+        .filter(|s| s.heard_at_ms > 0)
+        .map(|s| now_ms().saturating_sub(s.heard_at_ms));
+    json!({"etcd": conf, "running": running, "status": status, "heard_ms_ago": lag_ms})
 }
 
 fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Value {
@@ -172,6 +194,7 @@ fn print_text(r: &Value) {
                 short(m["container"].as_str().unwrap_or(""))
             );
         }
+        print_shared(&net["shared"]);
     }
     for c in r["containers"].as_array().unwrap_or(&empty) {
         let res = &c["resolver"];
@@ -231,6 +254,39 @@ fn print_text(r: &Value) {
                 res["error"].as_str().unwrap_or("?")
             );
         }
+    }
+}
+
+fn print_shared(shared: &Value) {
+    if shared.is_null() {
+        return;
+    }
+    let s = &shared["status"];
+    println!(
+        "  shared through etcd as {} (prefix {}, lease TTL {} s); sync process {}",
+        s["host"]
+            .as_str()
+            .or(shared["etcd"]["host"].as_str())
+            .unwrap_or("?"),
+        shared["etcd"]["prefix"].as_str().unwrap_or("?"),
+        shared["etcd"]["ttl"],
+        if shared["running"] == Value::Bool(true) {
+            format!("pid {}", s["pid"])
+        } else {
+            "NOT RUNNING (the next ADD, CHECK or GC starts it)".into()
+        }
+    );
+    match s["endpoint"].as_str() {
+        Some(e) => println!(
+            "  etcd {e}: revision {}, heard from {} ms ago; {} records published, {} held from {} other hosts",
+            s["revision"], shared["heard_ms_ago"], s["published"], s["remote_records"], s["remote_hosts"]
+        ),
+        None => println!(
+            "  etcd UNREACHABLE ({}); {} records of {} other hosts kept as last known",
+            s["last_error"].as_str().unwrap_or("not connected yet"),
+            s["remote_records"],
+            s["remote_hosts"]
+        ),
     }
 }
 

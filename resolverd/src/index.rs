@@ -117,14 +117,14 @@ impl NetworkIndex {
 
     /// What the index would hold, from the records (a corrupt one is logged and skipped).
     fn records(&self) -> Result<Vec<Entry>, Unavailable> {
-        let listed = self.store.list().map_err(|e| {
+        let listed = self.store.list_all().map_err(|e| {
             tracing::error!(network = %self.network, "reading the records: {e}");
             Unavailable
         })?;
         let mut entries = Vec::with_capacity(listed.len());
         for (key, rec) in listed {
             match rec {
-                Ok(r) => entries.push(Entry::of(&r)),
+                Ok(r) => entries.push(Entry::keyed(key, &r)),
                 Err(e) => tracing::error!(network = %self.network, %key, "not indexed: {e}"),
             }
         }

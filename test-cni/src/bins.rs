@@ -14,12 +14,15 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory holding `embedns` and `embedns-resolverd`.
+/// Our binaries: the plugin, the resolver, the sync process of shared networks.
+pub const OURS: [&str; 3] = ["embedns", "embedns-resolverd", "embedns-syncd"];
+
+/// The directory holding [`OURS`].
 pub fn bin_dir() -> PathBuf {
     let dir = std::env::var_os("EMBEDNS_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/debug"));
-    for b in ["embedns", "embedns-resolverd"] {
+    for b in OURS {
         assert!(
             dir.join(b).is_file(),
             "{} missing: run `cargo build` (or `make test`) first",

@@ -9,6 +9,7 @@ pub mod bins;
 pub mod calls;
 pub mod cri;
 pub mod dig;
+pub mod multihost;
 pub mod podman;
 pub mod rootless;
 pub mod runner;
@@ -97,11 +98,22 @@ pub fn nslookup_addresses(out: &str) -> Vec<String> {
     v
 }
 
-/// SIGKILLs whatever resolvers of `data_dir` a failed test left running.
+/// PIDs of the sync processes (shared networks) of state dir `data_dir`.
+pub fn sync_pids(data_dir: &std::path::Path) -> Vec<i32> {
+    pgrep(&sync_pattern(data_dir))
+}
+
+fn sync_pattern(data_dir: &std::path::Path) -> String {
+    format!("embedns-syncd --data-dir {}", data_dir.display())
+}
+
+/// SIGKILLs whatever resolvers and sync processes of `data_dir` a failed test left running.
 pub fn kill_resolvers(data_dir: &std::path::Path) {
-    let _ = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &resolver_pattern(data_dir)])
-        .status();
+    for pattern in [resolver_pattern(data_dir), sync_pattern(data_dir)] {
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .status();
+    }
 }
 
 /// Fails the test, naming what it needs, when it cannot run here: a test that did not run

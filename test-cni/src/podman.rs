@@ -145,7 +145,7 @@ pub(crate) fn setup_podman_dir(dir: &Path, ours: Ours) {
     ] {
         std::os::unix::fs::symlink(bins::reference_plugins().join(p), plugins.join(p)).unwrap();
     }
-    for p in ["embedns", "embedns-resolverd"] {
+    for p in bins::OURS {
         let (from, to) = (bins::bin_dir().join(p), plugins.join(p));
         match ours {
             Ours::Linked => std::os::unix::fs::symlink(from, to).unwrap(),

@@ -119,7 +119,7 @@ impl World {
             std::os::unix::fs::symlink(refs.join(p), w.bin_dir.join(p)).unwrap();
         }
         let ours = bins::bin_dir();
-        for p in ["embedns", "embedns-resolverd"] {
+        for p in bins::OURS {
             std::os::unix::fs::symlink(ours.join(p), w.bin_dir.join(p)).unwrap();
         }
         w.set_host_resolv_conf("nameserver 127.0.0.53\nsearch corp.example\noptions edns0\n");
@@ -131,12 +131,19 @@ impl World {
     /// Writes a conflist `name`: bridge + host-local, then embedns with `opts` merged in
     /// (`opts.cniVersion` sets the list's version, default 1.0.0).
     pub fn network(&self, name: &str, opts: Value) -> Network {
+        let n = self.inner.lock().unwrap().networks + 1;
+        self.network_in(name, &format!("10.88.{n}"), opts)
+    }
+
+    /// [`World::network`] on the subnet `<prefix>.0/24` (a host's slice of a network that
+    /// spans hosts).
+    pub fn network_in(&self, name: &str, prefix: &str, opts: Value) -> Network {
         let n = {
             let mut inner = self.inner.lock().unwrap();
             inner.networks += 1;
             inner.networks
         };
-        let prefix = format!("10.88.{n}");
+        let prefix = prefix.to_string();
         let mut opts = opts.as_object().cloned().unwrap_or_default();
         let version = opts
             .remove("cniVersion")

@@ -23,6 +23,12 @@ pub struct Entry {
 impl Entry {
     /// The entry a record makes: its names (with `name.<domain>` forms) and addresses, sorted.
     pub fn of(r: &Record) -> Entry {
+        Entry::keyed(r.key(), r)
+    }
+
+    /// The entry of a record under `key` (its file's key: another host's records are
+    /// `<host>/<cid>@<ifname>`).
+    pub fn keyed(key: String, r: &Record) -> Entry {
         let mut names: Vec<String> = r.names().map(str::to_string).collect();
         if let Some(domain) = &r.domain_name {
             let qualified: Vec<String> = names.iter().map(|n| format!("{n}.{domain}")).collect();
@@ -34,7 +40,7 @@ impl Entry {
         ips.sort();
         ips.dedup();
         Entry {
-            key: r.key(),
+            key,
             name: r.name.clone(),
             names,
             ips,

@@ -73,7 +73,7 @@ impl<'l> IndexWriter<'l> {
         let mut entries = Vec::new();
         for (key, rec) in source.records()? {
             match rec {
-                Ok(r) => entries.push(Entry::of(&r)),
+                Ok(r) => entries.push(Entry::keyed(key, &r)),
                 Err(e) => tracing::error!(%key, "not indexed: {e}"),
             }
         }
@@ -141,7 +141,13 @@ impl<'l> IndexWriter<'l> {
 
     /// Adds an attachment, or replaces the one with the same key.
     pub fn insert(self, record: &Record) -> Result<Self, ConfError> {
-        let entry = Entry::of(record);
+        self.insert_keyed(record.key(), record)
+    }
+
+    /// Adds an attachment under `key` (another host's: `<host>/<cid>@<ifname>`), or replaces
+    /// the one with that key.
+    pub fn insert_keyed(self, key: String, record: &Record) -> Result<Self, ConfError> {
+        let entry = Entry::keyed(key, record);
         let blob = entry.encode()?;
         let (mem, g) = (self.mem(), self.g);
         let old = match self.existing(&entry.key) {

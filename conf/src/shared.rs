@@ -1,0 +1,232 @@
+//! A network shared across hosts through etcd: the `etcd` key of the plugin's config, and what
+//! the per-host sync process (`embedns-syncd`) and the plugin tell each other through the
+//! network's directory (the config it runs with, its status).
+//!
+//! Keys in etcd: `<prefix>/<network>/<host>/<cid>@<ifname>`, the value a [`Record`] as JSON,
+//! put with the host's lease (so a dead host's records expire with it).
+//!
+//! [`Record`]: crate::record::Record
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ConfError;
+
+/// Default key prefix in etcd.
+pub const DEFAULT_PREFIX: &str = "/embedns";
+/// Default lease TTL in seconds. A host that stops renewing its lease (power off, cut off
+/// from etcd) has its names gone everywhere else within TTL + 1 s, or TTL + 4 s when its etcd
+/// member was the cluster's leader (a new leader is elected in up to 2 election timeouts,
+/// etcd's default 1 s, and extends every lease by one): 10 s with the default.
+pub const DEFAULT_TTL_SECS: u64 = 6;
+/// What the worst case adds to the TTL (see [`DEFAULT_TTL_SECS`]).
+pub const EXPIRY_SLACK_SECS: u64 = 4;
+/// The bounds of `etcd.ttl`: etcd's own minimum lease is 2 s (it raises shorter ones to its
+/// election timeout anyway); longer than 5 minutes would keep a dead host's names too long.
+const TTL_RANGE: std::ops::RangeInclusive<u64> = 2..=300;
+
+/// `etcd` in the plugin's config: where the network's records are shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdConf {
+    /// Client URLs (`http://10.0.0.1:2379`, `https://…` with `tls`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// Key prefix (default `/embedns`): networks of the same name under one prefix are one.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// This host's name in the keys (default: the machine's hostname). Must be unique among
+    /// the hosts sharing the network.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Lease TTL in seconds (default 6, 2..=300).
+    #[serde(default = "default_ttl")]
+    pub ttl: u64,
+    /// TLS to etcd: a CA to trust and, optionally, a client certificate and key.
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
+}
+
+/// `etcd.tls`: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdTls {
+    /// The CA certificate the servers' certificates are checked against.
+    pub ca: PathBuf,
+    /// The client certificate (with `key`) for etcd's `--client-cert-auth`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.into()
+}
+
+fn default_ttl() -> u64 {
+    DEFAULT_TTL_SECS
+}
+
+impl EtcdConf {
+    /// Validates the config and settles the host name (the machine's when unset).
+    pub fn settle(mut self) -> Result<EtcdConf, ConfError> {
+        let bad = |m: String| Err(ConfError::InvalidConfig(format!("etcd: {m}")));
+        if self.endpoints.is_empty() {
+            return bad("endpoints must name at least one etcd client URL".into());
+        }
+        for e in &self.endpoints {
+            let https = e.starts_with("https://");
+            if !https && !e.starts_with("http://") {
+                return bad(format!("endpoint {e:?} must be an http:// or https:// URL"));
+            }
+            if https && self.tls.is_none() {
+                return bad(format!("endpoint {e:?} is https: set tls.ca"));
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.cert.is_some() != t.key.is_some() {
+                return bad("tls.cert and tls.key go together".into());
+            }
+        }
+        let prefix = self.prefix.trim_end_matches('/');
+        if !prefix.starts_with('/') || prefix.contains("//") {
+            return bad(format!(
+                "prefix {:?} must start with / (e.g. /embedns)",
+                self.prefix
+            ));
+        }
+        self.prefix = prefix.to_string();
+        if !TTL_RANGE.contains(&self.ttl) {
+            return bad(format!(
+                "ttl {} is outside {}..={} seconds",
+                self.ttl,
+                TTL_RANGE.start(),
+                TTL_RANGE.end()
+            ));
+        }
+        let host = match self.host.take() {
+            Some(h) => h,
+            None => nix::unistd::gethostname()
+                .map_err(|e| {
+                    ConfError::InvalidConfig(format!("etcd.host unset and no hostname: {e}"))
+                })?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if host.is_empty() || host.len() > 253 || !host.chars().all(ok) {
+            return bad(format!(
+                "host {host:?} must be letters, digits, '-', '_' or '.' (1..253 of them)"
+            ));
+        }
+        self.host = Some(host);
+        Ok(self)
+    }
+
+    /// The host name (set by [`EtcdConf::settle`]).
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or_default()
+    }
+
+    /// `<prefix>/<network>/`: every host's records of the network.
+    pub fn network_prefix(&self, network: &str) -> String {
+        format!("{}/{network}/", self.prefix)
+    }
+
+    /// `<prefix>/<network>/<host>/`: this host's records.
+    pub fn host_prefix(&self, network: &str) -> String {
+        format!("{}{}/", self.network_prefix(network), self.host())
+    }
+}
+
+/// What the sync process reports in `networks/<net>/.sync.json` (read by `embedns status`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub pid: u32,
+    pub host: String,
+    /// The endpoint the process talks to now, `None` while it reaches none.
+    pub endpoint: Option<String>,
+    /// The etcd revision the local index reflects.
+    pub revision: i64,
+    /// Milliseconds since the Unix epoch when etcd last answered (a watch event or a lease
+    /// renewal): the local copy is current as of then.
+    pub heard_at_ms: u64,
+    /// This host's records in etcd.
+    pub published: usize,
+    /// Other hosts' records held locally, and how many hosts they come from.
+    pub remote_records: usize,
+    pub remote_hosts: usize,
+    /// Write transactions sent to etcd (puts, deletes, the lease's revocation) so far.
+    #[serde(default)]
+    pub writes: u64,
+    /// The last error talking to etcd, cleared once it answers again.
+    pub last_error: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(json: serde_json::Value) -> Result<EtcdConf, ConfError> {
+        serde_json::from_value::<EtcdConf>(json)
+            .map_err(|e| ConfError::InvalidConfig(e.to_string()))?
+            .settle()
+    }
+
+    #[test]
+    fn defaults_and_keys() {
+        let c =
+            conf(serde_json::json!({"endpoints": ["http://127.0.0.1:2379"], "host": "a"})).unwrap();
+        assert_eq!((c.prefix.as_str(), c.ttl), ("/embedns", 6));
+        assert_eq!(c.network_prefix("n"), "/embedns/n/");
+        assert_eq!(c.host_prefix("n"), "/embedns/n/a/");
+        let c = conf(serde_json::json!({"endpoints": ["http://e:1"], "prefix": "/x/"})).unwrap();
+        assert_eq!(c.prefix, "/x");
+        assert!(!c.host().is_empty(), "the machine's hostname");
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        for (j, says) in [
+            (serde_json::json!({"endpoints": []}), "at least one"),
+            (
+                serde_json::json!({"endpoints": ["10.0.0.1:2379"]}),
+                "http://",
+            ),
+            (serde_json::json!({"endpoints": ["https://e:1"]}), "tls.ca"),
+            (
+                serde_json::json!({"endpoints": ["http://e:1"], "ttl": 1}),
+                "outside",
+            ),
+            (
+                serde_json::json!({"endpoints": ["http://e:1"], "prefix": "x"}),
+                "start with /",
+            ),
+            (
+                serde_json::json!({"endpoints": ["http://e:1"], "host": "a/b"}),
+                "host",
+            ),
+            (
+                serde_json::json!({"endpoints": ["http://e:1"], "tls": {"ca": "/c", "cert": "/x"}}),
+                "go together",
+            ),
+            (
+                serde_json::json!({"endpoints": ["http://e:1"], "ttls": 3}),
+                "unknown field",
+            ),
+        ] {
+            let e = conf(j.clone()).unwrap_err().to_string();
+            assert!(e.contains(says), "{j}: {e}");
+        }
+    }
+}

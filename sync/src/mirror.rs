@@ -1,0 +1,269 @@
+//! The two halves of a network's state the sync process keeps in step with etcd, as pure
+//! logic: which of this host's records to put or delete ([`Published`]), and which changes to
+//! the other hosts' records a listing or a watch event means ([`Remote`]).
+
+use std::collections::BTreeMap;
+
+use embedns_conf::record::Record;
+use embedns_conf::store::RemoteChange;
+
+/// A key of the network's prefix, split: `<prefix>/<network>/<host>/<cid>@<ifname>`.
+pub fn split_key<'k>(network_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let rest = key.strip_prefix(network_prefix)?;
+    let (host, attachment) = rest.split_once('/')?;
+    (!host.is_empty() && !attachment.is_empty() && !attachment.contains('/'))
+        .then_some((host, attachment))
+}
+
+/// One of this host's records as etcd has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    pub body: Vec<u8>,
+    /// The revision of our put: a delete is made only if the key still has it.
+    pub mod_revision: i64,
+    pub lease: i64,
+}
+
+/// This host's records in etcd, against the ones on disk.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub keys: BTreeMap<String, Put>,
+}
+
+/// What to send to etcd to make this host's keys match the local records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Attachment keys and bodies to put with the current lease.
+    pub put: Vec<(String, Vec<u8>)>,
+    /// Attachment keys to delete, with the revision they must still have.
+    pub delete: Vec<(String, i64)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
+impl Published {
+    /// The plan for `keys` (the changed ones, or every local and published one): `local`
+    /// says what each is on disk now (`None`: no record).
+    pub fn plan<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a String>,
+        local: impl Fn(&str) -> Option<Vec<u8>>,
+        lease: i64,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for key in keys {
+            match (local(key), self.keys.get(key)) {
+                (Some(body), Some(p)) if p.body == body && p.lease == lease => {}
+                (Some(body), _) => plan.put.push((key.clone(), body)),
+                (None, Some(p)) => plan.delete.push((key.clone(), p.mod_revision)),
+                (None, None) => {}
+            }
+        }
+        plan
+    }
+}
+
+/// The other hosts' records, as the local store holds them.
+#[derive(Debug, Default)]
+pub struct Remote {
+    /// (host, attachment key) → the value's bytes.
+    pub held: BTreeMap<(String, String), Vec<u8>>,
+}
+
+impl Remote {
+    /// A listing of the whole network prefix (at a (re)connection): the changes that make the
+    /// local copy equal to it, this host's keys (`me`) left out.
+    pub fn relist(
+        &mut self,
+        network: &str,
+        me: &str,
+        listed: impl IntoIterator<Item = ((String, String), Vec<u8>)>,
+    ) -> Vec<RemoteChange> {
+        let listed: BTreeMap<_, _> = listed.into_iter().filter(|((h, _), _)| h != me).collect();
+        let mut changes = Vec::new();
+        for (host, key) in self.held.keys() {
+            if !listed.contains_key(&(host.clone(), key.clone())) {
+                changes.push(RemoteChange::Remove {
+                    host: host.clone(),
+                    key: key.clone(),
+                });
+            }
+        }
+        let gone: Vec<_> = self
+            .held
+            .keys()
+            .filter(|k| !listed.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.held.remove(&k);
+        }
+        for ((host, key), body) in listed {
+            changes.extend(self.put(network, &host, &key, body));
+        }
+        changes
+    }
+
+    /// A put of another host's key: the change, unless the value is the one held or is not a
+    /// record of this network under its key (logged and skipped: a bad value written by hand
+    /// must not take the sync down).
+    pub fn put(
+        &mut self,
+        network: &str,
+        host: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Option<RemoteChange> {
+        let slot = (host.to_string(), key.to_string());
+        if self.held.get(&slot) == Some(&body) {
+            return None;
+        }
+        let record = match serde_json::from_slice::<Record>(&body) {
+            Ok(r) if r.network == network && r.key() == key => r,
+            Ok(r) => {
+                tracing::warn!(
+                    host,
+                    key,
+                    "skipped: a record of {}/{} under this key",
+                    r.network,
+                    r.key()
+                );
+                return self.remove(host, key);
+            }
+            Err(e) => {
+                tracing::warn!(host, key, "skipped: not a record: {e}");
+                return self.remove(host, key);
+            }
+        };
+        self.held.insert(slot, body);
+        Some(RemoteChange::Put {
+            host: host.to_string(),
+            record: Box::new(record),
+        })
+    }
+
+    /// A delete of another host's key: the change, if it was held.
+    pub fn remove(&mut self, host: &str, key: &str) -> Option<RemoteChange> {
+        self.held
+            .remove(&(host.to_string(), key.to_string()))
+            .map(|_| RemoteChange::Remove {
+                host: host.to_string(),
+                key: key.to_string(),
+            })
+    }
+
+    /// How many hosts the held records come from.
+    pub fn hosts(&self) -> usize {
+        let mut hosts: Vec<&String> = self.held.keys().map(|(h, _)| h).collect();
+        hosts.dedup();
+        hosts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(network: &str, cid: &str, name: &str) -> Vec<u8> {
+        let r = Record::with_defaults(
+            network,
+            cid,
+            Some(name),
+            &[],
+            vec!["10.1.0.2".parse().unwrap()],
+        );
+        serde_json::to_vec(&r).unwrap()
+    }
+
+    #[test]
+    fn keys_split_into_host_and_attachment() {
+        let p = "/embedns/n/";
+        assert_eq!(split_key(p, "/embedns/n/a/c1@eth0"), Some(("a", "c1@eth0")));
+        assert_eq!(split_key(p, "/embedns/n/a/"), None);
+        assert_eq!(split_key(p, "/embedns/n/a/b/c"), None);
+        assert_eq!(split_key(p, "/embedns/m/a/c1@eth0"), None);
+    }
+
+    #[test]
+    fn a_plan_puts_what_changed_and_deletes_what_left() {
+        let mut published = Published::default();
+        published.keys.insert(
+            "c1@eth0".into(),
+            Put {
+                body: b"one".to_vec(),
+                mod_revision: 5,
+                lease: 7,
+            },
+        );
+        published.keys.insert(
+            "c2@eth0".into(),
+            Put {
+                body: b"two".to_vec(),
+                mod_revision: 6,
+                lease: 7,
+            },
+        );
+        let keys = ["c1@eth0".to_string(), "c2@eth0".into(), "c3@eth0".into()];
+        let local = |k: &str| match k {
+            "c1@eth0" => Some(b"one".to_vec()),
+            "c3@eth0" => Some(b"three".to_vec()),
+            _ => None,
+        };
+        let plan = published.plan(&keys, local, 7);
+        assert_eq!(plan.put, vec![("c3@eth0".to_string(), b"three".to_vec())]);
+        assert_eq!(plan.delete, vec![("c2@eth0".to_string(), 6)]);
+        // A new lease (a reconnection) puts everything again.
+        assert_eq!(published.plan(&keys, local, 8).put.len(), 2);
+    }
+
+    #[test]
+    fn a_relist_replaces_what_is_held_and_leaves_our_own_keys_out() {
+        let mut remote = Remote::default();
+        let a1 = body("n", "c1", "web");
+        assert!(remote.put("n", "a", "c1@eth0", a1.clone()).is_some());
+        assert!(
+            remote.put("n", "a", "c1@eth0", a1.clone()).is_none(),
+            "same value"
+        );
+        assert!(remote
+            .put("n", "a", "c9@eth0", body("n", "c9", "old"))
+            .is_some());
+        let changes = remote.relist(
+            "n",
+            "me",
+            [
+                (("a".to_string(), "c1@eth0".to_string()), a1),
+                (("b".into(), "c2@eth0".into()), body("n", "c2", "db")),
+                (("me".into(), "c3@eth0".into()), body("n", "c3", "mine")),
+            ],
+        );
+        let kinds: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                RemoteChange::Put { host, record } => format!("put {host}/{}", record.key()),
+                RemoteChange::Remove { host, key } => format!("remove {host}/{key}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["remove a/c9@eth0", "put b/c2@eth0"]);
+        assert_eq!((remote.held.len(), remote.hosts()), (2, 2));
+    }
+
+    #[test]
+    fn values_that_are_not_records_of_the_key_are_skipped() {
+        let mut remote = Remote::default();
+        assert!(remote
+            .put("n", "a", "c1@eth0", b"{garbage".to_vec())
+            .is_none());
+        assert!(remote
+            .put("n", "a", "c1@eth0", body("other", "c1", "x"))
+            .is_none());
+        assert!(remote
+            .put("n", "a", "c2@eth0", body("n", "c1", "x"))
+            .is_none());
+        assert!(remote.held.is_empty());
+    }
+}

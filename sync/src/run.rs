@@ -1,0 +1,428 @@
+//! The sync process's loop: one session per connection to an etcd endpoint.
+//!
+//! A session grants a lease, lists the network's prefix (the other hosts' records replace the
+//! local copy; this host's keys are compared with its records and put again with the new
+//! lease), then watches from the listing's revision while it renews the lease every third of
+//! its TTL and publishes each local change (one transaction per batch of inotify events). Any
+//! error ends the session: the next endpoint is tried, with a backoff of 100 ms doubling to
+//! 2 s, and the next session starts over from a listing, which also covers a watch cancelled
+//! by compaction. Meanwhile the local copy keeps its last known records, so DNS is served
+//! through a control-plane outage; if the outage outlasts the lease, this host's records expire
+//! elsewhere (it cannot be told from a dead host) and the next session puts them back.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use embedns_conf::fsutil::write_atomic;
+use embedns_conf::paths::StatePaths;
+use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
+use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+};
+
+use crate::local::LocalWatch;
+use crate::mirror::{split_key, Published, Put, Remote};
+
+/// How long a connection to one endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one request may take before the session is given up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on an idle connection: a member cut off by a firewall (no RST) is noticed
+/// within interval + timeout.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// etcd's default `--max-txn-ops` is 128.
+const TXN_OPS: usize = 128;
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The network's last local container left: this host's keys were withdrawn.
+    LastLeft,
+}
+
+/// One network's sync: its config, the local store and what is known of etcd.
+pub struct Sync {
+    network: String,
+    conf: EtcdConf,
+    store: NetworkStore,
+    status_path: std::path::PathBuf,
+    published: Published,
+    remote: Remote,
+    status: SyncStatus,
+    next_endpoint: usize,
+    ready: Option<File>,
+}
+
+impl Sync {
+    /// The sync of `network` under `paths`, telling `ready` (the plugin's pipe) once the
+    /// first session is in step, or that no endpoint answered.
+    pub fn new(paths: &StatePaths, network: &str, conf: EtcdConf, ready: Option<File>) -> Sync {
+        Sync {
+            network: network.to_string(),
+            status: SyncStatus {
+                pid: std::process::id(),
+                host: conf.host().to_string(),
+                ..SyncStatus::default()
+            },
+            conf,
+            store: NetworkStore::new(paths, network),
+            status_path: paths.sync_status(network),
+            published: Published::default(),
+            remote: Remote::default(),
+            next_endpoint: 0,
+            ready,
+        }
+    }
+
+    /// Runs sessions until the network's last local container leaves.
+    pub async fn run(mut self, mut local: LocalWatch) -> End {
+        let mut backoff = MIN_BACKOFF;
+        let mut failed_in_a_row = 0;
+        loop {
+            let endpoint =
+                self.conf.endpoints[self.next_endpoint % self.conf.endpoints.len()].clone();
+            let mut in_step = false;
+            match self.session(&endpoint, &mut local, &mut in_step).await {
+                Ok(end) => return end,
+                Err(e) => {
+                    let e = format!("{endpoint}: {e:#}");
+                    tracing::warn!("etcd session ended: {e}");
+                    self.status.endpoint = None;
+                    self.status.last_error = Some(e.clone());
+                    self.write_status();
+                    if in_step {
+                        backoff = MIN_BACKOFF;
+                        failed_in_a_row = 0;
+                    }
+                    failed_in_a_row += 1;
+                    if failed_in_a_row == self.conf.endpoints.len() {
+                        self.tell_ready(&format!("UNREACHABLE {e}"));
+                    }
+                }
+            }
+            self.next_endpoint += 1;
+            if self.store.is_empty().unwrap_or(true) {
+                tracing::info!(
+                    "the network's last local container left while etcd was unreachable"
+                );
+                return End::LastLeft;
+            }
+            // Local changes wait for the next session (it compares everything), but the last
+            // container leaving ends the process even while etcd cannot be reached (its keys
+            // then expire with the lease).
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    changed = local.changed() => {
+                        let gone = changed.map(|c| c.gone).unwrap_or(true);
+                        if gone || self.store.is_empty().unwrap_or(true) {
+                            tracing::info!("the network's last local container left while etcd was unreachable");
+                            return End::LastLeft;
+                        }
+                    }
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn session(
+        &mut self,
+        endpoint: &str,
+        local: &mut LocalWatch,
+        in_step: &mut bool,
+    ) -> anyhow::Result<End> {
+        tracing::debug!(endpoint, "connecting");
+        let mut client = timed(connect(&self.conf, endpoint)).await?;
+        let lease = timed(client.lease_grant(self.conf.ttl as i64, None))
+            .await?
+            .id();
+        let (mut keeper, mut renewals) = timed(client.lease_keep_alive(lease)).await?;
+        let prefix = self.conf.network_prefix(&self.network);
+        let listing =
+            timed(client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let revision = listing.header().map_or(0, |h| h.revision());
+        let me = self.conf.host().to_string();
+        let mut others = Vec::new();
+        self.published.keys.clear();
+        for kv in listing.kvs() {
+            let Some((host, key)) = kv.key_str().ok().and_then(|k| split_key(&prefix, k)) else {
+                continue;
+            };
+            if host == me {
+                let put = Put {
+                    body: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                    lease: kv.lease(),
+                };
+                self.published.keys.insert(key.to_string(), put);
+            } else {
+                others.push(((host.to_string(), key.to_string()), kv.value().to_vec()));
+            }
+        }
+        let changes = self.remote.relist(&self.network, &me, others);
+        if !self.apply(&changes)? {
+            return self.leave(&mut client, lease).await;
+        }
+        let mut every: BTreeSet<String> = self.published.keys.keys().cloned().collect();
+        for (key, _) in self.store.list()? {
+            every.insert(key);
+        }
+        self.publish(&mut client, lease, &every).await?;
+        let watching = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut watch = timed(client.watch(prefix.as_str(), Some(watching))).await?;
+        self.status.endpoint = Some(endpoint.to_string());
+        self.status.revision = revision;
+        self.status.last_error = None;
+        self.heard();
+        self.write_status();
+        *in_step = true;
+        self.tell_ready("READY");
+        tracing::info!(
+            endpoint,
+            revision,
+            lease,
+            published = self.published.keys.len(),
+            remote = self.remote.held.len(),
+            "in step with etcd"
+        );
+
+        let every = Duration::from_millis(self.conf.ttl * 1000 / 3);
+        let mut renew = tokio::time::interval(every);
+        let mut renewed_at = tokio::time::Instant::now();
+        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = renew.tick() => {
+                    // A member cut off from the others' majority may keep the connection and
+                    // the watch open and answer nothing: renewals unanswered for two periods
+                    // end the session (before the lease itself can expire).
+                    if renewed_at.elapsed() > every * 2 {
+                        bail!("lease renewals unanswered for {:?}", renewed_at.elapsed());
+                    }
+                    keeper.keep_alive().await?
+                }
+                renewed = renewals.message() => match renewed? {
+                    Some(r) if r.ttl() > 0 => {
+                        renewed_at = tokio::time::Instant::now();
+                        self.heard();
+                    }
+                    Some(_) => bail!("lease {lease:x} expired"),
+                    None => bail!("the lease's keep-alive stream ended"),
+                },
+                message = watch.message() => {
+                    let Some(resp) = message? else { bail!("the watch ended") };
+                    if resp.canceled() {
+                        bail!("the watch was cancelled ({}; compacted at {})", resp.cancel_reason(), resp.compact_revision());
+                    }
+                    let mut changes = Vec::new();
+                    let mut lost = BTreeSet::new();
+                    for event in resp.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let Some((host, key)) = kv.key_str().ok().and_then(|k| split_key(&prefix, k)) else {
+                            continue;
+                        };
+                        let deleted = event.event_type() == EventType::Delete;
+                        if host == me {
+                            // Our key deleted by someone else (by hand, or a lease we no longer
+                            // renew): put it back if the record is still here.
+                            let ours = self.published.keys.get(key).is_some_and(|p| p.mod_revision < kv.mod_revision());
+                            if deleted && ours {
+                                self.published.keys.remove(key);
+                                lost.insert(key.to_string());
+                            }
+                        } else if deleted {
+                            changes.extend(self.remote.remove(host, key));
+                        } else {
+                            changes.extend(self.remote.put(&self.network, host, key, kv.value().to_vec()));
+                        }
+                    }
+                    if let Some(h) = resp.header() {
+                        self.status.revision = h.revision();
+                    }
+                    self.heard();
+                    if !self.apply(&changes)? {
+                        return self.leave(&mut client, lease).await;
+                    }
+                    if !lost.is_empty() {
+                        self.publish(&mut client, lease, &lost).await?;
+                    }
+                }
+                changed = local.changed() => {
+                    let changed = changed?;
+                    if changed.gone || self.store.is_empty()? {
+                        return self.leave(&mut client, lease).await;
+                    }
+                    let keys: BTreeSet<String> = if changed.rescan {
+                        let mut all: BTreeSet<String> = self.published.keys.keys().cloned().collect();
+                        all.extend(self.store.list()?.into_iter().map(|(k, _)| k));
+                        all
+                    } else {
+                        changed.keys
+                    };
+                    self.publish(&mut client, lease, &keys).await?;
+                }
+                _ = status_tick.tick() => self.write_status(),
+            }
+        }
+    }
+
+    /// Puts this host's changed records (one transaction for all of them) and deletes the
+    /// removed ones (one transaction each: only if the key is still the one we put).
+    async fn publish(
+        &mut self,
+        client: &mut Client,
+        lease: i64,
+        keys: &BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        let store = &self.store;
+        let local = |key: &str| -> Option<Vec<u8>> {
+            let (cid, ifname) = key.rsplit_once('@')?;
+            let record = read_record(&store.record_path(key)).ok()??;
+            (record.container_id == cid && record.ifname == ifname)
+                .then(|| serde_json::to_vec(&record).expect("a record always serializes"))
+        };
+        let plan = self.published.plan(keys, local, lease);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(put = ?plan.put.iter().map(|p| &p.0).collect::<Vec<_>>(), delete = ?plan.delete, "publishing");
+        let host_prefix = self.conf.host_prefix(&self.network);
+        for chunk in plan.put.chunks(TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(key, body)| {
+                    TxnOp::put(
+                        format!("{host_prefix}{key}"),
+                        body.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )
+                })
+                .collect();
+            let resp = timed(client.txn(Txn::new().and_then(ops))).await?;
+            self.status.writes += 1;
+            let mod_revision = resp.header().map_or(0, |h| h.revision());
+            for (key, body) in chunk {
+                let put = Put {
+                    body: body.clone(),
+                    mod_revision,
+                    lease,
+                };
+                self.published.keys.insert(key.clone(), put);
+            }
+        }
+        for (key, mod_revision) in plan.delete {
+            let full = format!("{host_prefix}{key}");
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    full.as_str(),
+                    CompareOp::Equal,
+                    mod_revision,
+                )])
+                .and_then([TxnOp::delete(full.as_str(), None)]);
+            timed(client.txn(txn)).await?;
+            self.status.writes += 1;
+            // Not ours any more either way: deleted, or put since by a newer sync process.
+            self.published.keys.remove(&key);
+        }
+        self.status.published = self.published.keys.len();
+        self.heard();
+        Ok(())
+    }
+
+    /// The network's last local container left: this host's keys go with the lease.
+    async fn leave(&mut self, client: &mut Client, lease: i64) -> anyhow::Result<End> {
+        tracing::info!(
+            lease,
+            keys = self.published.keys.len(),
+            "the network's last local container left; revoking the lease"
+        );
+        timed(client.lease_revoke(lease)).await?;
+        self.status.writes += 1;
+        Ok(End::LastLeft)
+    }
+
+    /// Applies changes to the other hosts' records under the network's lock. `false` when the
+    /// network has no local record any more (its directory is then removed, not re-made).
+    fn apply(&mut self, changes: &[RemoteChange]) -> anyhow::Result<bool> {
+        self.status.remote_records = self.remote.held.len();
+        self.status.remote_hosts = self.remote.hosts();
+        if !self.store.dir().exists() {
+            return Ok(false);
+        }
+        if changes.is_empty() {
+            return Ok(true);
+        }
+        let lock = self.store.lock()?;
+        if self.store.is_empty()? {
+            self.store.remove_if_empty(lock)?;
+            return Ok(false);
+        }
+        self.store.apply_remote(&lock, changes)?;
+        tracing::debug!(?changes, "applied the other hosts' changes");
+        Ok(true)
+    }
+
+    fn heard(&mut self) {
+        self.status.heard_at_ms = now_ms();
+    }
+
+    fn write_status(&self) {
+        let body = serde_json::to_vec_pretty(&self.status).expect("the status always serializes");
+        if self.store.dir().exists() {
+            if let Err(e) = write_atomic(&self.status_path, &body) {
+                tracing::debug!("writing the status: {e}");
+            }
+        }
+    }
+
+    fn tell_ready(&mut self, line: &str) {
+        if let Some(mut pipe) = self.ready.take() {
+            let _ = writeln!(pipe, "{line}");
+        }
+    }
+}
+
+/// A client of one endpoint (with the config's TLS), made lazily: the first request connects.
+async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
+        .with_keep_alive_while_idle(true)
+        // A member without a leader (cut off from the majority) refuses requests and ends
+        // watches instead of leaving them silent.
+        .with_require_leader(true);
+    if let Some(tls) = &conf.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(t);
+    }
+    Ok(Client::connect([endpoint], Some(options)).await?)
+}
+
+/// A request with [`REQUEST_TIMEOUT`].
+async fn timed<T, E: Into<anyhow::Error>>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}

@@ -1,0 +1,284 @@
+//! Several hosts on one machine, one etcd member each (after `../shared/multihost/mh-up.sh`):
+//! each host is a [`World`] (its own host netns, state dir, conflists), joined to the others by
+//! an underlay netns with a bridge, `10.99.0.<i>/24` on each host's `u0`. Host `i`'s slice of
+//! a shared network is `10.77.<i>.0/24`. Its etcd member listens on `10.99.0.<i>` and
+//! `127.0.0.1` of its host netns; its sync process is configured with its own member first,
+//! then the others'. Every address lives in netns the cluster made, so runs never collide;
+//! names are the worlds' unique ones; everything is removed on drop (members SIGKILLed, the
+//! worlds' containers deleted, the underlay netns deleted).
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::wait::{poll_until, wait_until};
+use crate::world::{Network, World};
+use crate::{must, unique};
+
+/// One host: its world, its name in etcd keys and its underlay address.
+pub struct Host {
+    pub w: World,
+    pub name: String,
+    pub ip: String,
+}
+
+/// Hosts, their etcd members and the underlay between them.
+pub struct Cluster {
+    pub id: String,
+    underlay: String,
+    pub hosts: Vec<Host>,
+    /// The etcd key prefix of this run.
+    pub prefix: String,
+    /// The lease TTL the shared networks are configured with.
+    pub ttl: u64,
+    members: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// `n` hosts with an etcd cluster of one member per host, healthy when this returns.
+    pub fn new(test: &str, n: usize, ttl: u64) -> Cluster {
+        let id = unique("mh");
+        let underlay = format!("{id}-u");
+        must(Command::new("ip").args(["netns", "add", &underlay]));
+        let mut c = Cluster {
+            prefix: format!("/{id}"),
+            id,
+            underlay,
+            hosts: Vec::new(),
+            ttl,
+            members: Vec::new(),
+        };
+        let u = c.underlay.clone();
+        must(Command::new("ip").args(["-n", &u, "link", "set", "lo", "up"]));
+        must(Command::new("ip").args(["-n", &u, "link", "add", "br0", "type", "bridge"]));
+        must(Command::new("ip").args(["-n", &u, "link", "set", "br0", "up"]));
+        for i in 1..=n {
+            let w = World::new(test);
+            let ip = format!("10.99.0.{i}");
+            let port = format!("h{i}");
+            must(Command::new("ip").args([
+                "-n", &w.host, "link", "add", "u0", "type", "veth", "peer", "name", &port, "netns",
+                &u,
+            ]));
+            must(Command::new("ip").args([
+                "-n",
+                &w.host,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "u0",
+            ]));
+            must(Command::new("ip").args(["-n", &w.host, "link", "set", "u0", "up"]));
+            must(Command::new("ip").args(["-n", &u, "link", "set", &port, "master", "br0", "up"]));
+            c.hosts.push(Host {
+                w,
+                name: format!("host{i}"),
+                ip,
+            });
+        }
+        for i in 0..n {
+            let child = c.spawn_member(i, "new");
+            c.members.push(Some(child));
+        }
+        wait_until(Duration::from_secs(30), "the etcd cluster to serve", || {
+            c.etcdctl(0, &["put", &format!("{}/.ready", c.prefix), "1"])
+                .status
+                .success()
+                .then_some(())
+        });
+        c
+    }
+
+    fn spawn_member(&self, i: usize, state: &str) -> Child {
+        let h = &self.hosts[i];
+        let cluster: Vec<String> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(j, o)| format!("m{j}=http://{}:2380", o.ip))
+            .collect();
+        let log = std::fs::File::create(h.w.dir.join(format!("etcd-{state}.log"))).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &h.w.host, "etcd"])
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(h.w.dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://{}:2379,http://127.0.0.1:2379", h.ip),
+            ])
+            .args(["--advertise-client-urls", &format!("http://{}:2379", h.ip)])
+            .args(["--listen-peer-urls", &format!("http://{}:2380", h.ip)])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{}:2380", h.ip),
+            ])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-token", &self.id])
+            .args(["--initial-cluster-state", state])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting etcd (apt-get install etcd-server)")
+    }
+
+    /// `etcdctl ARGS` against host `i`'s member, from its host netns.
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.hosts[i].w.host, "etcdctl"])
+            .args([
+                "--endpoints",
+                "http://127.0.0.1:2379",
+                "--command-timeout=3s",
+            ])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("etcdctl")
+    }
+
+    /// The embedns options of host `i` on a shared network: its etcd endpoints (its own
+    /// member first), its host name, this run's prefix and TTL.
+    pub fn etcd_options(&self, i: usize) -> Value {
+        let mut endpoints = vec![format!("http://{}:2379", self.hosts[i].ip)];
+        for (j, h) in self.hosts.iter().enumerate() {
+            if j != i {
+                endpoints.push(format!("http://{}:2379", h.ip));
+            }
+        }
+        json!({"etcd": {
+            "endpoints": endpoints,
+            "prefix": self.prefix,
+            "host": self.hosts[i].name,
+            "ttl": self.ttl,
+        }})
+    }
+
+    /// The conflist of network `name` on every host (host `i`'s slice `10.77.<i+1>.0/24`).
+    pub fn network(&self, name: &str) -> Vec<Network> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h.w.network_in(name, &format!("10.77.{}", i + 1), self.etcd_options(i))
+            })
+            .collect()
+    }
+
+    /// SIGKILLs host `i`'s etcd member.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut m) = self.members[i].take() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+
+    /// Starts host `i`'s member again on its data (it rejoins the cluster).
+    pub fn restart_member(&mut self, i: usize) {
+        assert!(self.members[i].is_none(), "member {i} still runs");
+        self.members[i] = Some(self.spawn_member(i, "existing"));
+    }
+
+    /// Host `i` dies: its sync process, resolvers and etcd member are SIGKILLed (nothing is
+    /// withdrawn; its records must expire with its lease).
+    pub fn kill_host(&mut self, i: usize) {
+        crate::kill_resolvers(&self.hosts[i].w.data_dir);
+        self.kill_member(i);
+        let gone = poll_until(Duration::from_secs(5), || {
+            (crate::sync_pids(&self.hosts[i].w.data_dir).is_empty()
+                && crate::resolver_pids(&self.hosts[i].w.data_dir).is_empty())
+            .then_some(())
+        });
+        assert!(gone.is_some(), "host {i}'s processes outlived SIGKILL");
+    }
+
+    /// Cuts host `i` off etcd: its host netns drops everything to and from the other hosts'
+    /// underlay addresses (its member loses the majority, the others' members are out of
+    /// reach).
+    pub fn cut(&self, i: usize) {
+        for (j, h) in self.hosts.iter().enumerate() {
+            if j != i {
+                self.firewall(i, "-I", &h.ip);
+            }
+        }
+    }
+
+    /// Undoes [`Cluster::cut`].
+    pub fn heal(&self, i: usize) {
+        for (j, h) in self.hosts.iter().enumerate() {
+            if j != i {
+                self.firewall(i, "-D", &h.ip);
+            }
+        }
+    }
+
+    fn firewall(&self, i: usize, op: &str, peer: &str) {
+        let host = &self.hosts[i].w.host;
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            must(Command::new("ip").args([
+                "netns", "exec", host, "iptables", "-w", op, chain, dir, peer, "-j", "DROP",
+            ]));
+        }
+    }
+
+    /// The sync status of network `net` on host `i` (`.sync.json`), if written.
+    pub fn sync_status(&self, i: usize, net: &str) -> Option<Value> {
+        let path = self.hosts[i]
+            .w
+            .data_dir
+            .join("networks")
+            .join(net)
+            .join(".sync.json");
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the sync processes said, for the failure's report.
+            for h in &self.hosts {
+                let sandboxes = std::fs::read_dir(h.w.data_dir.join("sandboxes"))
+                    .into_iter()
+                    .flatten()
+                    .flatten();
+                let resolver_logs = sandboxes.map(|d| d.path().join("log/resolver.log"));
+                let sync_logs = std::fs::read_dir(h.w.data_dir.join("sync"))
+                    .into_iter()
+                    .flatten()
+                    .flatten();
+                for log in sync_logs.map(|e| e.path()).chain(resolver_logs) {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    eprintln!("--- {} {}:\n{text}", h.name, log.display());
+                }
+            }
+            for i in 0..self.hosts.len() {
+                if self.members[i].is_some() {
+                    let keys = self.etcdctl(i, &["get", "--prefix", "--keys-only", &self.prefix]);
+                    let leases = self.etcdctl(i, &["lease", "list"]);
+                    eprintln!(
+                        "--- etcd as member {i} sees it:\n{}{}{}",
+                        String::from_utf8_lossy(&keys.stdout),
+                        String::from_utf8_lossy(&leases.stdout),
+                        String::from_utf8_lossy(&leases.stderr)
+                    );
+                }
+            }
+        }
+        for h in &self.hosts {
+            crate::kill_resolvers(&h.w.data_dir);
+        }
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+        // The worlds go next (their containers, host netns and dirs), then the underlay.
+        self.hosts.clear();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.underlay])
+            .status();
+    }
+}

@@ -1,0 +1,286 @@
+//! A network shared by three hosts through etcd (issue 15): three host netns on an underlay,
+//! one etcd member each, the real plugin, sync process and resolvers on each, real dig. The
+//! naming rules hold across hosts, a dead host's names expire with its lease, a killed member
+//! fails nothing, a host cut off etcd keeps serving and converges once healed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use test_cni::multihost::Cluster;
+use test_cni::wait::{poll_until, wait_until};
+use test_cni::{ip_of, sync_pids, Container, World};
+
+/// Whether `name` is unknown on `c`'s networks: a definite answer (R16: NOERROR, empty), not
+/// a query that got no reply.
+fn absent(w: &World, c: &Container, name: &str) -> bool {
+    let d = w.dig(c, &[name, "A"]);
+    assert!(!d.status.is_empty(), "no reply for {name}: {}", d.raw);
+    d.status == "NOERROR" && d.answers.is_empty()
+}
+
+/// The bound the README states for a dead or cut-off host's names: the lease TTL + 4 s (etcd
+/// may first elect a new leader, which extends every lease).
+const EXPIRY_SLACK_SECS: u64 = 4;
+
+/// How long a change on one host may take to show on another in these tests (the bench
+/// measures the real figure; this only bounds a wait).
+const SPREAD: Duration = Duration::from_secs(3);
+
+#[test]
+fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
+    let c = Cluster::new("names_across_three_hosts", 3, 10);
+    let nets = c.network("mh");
+    let (h1, h2, h3) = (&c.hosts[0].w, &c.hosts[1].w, &c.hosts[2].w);
+    let (web, db, cli) = (h1.container("web"), h2.container("db"), h3.container("cli"));
+    let web_ip = ip_of(
+        &h1.adding(&nets[0], &web)
+            .name("web")
+            .cap(json!({"aliases": ["shared"]}))
+            .ok(),
+    );
+    let db_ip = ip_of(
+        &h2.adding(&nets[1], &db)
+            .name("db")
+            .cap(json!({"aliases": ["shared"]}))
+            .ok(),
+    );
+    let cli_ip = ip_of(
+        &h3.adding(&nets[2], &cli)
+            .name("cli")
+            .cap(json!({"links": ["web:frontend"]}))
+            .ok(),
+    );
+    assert!(
+        web_ip.starts_with("10.77.1.")
+            && db_ip.starts_with("10.77.2.")
+            && cli_ip.starts_with("10.77.3.")
+    );
+
+    // R2: each host resolves the others' containers by name.
+    wait_until(SPREAD, "web and db on host3", || {
+        (h3.resolve(&cli, "web", "A") == vec![web_ip.clone()]
+            && h3.resolve(&cli, "db", "A") == vec![db_ip.clone()])
+        .then_some(())
+    });
+    wait_until(SPREAD, "cli on host1", || {
+        (h1.resolve(&web, "cli", "A") == vec![cli_ip.clone()]).then_some(())
+    });
+    assert_eq!(h2.resolve(&db, "web", "A"), vec![web_ip.clone()]);
+    // R3 + R5: an alias carried on two hosts answers both addresses.
+    let mut both = vec![web_ip.clone(), db_ip.clone()];
+    both.sort();
+    assert_eq!(h3.resolve(&cli, "shared", "A"), both);
+    // R4: cli's link to web (another host) resolves for cli only.
+    assert_eq!(h3.resolve(&cli, "frontend", "A"), vec![web_ip.clone()]);
+    assert!(absent(h1, &web, "frontend"));
+    // R7: name.network.
+    assert_eq!(h3.resolve(&cli, "db.mh", "A"), vec![db_ip.clone()]);
+    // R10: PTR of a remote address names the container on the network.
+    assert_eq!(h3.resolve(&cli, "-x", &web_ip)[..], ["web.mh."]);
+
+    // The same container name on two hosts is one name with both addresses (as a shared
+    // alias; R5), and each address's PTR names it.
+    let web2 = h2.container("web2");
+    let web2_ip = ip_of(&h2.adding(&nets[1], &web2).name("web").ok());
+    let mut webs = vec![web_ip.clone(), web2_ip.clone()];
+    webs.sort();
+    wait_until(SPREAD, "both webs on host3", || {
+        (h3.resolve(&cli, "web", "A") == webs).then_some(())
+    });
+    assert_eq!(h3.resolve(&cli, "-x", &web2_ip)[..], ["web.mh."]);
+
+    // R8 across hosts: a DEL on host2 removes db everywhere; a new container shows everywhere.
+    h2.del(&nets[1], &db, &[]);
+    wait_until(SPREAD, "db gone on host1 and host3", || {
+        (absent(h1, &web, "db") && absent(h3, &cli, "db")).then_some(())
+    });
+    assert_eq!(h3.resolve(&cli, "shared", "A"), vec![web_ip.clone()]);
+    let late = h1.container("late");
+    let late_ip = ip_of(&h1.adding(&nets[0], &late).name("late").ok());
+    wait_until(SPREAD, "late on host2", || {
+        (h2.resolve(&web2, "late", "A") == vec![late_ip.clone()]).then_some(())
+    });
+
+    // Status: shared, the endpoint in use, the revision, counts.
+    let s = c.sync_status(2, "mh").expect("host3's sync status");
+    assert_eq!(s["host"], "host3");
+    assert_eq!(s["endpoint"], "http://10.99.0.3:2379");
+    assert!(s["revision"].as_i64().unwrap() > 0);
+    assert_eq!(s["published"], 1);
+    let embedns = h3.bin_dir.join("embedns");
+    let status = h3.exec_host(&[
+        embedns.to_str().unwrap(),
+        "status",
+        "--data-dir",
+        h3.data_dir.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("shared through etcd as host3"), "{text}");
+
+    // The last local container leaving ends the host's sync process and withdraws its keys.
+    let sync = sync_pids(&h3.data_dir);
+    assert_eq!(sync.len(), 1, "one sync process on host3");
+    h3.del(&nets[2], &cli, &[]);
+    wait_until(SPREAD, "host3's sync process to end", || {
+        sync_pids(&h3.data_dir).is_empty().then_some(())
+    });
+    let keys = c.etcdctl(
+        0,
+        &[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{}/mh/host3/", c.prefix),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&keys.stdout).trim().is_empty(),
+        "host3's keys are gone"
+    );
+}
+
+#[test]
+fn a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_nothing() {
+    let ttl = 4;
+    let mut c = Cluster::new("dead_host", 3, ttl);
+    let nets = c.network("mh");
+    let (a, b, d) = (
+        c.hosts[0].w.container("ann"),
+        c.hosts[1].w.container("bob"),
+        c.hosts[2].w.container("dan"),
+    );
+    c.hosts[0].w.adding(&nets[0], &a).name("ann").ok();
+    let b_ip = ip_of(&c.hosts[1].w.adding(&nets[1], &b).name("bob").ok());
+    let d_ip = ip_of(&c.hosts[2].w.adding(&nets[2], &d).name("dan").ok());
+    let h1 = &c.hosts[0].w;
+    wait_until(SPREAD, "b and d on host1", || {
+        (h1.resolve(&a, "bob", "A") == vec![b_ip.clone()]
+            && h1.resolve(&a, "dan", "A") == vec![d_ip.clone()])
+        .then_some(())
+    });
+
+    // One member of three killed (host1's own): ADDs on every host succeed, nothing is lost.
+    c.kill_member(0);
+    let mut added = Vec::new();
+    for (i, label) in [(0, "ann2"), (1, "bob2"), (2, "dan2")] {
+        let w = &c.hosts[i].w;
+        let x = w.container(label);
+        added.push((label, ip_of(&w.adding(&nets[i], &x).name(label).ok())));
+    }
+    for (i, probe) in [(0, &a), (1, &b), (2, &d)] {
+        let w = &c.hosts[i].w;
+        for (name, ip) in &added {
+            wait_until(SPREAD * 2, &format!("{name} on host{}", i + 1), || {
+                (w.resolve(probe, name, "A") == vec![ip.clone()]).then_some(())
+            });
+        }
+    }
+    let s = c.sync_status(0, "mh").unwrap();
+    assert_ne!(
+        s["endpoint"], "http://10.99.0.1:2379",
+        "host1 moved to another member"
+    );
+    c.restart_member(0);
+
+    // Host3 dies (sync process, resolvers and member SIGKILLed): its names vanish on the
+    // others within the stated bound (TTL + 4 s: its member may have been etcd's leader,
+    // whose successor extends every lease), the rest stays.
+    c.kill_host(2);
+    let died = Instant::now();
+    let bound = Duration::from_secs(ttl + EXPIRY_SLACK_SECS);
+    let h1 = &c.hosts[0].w;
+    let gone = poll_until(bound * 2, || {
+        (absent(h1, &a, "dan") && absent(h1, &a, "dan2")).then(|| died.elapsed())
+    })
+    .expect("host3's names vanish");
+    assert!(
+        gone <= bound,
+        "host3's names went after {gone:?}, over the {bound:?} bound"
+    );
+    assert_eq!(h1.resolve(&a, "bob", "A"), vec![b_ip.clone()]);
+    assert_eq!(c.hosts[1].w.resolve(&b, "ann2", "A").len(), 1);
+}
+
+#[test]
+fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed() {
+    let ttl = 4;
+    let c = Cluster::new("cut_off", 3, ttl);
+    let nets = c.network("mh");
+    let (h1, h2, h3) = (&c.hosts[0].w, &c.hosts[1].w, &c.hosts[2].w);
+    let (a, b, d) = (
+        h1.container("ann"),
+        h2.container("bob"),
+        h3.container("dan"),
+    );
+    let a_ip = ip_of(&h1.adding(&nets[0], &a).name("ann").ok());
+    let b_ip = ip_of(&h2.adding(&nets[1], &b).name("bob").ok());
+    h3.adding(&nets[2], &d).name("dan").ok();
+    wait_until(SPREAD, "b and d on host1", || {
+        (h1.resolve(&a, "bob", "A") == vec![b_ip.clone()] && h1.resolve(&a, "dan", "A").len() == 1)
+            .then_some(())
+    });
+
+    c.cut(0);
+    // Host1, cut off: ADD succeeds, local names resolve, remote names keep their last answers.
+    let a2 = h1.container("ann2");
+    let a2_ip = ip_of(&h1.adding(&nets[0], &a2).name("ann2").ok());
+    assert_eq!(h1.resolve(&a, "ann2", "A"), vec![a2_ip.clone()]);
+    assert_eq!(h1.resolve(&a, "bob", "A"), vec![b_ip.clone()]);
+    // Elsewhere: a new container on host2, d deleted on host3; host1's records expire there
+    // (a cut host cannot be told from a dead one).
+    let b2 = h2.container("bob2");
+    let b2_ip = ip_of(&h2.adding(&nets[1], &b2).name("bob2").ok());
+    h3.del(&nets[2], &d, &[]);
+    let cut = Instant::now();
+    wait_until(
+        Duration::from_secs(ttl + 10),
+        "host1's names to expire on host2",
+        || absent(h2, &b, "ann").then_some(()),
+    );
+    assert!(
+        cut.elapsed() <= Duration::from_secs(ttl + EXPIRY_SLACK_SECS),
+        "expired after {:?}",
+        cut.elapsed()
+    );
+    wait_until(
+        Duration::from_secs(ttl + 5),
+        "host1's sync to notice the cut",
+        || {
+            c.sync_status(0, "mh")
+                .filter(|s| s["endpoint"].is_null() && s["last_error"].is_string())
+                .map(|_| ())
+        },
+    );
+    assert_eq!(
+        h1.resolve(&a, "bob", "A"),
+        vec![b_ip.clone()],
+        "the last known answer, still"
+    );
+
+    c.heal(0);
+    // Converged: host1 has b2 and no d; host2 and host3 have a and a2 again.
+    wait_until(Duration::from_secs(10), "host1 to converge", || {
+        (h1.resolve(&a, "bob2", "A") == vec![b2_ip.clone()] && absent(h1, &a, "dan")).then_some(())
+    });
+    wait_until(SPREAD, "host1's names back on host2", || {
+        (h2.resolve(&b, "ann", "A") == vec![a_ip.clone()]
+            && h2.resolve(&b, "ann2", "A") == vec![a2_ip.clone()])
+        .then_some(())
+    });
+    // Nothing duplicated: host1's keys in etcd are its two records.
+    let keys = c.etcdctl(
+        1,
+        &[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{}/mh/host1/", c.prefix),
+        ],
+    );
+    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}
