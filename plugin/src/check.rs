@@ -1,6 +1,7 @@
 //! CHECK: the record matches prevResult and the network's index answers for it, the files
 //! say `nameserver 127.0.0.11`, the resolver is our live process, and `127.0.0.11:53`
-//! answers inside the container.
+//! answers inside the container. On a shared network, a sync process that is not running is
+//! started again.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use embedns_conf::store::NetworkStore;
 
 use crate::env::CniEnv;
 use crate::error::{PluginError, CHECK_FAILED};
-use crate::{netns, probe, redirect, resolver};
+use crate::{netns, probe, redirect, resolver, sync};
 
 /// CHECK: the record, the index, the files, the rules and a live, answering resolver.
 pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
@@ -85,6 +86,7 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
             env.netns
         )));
     }
+    sync::keep_running(conf)?;
     let _in = netns::enter(&env.netns)?;
     probe::wait_answers(Duration::from_secs(1)).map_err(|e| failed(format!("{e:#}")))?;
     Ok(())

@@ -12,6 +12,8 @@
 //! - leftover redirects of earlier DELs: retried where the netns still exists, forgotten
 //!   where it is gone.
 //!
+//! - on a shared network with records left, a sync process that is not running: started.
+//!
 //! Busy sandboxes (an ADD or DEL holds their lock) are passed over: that verb finishes them.
 
 use std::collections::BTreeSet;
@@ -25,7 +27,7 @@ use embedns_conf::store::NetworkStore;
 use embedns_conf::ConfError;
 
 use crate::error::{PluginError, GC_INCOMPLETE, NOT_AVAILABLE};
-use crate::{del, netns, redirect, resolver};
+use crate::{del, netns, redirect, resolver, sync};
 
 /// GC (CNI 1.1): everything not in `cni.dev/valid-attachments`, and what faults left.
 pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
@@ -90,6 +92,10 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
             Ok(()) => tracing::info!(netns = %note.netns, "GC: leftover redirect gone"),
             Err(e) => failed(format!("leftover redirect in {}", note.netns), e),
         }
+    }
+
+    if let Err(e) = sync::keep_running(conf) {
+        failed(format!("the sync process of {}", conf.name), e);
     }
 
     if failures.is_empty() {

@@ -1,8 +1,9 @@
 //! `embedns status [--json] [--data-dir DIR] [CONTAINER]`: what embedns is doing, for a
 //! person. Networks and their containers come from the store; each resolver is asked over
 //! its control socket (a live pid is not enough to be healthy). Redirects a DEL could not
-//! remove are listed as leftovers. Exits 1 when a listed resolver is unhealthy or something
-//! was left in place.
+//! remove are listed as leftovers; a network shared through etcd shows its sync process's
+//! status. Exits 1 when a listed resolver is unhealthy, something was left in place, or a
+//! shared network's sync process is not running.
 
 use std::path::PathBuf;
 
@@ -83,7 +84,12 @@ pub fn run(args: &[String]) -> i32 {
     let left = report["leftovers"]
         .as_array()
         .is_some_and(|l| !l.is_empty());
-    i32::from(unhealthy || left)
+    let unsynced = report["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| !n["shared"].is_null() && n["shared"]["running"] != Value::Bool(true));
+    i32::from(unhealthy || left || unsynced)
 }
 
 fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {

@@ -28,6 +28,24 @@ pub fn binary(resolver: &Path) -> PathBuf {
     resolver.with_file_name("embedns-syncd")
 }
 
+/// CHECK and GC: a shared network with records on this host whose sync process is not
+/// running (killed, or ended by a crash) gets one again.
+pub fn keep_running(conf: &embedns_conf::netconf::NetConf) -> anyhow::Result<()> {
+    let Some(etcd) = &conf.etcd else {
+        return Ok(());
+    };
+    let paths = StatePaths::new(&conf.data_dir);
+    if embedns_conf::store::NetworkStore::new(&paths, &conf.name).is_empty()? {
+        return Ok(());
+    }
+    let resolver = crate::resolver::binary(conf.resolver_path.as_deref())?;
+    if let Some(starting) = ensure(&paths, &conf.name, etcd, &binary(&resolver))? {
+        tracing::warn!(network = %conf.name, "the network's sync process was not running; started it again");
+        starting.wait();
+    }
+    Ok(())
+}
+
 /// A sync process just started: its ready pipe.
 pub struct Starting {
     ready: OwnedFd,

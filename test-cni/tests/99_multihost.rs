@@ -117,6 +117,50 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("shared through etcd as host3"), "{text}");
 
+    assert!(status.status.success(), "{text}");
+
+    // A killed sync process: status says so (exit 1), CHECK starts it again, and it
+    // republishes (its lease is new) and catches up with what changed meanwhile.
+    test_cni::must(std::process::Command::new("pkill").args([
+        "-KILL",
+        "-f",
+        &format!("embedns-syncd --data-dir {}", h1.data_dir.display()),
+    ]));
+    wait_until(SPREAD, "host1's sync process to die", || {
+        sync_pids(&h1.data_dir).is_empty().then_some(())
+    });
+    let embedns1 = h1.bin_dir.join("embedns");
+    let status = h1.exec_host(&[
+        embedns1.to_str().unwrap(),
+        "status",
+        "--data-dir",
+        h1.data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("NOT RUNNING"));
+    let meanwhile = h2.container("meanwhile");
+    let meanwhile_ip = ip_of(&h2.adding(&nets[1], &meanwhile).name("meanwhile").ok());
+    let check = h1.cnitool(
+        "check",
+        &nets[0].name,
+        &web,
+        &[("CAP_ARGS", r#"{"aliases": ["shared"]}"#)],
+    );
+    assert!(
+        check.status.success(),
+        "CHECK: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert_eq!(
+        sync_pids(&h1.data_dir).len(),
+        1,
+        "CHECK started host1's sync process"
+    );
+    assert_eq!(
+        h1.resolve(&web, "meanwhile", "A"),
+        vec![meanwhile_ip.clone()]
+    );
+
     // The last local container leaving ends the host's sync process and withdraws its keys.
     let sync = sync_pids(&h3.data_dir);
     assert_eq!(sync.len(), 1, "one sync process on host3");
