@@ -2,11 +2,13 @@
 //! dnsname runs) and a trivial responder, all in the same run on this machine, printed as
 //! ratios. Everything runs in namespaces made here (through the test harness's `World`);
 //! Docker runs with its own roots and no host iptables. `BENCH_QUICK=1` shortens every phase,
-//! `BENCH_SCALE` sets the container count of the scale phase (default 1000), `BENCH_ONLY`
-//! (`local,forwarding,adddel,scale`) runs only the phases named.
+//! `BENCH_SCALE` sets the container count of the scale phase (default 1000),
+//! `BENCH_MULTIHOST` the containers per host of the multi-host phase (default 300), `BENCH_ONLY`
+//! (`local,forwarding,adddel,scale,multihost`) runs only the phases named.
 
 mod adddel;
 mod load;
+mod multihost;
 mod noisy;
 mod peers;
 mod procs;
@@ -53,34 +55,41 @@ fn main() {
     let started = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
     let mut data = serde_json::Map::new();
-    // BENCH_ONLY=local,forwarding,adddel,scale runs some phases (for work on one of them).
+    // BENCH_ONLY=local,forwarding,adddel,scale,multihost runs some phases (for work on one of them).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
 
     if run("local") {
-        progress("1/5 local-name throughput and latency (dnsperf + latency client)");
+        progress("1/6 local-name throughput and latency (dnsperf + latency client)");
         let (r, d) = local_names(&w, &s);
         rows.extend(r);
         data.insert("localNames".into(), d);
     }
     if run("forwarding") {
-        progress("2/5 forwarding overhead");
+        progress("2/6 forwarding overhead");
         let (r, d) = forwarding(&w, &s);
         rows.extend(r);
         data.insert("forwarding".into(), d);
     }
     if run("adddel") {
-        progress("3/5 ADD/DEL latency");
+        progress("3/6 ADD/DEL latency");
         let (r, d) = adddel::add_del(&w, &s);
         rows.extend(r);
         data.insert("addDel".into(), d);
     }
     if run("scale") {
-        progress(&format!("4/5 scale: {} containers on one network", s.scale));
-        progress("5/5 under load: local QPS while containers come and go at 20/s");
+        progress(&format!("4/6 scale: {} containers on one network", s.scale));
+        progress("5/6 under load: local QPS while containers come and go at 20/s");
         let (r, d) = scale_and_churn(&w, &s);
         rows.extend(r);
         data.insert("scale".into(), d);
+    }
+
+    if run("multihost") {
+        progress("6/6 several hosts: a network shared by 3 hosts through etcd");
+        let (r, d) = multihost::multihost(&s);
+        rows.extend(r);
+        data.insert("multihost".into(), d);
     }
 
     let out = json!({

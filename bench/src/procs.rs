@@ -105,13 +105,13 @@ impl Stats {
 
 /// Runs `bin` through the world's host-netns runner (no `ip netns exec` in the timing); it
 /// must succeed. How long it took.
-fn timed(w: &World, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
+pub fn timed(w: &World, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
     let ran = w.runner().run(std::path::Path::new(bin), env, stdin);
     assert!(ran.success, "{bin}: {}{}", ran.stdout, ran.stderr);
     ran.took
 }
 
-fn cni_env<'a>(
+pub fn cni_env<'a>(
     cmd: &'a str,
     id: &'a str,
     netns: &'a str,
@@ -340,13 +340,15 @@ impl<'a> Scale<'a> {
 }
 
 /// A thread inside one container's netns that asks 127.0.0.11 until a name resolves.
-struct Prober {
-    tx: mpsc::Sender<(String, IpAddr, mpsc::Sender<()>)>,
+/// Asks one container's resolver for a name until the answer is the one waited for; runs
+/// in a thread of its own inside the container's netns.
+pub struct Prober {
+    tx: mpsc::Sender<(String, Option<IpAddr>, mpsc::Sender<bool>)>,
 }
 
 impl Prober {
-    fn start(netns: &str) -> Prober {
-        let (tx, rx) = mpsc::channel::<(String, IpAddr, mpsc::Sender<()>)>();
+    pub fn start(netns: &str) -> Prober {
+        let (tx, rx) = mpsc::channel::<(String, Option<IpAddr>, mpsc::Sender<bool>)>();
         let netns = netns.to_string();
         std::thread::spawn(move || {
             let f = File::open(&netns).unwrap();
@@ -356,22 +358,35 @@ impl Prober {
             sock.set_read_timeout(Some(Duration::from_millis(20)))
                 .unwrap();
             for (name, ip, done) in rx {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline {
-                    if load::ask_once(&sock, &name).is_some_and(|got| got.contains(&ip)) {
-                        break;
-                    }
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut seen = false;
+                while !seen && Instant::now() < deadline {
+                    seen = match (load::ask_once(&sock, &name), ip) {
+                        (Some(got), Some(ip)) => got.contains(&ip),
+                        (Some(got), None) => got.is_empty(),
+                        (None, _) => false,
+                    };
                 }
-                let _ = done.send(());
+                let _ = done.send(seen);
             }
         });
         Prober { tx }
     }
 
-    fn wait_for(&self, name: &str, ip: IpAddr) {
+    /// Until `name` answers with `ip` (at most 30 s; false if it never did).
+    pub fn wait_for(&self, name: &str, ip: IpAddr) -> bool {
+        self.wait(name, Some(ip))
+    }
+
+    /// Until `name` answers with no address (at most 30 s).
+    pub fn wait_gone(&self, name: &str) -> bool {
+        self.wait(name, None)
+    }
+
+    fn wait(&self, name: &str, ip: Option<IpAddr>) -> bool {
         let (done, rx) = mpsc::channel();
         self.tx.send((name.to_string(), ip, done)).unwrap();
-        rx.recv().unwrap();
+        rx.recv().unwrap()
     }
 }
 

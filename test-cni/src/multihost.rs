@@ -39,7 +39,9 @@ impl Cluster {
     /// `n` hosts with an etcd cluster of one member per host, healthy when this returns.
     pub fn new(test: &str, n: usize, ttl: u64) -> Cluster {
         let id = unique("mh");
-        let underlay = format!("{id}-u");
+        let worlds: Vec<World> = (0..n).map(|_| World::new(test)).collect();
+        // Named after the first world, whose name prefix an interrupted bench cleans up.
+        let underlay = format!("{}-u", worlds[0].id);
         must(Command::new("ip").args(["netns", "add", &underlay]));
         let mut c = Cluster {
             prefix: format!("/{id}"),
@@ -53,8 +55,7 @@ impl Cluster {
         must(Command::new("ip").args(["-n", &u, "link", "set", "lo", "up"]));
         must(Command::new("ip").args(["-n", &u, "link", "add", "br0", "type", "bridge"]));
         must(Command::new("ip").args(["-n", &u, "link", "set", "br0", "up"]));
-        for i in 1..=n {
-            let w = World::new(test);
+        for (w, i) in worlds.into_iter().zip(1..) {
             let ip = format!("10.99.0.{i}");
             let port = format!("h{i}");
             must(Command::new("ip").args([

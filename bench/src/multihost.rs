@@ -1,0 +1,276 @@
+//! Phase 6, several hosts: a network shared by three hosts through etcd (the test harness's
+//! `Cluster`: three host netns, one etcd member each), the plugin called directly with a
+//! prevResult as in the scale phase. Figures: how soon a name added on one host answers on
+//! another, ADD with etcd against without (alternating, same host), local q/s on a shared
+//! network against a network of one host, etcd writes per ADD and DEL (the sync processes'
+//! own count), the sync process's memory, and how soon a dead host's names are gone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use test_cni::multihost::Cluster;
+use test_cni::{Container, World};
+
+use crate::procs::{self, cni_env, timed, Prober, Stats};
+use crate::report::{Goal, Row};
+use crate::Settings;
+
+/// One host's side of the run: its world, its shared network's conf, its containers.
+struct Side<'a> {
+    w: &'a World,
+    etcd: Value,
+    added: Vec<(Container, String)>,
+}
+
+impl Side<'_> {
+    /// ADD of container `c` as `name` with address `ip` to `net` (shared: with the etcd conf).
+    fn add(&mut self, net: &str, shared: bool, c: Container, name: &str, ip: IpAddr) -> Duration {
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": c.path}],
+            "ips": [{"address": format!("{ip}/8"), "interface": 0}]});
+        let mut extra = json!({"prevResult": prev});
+        if shared {
+            extra["etcd"] = self.etcd.clone();
+        }
+        let conf = self.w.conf(net, "1.0.0", extra).to_string();
+        let id = format!("{name}-{}", self.w.id);
+        let args = format!("K8S_POD_NAME={name}");
+        let took = timed(
+            self.w,
+            &self.embedns(),
+            &cni_env("ADD", &id, &c.path, &args),
+            &conf,
+        );
+        self.added.push((c, id));
+        took
+    }
+
+    fn del(&mut self, net: &str, shared: bool) -> Duration {
+        let (c, id) = self.added.pop().expect("something to delete");
+        let mut extra = json!({});
+        if shared {
+            extra["etcd"] = self.etcd.clone();
+        }
+        let conf = self.w.conf(net, "1.0.0", extra).to_string();
+        let took = timed(
+            self.w,
+            &self.embedns(),
+            &cni_env("DEL", &id, &c.path, ""),
+            &conf,
+        );
+        self.w.remove_netns(&c);
+        took
+    }
+
+    fn embedns(&self) -> String {
+        self.w.bin_dir.join("embedns").display().to_string()
+    }
+
+    fn writes(&self, net: &str) -> u64 {
+        let path = self
+            .w
+            .data_dir
+            .join("networks")
+            .join(net)
+            .join(".sync.json");
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
+        v["writes"].as_u64().unwrap_or(0)
+    }
+}
+
+/// Host `h`'s `k`-th container's address: 10.<100+h>.<k/250>.<k%250+1>.
+fn ip(h: usize, k: usize) -> IpAddr {
+    IpAddr::from([10, 100 + h as u8, (k / 250) as u8, (k % 250 + 1) as u8])
+}
+
+/// Phase 6.
+pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
+    let per_host = std::env::var("BENCH_MULTIHOST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if s.quick { 60 } else { 300 });
+    let mut cluster = Cluster::new("bench-multihost", 3, 6);
+    let mut sides: Vec<Side> = cluster
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Side {
+            w: &h.w,
+            etcd: cluster.etcd_options(i)["etcd"].clone(),
+            added: Vec::new(),
+        })
+        .collect();
+    let mut d = serde_json::Map::new();
+
+    // A probe container on every host, on the shared network; on host 1 also one on a
+    // network of that host only (the q/s comparison).
+    let mut probers = Vec::new();
+    for (h, side) in sides.iter_mut().enumerate() {
+        let c = side.w.container("probe");
+        let path = c.path.clone();
+        side.add("mh", true, c, &format!("probe{h}"), ip(h, 0));
+        probers.push(Prober::start(&path));
+    }
+    let solo_probe = sides[0].w.container("soloprobe");
+    let solo_netns = solo_probe.netns.clone();
+    sides[0].add(
+        "solo",
+        false,
+        solo_probe,
+        "soloprobe",
+        IpAddr::from([10, 200, 0, 1]),
+    );
+    sides[0].added.pop(); // kept to the end (its netns goes with the world)
+
+    // ADD with etcd against without, alternating on host 1, each with its DEL; the etcd
+    // writes they caused.
+    let pairs = if s.quick { 20 } else { 60 };
+    let writes_before = sides[0].writes("mh");
+    let (mut with, mut without, mut del_with) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let c = sides[0].w.container(&format!("pw{i}"));
+        with.push(sides[0].add("mh", true, c, &format!("pw{i}"), ip(0, 1000 + i)));
+        let c = sides[0].w.container(&format!("po{i}"));
+        without.push(sides[0].add(
+            "solo",
+            false,
+            c,
+            &format!("po{i}"),
+            IpAddr::from([10, 200, 1, i as u8 + 1]),
+        ));
+        sides[0].del("solo", false);
+        del_with.push(sides[0].del("mh", true));
+    }
+    // The last DEL's write lands after it returns: wait for the count to settle.
+    let expected = writes_before + 2 * pairs as u64;
+    test_cni::wait::poll_until(Duration::from_secs(5), || {
+        (sides[0].writes("mh") >= expected).then_some(())
+    });
+    let writes_per_op = (sides[0].writes("mh") - writes_before) as f64 / (2 * pairs) as f64;
+    let (a_with, a_without, del) = (Stats::of(&with), Stats::of(&without), Stats::of(&del_with));
+    println!(
+        "  ADD median with etcd {:.2} ms, without {:.2} ms; DEL with etcd {:.2} ms; {writes_per_op:.2} etcd writes per ADD or DEL",
+        a_with.median_ms, a_without.median_ms, del.median_ms
+    );
+
+    // Fill: per_host containers on each host, round robin; every 10th ADD, how soon the name
+    // answers on the next host.
+    let mut visible = Vec::new();
+    for k in 1..=per_host {
+        for h in 0..3 {
+            let name = format!("c{h}x{k}");
+            let c = sides[h].w.container(&name);
+            sides[h].add("mh", true, c, &name, ip(h, k));
+            if k % 10 == 0 {
+                let returned = Instant::now();
+                assert!(
+                    probers[(h + 1) % 3].wait_for(&format!("{name}."), ip(h, k)),
+                    "{name} never answered on host {}",
+                    (h + 1) % 3 + 1
+                );
+                visible.push(returned.elapsed());
+            }
+        }
+        if k % 100 == 0 {
+            println!("  … {} containers on 3 hosts", 3 * k);
+        }
+    }
+    let vis = Stats::of(&visible);
+    println!("  a name added on one host answers on another after p50 {:.2} ms p99 {:.2} ms ({} samples)", vis.median_ms, vis.p99_ms, visible.len());
+
+    // Local q/s on the shared network (3 × per_host records, sync running) against the
+    // network of host 1 alone: dnsperf from the two probe containers, interleaved rounds.
+    let qfile = sides[0].w.path("mh-queries");
+    let name_list: String = (1..=50).map(|k| format!("c0x{k} A\n")).collect();
+    std::fs::write(&qfile, name_list.repeat(20)).unwrap();
+    let solo_qfile = sides[0].w.path("solo-queries");
+    std::fs::write(&solo_qfile, "soloprobe A\n".repeat(1000)).unwrap();
+    let dns: SocketAddr = "127.0.0.11:53".parse().unwrap();
+    let probe_netns = sides[0].added[0].0.netns.clone();
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..s.perf_rounds {
+        on.push(procs::dnsperf(&probe_netns, dns, &qfile, s.perf_secs).qps);
+        off.push(procs::dnsperf(&solo_netns, dns, &solo_qfile, s.perf_secs).qps);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (qps_on, qps_off) = (median(&mut on), median(&mut off));
+    println!("  local q/s: shared network {qps_on:.0}, network of one host {qps_off:.0}");
+
+    // The sync processes' memory, holding 3 × per_host records each.
+    let sync_pids: Vec<i32> = cluster
+        .hosts
+        .iter()
+        .flat_map(|h| test_cni::sync_pids(&h.w.data_dir))
+        .collect();
+    let mem = procs::memory(&sync_pids);
+    println!(
+        "  sync process: RSS {:.0} KiB, PSS {:.0} KiB ({} processes)",
+        mem.rss_kib, mem.pss_kib, mem.count
+    );
+
+    // Host 3 dies: how soon its names are gone on host 1.
+    let victim = format!("c2x{per_host}.");
+    let died = Instant::now();
+    drop(sides);
+    cluster.kill_host(2);
+    let gone_ok = probers[0].wait_gone(&victim);
+    let gone = died.elapsed();
+    println!(
+        "  host 3 SIGKILLed: its names gone on host 1 after {:.1} s (lease TTL 6 s)",
+        gone.as_secs_f64()
+    );
+
+    d.insert("perHost".into(), json!(per_host));
+    d.insert("addWithEtcd".into(), a_with.json());
+    d.insert("addWithout".into(), a_without.json());
+    d.insert("delWithEtcd".into(), del.json());
+    d.insert("etcdWritesPerOp".into(), json!(writes_per_op));
+    d.insert("remoteVisible".into(), vis.json());
+    d.insert("qpsShared".into(), json!(qps_on));
+    d.insert("qpsSolo".into(), json!(qps_off));
+    d.insert("syncMemory".into(), mem.json());
+    d.insert("deadHostGoneSecs".into(), json!(gone.as_secs_f64()));
+    let rows = vec![
+        Row::value(
+            "multihost: remote name answers after ADD returns, p99 (ms)",
+            vis.p99_ms,
+            Goal::AtMost(50.0),
+        ),
+        Row::value(
+            "multihost: ADD median, with etcd minus without (ms)",
+            a_with.median_ms - a_without.median_ms,
+            Goal::AtMost(2.0),
+        ),
+        Row::ratio(
+            "multihost: local q/s, shared network vs one host's",
+            qps_on,
+            Some(qps_off),
+            Goal::AtLeast(0.95),
+        ),
+        Row::value(
+            "multihost: etcd writes per ADD or DEL",
+            writes_per_op,
+            Goal::AtMost(1.0),
+        ),
+        Row::value(
+            "multihost: dead host's names gone after (s; TTL 6)",
+            if gone_ok {
+                gone.as_secs_f64()
+            } else {
+                f64::NAN
+            },
+            Goal::AtMost(10.0),
+        ),
+        Row::value(
+            "multihost: sync process RSS (MiB)",
+            mem.rss_kib / 1024.0,
+            Goal::None,
+        ),
+    ];
+    (rows, Value::Object(d))
+}
