@@ -4,6 +4,7 @@
 #                   with links to the distribution's reference plugins (REFERENCE_PLUGINS)
 #   make test       installs what it needs (apt), builds, runs unit and integration tests
 #   make demo       a three-container network, Docker-like answers, everything cleaned up
+#   make demo-multihost  one network over three hosts (netns) through etcd; a host dies
 #   make bench      embedns against its peers, measured in the same run (bench-quick: < 5 min)
 #   make soak       one resolver at full rate with churn for 60 s; memory must stay flat
 #   make fuzz       coverage-guided fuzzing (cargo-afl) of the DNS and CNI input paths
@@ -29,7 +30,7 @@ APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go p
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 
-.PHONY: all release install install-files deps cnitool test demo bench bench-quick soak fuzz fmt lint clean
+.PHONY: all release install install-files deps cnitool test demo demo-multihost bench bench-quick soak fuzz fmt lint clean
 
 all: release
 
@@ -78,6 +79,9 @@ test: deps
 
 demo: deps release cnitool
 	./demo/demo.sh
+
+demo-multihost: deps release cnitool
+	./demo/demo-multihost.sh
 
 bench: deps release cnitool
 	./bench/bench.sh

@@ -259,6 +259,7 @@ impl Sync {
                     if !lost.is_empty() {
                         self.publish(&mut client, lease, &lost).await?;
                     }
+                    self.write_status();
                 }
                 changed = local.changed() => {
                     let changed = changed?;
@@ -273,7 +274,9 @@ impl Sync {
                         changed.keys
                     };
                     self.publish(&mut client, lease, &keys).await?;
+                    self.write_status();
                 }
+                // Renewals change only when etcd was last heard from.
                 _ = status_tick.tick() => self.write_status(),
             }
         }
