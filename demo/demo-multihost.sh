@@ -25,7 +25,7 @@ cleanup() {
   set +e
   for h in 1 2 3; do
     pkill -KILL -f "embedns-(resolverd|syncd) --data-dir $tmp/h$h/" 2>/dev/null
-    [ -f "$tmp/h$h/etcd.pid" ] && kill -KILL "$(cat "$tmp/h$h/etcd.pid")" 2>/dev/null
+    pkill -KILL -f "etcd --name m$h --data-dir $tmp/h$h/etcd" 2>/dev/null
     ip netns del "$id-c$h" 2>/dev/null
     rm -rf "/etc/netns/$id-c$h"
     ip netns del "$id-h$h" 2>/dev/null
@@ -63,12 +63,11 @@ for h in 1 2 3; do
   ip -n "$id-h$h" addr add "10.99.0.$h/24" dev u0
   ip -n "$id-h$h" link set u0 up
   ip -n "$id-u" link set "h$h" master br0 up
-  on "$h" etcd --name "m$h" --data-dir "$tmp/h$h/etcd" \
+  ip netns exec "$id-h$h" etcd --name "m$h" --data-dir "$tmp/h$h/etcd" \
     --listen-client-urls "http://10.99.0.$h:2379,http://127.0.0.1:2379" --advertise-client-urls "http://10.99.0.$h:2379" \
     --listen-peer-urls "http://10.99.0.$h:2380" --initial-advertise-peer-urls "http://10.99.0.$h:2380" \
     --initial-cluster "$cluster" --initial-cluster-token "$id" --initial-cluster-state new \
     >"$tmp/h$h/etcd.log" 2>&1 &
-  echo $! >"$tmp/h$h/etcd.pid"
   disown
   printf 'nameserver 127.0.0.53\n' >"$tmp/h$h/resolv.conf"
 done
@@ -124,7 +123,7 @@ on 1 "$bin/embedns" status --data-dir "$tmp/h1/data" | sed 's/^/  /'
 
 say "6. host3 dies: its sync process, resolver and etcd member SIGKILLed (no clean DEL)"
 pkill -KILL -f "embedns-(resolverd|syncd) --data-dir $tmp/h3/"
-kill -KILL "$(cat "$tmp/h3/etcd.pid")"
+pkill -KILL -f "etcd --name m3 --data-dir $tmp/h3/etcd"
 start=$(date +%s%N)
 until [ -z "$(dig_in 1 cli)" ]; do
   [ $(( ($(date +%s%N) - start) / 1000000 )) -gt 20000 ] && break

@@ -328,3 +328,35 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed() {
         .collect();
     assert_eq!(keys.len(), 2, "{keys:?}");
 }
+
+#[test]
+fn the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names() {
+    let c = Cluster::new("shared_example", 2, 6);
+    let mut nets = Vec::new();
+    for (i, h) in c.hosts.iter().enumerate() {
+        // As a user installs conf/examples/shared.conflist on each host: a subnet of its own,
+        // its name (these hosts share the machine's hostname), the example's endpoint (the
+        // host's own member on 127.0.0.1:2379) and prefix (this run's).
+        let mut list: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(test_cni::bins::workspace().join("conf/examples/shared.conflist"))
+                .unwrap(),
+        )
+        .unwrap();
+        for p in list["plugins"].as_array_mut().unwrap() {
+            if p["type"] == "bridge" {
+                p["ipam"]["subnet"] = json!(format!("10.90.{}.0/24", i + 1));
+            }
+            if p["type"] == "embedns" {
+                assert_eq!(p["etcd"]["endpoints"], json!(["http://127.0.0.1:2379"]));
+                p["etcd"]["host"] = json!(h.name);
+                p["etcd"]["prefix"] = json!(c.prefix);
+            }
+        }
+        nets.push(h.w.conflist(list));
+    }
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let (web, cli) = (h1.container("web"), h2.container("cli"));
+    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
+    h2.adding(&nets[1], &cli).name("cli").ok();
+    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+}
