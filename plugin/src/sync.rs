@@ -78,6 +78,7 @@ pub fn ensure(
     cmd.arg("--data-dir")
         .arg(paths.root())
         .args(["--network", network, "--ready-fd", "3"])
+        .current_dir("/")
         // The runtime reads our stdout until EOF: the process must hold none of it.
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -94,7 +94,6 @@ impl Sync {
                 Ok(end) => return end,
                 Err(e) => {
                     let e = format!("{endpoint}: {e:#}");
-                    tracing::warn!("etcd session ended: {e}");
                     self.status.endpoint = None;
                     self.status.last_error = Some(e.clone());
                     self.write_status();
@@ -103,6 +102,12 @@ impl Sync {
                         failed_in_a_row = 0;
                     }
                     failed_in_a_row += 1;
+                    // Each endpoint's first failure, then one line a minute or so (30 tries at
+                    // the longest backoff) while etcd stays out of reach: an outage of a day
+                    // does not fill the log.
+                    if failed_in_a_row <= self.conf.endpoints.len() || failed_in_a_row % 30 == 0 {
+                        tracing::warn!(tries = failed_in_a_row, "etcd session ended: {e}");
+                    }
                     if failed_in_a_row == self.conf.endpoints.len() {
                         self.tell_ready(&format!("UNREACHABLE {e}"));
                     }

@@ -226,6 +226,23 @@ impl Cluster {
         }
     }
 
+    /// Compacts etcd's history up to its current revision (through host `i`'s member): a
+    /// watch resuming from before it is refused, so a returning host must list again.
+    pub fn compact(&self, i: usize) {
+        let out = self.etcdctl(
+            i,
+            &["get", &format!("{}/.ready", self.prefix), "-w", "json"],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("etcdctl get -w json");
+        let rev = v["header"]["revision"].as_i64().expect("a revision");
+        let out = self.etcdctl(i, &["compact", &rev.to_string(), "--physical"]);
+        assert!(
+            out.status.success(),
+            "compact: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The sync status of network `net` on host `i` (`.sync.json`), if written.
     pub fn sync_status(&self, i: usize, net: &str) -> Option<Value> {
         let path = self.hosts[i]

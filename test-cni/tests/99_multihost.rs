@@ -300,6 +300,8 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed() {
         vec![b_ip.clone()],
         "the last known answer, still"
     );
+    // The history host1 missed is compacted away: it must list again, not resume a watch.
+    c.compact(1);
 
     c.heal(0);
     // Converged: host1 has b2 and no d; host2 and host3 have a and a2 again.
