@@ -23,10 +23,11 @@ CARGO       ?= cargo
 # What the tests and the demo run: the reference plugins, libcni's source (for cnitool),
 # iptables, real DNS clients, dnsmasq for the demo's and bench's upstream, the real runtimes
 # (podman, rootless too, and containerd), protoc (the CRI client crate of the containerd tests and
-# the etcd client of embedns-syncd) and etcd (the multi-host tests, bench and demo).
+# the etcd client of embedns-syncd), etcd (the multi-host tests, bench and demo) and openssl
+# (their TLS certificates).
 APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go podman runc \
                 golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base \
-                containerd protobuf-compiler slirp4netns uidmap etcd-server etcd-client
+                containerd protobuf-compiler slirp4netns uidmap etcd-server etcd-client openssl
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 

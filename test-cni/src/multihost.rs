@@ -7,6 +7,7 @@
 //! names are the worlds' unique ones; everything is removed on drop (members SIGKILLed, the
 //! worlds' containers deleted, the underlay netns deleted).
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -32,12 +33,24 @@ pub struct Cluster {
     pub prefix: String,
     /// The lease TTL the shared networks are configured with.
     pub ttl: u64,
+    /// With TLS: the directory of the CA, the members' and the client's certificates.
+    pub certs: Option<PathBuf>,
     members: Vec<Option<Child>>,
 }
 
 impl Cluster {
     /// `n` hosts with an etcd cluster of one member per host, healthy when this returns.
     pub fn new(test: &str, n: usize, ttl: u64) -> Cluster {
+        Cluster::build(test, n, ttl, false)
+    }
+
+    /// [`Cluster::new`] whose members serve clients over TLS and require a client
+    /// certificate signed by the run's own CA (made with openssl).
+    pub fn with_tls(test: &str, n: usize, ttl: u64) -> Cluster {
+        Cluster::build(test, n, ttl, true)
+    }
+
+    fn build(test: &str, n: usize, ttl: u64, tls: bool) -> Cluster {
         let id = unique("mh");
         let worlds: Vec<World> = (0..n).map(|_| World::new(test)).collect();
         // Named after the first world, whose name prefix an interrupted bench cleans up.
@@ -49,8 +62,12 @@ impl Cluster {
             underlay,
             hosts: Vec::new(),
             ttl,
+            certs: tls.then(|| worlds[0].dir.join("certs")),
             members: Vec::new(),
         };
+        if let Some(dir) = &c.certs {
+            make_certs(dir, n);
+        }
         let u = c.underlay.clone();
         must(Command::new("ip").args(["-n", &u, "link", "set", "lo", "up"]));
         must(Command::new("ip").args(["-n", &u, "link", "add", "br0", "type", "bridge"]));
@@ -108,9 +125,28 @@ impl Cluster {
             .arg(h.w.dir.join("etcd"))
             .args([
                 "--listen-client-urls",
-                &format!("http://{}:2379,http://127.0.0.1:2379", h.ip),
+                &format!(
+                    "{s}://{}:2379,{s}://127.0.0.1:2379",
+                    h.ip,
+                    s = self.scheme()
+                ),
             ])
-            .args(["--advertise-client-urls", &format!("http://{}:2379", h.ip)])
+            .args([
+                "--advertise-client-urls",
+                &format!("{}://{}:2379", self.scheme(), h.ip),
+            ])
+            .args(self.certs.iter().flat_map(|d| {
+                let f = |n: &str| d.join(n).display().to_string();
+                [
+                    "--cert-file".into(),
+                    f("server.pem"),
+                    "--key-file".into(),
+                    f("server-key.pem"),
+                    "--trusted-ca-file".into(),
+                    f("ca.pem"),
+                    "--client-cert-auth".into(),
+                ]
+            }))
             .args(["--listen-peer-urls", &format!("http://{}:2380", h.ip)])
             .args([
                 "--initial-advertise-peer-urls",
@@ -133,9 +169,17 @@ impl Cluster {
             .args(["netns", "exec", &self.hosts[i].w.host, "etcdctl"])
             .args([
                 "--endpoints",
-                "http://127.0.0.1:2379",
+                &format!("{}://127.0.0.1:2379", self.scheme()),
                 "--command-timeout=3s",
             ])
+            .args(self.certs.iter().flat_map(|d| {
+                let f = |n: &str| d.join(n).display().to_string();
+                [
+                    format!("--cacert={}", f("ca.pem")),
+                    format!("--cert={}", f("client.pem")),
+                    format!("--key={}", f("client-key.pem")),
+                ]
+            }))
             .args(args)
             .env("ETCDCTL_API", "3")
             .output()
@@ -145,18 +189,32 @@ impl Cluster {
     /// The embedns options of host `i` on a shared network: its etcd endpoints (its own
     /// member first), its host name, this run's prefix and TTL.
     pub fn etcd_options(&self, i: usize) -> Value {
-        let mut endpoints = vec![format!("http://{}:2379", self.hosts[i].ip)];
+        let mut endpoints = vec![format!("{}://{}:2379", self.scheme(), self.hosts[i].ip)];
         for (j, h) in self.hosts.iter().enumerate() {
             if j != i {
-                endpoints.push(format!("http://{}:2379", h.ip));
+                endpoints.push(format!("{}://{}:2379", self.scheme(), h.ip));
             }
         }
-        json!({"etcd": {
+        let mut etcd = json!({
             "endpoints": endpoints,
             "prefix": self.prefix,
             "host": self.hosts[i].name,
             "ttl": self.ttl,
-        }})
+        });
+        if let Some(d) = &self.certs {
+            etcd["tls"] = json!({
+                "ca": d.join("ca.pem"), "cert": d.join("client.pem"), "key": d.join("client-key.pem"),
+            });
+        }
+        json!({ "etcd": etcd })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The conflist of network `name` on every host (host `i`'s slice `10.77.<i+1>.0/24`).
@@ -252,6 +310,80 @@ impl Cluster {
             .join(net)
             .join(".sync.json");
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+/// A CA, a server certificate for the members (127.0.0.1 and the `n` underlay addresses) and
+/// a client certificate, in `dir`.
+fn make_certs(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        must(Command::new("openssl").current_dir(dir).args(args));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=embedns test CA",
+    ]);
+    let ips: Vec<String> = std::iter::once("IP:127.0.0.1".to_string())
+        .chain((1..=n).map(|i| format!("IP:10.99.0.{i}")))
+        .collect();
+    for (name, usage, san) in [
+        (
+            "server",
+            "serverAuth",
+            format!("subjectAltName={}", ips.join(",")),
+        ),
+        (
+            "client",
+            "clientAuth",
+            "subjectAltName=DNS:embedns".to_string(),
+        ),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("{san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
     }
 }
 

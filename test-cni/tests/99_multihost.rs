@@ -362,3 +362,51 @@ fn the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names() {
     h2.adding(&nets[1], &cli).name("cli").ok();
     assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
 }
+
+#[test]
+fn tls_with_client_certificates_and_a_wrong_ca_said_in_status() {
+    let c = Cluster::with_tls("tls", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let (web, cli) = (h1.container("web"), h2.container("cli"));
+    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
+    h2.adding(&nets[1], &cli).name("cli").ok();
+    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+    let s = c.sync_status(1, "mh").expect("host2's sync status");
+    assert_eq!(s["endpoint"], "https://10.99.0.2:2379");
+
+    // A network whose conf trusts another CA: ADD succeeds (names on this host never wait
+    // for etcd), and the status says why nothing is shared.
+    let other_ca = h1.dir.join("other-ca.pem");
+    let key = h1.dir.join("other-ca-key.pem");
+    test_cni::must(std::process::Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=not the CA",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        other_ca.to_str().unwrap(),
+    ]));
+    let mut opts = c.etcd_options(0);
+    opts["etcd"]["tls"]["ca"] = json!(other_ca);
+    let wrong = h1.network_in("wrongca", "10.78.1", opts);
+    let x = h1.container("x");
+    let x_ip = ip_of(&h1.adding(&wrong, &x).name("x").ok());
+    assert_eq!(h1.resolve(&x, "x", "A"), vec![x_ip]);
+    let s = c
+        .sync_status(0, "wrongca")
+        .expect("the wrong-CA network's sync status");
+    assert!(s["endpoint"].is_null());
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("invalid peer certificate: UnknownIssuer"),
+        "{s}"
+    );
+}
