@@ -22,7 +22,7 @@ use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    KeyValue, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::local::LocalWatch;
@@ -154,13 +154,11 @@ impl Sync {
             .id();
         let (mut keeper, mut renewals) = timed(client.lease_keep_alive(lease)).await?;
         let prefix = self.conf.network_prefix(&self.network);
-        let listing =
-            timed(client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
-        let revision = listing.header().map_or(0, |h| h.revision());
+        let (revision, listing) = list(&mut client, &prefix).await?;
         let me = self.conf.host().to_string();
         let mut others = Vec::new();
         self.published.keys.clear();
-        for kv in listing.kvs() {
+        for kv in &listing {
             let Some((host, key)) = kv.key_str().ok().and_then(|k| split_key(&prefix, k)) else {
                 continue;
             };
@@ -217,7 +215,7 @@ impl Sync {
                     if renewed_at.elapsed() > every * 2 {
                         bail!("lease renewals unanswered for {:?}", renewed_at.elapsed());
                     }
-                    keeper.keep_alive().await?
+                    timed(keeper.keep_alive()).await?
                 }
                 renewed = renewals.message() => match renewed? {
                     Some(r) if r.ttl() > 0 => {
@@ -401,6 +399,51 @@ impl Sync {
             let _ = writeln!(pipe, "{line}");
         }
     }
+}
+
+/// Every key under `prefix` at one revision, in pages of [`PAGE`] (a gRPC message holds at
+/// most 4 MiB; a network of thousands of containers would not fit in one).
+async fn list(client: &mut Client, prefix: &str) -> anyhow::Result<(i64, Vec<KeyValue>)> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix is not empty") += 1; // '/' + 1: just past the prefix
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut out = Vec::new();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(page_size());
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut page = timed(client.get(from.clone(), Some(options))).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        let more = page.more();
+        let kvs = page.take_kvs();
+        if let Some(last) = kvs.last() {
+            from = last.key().to_vec();
+            from.push(0); // the next key after it
+        }
+        out.extend(kvs);
+        if !more {
+            return Ok((revision, out));
+        }
+    }
+}
+
+/// Keys per page of a listing.
+const PAGE: i64 = 500;
+
+/// [`PAGE`], or `EMBEDNS_SYNC_PAGE` (for the tests: a page of one key makes any listing take
+/// several pages).
+fn page_size() -> i64 {
+    std::env::var("EMBEDNS_SYNC_PAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(PAGE)
 }
 
 /// A client of one endpoint (with the config's TLS), made lazily: the first request connects.
