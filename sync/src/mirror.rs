@@ -75,6 +75,25 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// What the store already holds of the other hosts (`NetworkStore::list_remote`: keys
+    /// `<host>/<key>`), written by an earlier sync process: the first listing then removes
+    /// what left etcd while none ran. An unreadable file is held with no value, so the
+    /// listing rewrites or removes it.
+    pub fn held_in_store(listed: Vec<embedns_conf::record::Listed>) -> Remote {
+        let mut held = BTreeMap::new();
+        for (key, record) in listed {
+            let Some((host, key)) = key.split_once('/') else {
+                continue;
+            };
+            let body = record
+                .ok()
+                .map(|r| serde_json::to_vec(&r).expect("a record always serializes"))
+                .unwrap_or_default();
+            held.insert((host.to_string(), key.to_string()), body);
+        }
+        Remote { held }
+    }
+
     /// A listing of the whole network prefix (at a (re)connection): the changes that make the
     /// local copy equal to it, this host's keys (`me`) left out.
     pub fn relist(
@@ -250,6 +269,37 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["remove a/c9@eth0", "put b/c2@eth0"]);
         assert_eq!((remote.held.len(), remote.hosts()), (2, 2));
+    }
+
+    #[test]
+    fn what_an_earlier_process_left_is_removed_unless_listed() {
+        let r = |cid: &str, name: &str| {
+            Record::with_defaults("n", cid, Some(name), &[], vec!["10.1.0.2".parse().unwrap()])
+        };
+        let mut remote = Remote::held_in_store(vec![
+            ("a/c1@eth0".into(), Ok(r("c1", "web"))),
+            ("a/c2@eth0".into(), Ok(r("c2", "gone"))),
+            (
+                "b/c3@eth0".into(),
+                Err(embedns_conf::ConfError::InvalidConfig("unreadable".into())),
+            ),
+        ]);
+        let listed = [
+            (
+                ("a".to_string(), "c1@eth0".to_string()),
+                body("n", "c1", "web"),
+            ),
+            (("b".into(), "c3@eth0".into()), body("n", "c3", "db")),
+        ];
+        let changes: Vec<String> = remote
+            .relist("n", "me", listed)
+            .iter()
+            .map(|c| match c {
+                RemoteChange::Put { host, record } => format!("put {host}/{}", record.key()),
+                RemoteChange::Remove { host, key } => format!("remove {host}/{key}"),
+            })
+            .collect();
+        assert_eq!(changes, ["remove a/c2@eth0", "put b/c3@eth0"]);
     }
 
     #[test]

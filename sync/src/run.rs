@@ -84,6 +84,10 @@ impl Sync {
 
     /// Runs sessions until the network's last local container leaves.
     pub async fn run(mut self, mut local: LocalWatch) -> End {
+        match self.store.list_remote() {
+            Ok(listed) => self.remote = Remote::held_in_store(listed),
+            Err(e) => tracing::warn!("reading the other hosts' records left here: {e}"),
+        }
         let mut backoff = MIN_BACKOFF;
         let mut failed_in_a_row = 0;
         loop {

@@ -142,6 +142,7 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     assert!(String::from_utf8_lossy(&status.stdout).contains("NOT RUNNING"));
     let meanwhile = h2.container("meanwhile");
     let meanwhile_ip = ip_of(&h2.adding(&nets[1], &meanwhile).name("meanwhile").ok());
+    h2.del(&nets[1], &web2, &[]); // host2's "web" leaves while host1 is not listening
     let check = h1.cnitool(
         "check",
         &nets[0].name,
@@ -161,6 +162,11 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     assert_eq!(
         h1.resolve(&web, "meanwhile", "A"),
         vec![meanwhile_ip.clone()]
+    );
+    assert_eq!(
+        h1.resolve(&web, "web", "A"),
+        vec![web_ip.clone()],
+        "host2's web, deleted meanwhile, is gone from host1's copy"
     );
 
     // The last local container leaving ends the host's sync process and withdraws its keys.
