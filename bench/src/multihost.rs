@@ -1,7 +1,7 @@
 //! Phase 6, several hosts: a network shared by three hosts through etcd (the test harness's
 //! `Cluster`: three host netns, one etcd member each), the plugin called directly with a
 //! prevResult as in the scale phase. Figures: how soon a name added on one host answers on
-//! another, ADD with etcd against without (alternating, same host), local q/s on a shared
+//! another and a deleted one is gone there, ADD with etcd against without (alternating, same host), local q/s on a shared
 //! network against a network of one host, etcd writes per ADD and DEL (the sync processes'
 //! own count), the sync process's memory, and how soon a dead host's names are gone.
 
@@ -201,6 +201,24 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
     let (qps_on, qps_off) = (median(&mut on), median(&mut off));
     println!("  local q/s: shared network {qps_on:.0}, network of one host {qps_off:.0}");
 
+    // A clean DEL on host 1: how soon its name is gone on host 2 (R8's bound across hosts).
+    let mut gone_after_del = Vec::new();
+    for j in 0..20.min(per_host) {
+        let name = format!("c0x{}.", per_host - j);
+        sides[0].del("mh", true);
+        let returned = Instant::now();
+        assert!(
+            probers[1].wait_gone(&name),
+            "{name} still answers on host 2"
+        );
+        gone_after_del.push(returned.elapsed());
+    }
+    let del_gone = Stats::of(&gone_after_del);
+    println!(
+        "  a name deleted on one host is gone on another after p50 {:.2} ms, max {:.2} ms ({} samples)",
+        del_gone.median_ms, del_gone.p99_ms, gone_after_del.len()
+    );
+
     // The sync processes' memory, holding 3 × per_host records each.
     let sync_pids: Vec<i32> = cluster
         .hosts
@@ -231,6 +249,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
     d.insert("delWithEtcd".into(), del.json());
     d.insert("etcdWritesPerOp".into(), json!(writes_per_op));
     d.insert("remoteVisible".into(), vis.json());
+    d.insert("remoteGoneAfterDel".into(), del_gone.json());
     d.insert("qpsShared".into(), json!(qps_on));
     d.insert("qpsSolo".into(), json!(qps_off));
     d.insert("syncMemory".into(), mem.json());
@@ -239,6 +258,11 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         Row::value(
             "multihost: remote name answers after ADD returns, p99 (ms)",
             vis.p99_ms,
+            Goal::AtMost(50.0),
+        ),
+        Row::value(
+            "multihost: remote name gone after DEL returns, max (ms)",
+            del_gone.p99_ms,
             Goal::AtMost(50.0),
         ),
         Row::value(

@@ -1,6 +1,7 @@
-//! What the `embedns` plugin and `embedns-resolverd` share: the CNI types and the plugin's
-//! network configuration, name validation, resolv.conf handling, and the on-disk record store
-//! through which the plugin tells every resolver who is on which network.
+//! What the `embedns` plugin, `embedns-resolverd` and `embedns-syncd` share: the CNI types and
+//! the plugin's network configuration, name validation, resolv.conf handling, the on-disk
+//! record store through which the plugin tells every resolver who is on which network, and
+//! what a network shared across hosts needs (`shared`: the etcd config, the sync status).
 //!
 //! Everything here is pure logic or plain file I/O; namespaces, iptables and processes live in
 //! the binaries.

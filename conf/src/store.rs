@@ -205,7 +205,8 @@ impl NetworkStore {
 
     /// Applies the sync process's changes to the other hosts' records: each file, then its
     /// index entry (a removal the other way round, as for this host's records), the index
-    /// opened once for the whole batch.
+    /// opened once for the whole batch. A record the index refuses (too large for an entry)
+    /// is logged and left out, file and all, so that one bad value cannot stop the rest.
     pub fn apply_remote(
         &self,
         lock: &NetworkLock,
@@ -225,8 +226,17 @@ impl NetworkStore {
                     create_private_dir(&dir)?;
                     let key = record.key();
                     let body = serde_json::to_vec(record).expect("a record always serializes");
-                    write_atomic(&dir.join(format!("{key}{RECORD_SUFFIX}")), &body)?;
-                    index = index.insert_keyed(remote_key(host, &key), record)?;
+                    let file = dir.join(format!("{key}{RECORD_SUFFIX}"));
+                    write_atomic(&file, &body)?;
+                    index = match index.insert_keyed(remote_key(host, &key), record) {
+                        Ok(index) => index,
+                        Err(e @ ConfError::InvalidConfig(_)) => {
+                            tracing::warn!(host, key, "another host's record left out: {e}");
+                            remove_if_exists(&file)?;
+                            IndexWriter::open(&source)?
+                        }
+                        Err(e) => return Err(e),
+                    };
                 }
                 RemoteChange::Remove { host, key } => {
                     index = index.remove(&remote_key(host, key))?;
@@ -485,6 +495,38 @@ mod tests {
         let mut index = IndexReader::new(store.dir());
         assert!(index.addresses("db").unwrap().is_none());
         assert!(!store.dir().join(REMOTE_DIR).join("b").exists());
+    }
+
+    #[test]
+    fn another_hosts_record_too_large_for_the_index_is_left_out_not_fatal() {
+        use crate::index::IndexReader;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(&StatePaths::new(tmp.path()), "n");
+        let lock = store.lock().unwrap();
+        store.put(&lock, &record("c1", "web")).unwrap();
+        let mut huge = record("c2", "huge");
+        huge.aliases = vec!["a".repeat(70_000)];
+        let changes = [
+            RemoteChange::Put {
+                host: "b".into(),
+                record: Box::new(huge),
+            },
+            RemoteChange::Put {
+                host: "b".into(),
+                record: Box::new(record("c3", "db")),
+            },
+        ];
+        store.apply_remote(&lock, &changes).unwrap();
+        let keys: Vec<String> = store
+            .list_remote()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["b/c3@eth0"]);
+        let mut index = IndexReader::new(store.dir());
+        assert!(index.addresses("db").unwrap().is_some());
+        assert!(index.addresses("huge").unwrap().is_none());
     }
 
     #[test]

@@ -142,7 +142,13 @@ impl Remote {
             return None;
         }
         let record = match serde_json::from_slice::<Record>(&body) {
-            Ok(r) if r.network == network && r.key() == key => r,
+            Ok(r) if r.network == network && r.key() == key => match answerable(&r) {
+                Ok(()) => r,
+                Err(e) => {
+                    tracing::warn!(host, key, "skipped: {e}");
+                    return self.remove(host, key);
+                }
+            },
             Ok(r) => {
                 tracing::warn!(
                     host,
@@ -181,6 +187,22 @@ impl Remote {
         hosts.dedup();
         hosts.len()
     }
+}
+
+/// Whether another host's record can be answered as this host's are: names and aliases
+/// valid DNS names (normalized), as the plugin makes them. An older or hand-written value
+/// could hold anything.
+fn answerable(r: &Record) -> Result<(), embedns_conf::ConfError> {
+    use embedns_conf::names::{dns_name, normalize};
+    for n in r.names().chain(r.domain_name.as_deref()) {
+        dns_name("name", n)?;
+        if normalize(n) != n {
+            return Err(embedns_conf::ConfError::InvalidConfig(format!(
+                "name {n:?} is not normalized"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -314,6 +336,11 @@ mod tests {
         assert!(remote
             .put("n", "a", "c2@eth0", body("n", "c1", "x"))
             .is_none());
+        for bad in ["bad name\n", "Upper", ""] {
+            assert!(remote
+                .put("n", "a", "c1@eth0", body("n", "c1", bad))
+                .is_none());
+        }
         assert!(remote.held.is_empty());
     }
 }
