@@ -241,12 +241,16 @@ impl Cluster {
     pub fn restart_member(&mut self, i: usize) {
         assert!(self.members[i].is_none(), "member {i} still runs");
         self.members[i] = Some(self.spawn_member(i, "existing"));
-        wait_until(Duration::from_secs(30), "the restarted member to serve", || {
-            self.etcdctl(i, &["put", &format!("{}/.ready", self.prefix), "2"])
-                .status
-                .success()
-                .then_some(())
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the restarted member to serve",
+            || {
+                self.etcdctl(i, &["put", &format!("{}/.ready", self.prefix), "2"])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
     }
 
     /// Host `i` dies: its sync process, resolvers and etcd member are SIGKILLed (nothing is
