@@ -69,17 +69,24 @@ impl World {
 
     /// `embedns status --json` of this world's state dir: its exit code and report.
     pub fn status(&self) -> (i32, Value) {
+        let (code, out) = self.status_text(&["--json"]);
+        let report = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"));
+        (code, report)
+    }
+
+    /// `embedns status --data-dir <this world's> ARGS`: its exit code and stdout.
+    pub fn status_text(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(self.bin_dir.join("embedns"))
-            .args(["status", "--json", "--data-dir"])
+            .arg("status")
+            .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(args)
             .output()
             .expect("embedns status");
-        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "status is not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
-        (out.status.code().unwrap_or(-1), report)
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 }

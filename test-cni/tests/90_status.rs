@@ -1,23 +1,7 @@
 //! `embedns status`: what a person sees, asked of the live resolvers.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 use test_cni::World;
-
-fn status(w: &World, args: &[&str]) -> (i32, String) {
-    let out = Command::new(w.bin_dir.join("embedns"))
-        .arg("status")
-        .arg("--data-dir")
-        .arg(&w.data_dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 #[test]
 fn status_reports_containers_resolvers_and_health() {
@@ -36,7 +20,7 @@ fn status_reports_containers_resolvers_and_health() {
     w.resolve(&cli, "web", "A");
     w.resolve(&cli, "a.up.test", "A");
 
-    let (code, out) = status(&w, &["--json"]);
+    let (code, out) = w.status_text(&["--json"]);
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["networks"][0]["containers"].as_array().unwrap().len(), 2);
@@ -57,7 +41,7 @@ fn status_reports_containers_resolvers_and_health() {
     assert_eq!(r["counters"]["forwarded"], 1, "{r}");
 
     // One container, by name, as text.
-    let (code, text) = status(&w, &["web"]);
+    let (code, text) = w.status_text(&["web"]);
     assert_eq!(code, 0);
     assert!(
         text.contains("aliases [www]") && text.contains("healthy"),
@@ -73,7 +57,7 @@ fn status_reports_containers_resolvers_and_health() {
         "a resolver to die",
         || (w.resolver_pids().len() == 1).then_some(()),
     );
-    let (code, text) = status(&w, &[]);
+    let (code, text) = w.status_text(&[]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("UNHEALTHY"), "{text}");
 }

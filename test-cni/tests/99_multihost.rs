@@ -109,17 +109,9 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     assert_eq!(s["endpoint"], "http://10.99.0.3:2379");
     assert!(s["revision"].as_i64().unwrap() > 0);
     assert_eq!(s["published"], 1);
-    let embedns = h3.bin_dir.join("embedns");
-    let status = h3.exec_host(&[
-        embedns.to_str().unwrap(),
-        "status",
-        "--data-dir",
-        h3.data_dir.to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&status.stdout);
+    let (code, text) = h3.status_text(&[]);
     assert!(text.contains("shared through etcd as host3"), "{text}");
-
-    assert!(status.status.success(), "{text}");
+    assert_eq!(code, 0, "{text}");
 
     // A killed sync process: status says so (exit 1), CHECK starts it again, and it
     // republishes (its lease is new) and catches up with what changed meanwhile.
@@ -131,15 +123,9 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     wait_until(SPREAD, "host1's sync process to die", || {
         sync_pids(&h1.data_dir).is_empty().then_some(())
     });
-    let embedns1 = h1.bin_dir.join("embedns");
-    let status = h1.exec_host(&[
-        embedns1.to_str().unwrap(),
-        "status",
-        "--data-dir",
-        h1.data_dir.to_str().unwrap(),
-    ]);
-    assert_eq!(status.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&status.stdout).contains("NOT RUNNING"));
+    let (code, text) = h1.status_text(&[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("NOT RUNNING"), "{text}");
     let meanwhile = h2.container("meanwhile");
     let meanwhile_ip = ip_of(&h2.adding(&nets[1], &meanwhile).name("meanwhile").ok());
     h2.del(&nets[1], &web2, &[]); // host2's "web" leaves while host1 is not listening
