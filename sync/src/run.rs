@@ -181,10 +181,7 @@ impl Sync {
         if !self.apply(&changes)? {
             return self.leave(&mut client, lease).await;
         }
-        let mut every: BTreeSet<String> = self.published.keys.keys().cloned().collect();
-        for (key, _) in self.store.list()? {
-            every.insert(key);
-        }
+        let every = self.every_key()?;
         self.publish(&mut client, lease, &every).await?;
         let watching = WatchOptions::new()
             .with_prefix()
@@ -206,8 +203,8 @@ impl Sync {
             "in step with etcd"
         );
 
-        let every = Duration::from_millis(self.conf.ttl * 1000 / 3);
-        let mut renew = tokio::time::interval(every);
+        let period = Duration::from_millis(self.conf.ttl * 1000 / 3);
+        let mut renew = tokio::time::interval(period);
         let mut renewed_at = tokio::time::Instant::now();
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -216,7 +213,7 @@ impl Sync {
                     // A member cut off from the others' majority may keep the connection and
                     // the watch open and answer nothing: renewals unanswered for two periods
                     // end the session (before the lease itself can expire).
-                    if renewed_at.elapsed() > every * 2 {
+                    if renewed_at.elapsed() > period * 2 {
                         bail!("lease renewals unanswered for {:?}", renewed_at.elapsed());
                     }
                     timed(keeper.keep_alive()).await?
@@ -273,13 +270,7 @@ impl Sync {
                     if changed.gone || self.store.is_empty()? {
                         return self.leave(&mut client, lease).await;
                     }
-                    let keys: BTreeSet<String> = if changed.rescan {
-                        let mut all: BTreeSet<String> = self.published.keys.keys().cloned().collect();
-                        all.extend(self.store.list()?.into_iter().map(|(k, _)| k));
-                        all
-                    } else {
-                        changed.keys
-                    };
+                    let keys = if changed.rescan { self.every_key()? } else { changed.keys };
                     self.publish(&mut client, lease, &keys).await?;
                     self.write_status();
                 }
@@ -287,6 +278,13 @@ impl Sync {
                 _ = status_tick.tick() => self.write_status(),
             }
         }
+    }
+
+    /// Every attachment key this host has on disk or in etcd: what a full comparison covers.
+    fn every_key(&self) -> anyhow::Result<BTreeSet<String>> {
+        let mut keys: BTreeSet<String> = self.published.keys.keys().cloned().collect();
+        keys.extend(self.store.list()?.into_iter().map(|(k, _)| k));
+        Ok(keys)
     }
 
     /// Puts this host's changed records (one transaction for all of them) and deletes the
