@@ -15,6 +15,8 @@ pub struct Podman {
     pub data_dir: PathBuf,
     pub resolv_conf: PathBuf,
     networks: std::sync::Mutex<Vec<String>>,
+    /// The network namespace podman runs in (a test's host), `None`: the machine's.
+    host_netns: Option<String>,
 }
 
 impl Podman {
@@ -38,13 +40,30 @@ impl Podman {
             resolv_conf,
             dir,
             networks: Default::default(),
+            host_netns: None,
         }
+    }
+
+    /// [`Podman::new`] run inside the network namespace `netns` (a test's host: its bridges
+    /// and containers' veths are made there, and its sync processes reach etcd from there).
+    pub fn in_netns(test: &str, netns: &str) -> Podman {
+        let mut p = Podman::new(test);
+        p.host_netns = Some(netns.to_string());
+        p
     }
 
     /// Runs `podman ARGS` with this instance's configuration.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new("podman")
-            .arg("--root")
+        let mut cmd = match &self.host_netns {
+            // nsenter, not `ip netns exec`: that remounts /sys, where runc finds the cgroups.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("podman");
+                c
+            }
+            None => Command::new("podman"),
+        };
+        cmd.arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("runroot"))
@@ -68,8 +87,16 @@ impl Podman {
 
     /// `podman network create --disable-dns NAME`, then `plugin` (the embedns entry of a
     /// conflist) appended to the generated conflist, as a user would.
-    pub fn network(&self, name: &str, mut plugin: Value) -> String {
-        self.ok(&["network", "create", "--disable-dns", name]);
+    pub fn network(&self, name: &str, plugin: Value) -> String {
+        self.network_with(name, &[], plugin)
+    }
+
+    /// [`Podman::network`] with more `podman network create` options (`--subnet ...`).
+    pub fn network_with(&self, name: &str, create: &[&str], mut plugin: Value) -> String {
+        let mut args = vec!["network", "create", "--disable-dns"];
+        args.extend_from_slice(create);
+        args.push(name);
+        self.ok(&args);
         self.networks.lock().unwrap().push(name.to_string());
         plugin["dataDir"] = Value::from(self.data_dir.display().to_string());
         plugin["hostResolvConf"] = Value::from(self.resolv_conf.display().to_string());

@@ -404,3 +404,26 @@ fn tls_with_client_certificates_and_a_wrong_ca_said_in_status() {
         "{s}"
     );
 }
+
+#[test]
+fn a_podman_host_and_a_cnitool_host_share_a_network() {
+    let c = Cluster::new("podman_host", 2, 6);
+    // Host1 runs real podman (CNI backend) in its netns, on a network it made, with the
+    // embedns entry a user appends; host2 runs cnitool.
+    let pm = test_cni::podman::Podman::in_netns("podman_host", &c.hosts[0].w.host);
+    let mut entry = test_cni::example_entry("podman.conflist");
+    entry["etcd"] = c.etcd_options(0)["etcd"].clone();
+    pm.network_with("mh", &["--subnet", "10.77.1.0/24"], entry);
+    pm.start("web", &["--network", "mh", "--network-alias", "www"]);
+    let h2 = &c.hosts[1].w;
+    let nets = h2.network_in("mh", "10.77.2", c.etcd_options(1));
+    let cli = h2.container("cli");
+    let cli_ip = ip_of(&h2.adding(&nets, &cli).name("cli").ok());
+
+    let web_ip = h2.resolve(&cli, "web", "A");
+    assert_eq!(web_ip.len(), 1, "host2 resolves podman's web");
+    assert!(web_ip[0].starts_with("10.77.1."), "{web_ip:?}");
+    assert_eq!(h2.resolve(&cli, "www", "A"), web_ip, "and its alias");
+    let out = pm.busybox("web", &["nslookup", "cli"]);
+    assert_eq!(test_cni::nslookup_addresses(&out), vec![cli_ip], "{out}");
+}
