@@ -150,8 +150,9 @@ pub struct SyncStatus {
     pub endpoint: Option<String>,
     /// The etcd revision the local index reflects.
     pub revision: i64,
-    /// Milliseconds since the Unix epoch when etcd last answered (a watch event or a lease
-    /// renewal): the local copy is current as of then.
+    /// Milliseconds since the Unix epoch when etcd last answered (a watch event, a write, a
+    /// lease renewal). The file is rewritten at each, so while the process is in step it is
+    /// at most one renewal period (TTL/3) old.
     pub heard_at_ms: u64,
     /// This host's records in etcd.
     pub published: usize,

@@ -206,7 +206,6 @@ impl Sync {
         let period = Duration::from_millis(self.conf.ttl * 1000 / 3);
         let mut renew = tokio::time::interval(period);
         let mut renewed_at = tokio::time::Instant::now();
-        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = renew.tick() => {
@@ -222,6 +221,8 @@ impl Sync {
                     Some(r) if r.ttl() > 0 => {
                         renewed_at = tokio::time::Instant::now();
                         self.heard();
+                        // The status's "heard from" stays within one renewal period.
+                        self.write_status();
                     }
                     Some(_) => bail!("lease {lease:x} expired"),
                     None => bail!("the lease's keep-alive stream ended"),
@@ -274,8 +275,6 @@ impl Sync {
                     self.publish(&mut client, lease, &keys).await?;
                     self.write_status();
                 }
-                // Renewals change only when etcd was last heard from.
-                _ = status_tick.tick() => self.write_status(),
             }
         }
     }
