@@ -3,7 +3,8 @@
 //! A session grants a lease, lists the network's prefix (the other hosts' records replace the
 //! local copy; this host's keys are compared with its records and put again with the new
 //! lease), then watches from the listing's revision while it renews the lease every third of
-//! its TTL and publishes each local change (one transaction per batch of inotify events). Any
+//! its TTL and publishes each local change (a batch of inotify events: its puts in one
+//! transaction, each delete in its own, made only if the key is still the one put). Any
 //! error ends the session: the next endpoint is tried, with a backoff of 100 ms doubling to
 //! 2 s, and the next session starts over from a listing, which also covers a watch cancelled
 //! by compaction. Meanwhile the local copy keeps its last known records, so DNS is served
