@@ -427,3 +427,46 @@ fn a_podman_host_and_a_cnitool_host_share_a_network() {
     let out = pm.busybox("web", &["nslookup", "cli"]);
     assert_eq!(test_cni::nslookup_addresses(&out), vec![cli_ip], "{out}");
 }
+
+#[test]
+fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_shared() {
+    let c = Cluster::new("leave_and_arrive", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let probe = h2.container("probe");
+    h2.adding(&nets[1], &probe).name("probe").ok();
+    let mut last = h1.container("gen0");
+    h1.adding(&nets[0], &last).name("gen0").ok();
+    for i in 1..=5 {
+        // The last local container leaves (the sync process starts withdrawing this host's
+        // keys and ending) while a new one arrives (a new sync process starts).
+        h1.del(&nets[0], &last, &[]);
+        let next = h1.container(&format!("gen{i}"));
+        let ip = ip_of(&h1.adding(&nets[0], &next).name(&format!("gen{i}")).ok());
+        wait_until(SPREAD, &format!("gen{i} on host2"), || {
+            (h2.resolve(&probe, &format!("gen{i}"), "A") == vec![ip.clone()]).then_some(())
+        });
+        assert!(absent(h2, &probe, &format!("gen{}", i - 1)));
+        last = next;
+    }
+    // Whatever the ended processes did last, the newest name stays, and one process runs.
+    wait_until(SPREAD, "one sync process on host1", || {
+        (sync_pids(&h1.data_dir).len() == 1).then_some(())
+    });
+    let keys = c.etcdctl(
+        1,
+        &[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{}/mh/host1/", c.prefix),
+        ],
+    );
+    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(h2.resolve(&probe, "gen5", "A").len(), 1);
+}
