@@ -3,7 +3,8 @@
 //! network's directory (the config it runs with, its status).
 //!
 //! Keys in etcd: `<prefix>/<network>/<host>/<cid>@<ifname>`, the value a [`Record`] as JSON,
-//! put with the host's lease (so a dead host's records expire with it).
+//! put with the host's lease (so a dead host's records expire with it), and
+//! `<prefix>/<network>/<host>`, the host's claim of its name ([`EtcdConf::host_claim`]).
 //!
 //! [`Record`]: crate::record::Record
 
@@ -139,6 +140,13 @@ impl EtcdConf {
     pub fn host_prefix(&self, network: &str) -> String {
         format!("{}{}/", self.network_prefix(network), self.host())
     }
+
+    /// `<prefix>/<network>/<host>`: the claim of the host name on the network, held with the
+    /// host's lease, whose value says which machine and state directory hold it (two hosts
+    /// configured with one name would otherwise delete each other's records).
+    pub fn host_claim(&self, network: &str) -> String {
+        format!("{}{}", self.network_prefix(network), self.host())
+    }
 }
 
 /// What the sync process reports in `networks/<net>/.sync.json` (read by `embedns status`).
@@ -191,6 +199,7 @@ mod tests {
         assert_eq!((c.prefix.as_str(), c.ttl), ("/embedns", 6));
         assert_eq!(c.network_prefix("n"), "/embedns/n/");
         assert_eq!(c.host_prefix("n"), "/embedns/n/a/");
+        assert_eq!(c.host_claim("n"), "/embedns/n/a");
         let c = conf(serde_json::json!({"endpoints": ["http://e:1"], "prefix": "/x/"})).unwrap();
         assert_eq!(c.prefix, "/x");
         assert!(!c.host().is_empty(), "the machine's hostname");

@@ -23,7 +23,7 @@ use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    KeyValue, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use crate::local::LocalWatch;
@@ -60,6 +60,8 @@ pub struct Sync {
     status: SyncStatus,
     next_endpoint: usize,
     ready: Option<File>,
+    /// What this host's claim of its name says: `<machine id> <state directory>`.
+    identity: String,
 }
 
 impl Sync {
@@ -80,6 +82,7 @@ impl Sync {
             remote: Remote::default(),
             next_endpoint: 0,
             ready,
+            identity: format!("{} {}", machine_id(), paths.root().display()),
         }
     }
 
@@ -158,6 +161,7 @@ impl Sync {
             .await?
             .id();
         let (mut keeper, mut renewals) = timed(client.lease_keep_alive(lease)).await?;
+        self.claim_host(&mut client, lease).await?;
         let prefix = self.conf.network_prefix(&self.network);
         let (revision, listing) = list(&mut client, &prefix).await?;
         let me = self.conf.host().to_string();
@@ -277,6 +281,57 @@ impl Sync {
                     self.write_status();
                 }
             }
+        }
+    }
+
+    /// Claims this host's name on the network with the lease: made if absent, taken over if
+    /// an earlier process of this machine and state directory holds it (its lease not yet
+    /// expired), refused if another holds it: that host publishes under the name, and two
+    /// publishers would delete each other's records. The session then fails, is retried with
+    /// the backoff, and the status says why, until the other's claim goes.
+    async fn claim_host(&mut self, client: &mut Client, lease: i64) -> anyhow::Result<()> {
+        let claim = self.conf.host_claim(&self.network);
+        let put = || {
+            TxnOp::put(
+                claim.as_str(),
+                self.identity.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                claim.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([put()])
+            .or_else([TxnOp::get(claim.as_str(), None)]);
+        let resp = timed(client.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        match holder {
+            Some(h) if h != self.identity.as_bytes() => bail!(
+                "host name {:?} is in use on network {} by {} (set a unique etcd.host on each host)",
+                self.conf.host(),
+                self.network,
+                String::from_utf8_lossy(&h)
+            ),
+            // Ours from an earlier process: taken over with this lease, if it still is.
+            Some(_) => {
+                let take = Txn::new()
+                    .when([Compare::value(claim.as_str(), CompareOp::Equal, self.identity.as_str())])
+                    .and_then([put()]);
+                if !timed(client.txn(take)).await?.succeeded() {
+                    bail!("the claim of host name {:?} changed meanwhile", self.conf.host());
+                }
+                Ok(())
+            }
+            None => bail!("the claim of host name {:?} went meanwhile", self.conf.host()),
         }
     }
 
@@ -446,6 +501,20 @@ fn page_size() -> i64 {
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(PAGE)
+}
+
+/// `/etc/machine-id` (systemd's, one per installation), or the hostname without one.
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .map(|h| h.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// A client of one endpoint (with the config's TLS), made lazily: the first request connects.

@@ -470,3 +470,42 @@ fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_share
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(h2.resolve(&probe, "gen5", "A").len(), 1);
 }
+
+#[test]
+fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why() {
+    let c = Cluster::new("same_host_name", 2, 6);
+    let mut opts = c.etcd_options(1);
+    opts["etcd"]["host"] = json!("host1"); // host2 misconfigured with host1's name
+    let n1 = c.hosts[0].w.network_in("mh", "10.77.1", c.etcd_options(0));
+    let n2 = c.hosts[1].w.network_in("mh", "10.77.2", opts);
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let (web, cli) = (h1.container("web"), h2.container("cli"));
+    let web_ip = ip_of(&h1.adding(&n1, &web).name("web").ok());
+    // Host2's ADD succeeds and its own names answer; its sync process publishes nothing.
+    let cli_ip = ip_of(&h2.adding(&n2, &cli).name("cli").ok());
+    assert_eq!(h2.resolve(&cli, "cli", "A"), vec![cli_ip]);
+    let s = c.sync_status(1, "mh").expect("host2's sync status");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("host name \"host1\" is in use on network mh by"),
+        "{s}"
+    );
+    // Host1's record stays, alone under the name, and answers on host1.
+    let keys = c.etcdctl(
+        0,
+        &[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{}/mh/host1/", c.prefix),
+        ],
+    );
+    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(absent(h1, &web, "cli"));
+    assert_eq!(h1.resolve(&web, "web", "A"), vec![web_ip]);
+}
