@@ -167,7 +167,8 @@ pub struct SyncStatus {
     /// Other hosts' records held locally, and how many hosts they come from.
     pub remote_records: usize,
     pub remote_hosts: usize,
-    /// Write transactions sent to etcd (puts, deletes, the lease's revocation) so far.
+    /// Write transactions sent to etcd so far (puts, deletes, the host's claim, the lease's
+    /// revocation).
     #[serde(default)]
     pub writes: u64,
     /// The last error talking to etcd, cleared once it answers again.

@@ -307,6 +307,7 @@ impl Sync {
             .and_then([put()])
             .or_else([TxnOp::get(claim.as_str(), None)]);
         let resp = timed(client.txn(txn)).await?;
+        self.status.writes += 1;
         if resp.succeeded() {
             return Ok(());
         }
@@ -326,6 +327,7 @@ impl Sync {
                 let take = Txn::new()
                     .when([Compare::value(claim.as_str(), CompareOp::Equal, self.identity.as_str())])
                     .and_then([put()]);
+                self.status.writes += 1;
                 if !timed(client.txn(take)).await?.succeeded() {
                     bail!("the claim of host name {:?} changed meanwhile", self.conf.host());
                 }
