@@ -48,6 +48,8 @@ pub struct Containerd {
     rt: tokio::runtime::Runtime,
     client: RuntimeServiceClient<Channel>,
     sandboxes: std::sync::Mutex<Vec<String>>,
+    /// The network namespace containerd runs in (a test's host), `None`: the machine's.
+    host_netns: Option<String>,
 }
 
 impl Containerd {
@@ -57,6 +59,16 @@ impl Containerd {
     /// the test when not root or when containerd, ctr, runc or podman is missing (`make test`
     /// installs them): a test that cannot run never passes.
     pub fn new(test: &str, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
+        Containerd::new_in(test, None, embedns)
+    }
+
+    /// [`Containerd::new`] running in the network namespace `netns` (a test's host: the
+    /// pods' bridge is made there, and shared networks' sync processes reach etcd from there).
+    pub fn in_netns(test: &str, netns: &str, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
+        Containerd::new_in(test, Some(netns), embedns)
+    }
+
+    fn new_in(test: &str, netns: Option<&str>, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
         crate::require_root(test);
         for tool in ["containerd", "ctr", "runc", "podman"] {
             assert!(
@@ -116,7 +128,16 @@ impl Containerd {
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
+        // nsenter, not `ip netns exec`, which remounts /sys, where runc finds the cgroups.
+        let mut daemon = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
+        let daemon = daemon
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdin(Stdio::null())
@@ -163,6 +184,7 @@ impl Containerd {
             rt,
             client,
             sandboxes: Default::default(),
+            host_netns: netns.map(str::to_string),
         };
         c.import_image();
         c
@@ -376,6 +398,18 @@ fn install(dir: &Path, bin_dir: &Path) {
     assert!(bin_dir.join("embedns").is_file() && bin_dir.join("loopback").exists());
 }
 
+/// The embedns entry of conf/examples/containerd.conflist, its `resolvConfPath` pointed at
+/// the containerd root `ctd_root` (the example names the default root).
+pub fn example_entry(ctd_root: &Path) -> Value {
+    let mut p = crate::example_entry("containerd.conflist");
+    let template = p["resolvConfPath"]
+        .as_str()
+        .expect("the example has a resolvConfPath")
+        .replace("/var/lib/containerd", &ctd_root.display().to_string());
+    p["resolvConfPath"] = json!(template);
+    p
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         let left = std::mem::take(&mut *self.sandboxes.lock().unwrap());
@@ -406,7 +440,11 @@ impl Drop for Containerd {
         for m in ours {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
-        let _ = Command::new("ip")
+        let mut ip = Command::new("ip");
+        if let Some(ns) = &self.host_netns {
+            ip.args(["-n", ns]);
+        }
+        let _ = ip
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();

@@ -5,25 +5,13 @@
 use std::time::Duration;
 
 use k8s_cri::v1::DnsConfig;
-use serde_json::{json, Value};
+use serde_json::json;
 use test_cni::cri::{Containerd, Pod};
 use test_cni::{nslookup_addresses, wait_until, FakeUpstream};
 
-/// The embedns entry of conf/examples/containerd.conflist, its `resolvConfPath` pointed at
-/// this containerd's root (the example names the default root).
-fn example_plugin(ctd_root: &std::path::Path) -> Value {
-    let mut p = test_cni::example_entry("containerd.conflist");
-    let template = p["resolvConfPath"]
-        .as_str()
-        .unwrap()
-        .replace("/var/lib/containerd", &ctd_root.display().to_string());
-    p["resolvConfPath"] = json!(template);
-    p
-}
-
 /// A containerd whose conflist carries the example's embedns entry.
 fn containerd(test: &str) -> Containerd {
-    Containerd::new(test, example_plugin)
+    Containerd::new(test, test_cni::cri::example_entry)
 }
 
 fn nslookup(ctd: &Containerd, pod: &Pod, name: &str) -> String {

@@ -509,3 +509,32 @@ fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why() {
     assert!(absent(h1, &web, "cli"));
     assert_eq!(h1.resolve(&web, "web", "A"), vec![web_ip]);
 }
+
+#[test]
+fn a_containerd_host_and_a_cnitool_host_share_a_network() {
+    let c = Cluster::new("containerd_host", 2, 6);
+    // Host1 runs a real containerd (CRI) in its netns, with the containerd example's entry and
+    // the cluster's etcd key; host2 runs cnitool.
+    let etcd = c.etcd_options(0)["etcd"].clone();
+    let ctd = test_cni::cri::Containerd::in_netns("containerd_host", &c.hosts[0].w.host, |root| {
+        let mut entry = test_cni::cri::example_entry(root);
+        entry["etcd"] = etcd;
+        entry
+    });
+    let web = ctd.run_pod("web", None);
+    let h2 = &c.hosts[1].w;
+    let net = h2.network_in("cri-net", "10.77.2", c.etcd_options(1)); // containerd's network
+    let cli = h2.container("cli");
+    let cli_ip = ip_of(&h2.adding(&net, &cli).name("cli").ok());
+    assert_eq!(
+        h2.resolve(&cli, "web", "A"),
+        vec![web.ip.clone()],
+        "host2 resolves the pod"
+    );
+    let (code, out) = ctd.exec(&web, &["nslookup", "cli"]);
+    assert_eq!(
+        test_cni::nslookup_addresses(&out),
+        vec![cli_ip],
+        "{code}: {out}"
+    );
+}
