@@ -295,6 +295,22 @@ impl Cluster {
         }
     }
 
+    /// The keys of `host`'s records on `network` in etcd (through host `i`'s member).
+    pub fn record_keys(&self, i: usize, network: &str, host: &str) -> Vec<String> {
+        let prefix = format!("{}/{network}/{host}/", self.prefix);
+        let out = self.etcdctl(i, &["get", "--prefix", "--keys-only", &prefix]);
+        assert!(
+            out.status.success(),
+            "etcdctl get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Compacts etcd's history up to its current revision (through host `i`'s member): a
     /// watch resuming from before it is refused, so a returning host must list again.
     pub fn compact(&self, i: usize) {

@@ -162,19 +162,8 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     wait_until(SPREAD, "host3's sync process to end", || {
         sync_pids(&h3.data_dir).is_empty().then_some(())
     });
-    let keys = c.etcdctl(
-        0,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            &format!("{}/mh/host3/", c.prefix),
-        ],
-    );
-    assert!(
-        String::from_utf8_lossy(&keys.stdout).trim().is_empty(),
-        "host3's keys are gone"
-    );
+    let keys = c.record_keys(0, "mh", "host3");
+    assert!(keys.is_empty(), "host3's keys are gone: {keys:?}");
 }
 
 #[test]
@@ -308,20 +297,7 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed() {
         .then_some(())
     });
     // Nothing duplicated: host1's keys in etcd are its two records.
-    let keys = c.etcdctl(
-        1,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            &format!("{}/mh/host1/", c.prefix),
-        ],
-    );
-    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let keys = c.record_keys(1, "mh", "host1");
     assert_eq!(keys.len(), 2, "{keys:?}");
 }
 
@@ -453,20 +429,7 @@ fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_share
     wait_until(SPREAD, "one sync process on host1", || {
         (sync_pids(&h1.data_dir).len() == 1).then_some(())
     });
-    let keys = c.etcdctl(
-        1,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            &format!("{}/mh/host1/", c.prefix),
-        ],
-    );
-    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let keys = c.record_keys(1, "mh", "host1");
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(h2.resolve(&probe, "gen5", "A").len(), 1);
 }
@@ -491,20 +454,7 @@ fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why() {
         "{s}"
     );
     // Host1's record stays, alone under the name, and answers on host1.
-    let keys = c.etcdctl(
-        0,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            &format!("{}/mh/host1/", c.prefix),
-        ],
-    );
-    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let keys = c.record_keys(0, "mh", "host1");
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(absent(h1, &web, "cli"));
     assert_eq!(h1.resolve(&web, "web", "A"), vec![web_ip]);
