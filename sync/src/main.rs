@@ -68,6 +68,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every capability dropped (bounding set first, while CAP_SETPCAP is still there) and
+/// no_new_privs set, before any thread starts (threads inherit both). The process stays uid 0,
+/// the owner of the store it writes, so it needs none: a process taken over through a value
+/// from etcd cannot override file permissions, load modules, trace or signal others' processes
+/// or change the network.
+fn confine() -> anyhow::Result<()> {
+    use caps::CapSet;
+    for set in [
+        CapSet::Bounding,
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).with_context(|| format!("dropping the {set:?} capabilities"))?;
+    }
+    nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")
+}
+
 fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     let paths = StatePaths::new(&args.data_dir);
     let log = paths.sync_log(&args.network);
@@ -93,6 +112,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         }
         return Ok(());
     };
+    confine()?;
     let conf_path = paths.etcd_conf(&args.network);
     let conf: EtcdConf = serde_json::from_slice(
         &std::fs::read(&conf_path).with_context(|| format!("reading {}", conf_path.display()))?,

@@ -155,6 +155,23 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
         "host2's web, deleted meanwhile, is gone from host1's copy"
     );
 
+    // The sync process keeps no capability and may gain none.
+    let pid = sync_pids(&h3.data_dir)[0];
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for (field, want) in [
+        ("CapEff:", "0000000000000000"),
+        ("CapBnd:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+    ] {
+        assert_eq!(
+            test_cni::line_starting(&proc_status, field)
+                .split_whitespace()
+                .nth(1),
+            Some(want),
+            "{field}"
+        );
+    }
+
     // The last local container leaving ends the host's sync process and withdraws its keys.
     let sync = sync_pids(&h3.data_dir);
     assert_eq!(sync.len(), 1, "one sync process on host3");
