@@ -1,7 +1,8 @@
 //! `embedns-syncd --data-dir DIR --network NAME [--ready-fd FD]`: started by the embedns plugin
 //! (ADD, CHECK and GC start it when it is not running), never by hand. It takes the network's
 //! sync lock (another running: exits at once), reads the etcd config ADD left in the network's
-//! directory and runs until the network's last local container leaves. SIGTERM and SIGINT end
+//! directory, forks the worker it supervises (restarted if it dies abnormally) and runs until
+//! the network's last local container leaves. SIGTERM and SIGINT end
 //! it without withdrawing anything: this host's records then expire with the lease unless a
 //! new process takes over first.
 
@@ -15,6 +16,7 @@ use anyhow::Context;
 use embedns_conf::fsutil::{create_private_dir, try_lock_file};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::EtcdConf;
+use embedns_conf::store::NetworkStore;
 use embedns_sync::local::LocalWatch;
 use embedns_sync::run::Sync;
 use tokio::signal::unix::{signal, SignalKind};
@@ -87,6 +89,51 @@ fn confine() -> anyhow::Result<()> {
     nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")
 }
 
+/// Forks the worker and returns in it; the first process stays as its supervisor, which
+/// starts another worker (after [`RESTART_PAUSE`]) when one dies of a signal or fails (the
+/// OOM killer, a panic) while the network still has local records, and exits with the worker
+/// that ends cleanly (the last local container left, SIGTERM). A worker gets SIGTERM when its
+/// supervisor dies. Both share the sync lock (one open file, inherited), so no other sync
+/// process starts meanwhile; both show as `embedns-syncd` with the same arguments.
+fn supervise(store: &NetworkStore, ready: &mut Option<File>) -> anyhow::Result<()> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    loop {
+        // SAFETY: no other thread exists yet (the runtime starts in the worker), so the
+        // child may do anything after the fork.
+        match unsafe { fork() }.context("forking the sync worker")? {
+            ForkResult::Child => {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .context("PR_SET_PDEATHSIG")?;
+                return Ok(());
+            }
+            ForkResult::Parent { child } => {
+                // The worker answers the plugin's ready pipe; this copy is closed, so the
+                // plugin sees the pipe end if the worker dies first.
+                ready.take();
+                let ended = loop {
+                    match waitpid(child, None) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        other => break other,
+                    }
+                };
+                if matches!(ended, Ok(WaitStatus::Exited(_, 0))) {
+                    std::process::exit(0);
+                }
+                if store.is_empty().unwrap_or(true) {
+                    tracing::info!("the worker ended ({ended:?}) and no local container is left");
+                    std::process::exit(0);
+                }
+                tracing::warn!("the sync worker {child} ended ({ended:?}); starting another");
+                std::thread::sleep(RESTART_PAUSE); // a pause between restarts, not a wait for anything
+            }
+        }
+    }
+}
+
+/// Between a worker's death and the next one's start.
+const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     let paths = StatePaths::new(&args.data_dir);
     let log = paths.sync_log(&args.network);
@@ -120,6 +167,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     .with_context(|| format!("parsing {}", conf_path.display()))?;
     let conf = conf.settle()?;
     tracing::info!(network = %args.network, host = conf.host(), endpoints = ?conf.endpoints, "started");
+    supervise(&NetworkStore::new(&paths, &args.network), ready)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

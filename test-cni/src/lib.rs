@@ -98,7 +98,8 @@ pub fn nslookup_addresses(out: &str) -> Vec<String> {
     v
 }
 
-/// PIDs of the sync processes (shared networks) of state dir `data_dir`.
+/// PIDs of the sync processes (shared networks) of state dir `data_dir`: two per network, a
+/// supervisor and its worker.
 pub fn sync_pids(data_dir: &std::path::Path) -> Vec<i32> {
     pgrep(&sync_pattern(data_dir))
 }

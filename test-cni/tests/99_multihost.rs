@@ -113,8 +113,29 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     assert!(text.contains("shared through etcd as host3"), "{text}");
     assert_eq!(code, 0, "{text}");
 
-    // A killed sync process: status says so (exit 1), CHECK starts it again, and it
-    // republishes (its lease is new) and catches up with what changed meanwhile.
+    // A sync worker killed (the OOM killer, a crash): its supervisor starts another, which
+    // catches up with what changed meanwhile.
+    let worker = c.sync_status(0, "mh").unwrap()["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let while_down = h2.container("whiledown");
+    let while_down_ip = ip_of(&h2.adding(&nets[1], &while_down).name("whiledown").ok());
+    wait_until(SPREAD * 2, "a new worker on host1 to catch up", || {
+        (h1.resolve(&web, "whiledown", "A") == vec![while_down_ip.clone()]).then_some(())
+    });
+    let restarted = c.sync_status(0, "mh").unwrap()["pid"].as_i64().unwrap() as i32;
+    assert_ne!(restarted, worker);
+    assert_eq!(
+        sync_pids(&h1.data_dir).len(),
+        2,
+        "the supervisor and its new worker"
+    );
+
+    // The sync process killed, supervisor and all: status says so (exit 1), CHECK starts it
+    // again, and it republishes (its lease is new) and catches up with what changed meanwhile.
     test_cni::must(std::process::Command::new("pkill").args([
         "-KILL",
         "-f",
@@ -142,8 +163,8 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     );
     assert_eq!(
         sync_pids(&h1.data_dir).len(),
-        1,
-        "CHECK started host1's sync process"
+        2,
+        "CHECK started host1's sync process (a supervisor and its worker)"
     );
     assert_eq!(
         h1.resolve(&web, "meanwhile", "A"),
@@ -174,7 +195,11 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
 
     // The last local container leaving ends the host's sync process and withdraws its keys.
     let sync = sync_pids(&h3.data_dir);
-    assert_eq!(sync.len(), 1, "one sync process on host3");
+    assert_eq!(
+        sync.len(),
+        2,
+        "one sync process on host3: a supervisor and its worker"
+    );
     h3.del(&nets[2], &cli, &[]);
     wait_until(SPREAD, "host3's sync process to end", || {
         sync_pids(&h3.data_dir).is_empty().then_some(())
@@ -444,7 +469,7 @@ fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_share
     }
     // Whatever the ended processes did last, the newest name stays, and one process runs.
     wait_until(SPREAD, "one sync process on host1", || {
-        (sync_pids(&h1.data_dir).len() == 1).then_some(())
+        (sync_pids(&h1.data_dir).len() == 2).then_some(()) // a supervisor and its worker
     });
     let keys = c.record_keys(1, "mh", "host1");
     assert_eq!(keys.len(), 1, "{keys:?}");
