@@ -29,6 +29,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The name of a shared network's etcd config in its directory (`.etcd.json`).
+pub const ETCD_CONF_FILE: &str = ".etcd.json";
+
 /// Paths under one state directory.
 #[derive(Debug, Clone)]
 pub struct StatePaths {
@@ -58,7 +61,7 @@ impl StatePaths {
 
     /// `networks/<network>/.etcd.json`: the config the network's sync process runs with.
     pub fn etcd_conf(&self, network: &str) -> PathBuf {
-        self.network(network).join(".etcd.json")
+        self.network(network).join(ETCD_CONF_FILE)
     }
 
     /// `networks/<network>/.sync.lock`: held by the network's sync process.

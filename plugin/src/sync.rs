@@ -64,8 +64,7 @@ pub fn ensure(
     let conf = paths.etcd_conf(network);
     let body = serde_json::to_vec_pretty(etcd).expect("an etcd config serializes");
     if std::fs::read(&conf).ok().as_deref() != Some(&body[..]) {
-        // A running process keeps the config it started with (until the network's last local
-        // container leaves); a changed one applies to the next.
+        // A running process sees the file change and starts over with the new config.
         write_atomic(&conf, &body)?;
     }
     let Some(free) = try_lock_file(&paths.sync_lock(network), true)? else {

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 
 use anyhow::Context;
+use embedns_conf::paths::ETCD_CONF_FILE;
 use embedns_conf::store::record_key;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
@@ -22,6 +23,8 @@ pub struct Changed {
     pub rescan: bool,
     /// The directory itself is gone (the network's last local container left).
     pub gone: bool,
+    /// The etcd config the plugin leaves there (`.etcd.json`) was written.
+    pub config: bool,
 }
 
 struct Fd(Inotify);
@@ -77,6 +80,9 @@ impl LocalWatch {
                             out.gone = true;
                         }
                         let name = e.name.as_ref().map(|n| n.to_string_lossy());
+                        if name.as_deref() == Some(ETCD_CONF_FILE) {
+                            out.config = true;
+                        }
                         if let Some(key) = name.as_deref().and_then(record_key) {
                             out.keys.insert(key.to_string());
                         }

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use embedns_conf::fsutil::{create_private_dir, try_lock_file};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::shared::EtcdConf;
 use embedns_conf::store::NetworkStore;
 use embedns_sync::local::LocalWatch;
 use embedns_sync::run::Sync;
@@ -160,14 +159,10 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         return Ok(());
     };
     confine()?;
-    let conf_path = paths.etcd_conf(&args.network);
-    let conf: EtcdConf = serde_json::from_slice(
-        &std::fs::read(&conf_path).with_context(|| format!("reading {}", conf_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", conf_path.display()))?;
-    let conf = conf.settle()?;
-    tracing::info!(network = %args.network, host = conf.host(), endpoints = ?conf.endpoints, "started");
     supervise(&NetworkStore::new(&paths, &args.network), ready)?;
+    // Read by each worker: one started after a change of config runs with the new one.
+    let conf = embedns_sync::run::read_conf(&paths.etcd_conf(&args.network))?;
+    tracing::info!(network = %args.network, host = conf.host(), endpoints = ?conf.endpoints, "started");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

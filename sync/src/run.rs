@@ -55,10 +55,13 @@ pub struct Sync {
     conf: EtcdConf,
     store: NetworkStore,
     status_path: std::path::PathBuf,
+    conf_path: std::path::PathBuf,
     published: Published,
     remote: Remote,
     status: SyncStatus,
     next_endpoint: usize,
+    /// A new config: the next session starts with its first endpoint.
+    from_first_endpoint: bool,
     ready: Option<File>,
     /// What this host's claim of its name says: `<machine id> <state directory>`.
     identity: String,
@@ -78,9 +81,11 @@ impl Sync {
             conf,
             store: NetworkStore::new(paths, network),
             status_path: paths.sync_status(network),
+            conf_path: paths.etcd_conf(network),
             published: Published::default(),
             remote: Remote::default(),
             next_endpoint: 0,
+            from_first_endpoint: false,
             ready,
             identity: format!("{} {}", machine_id(), paths.root().display()),
         }
@@ -95,6 +100,9 @@ impl Sync {
         let mut backoff = MIN_BACKOFF;
         let mut failed_in_a_row = 0;
         loop {
+            if std::mem::take(&mut self.from_first_endpoint) {
+                self.next_endpoint = 0;
+            }
             let endpoint =
                 self.conf.endpoints[self.next_endpoint % self.conf.endpoints.len()].clone();
             let mut in_step = false;
@@ -137,10 +145,14 @@ impl Sync {
                 tokio::select! {
                     _ = &mut pause => break,
                     changed = local.changed() => {
-                        let gone = changed.map(|c| c.gone).unwrap_or(true);
+                        let (gone, config) = changed.map(|c| (c.gone, c.config)).unwrap_or((true, false));
                         if gone || self.store.is_empty().unwrap_or(true) {
                             tracing::info!("the network's last local container left while etcd was unreachable");
                             return End::LastLeft;
+                        }
+                        if let Some(new) = config.then(|| self.changed_conf()).flatten() {
+                            self.adopt(new);
+                            break;
                         }
                     }
                 }
@@ -276,6 +288,12 @@ impl Sync {
                     if changed.gone || self.store.is_empty()? {
                         return self.leave(&mut client, lease).await;
                     }
+                    if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
+                        // What this host published under the old config goes with its lease.
+                        let _ = timed(client.lease_revoke(lease)).await;
+                        self.adopt(new);
+                        bail!("the etcd config changed; starting over with the new one");
+                    }
                     let keys = if changed.rescan { self.every_key()? } else { changed.keys };
                     self.publish(&mut client, lease, &keys).await?;
                     self.write_status();
@@ -335,6 +353,27 @@ impl Sync {
             }
             None => bail!("the claim of host name {:?} went meanwhile", self.conf.host()),
         }
+    }
+
+    /// The config the plugin left in the network's directory, when it differs from the one
+    /// this process runs with (an unreadable one is logged and ignored).
+    fn changed_conf(&self) -> Option<EtcdConf> {
+        match read_conf(&self.conf_path) {
+            Ok(new) if new != self.conf => Some(new),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("the etcd config was rewritten but cannot be used: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Runs with `new` from the next session on, starting with its first endpoint.
+    fn adopt(&mut self, new: EtcdConf) {
+        tracing::info!(host = new.host(), endpoints = ?new.endpoints, prefix = %new.prefix, "the etcd config changed");
+        self.status.host = new.host().to_string();
+        self.from_first_endpoint = true;
+        self.conf = new;
     }
 
     /// Every attachment key this host has on disk or in etcd: what a full comparison covers.
@@ -517,6 +556,14 @@ fn machine_id() -> String {
                 .map(|h| h.to_string_lossy().into_owned())
         })
         .unwrap_or_default()
+}
+
+/// The config the plugin left in the network's directory, validated.
+pub fn read_conf(path: &std::path::Path) -> anyhow::Result<EtcdConf> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let conf: EtcdConf =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(conf.settle()?)
 }
 
 /// A client of one endpoint (with the config's TLS), made lazily: the first request connects.

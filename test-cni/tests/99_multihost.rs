@@ -530,3 +530,34 @@ fn a_containerd_host_and_a_cnitool_host_share_a_network() {
         "{code}: {out}"
     );
 }
+
+#[test]
+fn a_changed_etcd_config_applies_to_the_running_sync_process() {
+    let c = Cluster::new("changed_config", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let (web, cli) = (h1.container("web"), h2.container("cli"));
+    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
+    h2.adding(&nets[1], &cli).name("cli").ok();
+    assert_eq!(c.record_keys(0, "mh", "host2").len(), 1);
+    // Host2's conflist now names it "node2" (and lists its endpoints the other way round);
+    // its next ADD leaves that config for the running sync process, which takes it up.
+    let mut opts = c.etcd_options(1);
+    opts["etcd"]["host"] = json!("node2");
+    opts["etcd"]["endpoints"].as_array_mut().unwrap().reverse();
+    let renamed = h2.network_in("mh", "10.77.2", opts);
+    let late = h2.container("late");
+    let late_ip = ip_of(&h2.adding(&renamed, &late).name("late").ok());
+    wait_until(SPREAD, "host2's records under its new name", || {
+        (c.record_keys(0, "mh", "node2").len() == 2 && c.record_keys(0, "mh", "host2").is_empty())
+            .then_some(())
+    });
+    assert_eq!(h1.resolve(&web, "late", "A"), vec![late_ip]);
+    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+    let s = c.sync_status(1, "mh").unwrap();
+    assert_eq!(s["host"], "node2");
+    assert_eq!(
+        s["endpoint"], "http://10.99.0.1:2379",
+        "the new list's first endpoint"
+    );
+}
