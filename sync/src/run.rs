@@ -9,7 +9,9 @@
 //! 2 s, and the next session starts over from a listing, which also covers a watch cancelled
 //! by compaction. Meanwhile the local copy keeps its last known records, so DNS is served
 //! through a control-plane outage; if the outage outlasts the lease, this host's records expire
-//! elsewhere (it cannot be told from a dead host) and the next session puts them back.
+//! elsewhere (it cannot be told from a dead host) and the next session puts them back. A new
+//! etcd config left by the plugin ends the session too (its lease revoked: what was published
+//! under the old config goes), and the next one runs with it.
 
 use std::collections::BTreeSet;
 use std::fs::File;
