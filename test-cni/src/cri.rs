@@ -128,16 +128,7 @@ impl Containerd {
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        // nsenter, not `ip netns exec`, which remounts /sys, where runc finds the cgroups.
-        let mut daemon = match netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg("containerd");
-                c
-            }
-            None => Command::new("containerd"),
-        };
-        let daemon = daemon
+        let daemon = crate::command_in(netns, "containerd")
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdin(Stdio::null())

@@ -60,6 +60,20 @@ pub fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
     text.lines().find(|l| l.starts_with(prefix)).unwrap_or("")
 }
 
+/// `program`, run in the network namespace `netns` (`/run/netns/<netns>`) when there is one.
+/// Through nsenter, not `ip netns exec`: that remounts /sys, where runc finds the cgroups
+/// (podman and containerd run in a test's host netns this way).
+pub fn command_in(netns: Option<&str>, program: &str) -> std::process::Command {
+    match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
 /// Runs a set-up command that must succeed.
 pub fn must(cmd: &mut std::process::Command) {
     let out = cmd.output().expect("running a setup command");

@@ -54,16 +54,8 @@ impl Podman {
 
     /// Runs `podman ARGS` with this instance's configuration.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = match &self.host_netns {
-            // nsenter, not `ip netns exec`: that remounts /sys, where runc finds the cgroups.
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg("podman");
-                c
-            }
-            None => Command::new("podman"),
-        };
-        cmd.arg("--root")
+        crate::command_in(self.host_netns.as_deref(), "podman")
+            .arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("runroot"))
