@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use test_cni::multihost::Cluster;
 use test_cni::wait::{poll_until, wait_until};
-use test_cni::{ip_of, sync_pids, Container, World};
+use test_cni::{ip_of, sync_pids, Container, Network, World};
 
 /// Whether `name` is unknown on `c`'s networks: a definite answer (R16: NOERROR, empty), not
 /// a query that got no reply.
@@ -21,6 +21,27 @@ fn absent(w: &World, c: &Container, name: &str) -> bool {
 /// The bound the README states for a dead or cut-off host's names: the lease TTL + 4 s (etcd
 /// may first elect a new leader, which extends every lease).
 const EXPIRY_SLACK_SECS: u64 = 4;
+
+/// "web" on host1 on `n1` and "cli" on host2 on `n2`, added in that order.
+struct WebAndCli {
+    web: Container,
+    cli: Container,
+    web_ip: String,
+    cli_ip: String,
+}
+
+fn web_and_cli(c: &Cluster, n1: &Network, n2: &Network) -> WebAndCli {
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let (web, cli) = (h1.container("web"), h2.container("cli"));
+    let web_ip = ip_of(&h1.adding(n1, &web).name("web").ok());
+    let cli_ip = ip_of(&h2.adding(n2, &cli).name("cli").ok());
+    WebAndCli {
+        web,
+        cli,
+        web_ip,
+        cli_ip,
+    }
+}
 
 /// How long a change on one host may take to show on another in these tests (the bench
 /// measures the real figure; this only bounds a wait).
@@ -368,11 +389,8 @@ fn the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names() {
         }
         nets.push(h.w.conflist(list));
     }
-    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
-    let (web, cli) = (h1.container("web"), h2.container("cli"));
-    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
-    h2.adding(&nets[1], &cli).name("cli").ok();
-    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+    let WebAndCli { cli, web_ip, .. } = web_and_cli(&c, &nets[0], &nets[1]);
+    assert_eq!(c.hosts[1].w.resolve(&cli, "web", "A"), vec![web_ip]);
 }
 
 #[test]
@@ -380,9 +398,7 @@ fn tls_with_client_certificates_and_a_wrong_ca_said_in_status() {
     let c = Cluster::with_tls("tls", 2, 6);
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
-    let (web, cli) = (h1.container("web"), h2.container("cli"));
-    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
-    h2.adding(&nets[1], &cli).name("cli").ok();
+    let WebAndCli { cli, web_ip, .. } = web_and_cli(&c, &nets[0], &nets[1]);
     assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
     let s = c.sync_status(1, "mh").expect("host2's sync status");
     assert_eq!(s["endpoint"], "https://10.99.0.2:2379");
@@ -484,10 +500,13 @@ fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why() {
     let n1 = c.hosts[0].w.network_in("mh", "10.77.1", c.etcd_options(0));
     let n2 = c.hosts[1].w.network_in("mh", "10.77.2", opts);
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
-    let (web, cli) = (h1.container("web"), h2.container("cli"));
-    let web_ip = ip_of(&h1.adding(&n1, &web).name("web").ok());
     // Host2's ADD succeeds and its own names answer; its sync process publishes nothing.
-    let cli_ip = ip_of(&h2.adding(&n2, &cli).name("cli").ok());
+    let WebAndCli {
+        web,
+        cli,
+        web_ip,
+        cli_ip,
+    } = web_and_cli(&c, &n1, &n2);
     assert_eq!(h2.resolve(&cli, "cli", "A"), vec![cli_ip]);
     let s = c.sync_status(1, "mh").expect("host2's sync status");
     let error = s["last_error"].as_str().unwrap_or_default();
@@ -536,9 +555,9 @@ fn a_changed_etcd_config_applies_to_the_running_sync_process() {
     let c = Cluster::new("changed_config", 2, 6);
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
-    let (web, cli) = (h1.container("web"), h2.container("cli"));
-    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
-    h2.adding(&nets[1], &cli).name("cli").ok();
+    let WebAndCli {
+        web, cli, web_ip, ..
+    } = web_and_cli(&c, &nets[0], &nets[1]);
     assert_eq!(c.record_keys(0, "mh", "host2").len(), 1);
     // Host2's conflist now names it "node2" (and lists its endpoints the other way round);
     // its next ADD leaves that config for the running sync process, which takes it up.
