@@ -7,6 +7,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/demo/common.sh"
+CHECK_W1=50 CHECK_W2=22
 bin="$here/target/release"
 cnitool="$here/test-cni/cnitool/bin/cnitool"
 [ "$(id -u)" = 0 ] || { echo "make demo-multihost needs root (network namespaces, iptables)"; exit 1; }
@@ -35,18 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say()  { printf '\n\033[1m%s\033[0m\n' "$*"; }
 on()   { local h=$1; shift; ip netns exec "$id-h$h" "$@"; }
 cni()  { # host verb container [env...]
   local h=$1 verb=$2 c=$3; shift 3
   on "$h" env NETCONFPATH="$tmp/h$h/net.d" CNI_PATH="$tmp/bin" CNI_CACHE_DIR="$tmp/h$h/cache" \
     "$@" "$cnitool" "$verb" shared "/run/netns/$id-c$c"
 }
-dig_in() { local c=$1; shift; ip netns exec "$id-c$c" dig @127.0.0.11 +time=3 +tries=1 +short "$@" | sort | tr '\n' ' ' | sed 's/ $//'; }
-check() { # description, got, want
-  if [ "$2" = "$3" ]; then printf '  %-50s -> %-22s ok\n' "$1" "${2:-(no answer)}"
-  else printf '  %-50s -> %-22s WRONG (want %s)\n' "$1" "${2:-(no answer)}" "${3:-(no answer)}"; failed=1; fi
-}
+dig_in() { local c=$1; shift; dig_ns "$id-c$c" "$@"; }
 
 say "1. Three hosts (netns $id-h1..3) on an underlay bridge, 10.99.0.1-3, one etcd member each"
 mkdir -p "$tmp/bin"

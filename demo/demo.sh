@@ -5,6 +5,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/demo/common.sh"
 bin="$here/target/release"
 cnitool="$here/test-cni/cnitool/bin/cnitool"
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, iptables)"; exit 1; }
@@ -32,18 +33,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say()  { printf '\n\033[1m%s\033[0m\n' "$*"; }
 cni()  {
   local c=$1; shift
   ip netns exec "$host" env NETCONFPATH="$tmp/net.d" CNI_PATH="$tmp/bin" CNI_CACHE_DIR="$tmp/cache" \
     "$@" "$cnitool" "${CNITOOL_VERB:-del}" demo "/run/netns/$id-$c"
 }
 add()  { local c=$1; shift; CNITOOL_VERB=add cni "$c" "$@"; }
-dig_in() { local c=$1; shift; ip netns exec "$id-$c" dig @127.0.0.11 +time=3 +tries=1 +short "$@" | sort | tr '\n' ' ' | sed 's/ $//'; }
-check() { # description, got, want
-  if [ "$2" = "$3" ]; then printf '  %-44s -> %-28s ok\n' "$1" "${2:-(no answer)}"
-  else printf '  %-44s -> %-28s WRONG (want %s)\n' "$1" "${2:-(no answer)}" "${3:-(no answer)}"; failed=1; fi
-}
+dig_in() { local c=$1; shift; dig_ns "$id-$c" "$@"; }
 
 say "1. A private 'host' namespace for the demo, so the machine's network stays as it is"
 mkdir -p "$tmp/net.d" "$tmp/bin" "$tmp/cache" "$tmp/data"
