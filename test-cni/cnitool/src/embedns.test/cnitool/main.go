@@ -2,7 +2,8 @@
 // the conflists in NETCONFPATH; CNI_PATH, CNI_ARGS, CAP_ARGS, CNI_IFNAME honoured; the
 // container ID derived from the netns path) built against Debian's libcni source. Two
 // additions for tests: CNI_CONTAINERID overrides the derived ID, and CNI_CACHE_DIR isolates
-// libcni's result cache.
+// libcni's result cache. Built with the tag libcni13 against libcni 1.3 (test-cni/newer/fetch.sh),
+// it also has gc and status (verbs13.go).
 package main
 
 import (
@@ -18,6 +19,9 @@ import (
 )
 
 const defaultNetDir = "/etc/cni/net.d"
+
+// Verbs of newer libcni versions, registered by files built only against them (verbs13.go).
+var extraVerbs = map[string]func(*libcni.CNIConfig, *libcni.NetworkConfigList, *libcni.RuntimeConf) error{}
 
 func parseArgs(args string) ([][2]string, error) {
 	var result [][2]string
@@ -113,6 +117,9 @@ func main() {
 	case "del":
 		exit(cninet.DelNetworkList(context.TODO(), netconf, rt))
 	default:
+		if verb, ok := extraVerbs[os.Args[1]]; ok {
+			exit(verb(cninet, netconf, rt))
+		}
 		usage()
 	}
 }
