@@ -8,7 +8,7 @@
 //! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -86,6 +86,8 @@ struct RawNetConf {
     #[serde(default)]
     etc_netns: bool,
     #[serde(default)]
+    catch_nameservers: Option<bool>,
+    #[serde(default)]
     domain_name: Option<String>,
     #[serde(default)]
     log_file: Option<PathBuf>,
@@ -141,6 +143,9 @@ pub struct NetConf {
     /// `ip netns exec` bind-mounts over /etc/resolv.conf (the cnitool flow). Off by default:
     /// podman reads that file as the container's *host* resolv.conf.
     pub etc_netns: bool,
+    /// Answer the queries sent to the nameservers a runtime writes itself (R26); on unless
+    /// `catchNameservers` is false.
+    pub catch_nameservers: bool,
     pub domain_name: Option<String>,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -257,6 +262,7 @@ impl NetConf {
             internal: raw.internal,
             resolv_conf_path: raw.resolv_conf_path,
             etc_netns: raw.etc_netns,
+            catch_nameservers: raw.catch_nameservers.unwrap_or(true),
             domain_name: raw.domain_name.map(|d| names::normalize(&d)),
             log_file: raw.log_file,
             log_level: raw.log_level,
@@ -273,6 +279,38 @@ impl NetConf {
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments,
         })
+    }
+
+    /// R26 (ours): the nameservers a runtime that writes the container's resolv.conf itself
+    /// puts there, whose queries the resolver answers: the `dns` capability's servers when it
+    /// has any (a pod's `dns_config`, `podman --dns`), else the nameservers of `host` (the
+    /// host resolv.conf, which containerd and nerdctl copy). IPv4 only (the redirect is
+    /// iptables'), never 127.0.0.8/29 (redirected anyway); none when `catchNameservers` is
+    /// false. A conf's `dns.nameservers` are ours to ask, not the runtime's to write.
+    pub fn runtime_nameservers(&self, host: &crate::resolv::ResolvConf) -> Vec<Ipv4Addr> {
+        if !self.catch_nameservers {
+            return Vec::new();
+        }
+        let given: Vec<IpAddr> = if self.dns_capability.servers.is_empty() {
+            host.nameservers.clone()
+        } else {
+            let port_53 = |a: SocketAddr| (a.port() == 53).then_some(a.ip());
+            (self.dns_capability.servers.iter())
+                .filter_map(|s| parse_upstream(s).ok().and_then(port_53))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for ip in given {
+            let IpAddr::V4(v4) = ip else { continue };
+            let caught = !redirected_in_container(SocketAddr::new(ip, 53))
+                && !v4.is_unspecified()
+                && !v4.is_multicast()
+                && !v4.is_broadcast();
+            if caught && !out.contains(&v4) {
+                out.push(v4);
+            }
+        }
+        out
     }
 }
 
@@ -371,6 +409,30 @@ mod tests {
         assert_eq!(c.ttl, 600);
         assert_eq!(c.data_dir, PathBuf::from("/run/embedns"));
         assert!(c.explicit_upstreams.is_empty());
+    }
+
+    #[test]
+    fn r26_runtime_nameservers_are_the_capabilitys_else_the_hosts_ipv4_ones() {
+        let host = crate::resolv::ResolvConf::parse(
+            "nameserver 10.255.255.53\nnameserver 127.0.0.11\nnameserver fd00::1\nnameserver 127.0.0.53\n",
+        );
+        let hosts: Vec<Ipv4Addr> = vec![
+            "10.255.255.53".parse().unwrap(),
+            "127.0.0.53".parse().unwrap(),
+        ];
+        assert_eq!(conf("").unwrap().runtime_nameservers(&host), hosts);
+        let pod = conf(
+            r#","runtimeConfig":{"dns":{"servers":["10.96.0.10","127.0.0.11","10.96.0.10","10.0.0.2:5353"]}}"#,
+        );
+        assert_eq!(
+            pod.unwrap().runtime_nameservers(&host),
+            vec!["10.96.0.10".parse::<Ipv4Addr>().unwrap()]
+        );
+        // Explicit conf upstreams are ours to ask, not the runtime's to write.
+        let explicit = conf(r#","dns":{"nameservers":["10.0.0.1"]}"#).unwrap();
+        assert_eq!(explicit.runtime_nameservers(&host), hosts);
+        let off = conf(r#","catchNameservers":false"#).unwrap();
+        assert!(off.runtime_nameservers(&host).is_empty());
     }
 
     #[test]

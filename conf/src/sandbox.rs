@@ -24,6 +24,10 @@ pub struct Attachment {
     /// neither repeat nor leave the container without one (R23).
     #[serde(default = "first_nameserver")]
     pub nameserver: std::net::Ipv4Addr,
+    /// The nameservers a runtime may write for this attachment instead of ours, whose queries
+    /// the resolver answers too (R26): the `dns` capability's servers, else the host's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caught: Vec<std::net::Ipv4Addr>,
 }
 
 /// The embedded resolver's address, Docker's.
@@ -44,6 +48,18 @@ impl Sandbox {
             .map(|last| std::net::Ipv4Addr::new(127, 0, 0, last))
             .find(|a| !self.attachments.iter().any(|x| x.nameserver == *a))
             .unwrap_or(EMBEDDED_RESOLVER)
+    }
+
+    /// The nameservers caught for the container (R26): its attachments' together, in attach
+    /// order, each once.
+    pub fn caught(&self) -> Vec<std::net::Ipv4Addr> {
+        let mut all = Vec::new();
+        for ip in self.attachments.iter().flat_map(|a| &a.caught) {
+            if !all.contains(ip) {
+                all.push(*ip);
+            }
+        }
+        all
     }
 }
 
@@ -87,6 +103,11 @@ pub struct Sandbox {
     /// back after their removal.
     #[serde(default = "settled")]
     pub redirect_settled: bool,
+    /// The `UID:GID` exempt from the catch of R26 (the resolver's), once the redirect has
+    /// the catch chain; `None`: installed by an earlier version, whose rules lack it until
+    /// the next change of the container's networks adds it.
+    #[serde(default)]
+    pub catch_owner: Option<(u32, u32)>,
     #[serde(default)]
     pub files: Vec<WrittenFile>,
 }
@@ -104,6 +125,7 @@ impl Default for Sandbox {
             attachments: Vec::new(),
             resolver: None,
             redirect_settled: true,
+            catch_owner: None,
             files: Vec::new(),
         }
     }

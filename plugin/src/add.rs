@@ -39,6 +39,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     let identity = Identity::new(env, conf)?;
     let host = files::host_resolv_conf(&conf.host_resolv_conf)?;
     let rc = files::container_resolv_conf(conf, &host);
+    let caught = conf.runtime_nameservers(&host);
     let targets = files::targets(env, conf)?;
     let binary = resolver::binary(conf.resolver_path.as_deref())?;
     if !binary.is_file() {
@@ -101,15 +102,23 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         binary: &binary,
         user: conf.resolver_user,
     };
-    let attached =
-        attach(&paths, &lock, env, &record, &targets, &rc.render(), &spawn).and_then(|a| {
-            if let Some(etcd) = &conf.etcd {
-                if let Some(starting) = sync::ensure(&paths, &conf.name, etcd, &sync_binary)? {
-                    starting.wait();
-                }
+    let attached = attach(
+        &paths,
+        &lock,
+        env,
+        (&record, caught),
+        &targets,
+        &rc.render(),
+        &spawn,
+    )
+    .and_then(|a| {
+        if let Some(etcd) = &conf.etcd {
+            if let Some(starting) = sync::ensure(&paths, &conf.name, etcd, &sync_binary)? {
+                starting.wait();
             }
-            Ok(a)
-        });
+        }
+        Ok(a)
+    });
     let attachment = match attached {
         Ok(a) => a,
         Err(e) => {
@@ -139,11 +148,12 @@ struct Spawn<'a> {
     user: ResolverUser,
 }
 
+/// `attaching`: the record, and the nameservers this attachment catches (R26).
 fn attach(
     paths: &StatePaths,
     lock: &SandboxLock,
     env: &CniEnv,
-    record: &Record,
+    (record, caught): (&Record, Vec<std::net::Ipv4Addr>),
     targets: &[std::path::PathBuf],
     resolv_conf: &str,
     spawn: &Spawn,
@@ -180,18 +190,28 @@ fn attach(
     }
     sb.netns = env.netns.clone();
     sb.netns_inode = inode;
-    let same = |a: &&Attachment| a.network == record.network && a.ifname == record.ifname;
-    let attachment = match sb.attachments.iter().find(same) {
-        Some(a) => a.clone(),
+    let caught_before = sb.caught();
+    let same = |a: &&mut Attachment| a.network == record.network && a.ifname == record.ifname;
+    let attachment = match sb.attachments.iter_mut().find(same) {
+        Some(a) => {
+            a.caught = caught;
+            a.clone()
+        }
         None => {
             let a = Attachment {
                 network: record.network.clone(),
                 ifname: record.ifname.clone(),
                 nameserver: sb.free_nameserver(),
+                caught,
             };
             sb.attachments.push(a.clone());
             a
         }
+    };
+    let catch = redirect::Catch {
+        servers: sb.caught(),
+        uid: spawn.user.uid,
+        gid: spawn.user.gid,
     };
     // A live resolver serving this netns is told to reload; otherwise one is started (and an
     // earlier one's rules, if any, replaced).
@@ -211,6 +231,13 @@ fn attach(
     if reuse {
         resolver::control::<ReloadReply>(paths, &env.container_id, Request::Reload)
             .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
+        if catch.servers != caught_before || sb.catch_owner != Some(catch.owner()) {
+            let info = sb.resolver.as_ref().expect("a reused resolver is recorded");
+            let jump = sb.catch_owner.is_none();
+            redirect::set_catch(&env.netns, info.udp_port, info.tcp_port, &catch, jump)?;
+            sb.catch_owner = Some(catch.owner());
+            sandbox::save(paths, lock, &sb)?;
+        }
     } else {
         // Bind the resolver's sockets here, in the container's netns, so the redirect
         // (an iptables-restore exec) runs while the resolver starts.
@@ -224,7 +251,8 @@ fn attach(
         let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
         // A remover a DEL left for this netns would take the new rules away: stop it first.
         let left = later::cancel(paths, &env.netns);
-        let redirect = redirect::install(&env.netns, u, t, previous || left)?;
+        let redirect = redirect::install(&env.netns, u, t, previous || left, &catch)?;
+        sb.catch_owner = Some(catch.owner());
         let starting = resolver::start(
             spawn.binary,
             spawn.user,

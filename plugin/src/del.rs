@@ -77,6 +77,7 @@ pub fn detach_locked(
             return Ok(());
         }
     };
+    let caught_before = sb.caught();
     sb.attachments
         .retain(|a| !(a.network == network && a.ifname == ifname));
     if sb.attachments.is_empty() {
@@ -87,6 +88,19 @@ pub fn detach_locked(
         if let Some(info) = sb.resolver.as_ref().filter(|i| resolver::alive(i)) {
             if let Err(e) = resolver::control::<ReloadReply>(paths, container_id, Request::Reload) {
                 tracing::warn!(pid = info.pid, "resolver did not reload: {e:#}");
+            }
+            // R26: the servers only the leaving network gave are no longer caught.
+            if let Some((uid, gid)) = sb.catch_owner.filter(|_| sb.caught() != caught_before) {
+                let catch = redirect::Catch {
+                    servers: sb.caught(),
+                    uid,
+                    gid,
+                };
+                let set =
+                    redirect::set_catch(&sb.netns, info.udp_port, info.tcp_port, &catch, false);
+                if let Err(e) = set {
+                    tracing::warn!(netns = %sb.netns, "the nameservers caught are unchanged: {e:#}");
+                }
             }
         }
         Ok(())

@@ -6,11 +6,18 @@
 //! ACCEPT) cannot take 127.0.0.11 away. One `iptables-restore --noflush` batch per change: one
 //! exec instead of eight.
 //!
+//! R26 (ours): the nameservers the runtime may write itself (containerd 2.x, nerdctl, CRI-O,
+//! `podman --dns`) are caught too, in a third chain, `EMBEDNS_CATCH`: DNAT of `<server>:53` to
+//! the same ports, except for sockets of the resolvers' `UID:GID`, so the resolver's own
+//! forwarded queries to those servers leave the netns (`-m owner`, as NodeLocal DNSCache's
+//! NOTRACK rules exempt its own upstream address). Its jump comes second, after
+//! 127.0.0.8/29's; [`set_catch`] rewrites the chain when the container's networks change.
+//!
 //! iptables runs in the netns of the thread that forks it: every function here enters the
 //! container's netns (given by path) for exactly the execs it makes, fallback included.
 
 use std::io::Write;
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,29 +28,73 @@ use crate::netns;
 
 const OUTPUT_CHAIN: &str = "EMBEDNS_OUTPUT";
 const POSTROUTING_CHAIN: &str = "EMBEDNS_POSTROUTING";
+const CATCH_CHAIN: &str = "EMBEDNS_CATCH";
 const RESOLVER_IP: &str = "127.0.0.11";
 /// The nameserver addresses attachments name (127.0.0.11-15, `sandbox::NAMESERVERS`), all
 /// redirected to the resolver.
 const NAMESERVERS: &str = "127.0.0.8/29";
 
+/// The nameservers whose queries the resolver answers (R26), and who is exempt: the resolvers'
+/// identity, whose queries to those servers are the forwarded ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catch {
+    pub servers: Vec<Ipv4Addr>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Catch {
+    /// The exempt `(uid, gid)`, as the sandbox records it.
+    pub fn owner(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
+    /// The rules of [`CATCH_CHAIN`] for a resolver on `udp`/`tcp` (none without servers).
+    fn rules(&self, udp: u16, tcp: u16) -> String {
+        if self.servers.is_empty() {
+            return String::new();
+        }
+        let (uid, gid) = (self.uid, self.gid);
+        let mut rules =
+            format!("-A {CATCH_CHAIN} -m owner --uid-owner {uid} --gid-owner {gid} -j RETURN\n");
+        for s in &self.servers {
+            rules += &format!(
+                "-A {CATCH_CHAIN} -d {s}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
+                 -A {CATCH_CHAIN} -d {s}/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n"
+            );
+        }
+        rules
+    }
+}
+
 /// Starts installing the rules for a resolver listening on `udp`/`tcp` and returns without
 /// waiting (the caller overlaps it with the resolver's start and calls [`Pending::wait`]).
 /// `replace` first removes the rules of an earlier resolver of this netns, whose jumps would
 /// otherwise be duplicated; a fresh netns has none, and skipping that saves an exec.
-pub fn install(netns_path: &str, udp: u16, tcp: u16, replace: bool) -> anyhow::Result<Pending> {
+pub fn install(
+    netns_path: &str,
+    udp: u16,
+    tcp: u16,
+    replace: bool,
+    catch: &Catch,
+) -> anyhow::Result<Pending> {
     if replace {
         let _ = remove_start(netns_path).and_then(Pending::wait);
     }
+    let catch_rules = catch.rules(udp, tcp);
     let batch = format!(
         "*nat\n\
          :{OUTPUT_CHAIN} - [0:0]\n\
          :{POSTROUTING_CHAIN} - [0:0]\n\
+         :{CATCH_CHAIN} - [0:0]\n\
+         -I OUTPUT 1 -j {CATCH_CHAIN}\n\
          -I OUTPUT 1 -d {NAMESERVERS} -j {OUTPUT_CHAIN}\n\
          -I POSTROUTING 1 -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
          -A {OUTPUT_CHAIN} -d {NAMESERVERS} -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
          -A {OUTPUT_CHAIN} -d {NAMESERVERS} -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n\
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p udp -m udp --sport {udp} -j SNAT --to-source :53\n\
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p tcp -m tcp --sport {tcp} -j SNAT --to-source :53\n\
+         {catch_rules}\
          COMMIT\n"
     );
     Ok(Pending {
@@ -52,6 +103,35 @@ pub fn install(netns_path: &str, udp: u16, tcp: u16, replace: bool) -> anyhow::R
         what: "installing the 127.0.0.11 redirect",
         fallback: false,
     })
+}
+
+/// Rewrites the catch (R26) of a running resolver on `udp`/`tcp`, in one batch: when a
+/// network joins or leaves a container, or for a resolver whose rules an earlier version
+/// installed without [`CATCH_CHAIN`] (`jump`: add the chain's jump as well).
+pub fn set_catch(
+    netns_path: &str,
+    udp: u16,
+    tcp: u16,
+    catch: &Catch,
+    jump: bool,
+) -> anyhow::Result<()> {
+    let jump = if jump {
+        format!("-I OUTPUT 2 -j {CATCH_CHAIN}\n")
+    } else {
+        String::new()
+    };
+    // Declaring a chain that exists flushes it (iptables-restore --noflush, legacy and nft).
+    let batch = format!(
+        "*nat\n:{CATCH_CHAIN} - [0:0]\n{jump}{}COMMIT\n",
+        catch.rules(udp, tcp)
+    );
+    Pending {
+        child: restore_start(netns_path, &batch)?,
+        netns: netns_path.to_string(),
+        what: "updating the nameservers caught",
+        fallback: false,
+    }
+    .wait()
 }
 
 /// An `iptables-restore` under way.
@@ -147,7 +227,9 @@ pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
         "*nat\n\
          -D OUTPUT -d {NAMESERVERS} -j {OUTPUT_CHAIN}\n\
          -D POSTROUTING -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
+         -D OUTPUT -j {CATCH_CHAIN}\n\
          -F {OUTPUT_CHAIN}\n-X {OUTPUT_CHAIN}\n\
+         -F {CATCH_CHAIN}\n-X {CATCH_CHAIN}\n\
          -F {POSTROUTING_CHAIN}\n-X {POSTROUTING_CHAIN}\n\
          COMMIT\n"
     );
@@ -163,7 +245,7 @@ pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
 /// then checks that nothing of ours is left in the netns's nat table.
 pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
     let _in = netns::enter(netns_path)?;
-    let steps: [&[&str]; 7] = [
+    let steps: [&[&str]; 10] = [
         &["-D", "OUTPUT", "-d", NAMESERVERS, "-j", OUTPUT_CHAIN],
         // The jump of versions that redirected 127.0.0.11 alone.
         &["-D", "OUTPUT", "-d", "127.0.0.11/32", "-j", OUTPUT_CHAIN],
@@ -175,8 +257,12 @@ pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
             "-j",
             POSTROUTING_CHAIN,
         ],
+        // Versions before R26 have no catch chain.
+        &["-D", "OUTPUT", "-j", CATCH_CHAIN],
         &["-F", OUTPUT_CHAIN],
         &["-X", OUTPUT_CHAIN],
+        &["-F", CATCH_CHAIN],
+        &["-X", CATCH_CHAIN],
         &["-F", POSTROUTING_CHAIN],
         &["-X", POSTROUTING_CHAIN],
     ];
@@ -203,7 +289,11 @@ pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
     let rules = String::from_utf8_lossy(&listed.stdout);
     let left: Vec<&str> = rules
         .lines()
-        .filter(|l| l.contains(OUTPUT_CHAIN) || l.contains(POSTROUTING_CHAIN))
+        .filter(|l| {
+            [OUTPUT_CHAIN, POSTROUTING_CHAIN, CATCH_CHAIN]
+                .iter()
+                .any(|c| l.contains(c))
+        })
         .collect();
     if !left.is_empty() {
         anyhow::bail!("rules left in place: {}", left.join("; "));

@@ -314,7 +314,13 @@ impl World {
 
     /// `dig @127.0.0.11 ARGS` from inside a container.
     pub fn dig(&self, c: &Container, args: &[&str]) -> Dig {
-        let mut cmd = vec!["dig", "@127.0.0.11", "+time=4", "+tries=1"];
+        self.dig_at(c, "127.0.0.11", args)
+    }
+
+    /// `dig @SERVER ARGS` from inside a container.
+    pub fn dig_at(&self, c: &Container, server: &str, args: &[&str]) -> Dig {
+        let at = format!("@{server}");
+        let mut cmd = vec!["dig", &at, "+time=4", "+tries=1"];
         cmd.extend_from_slice(args);
         let out = self.exec(c, &cmd);
         Dig::parse(&String::from_utf8_lossy(&out.stdout))
