@@ -25,14 +25,20 @@ CARGO       ?= cargo
 # iptables, real DNS clients, dnsmasq for the demo's and bench's upstream, the real runtimes
 # (podman, rootless too, and containerd), protoc (the CRI client crate of the containerd tests and
 # the etcd client of embedns-syncd), etcd (the multi-host tests, bench and demo) and openssl
-# (their TLS certificates).
+# (their TLS certificates), and mmdebstrap (the sid root that builds the libcni 1.3 cnitool).
 APT_PACKAGES := iptables iproute2 procps containernetworking-plugins golang-go podman runc \
                 golang-github-appc-cni-dev bind9-dnsutils busybox-static dnsmasq-base \
-                containerd protobuf-compiler slirp4netns uidmap etcd-server etcd-client openssl
+                containerd protobuf-compiler slirp4netns uidmap etcd-server etcd-client openssl \
+                mmdebstrap
+
+# The runtimes users run now, from Debian's newer suites (test-cni/newer/fetch.sh: containerd
+# 2.x, etcd 3.5, CNI plugins 1.9, a libcni 1.3 cnitool), cached here between runs.
+EMBEDNS_NEWER ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/embedns-newer
+export EMBEDNS_NEWER
 
 CNITOOL := test-cni/cnitool/bin/cnitool
 
-.PHONY: all release install install-files deps cnitool test demo demo-multihost bench bench-quick soak fuzz fmt lint clean
+.PHONY: all release install install-files deps newer cnitool test demo demo-multihost bench bench-quick soak fuzz fmt lint clean
 
 all: release
 
@@ -66,6 +72,9 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
+newer: deps
+	./test-cni/newer/fetch.sh
+
 cnitool: $(CNITOOL)
 
 $(CNITOOL): test-cni/cnitool/src/embedns.test/cnitool/main.go
@@ -73,7 +82,7 @@ $(CNITOOL): test-cni/cnitool/src/embedns.test/cnitool/main.go
 	cd test-cni/cnitool && GO111MODULE=off GOPATH=$$PWD:/usr/share/gocode \
 	  GOCACHE=$${TMPDIR:-/tmp}/embedns-gocache go build -o bin/cnitool embedns.test/cnitool
 
-test: deps
+test: deps newer
 	$(CARGO) build --locked --bins
 	$(MAKE) cnitool
 	EMBEDNS_BIN_DIR=$(CURDIR)/target/debug EMBEDNS_CNITOOL=$(CURDIR)/$(CNITOOL) \

@@ -91,7 +91,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if s.quick { 60 } else { 300 });
-    let mut cluster = Cluster::new("bench-multihost", 3, 6);
+    let mut cluster = Cluster::new(test_cni::multihost::Etcd::Debian, "bench-multihost", 3, 6);
     let mut sides: Vec<Side> = cluster
         .hosts
         .iter()

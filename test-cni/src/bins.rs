@@ -47,6 +47,34 @@ pub fn reference_plugins() -> PathBuf {
     dir
 }
 
+/// What `test-cni/newer/fetch.sh` fetched (`make test` runs it): the runtimes users run now,
+/// from Debian's newer suites (containerd 2.x, etcd 3.5, CNI plugins 1.9, a libcni 1.3
+/// cnitool). `EMBEDNS_NEWER`, default `${XDG_CACHE_HOME:-$HOME/.cache}/embedns-newer`; a test
+/// needing them fails when they are missing.
+pub fn newer() -> PathBuf {
+    let dir = std::env::var_os("EMBEDNS_NEWER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("embedns-newer")
+        });
+    assert!(
+        dir.join("root/.done").is_file() && dir.join("cnitool-libcni13").is_file(),
+        "{} lacks the newer runtimes: run test-cni/newer/fetch.sh (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The binaries of Debian's newer suites ([`newer`]): containerd 2.x, ctr, its shim, etcd 3.5.
+pub fn newer_bin() -> PathBuf {
+    newer().join("root/usr/bin")
+}
+
 /// cnitool, built once per test process if the Makefile did not build it.
 pub fn cnitool() -> PathBuf {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();

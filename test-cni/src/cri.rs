@@ -1,5 +1,5 @@
-//! Real containerd (Debian's 1.6, its CRI plugin, runc) for tests, driven over the CRI API as
-//! kubelet drives it. Each instance has a private root, state, socket, CNI conf dir and plugin
+//! Real containerd (Debian's 1.6, or 2.x from Debian's newer suite: [`Version`]; its CRI
+//! plugin, Debian's runc) for tests, driven over the CRI API as kubelet drives it. Each instance has a private root, state, socket, CNI conf dir and plugin
 //! dir (the layout `make install-files` produces: embedns next to links to the reference
 //! plugins), and a busybox-only image imported without a registry. Drop stops and removes the
 //! pods it ran, stops containerd and its shims, and removes everything.
@@ -33,6 +33,18 @@ pub struct Pod {
     pub ip: String,
 }
 
+/// Which containerd a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Debian 12's containerd 1.6, with Debian 12's CNI plugins 1.1.
+    Debian,
+    /// containerd 2.x with CNI plugins 1.9, from Debian's newer suite (`bins::newer`). It writes
+    /// the sandbox's resolv.conf after the CNI ADD, copying the host's `/etc/resolv.conf`:
+    /// it runs in a mount namespace of its own where that is the test's host resolv.conf, so
+    /// the pods are given the nameserver embedns reads (never the machine's).
+    V2,
+}
+
 /// A private containerd with its CRI client.
 pub struct Containerd {
     pub dir: PathBuf,
@@ -50,6 +62,7 @@ pub struct Containerd {
     sandboxes: std::sync::Mutex<Vec<String>>,
     /// The network namespace containerd runs in (a test's host), `None`: the machine's.
     host_netns: Option<String>,
+    pub version: Version,
 }
 
 impl Containerd {
@@ -58,27 +71,43 @@ impl Containerd {
     /// with this instance's `dataDir` and a test `hostResolvConf`; fails
     /// the test when not root or when containerd, ctr, runc or podman is missing (`make test`
     /// installs them): a test that cannot run never passes.
-    pub fn new(test: &str, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
-        Containerd::new_in(test, None, embedns)
+    pub fn new(test: &str, version: Version, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
+        Containerd::new_in(test, None, version, embedns)
     }
 
     /// [`Containerd::new`] running in the network namespace `netns` (a test's host: the
     /// pods' bridge is made there, and shared networks' sync processes reach etcd from there).
-    pub fn in_netns(test: &str, netns: &str, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
-        Containerd::new_in(test, Some(netns), embedns)
+    pub fn in_netns(
+        test: &str,
+        netns: &str,
+        version: Version,
+        embedns: impl FnOnce(&Path) -> Value,
+    ) -> Containerd {
+        Containerd::new_in(test, Some(netns), version, embedns)
     }
 
-    fn new_in(test: &str, netns: Option<&str>, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
+    fn new_in(
+        test: &str,
+        netns: Option<&str>,
+        version: Version,
+        embedns: impl FnOnce(&Path) -> Value,
+    ) -> Containerd {
         crate::require_root(test);
+        let (tools, plugins) = match version {
+            Version::Debian => (PathBuf::new(), bins::reference_plugins()),
+            Version::V2 => (bins::newer_bin(), bins::newer().join("root/usr/lib/cni")),
+        };
         for tool in ["containerd", "ctr", "runc", "podman"] {
+            let program = Some(tools.join(tool)).filter(|p| p.is_file());
+            let program = program.unwrap_or_else(|| PathBuf::from(tool));
             assert!(
-                Command::new(tool).arg("--version").output().is_ok(),
+                Command::new(program).arg("--version").output().is_ok(),
                 "{test} cannot run: {tool} is not installed (make test installs it)"
             );
         }
         let dir = std::env::temp_dir().join(format!("embedns-ctd-{}", crate::unique("c")));
         let bin_dir = dir.join("opt/cni/bin");
-        install(&dir, &bin_dir);
+        install(&dir, &bin_dir, &plugins);
         let root = dir.join("root");
         let mut embedns = embedns(&root);
         let socket = dir.join("containerd.sock");
@@ -128,7 +157,22 @@ impl Containerd {
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let daemon = crate::command_in(netns, "containerd")
+        let mut daemon = match version {
+            Version::Debian => crate::command_in(netns, "containerd"),
+            Version::V2 => {
+                let mut c = crate::command_in(netns, "unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+                    .arg(dir.join("host-resolv.conf"))
+                    .arg(tools.join("containerd"));
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![tools.clone()];
+                dirs.extend(std::env::split_paths(&path));
+                c.env("PATH", std::env::join_paths(dirs).unwrap());
+                c
+            }
+        };
+        let daemon = daemon
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdin(Stdio::null())
@@ -176,6 +220,7 @@ impl Containerd {
             client,
             sandboxes: Default::default(),
             host_netns: netns.map(str::to_string),
+            version,
         };
         c.import_image();
         c
@@ -218,8 +263,12 @@ impl Containerd {
             IMAGE,
         ]);
         podman(&["save", "--format", "oci-archive", "-o", &archive, IMAGE]);
+        let ctr = match self.version {
+            Version::Debian => PathBuf::from("ctr"),
+            Version::V2 => bins::newer_bin().join("ctr"),
+        };
         must(
-            Command::new("ctr")
+            Command::new(ctr)
                 .arg("-a")
                 .arg(&self.socket)
                 .args(["-n", "k8s.io", "images", "import", &archive]),
@@ -367,9 +416,8 @@ impl Containerd {
 }
 
 /// `make install-files` of the binaries under test into `<dir>/opt/cni/bin`: embedns and the
-/// links to Debian's reference plugins, one plugin dir as containerd 1.6's CRI takes it.
-fn install(dir: &Path, bin_dir: &Path) {
-    bins::reference_plugins();
+/// links to the reference plugins in `plugins`, one plugin dir as containerd's CRI takes it.
+fn install(dir: &Path, bin_dir: &Path, plugins: &Path) {
     let out = Command::new("make")
         .arg("-C")
         .arg(bins::workspace())
@@ -379,6 +427,7 @@ fn install(dir: &Path, bin_dir: &Path) {
         .arg(format!("DESTDIR={}", dir.display()))
         .arg("BINDIR=/opt/cni/bin")
         .arg("EXAMPLESDIR=/examples")
+        .arg(format!("REFERENCE_PLUGINS={}", plugins.display()))
         .output()
         .expect("running make");
     assert!(

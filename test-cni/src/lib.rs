@@ -97,15 +97,15 @@ pub fn example_entry(file: &str) -> serde_json::Value {
         .expect("the example has an embedns entry")
 }
 
-/// The addresses busybox `nslookup` printed, sorted and each once (its server's own line,
-/// `127.0.0.11`, left out; with a search list it asks each search-qualified name, which R16a
-/// may answer as the local one).
+/// The addresses busybox `nslookup` printed, sorted and each once (its server's own lines,
+/// `Server:` and `Address: <server>:53` before the first `Name:`, left out; with a search
+/// list it asks each search-qualified name, which R16a may answer as the local one).
 pub fn nslookup_addresses(out: &str) -> Vec<String> {
     let mut v: Vec<String> = out
         .lines()
+        .skip_while(|l| !l.starts_with("Name:"))
         .filter_map(|l| l.strip_prefix("Address:"))
         .map(|a| a.trim().to_string())
-        .filter(|a| !a.starts_with("127.0.0.11"))
         .collect();
     v.sort();
     v.dedup();

@@ -24,6 +24,25 @@ pub struct Host {
     pub ip: String,
 }
 
+/// Which etcd a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Etcd {
+    /// Debian 12's etcd 3.4.
+    Debian,
+    /// etcd 3.5 from Debian's newer suite (`bins::newer`).
+    V3_5,
+}
+
+impl Etcd {
+    /// `etcd` or `etcdctl` of this version.
+    fn program(self, name: &str) -> PathBuf {
+        match self {
+            Etcd::Debian => PathBuf::from(name),
+            Etcd::V3_5 => crate::bins::newer_bin().join(name),
+        }
+    }
+}
+
 /// Hosts, their etcd members and the underlay between them.
 pub struct Cluster {
     pub id: String,
@@ -36,21 +55,22 @@ pub struct Cluster {
     /// With TLS: the directory of the CA, the members' and the client's certificates.
     pub certs: Option<PathBuf>,
     members: Vec<Option<Child>>,
+    pub etcd: Etcd,
 }
 
 impl Cluster {
     /// `n` hosts with an etcd cluster of one member per host, healthy when this returns.
-    pub fn new(test: &str, n: usize, ttl: u64) -> Cluster {
-        Cluster::build(test, n, ttl, false)
+    pub fn new(etcd: Etcd, test: &str, n: usize, ttl: u64) -> Cluster {
+        Cluster::build(etcd, test, n, ttl, false)
     }
 
     /// [`Cluster::new`] whose members serve clients over TLS and require a client
     /// certificate signed by the run's own CA (made with openssl).
-    pub fn with_tls(test: &str, n: usize, ttl: u64) -> Cluster {
-        Cluster::build(test, n, ttl, true)
+    pub fn with_tls(etcd: Etcd, test: &str, n: usize, ttl: u64) -> Cluster {
+        Cluster::build(etcd, test, n, ttl, true)
     }
 
-    fn build(test: &str, n: usize, ttl: u64, tls: bool) -> Cluster {
+    fn build(etcd: Etcd, test: &str, n: usize, ttl: u64, tls: bool) -> Cluster {
         let id = unique("mh");
         let worlds: Vec<World> = (0..n).map(|_| World::new(test)).collect();
         // Named after the first world, whose name prefix an interrupted bench cleans up.
@@ -64,6 +84,7 @@ impl Cluster {
             ttl,
             certs: tls.then(|| worlds[0].dir.join("certs")),
             members: Vec::new(),
+            etcd,
         };
         if let Some(dir) = &c.certs {
             make_certs(dir, n);
@@ -119,7 +140,8 @@ impl Cluster {
             .collect();
         let log = std::fs::File::create(h.w.dir.join(format!("etcd-{state}.log"))).unwrap();
         Command::new("ip")
-            .args(["netns", "exec", &h.w.host, "etcd"])
+            .args(["netns", "exec", &h.w.host])
+            .arg(self.etcd.program("etcd"))
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
             .arg(h.w.dir.join("etcd"))
@@ -166,7 +188,8 @@ impl Cluster {
     /// `etcdctl ARGS` against host `i`'s member, from its host netns.
     pub fn etcdctl(&self, i: usize, args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.hosts[i].w.host, "etcdctl"])
+            .args(["netns", "exec", &self.hosts[i].w.host])
+            .arg(self.etcd.program("etcdctl"))
             .args([
                 "--endpoints",
                 &format!("{}://127.0.0.1:2379", self.scheme()),

@@ -80,7 +80,19 @@ pub struct World {
     pub resolv_conf: PathBuf,
     inner: Mutex<Inner>,
     runner: std::sync::OnceLock<HostRunner>,
+    /// Another cnitool than `bins::cnitool` ([`World::use_cnitool`]).
+    cnitool: std::sync::OnceLock<PathBuf>,
 }
+
+/// The reference plugins a world's plugin dir links to.
+const REFERENCE_PLUGINS: [&str; 6] = [
+    "bridge",
+    "host-local",
+    "loopback",
+    "portmap",
+    "firewall",
+    "tuning",
+];
 
 impl World {
     /// A new world; fails the test when not root (a test that cannot run never passes).
@@ -98,6 +110,7 @@ impl World {
             id,
             inner: Mutex::new(Inner::default()),
             runner: std::sync::OnceLock::new(),
+            cnitool: std::sync::OnceLock::new(),
         };
         for d in [
             &w.net_dir,
@@ -108,14 +121,7 @@ impl World {
             std::fs::create_dir_all(d).unwrap();
         }
         let refs = bins::reference_plugins();
-        for p in [
-            "bridge",
-            "host-local",
-            "loopback",
-            "portmap",
-            "firewall",
-            "tuning",
-        ] {
+        for p in REFERENCE_PLUGINS {
             std::os::unix::fs::symlink(refs.join(p), w.bin_dir.join(p)).unwrap();
         }
         let ours = bins::bin_dir();
@@ -238,9 +244,10 @@ impl World {
     /// Runs `cnitool VERB NET NETNS` in the host netns with `env` (CNI_ARGS defaults to
     /// `IgnoreUnknown=1`, as runtimes send).
     pub fn cnitool(&self, verb: &str, net: &str, c: &Container, env: &[(&str, &str)]) -> Output {
+        let tool = self.cnitool.get().cloned().unwrap_or_else(bins::cnitool);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.host])
-            .arg(bins::cnitool())
+            .arg(tool)
             .args([verb, net, &c.path])
             .env("NETCONFPATH", &self.net_dir)
             .env("CNI_PATH", &self.bin_dir)
@@ -407,6 +414,23 @@ impl World {
     /// place of the ones there, as `make install` (or a package) upgrades a host.
     pub fn use_binaries(&self, dir: &Path) {
         for p in ["embedns", "embedns-resolverd"] {
+            let tmp = self.bin_dir.join(format!(".{p}.new"));
+            std::os::unix::fs::symlink(dir.join(p), &tmp).unwrap();
+            std::fs::rename(&tmp, self.bin_dir.join(p)).unwrap();
+        }
+    }
+
+    /// Drives this world with another cnitool (the libcni 1.3 one of `bins::newer`); once.
+    pub fn use_cnitool(&self, tool: &Path) {
+        self.cnitool
+            .set(tool.to_path_buf())
+            .expect("one cnitool per world");
+    }
+
+    /// Links the reference plugins of `dir` (CNI plugins 1.9 of `bins::newer`) into this
+    /// world's plugin dir in place of Debian 12's.
+    pub fn use_reference_plugins(&self, dir: &Path) {
+        for p in REFERENCE_PLUGINS {
             let tmp = self.bin_dir.join(format!(".{p}.new"));
             std::os::unix::fs::symlink(dir.join(p), &tmp).unwrap();
             std::fs::rename(&tmp, self.bin_dir.join(p)).unwrap();

@@ -1,17 +1,50 @@
-//! embedns under a real containerd (Debian's 1.6 CRI, runc), driven over the CRI API as
-//! kubelet drives it: RunPodSandbox, CreateContainer, StartContainer, ExecSync,
-//! StopPodSandbox, RemovePodSandbox. The plugin dir is what `make install-files` produces.
+//! embedns under a real containerd, driven over the CRI API as kubelet drives it:
+//! RunPodSandbox, CreateContainer, StartContainer, ExecSync, StopPodSandbox, RemovePodSandbox.
+//! Every test runs twice: on Debian 12's containerd 1.6 (`<test>::containerd_1_6`), which
+//! writes the sandbox's resolv.conf before the CNI ADD (embedns replaces it through
+//! `resolvConfPath`), and on containerd 2.x from Debian's newer suite (`<test>::containerd_2`),
+//! which writes it after, with the host's nameservers or the pod's `dns_config`: there the
+//! pods reach embedns through R26. The plugin dir is what `make install-files` produces.
 
 use std::time::Duration;
 
 use k8s_cri::v1::DnsConfig;
 use serde_json::json;
-use test_cni::cri::{Containerd, Pod};
+use test_cni::cri::{Containerd, Pod, Version};
 use test_cni::{nslookup_addresses, wait_until, FakeUpstream};
 
+/// `on_both!(test)`: `test(Version)` as two tests, `test::containerd_1_6` and
+/// `test::containerd_2`.
+macro_rules! on_both {
+    ($test:ident) => {
+        mod $test {
+            use test_cni::cri::Version;
+            #[test]
+            fn containerd_1_6() {
+                super::$test(Version::Debian)
+            }
+            #[test]
+            fn containerd_2() {
+                super::$test(Version::V2)
+            }
+        }
+    };
+}
+
 /// A containerd whose conflist carries the example's embedns entry.
-fn containerd(test: &str) -> Containerd {
-    Containerd::new(test, test_cni::cri::example_entry)
+fn containerd(test: &str, version: Version) -> Containerd {
+    Containerd::new(
+        &format!("{test}_{version:?}"),
+        version,
+        test_cni::cri::example_entry,
+    )
+}
+
+/// The nameserver lines of a pod's resolv.conf.
+fn nameservers(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect()
 }
 
 fn nslookup(ctd: &Containerd, pod: &Pod, name: &str) -> String {
@@ -40,18 +73,27 @@ fn walk_json(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-#[test]
-fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing() {
-    let ctd = containerd("r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing");
+on_both!(r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing);
+fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing(v: Version) {
+    let ctd = containerd(
+        "r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing",
+        v,
+    );
     let web = ctd.run_pod("web", None);
     let cli = ctd.run_pod("cli", None);
     let cri_original = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
 
-    // The pods' resolv.conf (CRI's sandbox file, bind-mounted) names 127.0.0.11 alone.
+    // The pods' resolv.conf (CRI's sandbox file, bind-mounted): 1.6's names 127.0.0.11 alone,
+    // embedns wrote it; 2.x's is its copy of the host's, and embedns answers its nameserver
+    // (R26).
     let (code, rc) = ctd.exec(&cli, &["cat", "/etc/resolv.conf"]);
     assert_eq!(code, 0, "{rc}");
-    let ns: Vec<&str> = rc.lines().filter(|l| l.starts_with("nameserver")).collect();
-    assert_eq!(ns, vec!["nameserver 127.0.0.11"], "{rc}");
+    let host_ns = format!("nameserver {}", ctd.gateway);
+    let expected = match v {
+        Version::Debian => "nameserver 127.0.0.11",
+        Version::V2 => &host_ns,
+    };
+    assert_eq!(nameservers(&rc), vec![expected], "{rc}");
 
     // By pod name (K8S_POD_NAME), by the sandbox's short ID, and the PTR of its address.
     assert_eq!(
@@ -69,13 +111,17 @@ fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing() {
     let ptr = nslookup(&ctd, &cli, &web.ip);
     assert!(ptr.contains("name = web"), "PTR of {}: {ptr}", web.ip);
 
-    // StopPodSandbox (CNI DEL): web's resolver and record go, CRI's file comes back.
+    // StopPodSandbox (CNI DEL): web's resolver and record go, CRI's file comes back (2.x's
+    // was never touched).
     let web_rc = ctd.sandbox_resolv_conf(&web);
-    assert!(std::fs::read_to_string(&web_rc)
-        .unwrap()
-        .contains("nameserver 127.0.0.11"));
+    let before = std::fs::read_to_string(&web_rc).unwrap();
+    assert_eq!(nameservers(&before), vec![expected], "{before}");
     ctd.stop_pod(&web);
-    assert_eq!(std::fs::read_to_string(&web_rc).unwrap(), cri_original);
+    let after = std::fs::read_to_string(&web_rc).unwrap();
+    match v {
+        Version::Debian => assert_eq!(after, cri_original),
+        Version::V2 => assert_eq!(after, before),
+    }
     let out = nslookup(&ctd, &cli, "web");
     assert!(
         nslookup_addresses(&out).is_empty(),
@@ -98,10 +144,12 @@ fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing() {
     assert_eq!(left, 0, "sandbox state left in {}", sandboxes.display());
 }
 
-#[test]
-fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots() {
-    let ctd =
-        containerd("r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots");
+on_both!(r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots);
+fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots(v: Version) {
+    let ctd = containerd(
+        "r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots",
+        v,
+    );
     // The first pod makes the bridge, where the "cluster DNS" then listens.
     let first = ctd.run_pod("first", None);
     let cluster_dns = FakeUpstream::start(
@@ -130,12 +178,22 @@ fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots()
         Some(pod.ip.clone()),
         "the cluster DNS is asked from the pod's netns"
     );
-    // Peers still resolve, and the pod's resolv.conf is ours with its searches and ndots.
+    // Peers still resolve (through the cluster DNS's address on 2.x: R26, with R16a for
+    // first.default.svc.cluster.local), and the pod's resolv.conf has its searches and
+    // ndots: 1.6's is ours, 2.x's CRI's from the dns_config.
     let out = nslookup(&ctd, &pod, "first");
     assert_eq!(nslookup_addresses(&out), vec![first.ip.clone()], "{out}");
     let rc = ctd.exec(&pod, &["cat", "/etc/resolv.conf"]).1;
     let line = |k: &str| test_cni::line_starting(&rc, k);
-    assert_eq!(line("nameserver"), "nameserver 127.0.0.11", "{rc}");
+    let nameserver = match v {
+        Version::Debian => "127.0.0.11".to_string(),
+        Version::V2 => ctd.gateway.clone(),
+    };
+    assert_eq!(
+        line("nameserver"),
+        format!("nameserver {nameserver}"),
+        "{rc}"
+    );
     assert_eq!(
         rc.lines().filter(|l| l.starts_with("nameserver")).count(),
         1,
@@ -161,14 +219,14 @@ fn r17_r18_r23_a_cri_pods_dns_config_gives_its_upstreams_search_list_and_ndots()
     ctd.remove_pod(&first);
 }
 
-#[test]
-fn r17_the_containerd_2_route_a_pod_dns_config_naming_127_0_0_11() {
-    // containerd 2.x writes the sandbox's resolv.conf after CNI ADD, so embedns cannot write
-    // it there; the route is the pod's own DNS config naming 127.0.0.11 (dnsPolicy None with
-    // dnsConfig.nameservers, or kubelet's --cluster-dns). CRI writes that file itself; here on
-    // 1.6 with a conflist without resolvConfPath, as it would be used on 2.x.
+on_both!(r17_a_pod_dns_config_naming_127_0_0_11);
+fn r17_a_pod_dns_config_naming_127_0_0_11(v: Version) {
+    // A pod's own DNS config naming 127.0.0.11 (dnsPolicy None with dnsConfig.nameservers, or
+    // kubelet's --cluster-dns), with a conflist without resolvConfPath: CRI writes the file
+    // itself, and 127.0.0.11 is ours in any case.
     let ctd = Containerd::new(
-        "r17_the_containerd_2_route_a_pod_dns_config_naming_127_0_0_11",
+        &format!("r17_a_pod_dns_config_naming_127_0_0_11_{v:?}"),
+        v,
         |_| json!({"type": "embedns", "capabilities": {"aliases": true, "dns": true}}),
     );
     let dns = || DnsConfig {

@@ -1,14 +1,33 @@
 //! A network shared by three hosts through etcd (issue 15): three host netns on an underlay,
 //! one etcd member each, the real plugin, sync process and resolvers on each, real dig. The
 //! naming rules hold across hosts, a dead host's names expire with its lease, a killed member
-//! fails nothing, a host cut off etcd keeps serving and converges once healed.
+//! fails nothing, a host cut off etcd keeps serving and converges once healed. Every test runs
+//! on etcd 3.4 and on 3.5.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use test_cni::multihost::Cluster;
+use test_cni::multihost::{Cluster, Etcd};
 use test_cni::wait::{poll_until, wait_until};
 use test_cni::{ip_of, sync_pids, Container, Network, World};
+
+/// `on_both!(test)`: `test(Etcd)` as two tests, `test::etcd_3_4` (Debian 12's) and
+/// `test::etcd_3_5` (Debian's newer suite).
+macro_rules! on_both {
+    ($test:ident) => {
+        mod $test {
+            use test_cni::multihost::Etcd;
+            #[test]
+            fn etcd_3_4() {
+                super::$test(Etcd::Debian)
+            }
+            #[test]
+            fn etcd_3_5() {
+                super::$test(Etcd::V3_5)
+            }
+        }
+    };
+}
 
 /// Whether `name` is unknown on `c`'s networks: a definite answer (R16: NOERROR, empty), not
 /// a query that got no reply.
@@ -47,9 +66,9 @@ fn web_and_cli(c: &Cluster, n1: &Network, n2: &Network) -> WebAndCli {
 /// measures the real figure; this only bounds a wait).
 const SPREAD: Duration = Duration::from_secs(3);
 
-#[test]
-fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
-    let c = Cluster::new("names_across_three_hosts", 3, 10);
+on_both!(r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts);
+fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd) {
+    let c = Cluster::new(etcd, "names_across_three_hosts", 3, 10);
     let nets = c.network("mh");
     let (h1, h2, h3) = (&c.hosts[0].w, &c.hosts[1].w, &c.hosts[2].w);
     let (web, db, cli) = (h1.container("web"), h2.container("db"), h3.container("cli"));
@@ -229,10 +248,10 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts() {
     assert!(keys.is_empty(), "host3's keys are gone: {keys:?}");
 }
 
-#[test]
-fn a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_nothing() {
+on_both!(a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_nothing);
+fn a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_nothing(etcd: Etcd) {
     let ttl = 4;
-    let mut c = Cluster::new("dead_host", 3, ttl);
+    let mut c = Cluster::new(etcd, "dead_host", 3, ttl);
     let nets = c.network("mh");
     let (a, b, d) = (
         c.hosts[0].w.container("ann"),
@@ -291,10 +310,10 @@ fn a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_not
     assert_eq!(c.hosts[1].w.resolve(&b, "ann2", "A").len(), 1);
 }
 
-#[test]
-fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed() {
+on_both!(a_host_cut_off_etcd_keeps_serving_and_converges_once_healed);
+fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed(etcd: Etcd) {
     let ttl = 4;
-    let c = Cluster::new("cut_off", 3, ttl);
+    let c = Cluster::new(etcd, "cut_off", 3, ttl);
     let nets = c.network("mh");
     let (h1, h2, h3) = (&c.hosts[0].w, &c.hosts[1].w, &c.hosts[2].w);
     let (a, b, d) = (
@@ -364,9 +383,9 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed() {
     assert_eq!(keys.len(), 2, "{keys:?}");
 }
 
-#[test]
-fn the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names() {
-    let c = Cluster::new("shared_example", 2, 6);
+on_both!(the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names);
+fn the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names(etcd: Etcd) {
+    let c = Cluster::new(etcd, "shared_example", 2, 6);
     let mut nets = Vec::new();
     for (i, h) in c.hosts.iter().enumerate() {
         // As a user installs conf/examples/shared.conflist on each host: a subnet of its own,
@@ -393,9 +412,9 @@ fn the_shared_example_works_on_two_hosts_with_their_own_subnets_and_names() {
     assert_eq!(c.hosts[1].w.resolve(&cli, "web", "A"), vec![web_ip]);
 }
 
-#[test]
-fn tls_with_client_certificates_and_a_wrong_ca_said_in_status() {
-    let c = Cluster::with_tls("tls", 2, 6);
+on_both!(tls_with_client_certificates_and_a_wrong_ca_said_in_status);
+fn tls_with_client_certificates_and_a_wrong_ca_said_in_status(etcd: Etcd) {
+    let c = Cluster::with_tls(etcd, "tls", 2, 6);
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
     let WebAndCli { cli, web_ip, .. } = web_and_cli(&c, &nets[0], &nets[1]);
@@ -439,9 +458,9 @@ fn tls_with_client_certificates_and_a_wrong_ca_said_in_status() {
     );
 }
 
-#[test]
-fn a_podman_host_and_a_cnitool_host_share_a_network() {
-    let c = Cluster::new("podman_host", 2, 6);
+on_both!(a_podman_host_and_a_cnitool_host_share_a_network);
+fn a_podman_host_and_a_cnitool_host_share_a_network(etcd: Etcd) {
+    let c = Cluster::new(etcd, "podman_host", 2, 6);
     // Host1 runs real podman (CNI backend) in its netns, on a network it made, with the
     // embedns entry a user appends; host2 runs cnitool.
     let pm = test_cni::podman::Podman::in_netns("podman_host", &c.hosts[0].w.host);
@@ -462,9 +481,9 @@ fn a_podman_host_and_a_cnitool_host_share_a_network() {
     assert_eq!(test_cni::nslookup_addresses(&out), vec![cli_ip], "{out}");
 }
 
-#[test]
-fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_shared() {
-    let c = Cluster::new("leave_and_arrive", 2, 6);
+on_both!(a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_shared);
+fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_shared(etcd: Etcd) {
+    let c = Cluster::new(etcd, "leave_and_arrive", 2, 6);
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
     let probe = h2.container("probe");
@@ -492,9 +511,9 @@ fn a_host_whose_last_container_leaves_as_another_arrives_keeps_the_new_one_share
     assert_eq!(h2.resolve(&probe, "gen5", "A").len(), 1);
 }
 
-#[test]
-fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why() {
-    let c = Cluster::new("same_host_name", 2, 6);
+on_both!(two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why);
+fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why(etcd: Etcd) {
+    let c = Cluster::new(etcd, "same_host_name", 2, 6);
     let mut opts = c.etcd_options(1);
     opts["etcd"]["host"] = json!("host1"); // host2 misconfigured with host1's name
     let n1 = c.hosts[0].w.network_in("mh", "10.77.1", c.etcd_options(0));
@@ -521,17 +540,27 @@ fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why() {
     assert_eq!(h1.resolve(&web, "web", "A"), vec![web_ip]);
 }
 
-#[test]
-fn a_containerd_host_and_a_cnitool_host_share_a_network() {
-    let c = Cluster::new("containerd_host", 2, 6);
+on_both!(a_containerd_host_and_a_cnitool_host_share_a_network);
+fn a_containerd_host_and_a_cnitool_host_share_a_network(etcd: Etcd) {
+    let c = Cluster::new(etcd, "containerd_host", 2, 6);
     // Host1 runs a real containerd (CRI) in its netns, with the containerd example's entry and
     // the cluster's etcd key; host2 runs cnitool.
+    // containerd 1.6 next to etcd 3.4, containerd 2.x next to etcd 3.5.
+    let version = match etcd {
+        Etcd::Debian => test_cni::cri::Version::Debian,
+        Etcd::V3_5 => test_cni::cri::Version::V2,
+    };
     let etcd = c.etcd_options(0)["etcd"].clone();
-    let ctd = test_cni::cri::Containerd::in_netns("containerd_host", &c.hosts[0].w.host, |root| {
-        let mut entry = test_cni::cri::example_entry(root);
-        entry["etcd"] = etcd;
-        entry
-    });
+    let ctd = test_cni::cri::Containerd::in_netns(
+        "containerd_host",
+        &c.hosts[0].w.host,
+        version,
+        |root| {
+            let mut entry = test_cni::cri::example_entry(root);
+            entry["etcd"] = etcd;
+            entry
+        },
+    );
     let web = ctd.run_pod("web", None);
     let h2 = &c.hosts[1].w;
     let net = h2.network_in("cri-net", "10.77.2", c.etcd_options(1)); // containerd's network
@@ -550,9 +579,9 @@ fn a_containerd_host_and_a_cnitool_host_share_a_network() {
     );
 }
 
-#[test]
-fn a_changed_etcd_config_applies_to_the_running_sync_process() {
-    let c = Cluster::new("changed_config", 2, 6);
+on_both!(a_changed_etcd_config_applies_to_the_running_sync_process);
+fn a_changed_etcd_config_applies_to_the_running_sync_process(etcd: Etcd) {
+    let c = Cluster::new(etcd, "changed_config", 2, 6);
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
     let WebAndCli {
