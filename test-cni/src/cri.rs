@@ -438,16 +438,23 @@ fn install(dir: &Path, bin_dir: &Path, plugins: &Path) {
     assert!(bin_dir.join("embedns").is_file() && bin_dir.join("loopback").exists());
 }
 
-/// The embedns entry of conf/examples/containerd.conflist, its `resolvConfPath` pointed at
-/// the containerd root `ctd_root` (the example names the default root).
-pub fn example_entry(ctd_root: &Path) -> Value {
-    let mut p = crate::example_entry("containerd.conflist");
-    let template = p["resolvConfPath"]
-        .as_str()
-        .expect("the example has a resolvConfPath")
-        .replace("/var/lib/containerd", &ctd_root.display().to_string());
-    p["resolvConfPath"] = json!(template);
-    p
+/// The embedns entry of the example for `version`, as a function of the containerd root:
+/// conf/examples/containerd.conflist's for 1.6, its `resolvConfPath` pointed at that root (the
+/// example names the default root); conf/examples/containerd2.conflist's for 2.x, which
+/// writes no file (R26).
+pub fn example_entry(version: Version) -> impl FnOnce(&Path) -> Value {
+    move |ctd_root| match version {
+        Version::Debian => {
+            let mut p = crate::example_entry("containerd.conflist");
+            let template = p["resolvConfPath"]
+                .as_str()
+                .expect("the example has a resolvConfPath")
+                .replace("/var/lib/containerd", &ctd_root.display().to_string());
+            p["resolvConfPath"] = json!(template);
+            p
+        }
+        Version::V2 => crate::example_entry("containerd2.conflist"),
+    }
 }
 
 impl Drop for Containerd {

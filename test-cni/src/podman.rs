@@ -59,6 +59,9 @@ impl Podman {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("runroot"))
+            // Not the shared /run/libpod: two podmans at once race on its `alive` file.
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
             .args(args)
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
             .stdin(Stdio::null())

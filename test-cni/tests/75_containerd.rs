@@ -31,12 +31,12 @@ macro_rules! on_both {
     };
 }
 
-/// A containerd whose conflist carries the example's embedns entry.
+/// A containerd whose conflist carries the embedns entry of its version's example.
 fn containerd(test: &str, version: Version) -> Containerd {
     Containerd::new(
         &format!("{test}_{version:?}"),
         version,
-        test_cni::cri::example_entry,
+        test_cni::cri::example_entry(version),
     )
 }
 

@@ -556,7 +556,7 @@ fn a_containerd_host_and_a_cnitool_host_share_a_network(etcd: Etcd) {
         &c.hosts[0].w.host,
         version,
         |root| {
-            let mut entry = test_cni::cri::example_entry(root);
+            let mut entry = test_cni::cri::example_entry(version)(root);
             entry["etcd"] = etcd;
             entry
         },
