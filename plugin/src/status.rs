@@ -129,6 +129,8 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
                 "aliases": r.aliases, "links": r.links.iter().map(|l| format!("{}:{}", l.name, l.alias)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "resolver": resolver_health(paths, &id, sb.as_ref()),
+            // R26: the nameservers besides 127.0.0.11 whose queries the resolver answers.
+            "caught": sb.as_ref().map(Sandbox::caught).unwrap_or_default(),
         }));
     }
     let leftovers: Vec<Value> = sandbox::leftovers(paths)
@@ -250,6 +252,9 @@ fn print_text(r: &Value) {
                     ups.join(", ")
                 }
             );
+            if c["caught"].as_array().is_some_and(|a| !a.is_empty()) {
+                println!("  also answers queries to: {}", join(&c["caught"]));
+            }
             println!(
                 "  queries: {} local, {} forwarded, {} failed, {} refused; upstream mean {} µs",
                 k.local, k.forwarded, k.failed, k.refused, k.upstream_mean_micros

@@ -79,6 +79,13 @@ fn r26_queries_to_the_hosts_nameserver_are_answered_by_the_resolver() {
     );
     // 127.0.0.11 still answers.
     assert_eq!(w.resolve(&cli, "web", "A"), vec![web_ip.clone()]);
+    // `embedns status` says which servers are answered.
+    let (code, out) = w.status_text(&["cli"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("also answers queries to: {gw}")),
+        "{out}"
+    );
 
     // A server the container was not given is left alone: its own answer comes back.
     let other = format!("{}.250", net.prefix);
