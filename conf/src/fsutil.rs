@@ -35,6 +35,22 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConfError> {
         .map_err(|e| ConfError::io(dir, e))
 }
 
+/// Opens `path` read-only as root may open what another user controls: a symlink as its last
+/// component is refused (ELOOP), a FIFO does not block, and `dir` asks for a directory. What
+/// is then checked (`fstat`) and changed (`fchown`, `fchmod`) is what was opened, never a
+/// link's target nor a file swapped in after a check by path.
+pub fn open_nofollow(path: &Path, dir: bool) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
+    let mut flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    if dir {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+}
+
 /// The lock file inside a locked directory.
 pub const LOCK_FILE: &str = ".lock";
 

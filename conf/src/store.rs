@@ -318,23 +318,37 @@ pub fn prepare_root(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
     if meta.gid() == gid && meta.mode() & 0o7777 == 0o2750 {
         return Ok(());
     }
-    let fix = |path: &Path, dir: bool| -> Result<(), ConfError> {
-        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
-            .map_err(|e| ConfError::io(path, std::io::Error::from(e)))?;
-        let mode = fs::symlink_metadata(path)
-            .map_err(|e| ConfError::io(path, e))?
-            .mode();
+    // Only root's own entries are converted, each through a descriptor opened without
+    // following links: a resolver's log directory (its user's) is not entered, and nothing a
+    // less-privileged user planted (a link, a hard link to a root file, a FIFO) is changed.
+    let fix = |path: &Path, dir: bool| -> Result<bool, ConfError> {
+        let io = |e: std::io::Error| ConfError::io(path, e);
+        let file = match crate::fsutil::open_nofollow(path, dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        let meta = file.metadata().map_err(io)?;
+        let ours = meta.uid() == 0 && (dir || (meta.is_file() && meta.nlink() == 1));
+        if !ours || meta.is_dir() != dir {
+            return Ok(false);
+        }
+        nix::unistd::fchown(&file, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| io(std::io::Error::from(e)))?;
+        let mode = meta.mode();
         let new = if dir {
             (mode & 0o700) | 0o2050
         } else {
             (mode & 0o700) | 0o040
         };
-        fs::set_permissions(path, fs::Permissions::from_mode(new))
-            .map_err(|e| ConfError::io(path, e))
+        file.set_permissions(fs::Permissions::from_mode(new))
+            .map_err(io)?;
+        Ok(true)
     };
     fn walk(
         dir: &Path,
-        fix: &dyn Fn(&Path, bool) -> Result<(), ConfError>,
+        fix: &dyn Fn(&Path, bool) -> Result<bool, ConfError>,
     ) -> Result<(), ConfError> {
         for entry in fs::read_dir(dir)
             .map_err(|e| ConfError::io(dir, e))?
@@ -344,8 +358,8 @@ pub fn prepare_root(root: &Path, uid: u32, gid: u32) -> Result<(), ConfError> {
             if t.is_symlink() || t.is_socket() {
                 continue;
             }
-            fix(&entry.path(), t.is_dir())?;
-            if t.is_dir() {
+            // A directory is entered only if it is root's (and was converted).
+            if fix(&entry.path(), t.is_dir())? && t.is_dir() {
                 walk(&entry.path(), fix)?;
             }
         }

@@ -198,7 +198,23 @@ fn read_line_until(fd: OwnedFd, deadline: Instant) -> anyhow::Result<String> {
 
 /// The last lines of the resolver's log, to explain a failure.
 fn tail(log: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(log) else {
+    // The log directory is the resolvers' user's: a link, a FIFO or a huge file there is
+    // theirs to plant. Only a regular file is read, without following a link or blocking,
+    // and only its last KiB.
+    const TAIL_BYTES: u64 = 1024;
+    let read = || -> std::io::Result<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = embedns_conf::fsutil::open_nofollow(log, false)?;
+        let len = file.metadata()?.len();
+        if !file.metadata()?.is_file() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.take(TAIL_BYTES).read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let Ok(text) = read() else {
         return String::new();
     };
     let lines: Vec<&str> = text.lines().rev().take(5).collect();

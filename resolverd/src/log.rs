@@ -35,21 +35,28 @@ pub struct RotatingLog {
 impl RotatingLog {
     /// Opens (appending) or creates `path` and `path.1` with mode 0600.
     pub fn open(path: PathBuf, cap: u64) -> std::io::Result<RotatingLog> {
-        let mut old = path.clone().into_os_string();
-        old.push(".1");
-        let old_path = PathBuf::from(old);
-        Ok(RotatingLog {
-            current: open_append(&path)?,
-            spare: open_append(&old_path)?,
-            path,
-            old_path,
-            cap,
-        })
+        let old_path = RotatingLog::old_path(&path);
+        let (current, spare) = (open_append(&path)?, open_append(&old_path)?);
+        Ok(RotatingLog::from_files(path, current, spare, cap))
     }
 
-    /// Both files' paths (their owner is set by the caller).
-    pub fn paths(&self) -> [&PathBuf; 2] {
-        [&self.path, &self.old_path]
+    /// The log at `path` over files already open for appending: `current` (named `path`) and
+    /// `spare` (named [`RotatingLog::old_path`]).
+    pub fn from_files(path: PathBuf, current: File, spare: File, cap: u64) -> RotatingLog {
+        RotatingLog {
+            old_path: RotatingLog::old_path(&path),
+            path,
+            current,
+            spare,
+            cap,
+        }
+    }
+
+    /// `<path>.1`, the rotated log.
+    pub fn old_path(path: &std::path::Path) -> PathBuf {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        PathBuf::from(old)
     }
 
     fn rotate(&mut self) {

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -211,7 +211,9 @@ fn confinement_check() -> ExitCode {
 /// Logs to `log/resolver.log` in the sandbox directory (EMBEDNS_RESOLVER_LOG sets the
 /// level), rotated to `resolver.log.1` whenever it grows past [`LOG_CAP`], also while
 /// running. The `log` directory is made here, while still root, and given to `user`: the one
-/// place the resolver can write once it has dropped its privileges.
+/// place the resolver can write once it has dropped its privileges. Since that user (a
+/// resolver taken over, or any process of its identity) controls the directory's entries,
+/// root acts on them only through descriptors: [`open_log_file`].
 fn init_logging(paths: &StatePaths, container_id: &str, user: ResolverUser) {
     let dir = paths.resolver_log_dir(container_id);
     let made = std::fs::DirBuilder::new()
@@ -221,20 +223,28 @@ fn init_logging(paths: &StatePaths, container_id: &str, user: ResolverUser) {
             std::io::ErrorKind::AlreadyExists => Ok(()),
             _ => Err(e),
         });
-    let path = paths.resolver_log(container_id);
-    let Ok(file) = made.and_then(|()| RotatingLog::open(path, LOG_CAP)) else {
-        return;
-    };
     let owner = (
         Some(nix::unistd::Uid::from_raw(user.uid)),
         Some(nix::unistd::Gid::from_raw(user.gid)),
     );
-    let [current, old] = file.paths();
-    for p in [&dir, current, old] {
-        // Inside a user namespace where `user` is not mapped the resolver keeps its identity
-        // (sys::drop_privileges), and so does the directory.
-        let _ = nix::unistd::chown(p.as_path(), owner.0, owner.1);
-    }
+    // The sandbox directory is root's, so `log` is the directory made there; opened without
+    // following a link all the same.
+    let Ok(dir_fd) = made.and_then(|()| embedns_conf::fsutil::open_nofollow(&dir, true)) else {
+        return;
+    };
+    let path = paths.resolver_log(container_id);
+    let old = RotatingLog::old_path(&path);
+    let opened = [&path, &old].map(|p| {
+        let name = p.file_name().expect("a log file name");
+        open_log_file(&dir_fd, std::path::Path::new(name), user)
+    });
+    let [Ok(current), Ok(spare)] = opened else {
+        return;
+    };
+    // Inside a user namespace where `user` is not mapped the resolver keeps its identity
+    // (sys::drop_privileges), and so does the directory.
+    let _ = nix::unistd::fchown(&dir_fd, owner.0, owner.1);
+    let file = RotatingLog::from_files(path, current, spare, LOG_CAP);
     let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -245,4 +255,62 @@ fn init_logging(paths: &StatePaths, container_id: &str, user: ResolverUser) {
         .with_target(false)
         .with_writer(Mutex::new(file))
         .try_init();
+}
+
+/// Opens `name` in the log directory `dir` for appending, as root, and gives it to `user`.
+/// Only a regular file with one link, of `user` or root, is kept: a symlink (refused by
+/// `O_NOFOLLOW`), a hard link to another file, a FIFO (opened without blocking), a device or
+/// a directory is unlinked (the link itself, never its target) and a fresh file made with
+/// `O_EXCL`. A few rounds, since the directory's owner may plant again meanwhile.
+fn open_log_file(
+    dir: &std::fs::File,
+    name: &std::path::Path,
+    user: ResolverUser,
+) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let base = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    for _ in 0..4 {
+        let opened = openat(dir, name, base, Mode::empty()).or_else(|e| match e {
+            nix::errno::Errno::ENOENT => openat(
+                dir,
+                name,
+                base | OFlag::O_CREAT | OFlag::O_EXCL,
+                Mode::from_bits_truncate(0o600),
+            ),
+            e => Err(e),
+        });
+        if let Ok(fd) = opened {
+            let file = std::fs::File::from(fd);
+            let meta = file.metadata()?;
+            let owned = meta.uid() == 0 || meta.uid() == user.uid;
+            if meta.is_file() && meta.nlink() == 1 && owned {
+                let _ = nix::unistd::fchown(
+                    &file,
+                    Some(nix::unistd::Uid::from_raw(user.uid)),
+                    Some(nix::unistd::Gid::from_raw(user.gid)),
+                );
+                // Blocking writes again (a regular file never blocks anyway).
+                let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND));
+                return Ok(file);
+            }
+        }
+        // Not a file of ours (or a FIFO without a reader: ENXIO, a symlink: ELOOP): the name
+        // goes, whatever it named.
+        let unlinked = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .or_else(|_| nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::RemoveDir));
+        match unlinked {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: replaced again and again",
+        name.display()
+    )))
 }

@@ -1,0 +1,225 @@
+//! What a resolver, or any process sharing its identity, controls is data to root, never a
+//! path root follows: the resolver's log directory belongs to the resolvers' user, so links,
+//! hard links and FIFOs planted there must not make the plugin or a starting resolver (still
+//! root) hand a root-only file over, read it into an error, or hang.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+use test_cni::{wait_until, Container, Network, World};
+
+/// A root-only file (0600, root:root) holding `text`.
+fn root_only(w: &World, name: &str, text: &str) -> PathBuf {
+    let p = w.path(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// `path` is still root:root 0600 and holds `text`.
+fn untouched(path: &Path, text: &str) {
+    let m = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (0, 0, 0o600),
+        "{}",
+        path.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        text,
+        "{}",
+        path.display()
+    );
+}
+
+/// `c` added to `n1` as `id`; its resolver then killed (as it may die, or be killed by a
+/// process of its identity). Returns the sandbox's log directory.
+fn dead_resolver(w: &World, n1: &Network, c: &Container, id: &str) -> PathBuf {
+    w.adding(n1, c).name("c").id(id).ok();
+    test_cni::kill_resolvers(&w.data_dir);
+    wait_until(Duration::from_secs(5), "the resolver to die", || {
+        w.resolver_pids().is_empty().then_some(())
+    });
+    w.data_dir.join("sandboxes").join(id).join("log")
+}
+
+/// Replaces `name` in `dir` by a symlink to `target`.
+fn plant_link(dir: &Path, name: &str, target: &Path) {
+    let _ = std::fs::remove_file(dir.join(name));
+    std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+}
+
+/// Replaces `name` in `dir` by a FIFO.
+fn plant_fifo(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    p
+}
+
+/// Runs `add`; if it is still running after 20 s, a watchdog opens each of `fifos` (both
+/// ends) and kills the world's resolvers, so that a plugin blocked on one finishes. Returns
+/// its output and whether the watchdog had to act (the test then fails).
+fn unless_hung(
+    w: &World,
+    fifos: &[PathBuf],
+    add: impl FnOnce() -> std::process::Output,
+) -> (std::process::Output, bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    let released = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            let ended = test_cni::wait::poll_until(Duration::from_secs(20), || {
+                done.load(Ordering::SeqCst).then_some(())
+            });
+            if ended.is_none() {
+                released.store(true, Ordering::SeqCst);
+                let _held: Vec<_> = (fifos.iter())
+                    .filter_map(|f| {
+                        std::fs::OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .open(f)
+                            .ok()
+                    })
+                    .collect();
+                test_cni::kill_resolvers(&w.data_dir);
+            }
+        });
+        let out = add();
+        done.store(true, Ordering::SeqCst);
+        out
+    });
+    (out, released.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_starting_resolver_follows_no_link_planted_in_its_log_dir() {
+    let w = World::new("a_starting_resolver_follows_no_link_planted_in_its_log_dir");
+    let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
+    let c = w.container("c");
+    let id = format!("{}-links", w.id);
+    let log = dead_resolver(&w, &n1, &c, &id);
+    let (a, b) = (
+        root_only(&w, "secret-a", "a\n"),
+        root_only(&w, "secret-b", "b\n"),
+    );
+    plant_link(&log, "resolver.log", &a);
+    plant_link(&log, "resolver.log.1", &b);
+    // An ADD of a second network while the recorded resolver is dead starts a new one (as root).
+    w.adding(&n2, &c)
+        .name("c")
+        .id(&id)
+        .env(&[("CNI_IFNAME", "eth1")])
+        .ok();
+    untouched(&a, "a\n");
+    untouched(&b, "b\n");
+    assert_eq!(w.resolve(&c, "c", "A").len(), 1, "the new resolver answers");
+    // It logs to files of its own in place of the links.
+    let m = std::fs::symlink_metadata(log.join("resolver.log")).unwrap();
+    assert!(m.file_type().is_file(), "{m:?}");
+}
+
+#[test]
+fn a_starting_resolver_does_not_hang_on_a_fifo_planted_in_its_log_dir() {
+    let w = World::new("a_starting_resolver_does_not_hang_on_a_fifo_planted_in_its_log_dir");
+    let (n1, n2) = (w.network("n1", json!({})), w.network("n2", json!({})));
+    let c = w.container("c");
+    let id = format!("{}-fifo", w.id);
+    let log = dead_resolver(&w, &n1, &c, &id);
+    let fifos = [
+        plant_fifo(&log, "resolver.log"),
+        plant_fifo(&log, "resolver.log.1"),
+    ];
+    let (out, hung) = unless_hung(&w, &fifos, || {
+        w.adding(&n2, &c)
+            .name("c")
+            .id(&id)
+            .env(&[("CNI_IFNAME", "eth1")])
+            .run()
+    });
+    assert!(!hung, "ADD hung on the FIFOs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.resolve(&c, "c", "A").len(), 1);
+}
+
+#[test]
+fn a_failed_start_reads_no_link_into_its_error() {
+    let w = World::new("a_failed_start_reads_no_link_into_its_error");
+    let n1 = w.network("n1", json!({}));
+    // A second network whose resolver dies at once: ADD fails and quotes the resolver's log.
+    let broken = w.network("n2", json!({"resolverPath": "/bin/false"}));
+    let c = w.container("c");
+    let id = format!("{}-tail", w.id);
+    let log = dead_resolver(&w, &n1, &c, &id);
+    let secret = root_only(&w, "secret", "root-only-secret\n");
+    plant_link(&log, "resolver.log", &secret);
+    let out = w
+        .adding(&broken, &c)
+        .name("c")
+        .id(&id)
+        .env(&[("CNI_IFNAME", "eth1")])
+        .run();
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains("root-only-secret"), "{said}");
+    untouched(&secret, "root-only-secret\n");
+}
+
+#[test]
+fn a_failed_start_does_not_hang_on_a_fifo_as_its_log() {
+    let w = World::new("a_failed_start_does_not_hang_on_a_fifo_as_its_log");
+    let n1 = w.network("n1", json!({}));
+    let broken = w.network("n2", json!({"resolverPath": "/bin/false"}));
+    let c = w.container("c");
+    let id = format!("{}-tailfifo", w.id);
+    let log = dead_resolver(&w, &n1, &c, &id);
+    let fifos = [plant_fifo(&log, "resolver.log")];
+    let (out, hung) = unless_hung(&w, &fifos, || {
+        w.adding(&broken, &c)
+            .name("c")
+            .id(&id)
+            .env(&[("CNI_IFNAME", "eth1")])
+            .run()
+    });
+    assert!(!out.status.success());
+    assert!(!hung, "the plugin hung on the FIFO");
+}
+
+#[test]
+fn preparing_the_state_dir_changes_nothing_reached_through_the_log_dir() {
+    let w = World::new("preparing_the_state_dir_changes_nothing_reached_through_the_log_dir");
+    let n1 = w.network("n1", json!({}));
+    let c = w.container("c");
+    let id = format!("{}-prep", w.id);
+    let log = dead_resolver(&w, &n1, &c, &id);
+    // A hard link to a root-only file (possible for the resolvers' user where
+    // fs.protected_hardlinks is 0) and a symlink to another.
+    let (a, b) = (
+        root_only(&w, "secret-a", "a\n"),
+        root_only(&w, "secret-b", "b\n"),
+    );
+    std::fs::hard_link(&a, log.join("planted")).unwrap();
+    plant_link(&log, "resolver.log.1", &b);
+    // The state dir as an earlier version left it (root:root 0700): the next ADD converts it.
+    nix::unistd::chown(&w.data_dir, None, Some(nix::unistd::Gid::from_raw(0))).unwrap();
+    std::fs::set_permissions(&w.data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let d = w.container("d");
+    w.adding(&n1, &d).name("d").ok();
+    let m = std::fs::metadata(&w.data_dir).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o2750, "the state dir was converted");
+    untouched(&a, "a\n");
+    untouched(&b, "b\n");
+}
