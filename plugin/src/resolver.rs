@@ -2,7 +2,7 @@
 //! exactly our process.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -141,7 +141,7 @@ impl Starting {
             )
             .into()
         };
-        let line = read_line_until(ready, Instant::now() + READY_TIMEOUT)
+        let line = read_line_until(File::from(ready), Instant::now() + READY_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
         let want = format!("READY {} {}", info.udp_port, info.tcp_port);
         if line.trim() != want {
@@ -159,14 +159,25 @@ fn local_port(fd: &OwnedFd) -> anyhow::Result<u16> {
         .context("the resolver's socket is not IPv4")
 }
 
-/// Reads one line from the ready pipe, or fails at the deadline or on EOF.
-fn read_line_until(fd: OwnedFd, deadline: Instant) -> anyhow::Result<String> {
-    let mut file = File::from(fd);
+/// The longest line taken from a resolver (its ready signal, a control reply): what a
+/// resolver says is data to root, and one taken over must not exhaust the plugin's memory.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Reads one line from a resolver (the ready pipe, the control socket), or fails at the
+/// deadline (for the whole exchange, however slowly bytes trickle in), past [`MAX_LINE`]
+/// bytes, or on EOF.
+fn read_line_until(
+    mut file: impl Read + std::os::fd::AsFd,
+    deadline: Instant,
+) -> anyhow::Result<String> {
     let mut got = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            anyhow::bail!("no ready signal within {READY_TIMEOUT:?}");
+            anyhow::bail!("no whole line from the resolver in time");
+        }
+        if got.len() > MAX_LINE {
+            anyhow::bail!("the resolver sent over {MAX_LINE} bytes without a line end");
         }
         let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
@@ -183,7 +194,7 @@ fn read_line_until(fd: OwnedFd, deadline: Instant) -> anyhow::Result<String> {
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            anyhow::bail!("it exited before it was ready");
+            anyhow::bail!("it closed its end before a whole line (exited?)");
         }
         got.extend_from_slice(&chunk[..n]);
         if got.contains(&b'\n') {
@@ -360,6 +371,9 @@ fn kill_pid(pid: i32) {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
 }
 
+/// How long a control exchange may take in all.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Sends one request on the resolver's control socket and returns its reply, typed as `R`
 /// (the types of `embedns_conf::control`); a refusal is an error saying why.
 pub fn control<R: DeserializeOwned>(
@@ -372,11 +386,12 @@ pub fn control<R: DeserializeOwned>(
         .with_context(|| format!("opening {}", paths.sandbox(container_id).display()))?;
     let mut stream = UnixStream::connect(StatePaths::control_socket_via(&dir))
         .with_context(|| format!("connecting to the resolver at {}", path.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
+    let deadline = Instant::now() + CONTROL_TIMEOUT;
     writeln!(stream, "{}", serde_json::to_string(&request)?)?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    stream.set_nonblocking(true)?;
+    let line = read_line_until(&stream, deadline)
+        .with_context(|| format!("reading the resolver's reply to {request:?}"))?;
     let ack: Ack = serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
     if !ack.ok {
         anyhow::bail!(
