@@ -125,6 +125,17 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let st = Arc::new(Resolver::new(&args.container_id, paths));
         let _ = st.ports.set(ports);
         let nets = st.reload()?;
+        let need = st.upstreams().max_inflight as u64 + 2 * server::MAX_TCP_CONNECTIONS as u64 + 64;
+        match sys::raise_nofile(need) {
+            Ok(limit) if limit < need => tracing::warn!(
+                limit,
+                need,
+                "the open files' hard limit is below what maxInflight needs: past it, \
+                 forwarding fails and TCP clients wait"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("raising the open files' limit: {e:#}"),
+        }
         let control = control::bind(&st).context("binding the control socket")?;
         sys::drop_privileges(args.user).context("dropping privileges")?;
         sys::confine().context("confining the resolver")?;

@@ -16,7 +16,10 @@ use tokio::time::timeout;
 use crate::handler::{Handler, Step};
 
 /// Concurrent TCP clients per resolver.
-const MAX_TCP_CONNECTIONS: usize = 128;
+pub const MAX_TCP_CONNECTIONS: usize = 128;
+/// How long the accept loop rests after a failed accept (out of file descriptors, most
+/// likely): the pending connection keeps the listener readable, so retrying at once spins.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A TCP client idle this long between queries is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// A started TCP message must arrive whole within this time.
@@ -150,6 +153,9 @@ fn point(
     hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
 }
 
+/// Failed accepts, logged at most every 2 s.
+static ACCEPT_FAILED: crate::log::Limiter = crate::log::Limiter::new(Duration::from_secs(2));
+
 /// The TCP accept loop, at most MAX_TCP_CONNECTIONS clients, each with its deadlines.
 pub async fn serve_tcp(listener: TcpListener, handler: Handler) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
@@ -157,7 +163,10 @@ pub async fn serve_tcp(listener: TcpListener, handler: Handler) {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::debug!("tcp accept: {e}");
+                if let Some(held) = ACCEPT_FAILED.allow() {
+                    tracing::warn!(held, "tcp accept: {e}");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

@@ -28,6 +28,21 @@ pub fn enter_netns(path: &str) -> anyhow::Result<()> {
     setns(f.as_fd(), CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {path}"))
 }
 
+/// Raises the soft limit on open files to `need` (never past the hard limit the runtime set,
+/// which stays an administrator's cap): runtimes often leave 1024, less than `maxInflight`
+/// forwarded queries (one socket each), the TCP clients and the resolver's own files need.
+/// Returns the soft limit now in force.
+pub fn raise_nofile(need: u64) -> anyhow::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
+    let want = need.min(hard);
+    if soft >= want {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard).context("setrlimit")?;
+    Ok(want)
+}
+
 /// The kernel's `cap_user_header_t`.
 #[repr(C)]
 struct CapHeader {
