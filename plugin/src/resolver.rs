@@ -74,7 +74,11 @@ pub fn start(
         .stderr(Stdio::null())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for var in ["EMBEDNS_RESOLVER_LOG", "EMBEDNS_RESOLVER_CHECK_SECS"] {
+    for var in [
+        "EMBEDNS_RESOLVER_LOG",
+        "EMBEDNS_RESOLVER_CHECK_SECS",
+        embedns_conf::crash::CRASH_ENV,
+    ] {
         if let Ok(value) = std::env::var(var) {
             cmd.env(var, value);
         }

@@ -145,9 +145,13 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let handler = Handler::new(st.clone(), fwd);
-        tokio::spawn(server::serve_udp(udp, handler.clone()));
-        tokio::spawn(server::serve_tcp(tcp, handler));
-        tokio::spawn(control::serve(control, st.clone()));
+        let (handler_tcp, st_control) = (handler.clone(), st.clone());
+        // Each task serves for as long as the resolver runs: one that ends (a panic) ends the
+        // resolver, so CHECK and `embedns status` see it gone, never a half-serving one.
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move { server::serve_udp(udp, handler.clone()).await; "udp" });
+        tasks.spawn(async move { server::serve_tcp(tcp, handler_tcp).await; "tcp" });
+        tasks.spawn(async move { control::serve(control, st_control).await; "control" });
         tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
         if let Some(mut r) = ready.take() {
             writeln!(r, "READY {} {}", ports.0, ports.1).context("signalling readiness")?;
@@ -157,6 +161,14 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
             _ = int.recv() => tracing::info!("stopping"),
             why = served.until_gone(liveness::period()) => {
                 tracing::warn!("the container is gone ({why}): stopping");
+            }
+            Some(ended) = tasks.join_next() => {
+                let why = match ended {
+                    Ok(task) => format!("the {task} task returned"),
+                    Err(e) => format!("a task failed: {e}"),
+                };
+                tracing::error!("{why}: stopping");
+                anyhow::bail!("{why}");
             }
         }
         Ok(())

@@ -31,6 +31,14 @@ const TCP_MESSAGE: Duration = Duration::from_secs(3);
 const BATCH: usize = 8;
 const SLOT: usize = 4096;
 
+/// `panic.embedns.test` in wire form: the query that panics the UDP task when the crash point
+/// `resolver:udp` is armed (`embedns_conf::crash`).
+const PANIC_NAME: &[u8] = b"\x05panic\x07embedns\x04test\x00";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The UDP loop: batches in, local replies out in batches, forwarded ones from their tasks.
 pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
     let sock = Arc::new(sock);
@@ -50,6 +58,9 @@ pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
         }
         for (i, &(n, peer)) in got.iter().enumerate() {
             let query = &bufs[i * SLOT..i * SLOT + n];
+            if embedns_conf::crash::armed("resolver:udp") && contains(query, PANIC_NAME) {
+                panic!("test panic point resolver:udp");
+            }
             match handler.handle(query, false) {
                 Step::Reply(bytes) => replies.push((bytes, peer)),
                 Step::Forward(forwarding) => {

@@ -427,3 +427,23 @@ fn gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state() {
     );
     assert_eq!(w.sandboxes(), 0);
 }
+
+#[test]
+fn a_panic_in_the_udp_task_ends_the_resolver_so_check_and_status_see_it() {
+    let w = World::new("a_panic_in_the_udp_task_ends_the_resolver_so_check_and_status_see_it");
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    let armed = [("EMBEDNS_TEST_CRASH_AT", "resolver:udp")];
+    w.adding(&net, &c).name("c").env(&armed).ok();
+    let pid = w.resolver_pid(&c);
+    // The query that panics the UDP task (armed crash point): no answer comes.
+    let d = w.dig(&c, &["panic.embedns.test"]);
+    assert!(d.status.is_empty(), "{d:?}");
+    wait_until(Duration::from_secs(5), "the resolver to exit", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    let (code, out) = w.status_text(&["c"]);
+    assert_ne!(code, 0, "{out}");
+    let check = w.cnitool("check", &net.name, &c, &[]);
+    assert!(!check.status.success());
+}
