@@ -35,9 +35,22 @@ pub fn ifname(name: &str) -> Result<(), ConfError> {
     Ok(())
 }
 
-/// Checks a name that will be served over DNS: a container name, an alias, a link alias.
-/// Dots are allowed (`web.backend` is a valid alias), each label 1–63 characters.
+/// Checks a name a runtime gives a container to be served over DNS (a container or pod name,
+/// a network alias, a link): what DNS can carry, 1–253 characters, dots between labels of
+/// 1–63 letters, digits, '-' and '_'. A label may start or end with '-': Docker accepts
+/// `web-` as a container name, and a query for it works. Callers skip, with a warning, a
+/// name that fails: the container starts, as under Docker, without that name.
+pub fn served_name(what: &'static str, name: &str) -> Result<(), ConfError> {
+    dns_labels(what, name, true)
+}
+
+/// Checks a DNS name of a configuration (a search domain, `domainName`, a conf's static
+/// alias), host-name rules: as [`served_name`], and no label starts or ends with '-'.
 pub fn dns_name(what: &'static str, name: &str) -> Result<(), ConfError> {
+    dns_labels(what, name, false)
+}
+
+fn dns_labels(what: &'static str, name: &str, edge_hyphens: bool) -> Result<(), ConfError> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     if trimmed.is_empty() || trimmed.len() > 253 {
         return Err(invalid(what, name, "must be 1 to 253 characters"));
@@ -60,7 +73,7 @@ pub fn dns_name(what: &'static str, name: &str) -> Result<(), ConfError> {
                 "only letters, digits, '-', '_' and '.' are allowed",
             ));
         }
-        if label.starts_with('-') || label.ends_with('-') {
+        if !edge_hyphens && (label.starts_with('-') || label.ends_with('-')) {
             return Err(invalid(
                 what,
                 name,
@@ -143,6 +156,12 @@ mod tests {
         assert!(dns_name("alias", "-web").is_err());
         assert!(dns_name("alias", "we b").is_err());
         assert!(dns_name("alias", &"a".repeat(64)).is_err());
+        // What a runtime names a container: Docker accepts `web-`.
+        assert!(served_name("container name", "web-").is_ok());
+        assert!(served_name("container name", "-web.x-").is_ok());
+        assert!(served_name("container name", &"a".repeat(70)).is_err());
+        assert!(served_name("container name", "a..b").is_err());
+        assert!(served_name("container name", "we b").is_err());
     }
 
     #[test]

@@ -187,13 +187,21 @@ impl NetConf {
         explicit_upstreams.truncate(3);
 
         let mut aliases = Vec::new();
-        for a in raw
-            .aliases
-            .iter()
-            .chain(capability_aliases(&raw.name, rc.aliases.as_ref())?.iter())
-        {
+        for a in &raw.aliases {
             names::dns_name("alias", a)?;
             let a = names::normalize(a);
+            if !aliases.contains(&a) {
+                aliases.push(a);
+            }
+        }
+        // The runtime's aliases (`--network-alias`): one DNS cannot carry is skipped with a
+        // warning, never a reason to fail the container's start.
+        for a in capability_aliases(&raw.name, rc.aliases.as_ref())? {
+            if let Err(e) = names::served_name("alias", &a) {
+                tracing::warn!("{e}: not served");
+                continue;
+            }
+            let a = names::normalize(&a);
             if !aliases.contains(&a) {
                 aliases.push(a);
             }
@@ -204,9 +212,6 @@ impl NetConf {
             .iter()
             .map(Link::from_json)
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(n) = &rc.name {
-            names::dns_name("runtimeConfig.name", n)?;
-        }
         if let Some(d) = &raw.domain_name {
             names::dns_name("domainName", d)?;
         }

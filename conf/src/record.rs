@@ -45,8 +45,8 @@ impl Link {
     }
 
     fn new(name: &str, alias: &str) -> Result<Link, ConfError> {
-        names::dns_name("link target", name)?;
-        names::dns_name("link alias", alias)?;
+        names::served_name("link target", name)?;
+        names::served_name("link alias", alias)?;
         Ok(Link {
             name: names::normalize(name),
             alias: names::normalize(alias),

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use embedns_conf::netconf::parse_cni_args;
 use embedns_conf::{names, ConfError};
 
+/// The longest file name Linux file systems take.
+const MAX_FILE_NAME: usize = 255;
+
 /// What the runtime passes in the environment (CNI_CONTAINERID, CNI_NETNS, ...).
 #[derive(Debug, Clone)]
 pub struct CniEnv {
@@ -55,6 +58,19 @@ impl CniEnv {
             var: "CNI_IFNAME",
             reason: e.to_string(),
         })?;
+        // The record of an attachment is the file `<containerID>@<ifname>.json`: checked whole
+        // here, before anything is written, not by the file system halfway through ADD.
+        let record =
+            container_id.len() + 1 + ifname.len() + embedns_conf::store::RECORD_SUFFIX.len();
+        if record > MAX_FILE_NAME {
+            return Err(ConfError::InvalidEnv {
+                var: "CNI_CONTAINERID",
+                reason: format!(
+                    "{} characters: with CNI_IFNAME {ifname:?} the record's file name would be {record} bytes, over the {MAX_FILE_NAME} a file name may have",
+                    container_id.len()
+                ),
+            });
+        }
         if !netns.is_empty() && !netns.starts_with('/') {
             return Err(ConfError::InvalidEnv {
                 var: "CNI_NETNS",

@@ -26,9 +26,15 @@ impl Identity {
             .or_else(|| conf.runtime_name.clone())
             .or_else(|| env.args.get("name").cloned())
             .filter(|n| !n.is_empty());
-        if let Some(n) = &name {
-            names::dns_name("container name", n)?;
-        }
+        // A name DNS cannot carry (a Kubernetes pod name of one 70-character label) is not
+        // served; the container starts all the same, as under Docker.
+        let name = name.filter(|n| match names::served_name("container name", n) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("{e}: the container starts without it");
+                false
+            }
+        });
         let mut aliases = conf.aliases.clone();
         // Docker resolves the 12-character short ID of every container (podman sends it as
         // an alias too; dedup keeps one).

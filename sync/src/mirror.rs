@@ -193,7 +193,7 @@ impl Remote {
 /// valid DNS names (normalized), as the plugin makes them. An older or hand-written value
 /// could hold anything.
 fn answerable(r: &Record) -> Result<(), embedns_conf::ConfError> {
-    use embedns_conf::names::{dns_name, normalize};
+    use embedns_conf::names::{normalize, served_name as dns_name};
     for n in r.names().chain(r.domain_name.as_deref()) {
         dns_name("name", n)?;
         if normalize(n) != n {

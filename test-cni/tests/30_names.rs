@@ -307,3 +307,48 @@ fn r4_r7_links_apply_to_name_network_and_hide_while_their_target_is_gone() {
     assert!(!w.resolve(&cli, "database.n1", "A").contains(&other_ip));
     assert_eq!(w.resolve(&other, "database", "A"), vec![other_ip]);
 }
+
+#[test]
+fn names_docker_and_kubernetes_accept_never_fail_add() {
+    let w = World::new("names_docker_and_kubernetes_accept_never_fail_add");
+    let net = w.network("n1", json!({}));
+    let (web, pod, cli) = (w.container("web"), w.container("pod"), w.container("cli"));
+    // Docker accepts `web-`; DNS carries it: served.
+    let web_ip = ip_of(&w.adding(&net, &web).name("web-").ok());
+    // A Kubernetes pod name of one 70-character label: DNS cannot carry it, so it is not
+    // served, but the pod starts, and its short ID still answers; so do `web-` and an alias
+    // the runtime gave that DNS cannot carry.
+    let long = "p".repeat(70);
+    let id = format!("{:0>64}", "abcdef0123");
+    let pod_ip = ip_of(
+        &w.adding(&net, &pod)
+            .name(&long)
+            .id(&id)
+            .cap(json!({"aliases": ["ok-alias", "not ok"]}))
+            .ok(),
+    );
+    w.adding(&net, &cli).name("cli").ok();
+    assert_eq!(w.resolve(&cli, "web-", "A"), vec![web_ip]);
+    assert_eq!(w.resolve(&cli, &id[..12], "A"), vec![pod_ip.clone()]);
+    assert_eq!(w.resolve(&cli, "ok-alias", "A"), vec![pod_ip]);
+}
+
+#[test]
+fn a_container_id_too_long_for_a_file_name_fails_add_before_anything_is_written() {
+    let w =
+        World::new("a_container_id_too_long_for_a_file_name_fails_add_before_anything_is_written");
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    // Valid as a container ID (≤ 256), but `<id>@eth0.json` would be 260 bytes.
+    let id = "c".repeat(250);
+    let out = w.adding(&net, &c).name("c").id(&id).run();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("CNI_CONTAINERID") && said.contains("255"),
+        "{said}"
+    );
+    assert!(w.records("n1").is_empty());
+    assert_eq!(w.sandboxes(), 0);
+    assert!(w.resolver_pids().is_empty());
+}
