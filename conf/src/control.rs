@@ -56,6 +56,10 @@ pub struct StatusReply {
     pub networks: Vec<NetworkCount>,
     pub upstreams: Vec<UpstreamStatus>,
     pub counters: Counters,
+    /// System calls its seccomp filter refused (none from a resolver doing its job; absent
+    /// from earlier versions' replies).
+    #[serde(default, rename = "seccompDenied")]
+    pub seccomp_denied: u64,
 }
 
 /// One network the resolver serves and how many peers its index holds.

@@ -36,12 +36,22 @@ pub fn ifname(name: &str) -> Result<(), ConfError> {
 }
 
 /// Checks a name a runtime gives a container to be served over DNS (a container or pod name,
-/// a network alias, a link): what DNS can carry, 1–253 characters, dots between labels of
-/// 1–63 letters, digits, '-' and '_'. A label may start or end with '-': Docker accepts
-/// `web-` as a container name, and a query for it works. Callers skip, with a warning, a
-/// name that fails: the container starts, as under Docker, without that name.
-pub fn served_name(what: &'static str, name: &str) -> Result<(), ConfError> {
-    dns_labels(what, name, true)
+/// a network alias, a link). Characters other than letters, digits, '-', '_' and '.' are an
+/// error (no runtime gives them; they could reach a path). Otherwise `Ok(false)` when DNS
+/// cannot carry the name (over 253 characters, an empty label or one over 63: Docker accepts
+/// `a..b`, Kubernetes a pod name of one 70-character label): callers skip it with a warning,
+/// and the container starts, as under Docker. A label may start or end with '-': Docker
+/// accepts `web-`, and a query for it works.
+pub fn served_name(what: &'static str, name: &str) -> Result<bool, ConfError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty() || !name.bytes().all(allowed) {
+        return Err(invalid(
+            what,
+            name,
+            "only letters, digits, '-', '_' and '.' are allowed",
+        ));
+    }
+    Ok(dns_labels(what, name, true).is_ok())
 }
 
 /// Checks a DNS name of a configuration (a search domain, `domainName`, a conf's static
@@ -156,12 +166,13 @@ mod tests {
         assert!(dns_name("alias", "-web").is_err());
         assert!(dns_name("alias", "we b").is_err());
         assert!(dns_name("alias", &"a".repeat(64)).is_err());
-        // What a runtime names a container: Docker accepts `web-`.
-        assert!(served_name("container name", "web-").is_ok());
-        assert!(served_name("container name", "-web.x-").is_ok());
-        assert!(served_name("container name", &"a".repeat(70)).is_err());
-        assert!(served_name("container name", "a..b").is_err());
+        // What a runtime names a container: Docker accepts `web-` and `a..b`.
+        assert!(served_name("container name", "web-").unwrap());
+        assert!(served_name("container name", "-web.x-").unwrap());
+        assert!(!served_name("container name", &"a".repeat(70)).unwrap());
+        assert!(!served_name("container name", "a..b").unwrap());
         assert!(served_name("container name", "we b").is_err());
+        assert!(served_name("container name", "../x").is_err());
     }
 
     #[test]

@@ -197,8 +197,8 @@ impl NetConf {
         // The runtime's aliases (`--network-alias`): one DNS cannot carry is skipped with a
         // warning, never a reason to fail the container's start.
         for a in capability_aliases(&raw.name, rc.aliases.as_ref())? {
-            if let Err(e) = names::served_name("alias", &a) {
-                tracing::warn!("{e}: not served");
+            if !names::served_name("alias", &a)? {
+                tracing::warn!(alias = %a, "DNS cannot carry this alias: not served");
                 continue;
             }
             let a = names::normalize(&a);

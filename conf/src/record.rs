@@ -45,8 +45,13 @@ impl Link {
     }
 
     fn new(name: &str, alias: &str) -> Result<Link, ConfError> {
-        names::served_name("link target", name)?;
-        names::served_name("link alias", alias)?;
+        for (what, n) in [("link target", name), ("link alias", alias)] {
+            if !names::served_name(what, n)? {
+                return Err(ConfError::InvalidConfig(format!(
+                    "{what} {n:?}: DNS cannot carry it (labels of 1 to 63 characters, 253 in all)"
+                )));
+            }
+        }
         Ok(Link {
             name: names::normalize(name),
             alias: names::normalize(alias),

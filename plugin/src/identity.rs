@@ -28,13 +28,12 @@ impl Identity {
             .filter(|n| !n.is_empty());
         // A name DNS cannot carry (a Kubernetes pod name of one 70-character label) is not
         // served; the container starts all the same, as under Docker.
-        let name = name.filter(|n| match names::served_name("container name", n) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("{e}: the container starts without it");
-                false
+        if let Some(n) = name.as_ref() {
+            if !names::served_name("container name", n)? {
+                tracing::warn!(name = %n, "DNS cannot carry this container name: the container starts without it");
             }
-        });
+        }
+        let name = name.filter(|n| names::served_name("container name", n).unwrap_or(false));
         let mut aliases = conf.aliases.clone();
         // Docker resolves the 12-character short ID of every container (podman sends it as
         // an alias too; dedup keeps one).

@@ -252,6 +252,12 @@ fn print_text(r: &Value) {
                     ups.join(", ")
                 }
             );
+            if s.seccomp_denied > 0 {
+                println!(
+                    "  WARNING: its seccomp filter refused {} system calls (a resolver doing its job makes none)",
+                    s.seccomp_denied
+                );
+            }
             if c["caught"].as_array().is_some_and(|a| !a.is_empty()) {
                 println!("  also answers queries to: {}", join(&c["caught"]));
             }

@@ -92,6 +92,7 @@ fn status(st: &Resolver) -> StatusReply {
                 from_host: u.from_host,
             })
             .collect(),
+        seccomp_denied: crate::sys::denied(),
         counters: Counters {
             local: load(&c.local),
             forwarded,

@@ -223,7 +223,34 @@ fn confinement_check() -> ExitCode {
             .map(drop)
             .map_err(std::io::Error::from)
         ),
-        "exec": outcome(std::process::Command::new("/bin/true").status().map(drop)),
+        // execve itself: std's spawn blocks every signal around its clone, and a refused call
+        // while SIGSYS is blocked kills the process (the kernel's rule for SECCOMP_RET_TRAP).
+        "exec": outcome({
+            let prog = c"/bin/true";
+            let argv = [prog.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            // SAFETY: NUL-terminated program, argv and envp; returns only on failure.
+            unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            Err(std::io::Error::last_os_error())
+        }),
+        // A rename that replaces a file (the log's own names: the one rename it may make is
+        // their exchange), and asking for another process to be signalled.
+        "renameOver": outcome(
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                path.as_str(),
+                nix::fcntl::AT_FDCWD,
+                path.as_str(),
+                nix::fcntl::RenameFlags::empty(),
+            )
+            .map_err(std::io::Error::from)
+        ),
+        // SAFETY: fcntl on fd 0 with an integer argument.
+        "setown": outcome(match unsafe { libc::fcntl(0, libc::F_SETOWN, 1) } {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        }),
+        "denied": sys::denied(),
         "uid": uid,
         "gid": gid,
     });

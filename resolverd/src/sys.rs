@@ -6,13 +6,16 @@
 //!   user namespace's root, the unprivileged user): the store is readable to its group and
 //!   writable by root only; the resolver writes nothing but its own log;
 //! - no capability in any set (bounding and ambient included), and no_new_privs;
-//! - a seccomp allow-list of the system calls serving needs: anything else (exec, fork,
-//!   ptrace, mount, unlink, mkdir, kill of another process, sockets other than IP ones, an
-//!   open for writing, ...) fails with EPERM.
+//! - a seccomp allow-list of the system calls serving needs (`docs/confinement.md` gives
+//!   each entry and why): anything else (exec, fork, ptrace, mount, unlink, mkdir, a rename
+//!   that replaces a file, `F_SETOWN`, kill of another process, sockets other than IP ones,
+//!   an open for writing, ...) fails with EPERM, and is counted ([`denied`], shown by
+//!   `embedns status`): a resolver that tries such a call is worth a look.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use embedns_conf::user::ResolverUser;
@@ -174,7 +177,6 @@ fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
         libc::SYS_setsockopt,
         libc::SYS_getsockopt,
         libc::SYS_close,
-        libc::SYS_fcntl,
         // The runtime.
         libc::SYS_epoll_pwait,
         libc::SYS_epoll_ctl,
@@ -210,7 +212,6 @@ fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
         libc::SYS_statx,
         libc::SYS_lseek,
         libc::SYS_getdents64,
-        libc::SYS_renameat2,
     ] {
         rules.insert(nr, any());
     }
@@ -243,6 +244,32 @@ fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
             .map(|req| SeccompRule::new(vec![Cond::new(1, Len::Dword, Op::Eq, req)?]))
             .collect::<Result<_, _>>()?,
     );
+    // Rotating the log swaps the two files' names (RENAME_EXCHANGE): no rename that replaces
+    // a file, nor one with other flags (RENAME_WHITEOUT needs privileges anyway).
+    rules.insert(
+        libc::SYS_renameat2,
+        vec![SeccompRule::new(vec![Cond::new(
+            4,
+            Len::Dword,
+            Op::Eq,
+            libc::RENAME_EXCHANGE as u64,
+        )?])?],
+    );
+    // fcntl for descriptor and status flags (non-blocking, close-on-exec) and duplicates; not
+    // F_SETOWN/F_SETSIG (signals to another process of the same identity), locks or leases.
+    rules.insert(
+        libc::SYS_fcntl,
+        [
+            libc::F_GETFD,
+            libc::F_SETFD,
+            libc::F_GETFL,
+            libc::F_SETFL,
+            libc::F_DUPFD_CLOEXEC,
+        ]
+        .into_iter()
+        .map(|cmd| SeccompRule::new(vec![Cond::new(1, Len::Dword, Op::Eq, cmd as u64)?]))
+        .collect::<Result<_, _>>()?,
+    );
     // A signal only to this process's own threads (abort on a panic).
     rules.insert(
         libc::SYS_tgkill,
@@ -256,19 +283,52 @@ fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
     Ok(rules)
 }
 
+/// System calls the filter refused since the resolver started.
+static DENIED: AtomicU64 = AtomicU64::new(0);
+
+/// How many system calls the filter refused (for `embedns status`).
+pub fn denied() -> u64 {
+    DENIED.load(Ordering::Relaxed)
+}
+
+/// The SIGSYS handler of a refused call (`SECCOMP_RET_TRAP`): counts it, and makes the call
+/// return -EPERM, as `SECCOMP_RET_ERRNO` would, so the code that made it goes on as before.
+extern "C" fn refused(_: libc::c_int, _: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    DENIED.fetch_add(1, Ordering::Relaxed);
+    let eperm = -(libc::EPERM as i64);
+    // SAFETY: the kernel passes the interrupted thread's ucontext; the return register is
+    // what the skipped system call returns once the handler returns.
+    unsafe {
+        let uc = context.cast::<libc::ucontext_t>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] = eperm;
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            (*uc).uc_mcontext.regs[0] = eperm as u64;
+        }
+    }
+}
+
 /// Installs the allow-list on every thread of the process (no_new_privs must be set in each,
-/// as [`drop_privileges`] does). A call outside it fails with EPERM.
+/// as [`drop_privileges`] does). A call outside it fails with EPERM and is counted.
 pub fn confine() -> anyhow::Result<()> {
+    // SAFETY: a handler that only touches an atomic and the ucontext it is given.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = refused as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("installing the SIGSYS handler");
+        }
+    }
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| anyhow::anyhow!("seccomp: {e:?}"))?;
-    let filter = SeccompFilter::new(
-        allowed()?,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        arch,
-    )
-    .map_err(|e| anyhow::anyhow!("building the seccomp filter: {e}"))?;
+    let filter = SeccompFilter::new(allowed()?, SeccompAction::Trap, SeccompAction::Allow, arch)
+        .map_err(|e| anyhow::anyhow!("building the seccomp filter: {e}"))?;
     let program: seccompiler::BpfProgram = filter
         .try_into()
         .map_err(|e| anyhow::anyhow!("compiling the seccomp filter: {e:?}"))?;

@@ -193,9 +193,13 @@ impl Remote {
 /// valid DNS names (normalized), as the plugin makes them. An older or hand-written value
 /// could hold anything.
 fn answerable(r: &Record) -> Result<(), embedns_conf::ConfError> {
-    use embedns_conf::names::{normalize, served_name as dns_name};
+    use embedns_conf::names::{normalize, served_name};
     for n in r.names().chain(r.domain_name.as_deref()) {
-        dns_name("name", n)?;
+        if !served_name("name", n)? {
+            return Err(embedns_conf::ConfError::InvalidConfig(format!(
+                "name {n:?} is not a DNS name"
+            )));
+        }
         if normalize(n) != n {
             return Err(embedns_conf::ConfError::InvalidConfig(format!(
                 "name {n:?} is not normalized"

@@ -324,7 +324,7 @@ fn names_docker_and_kubernetes_accept_never_fail_add() {
         &w.adding(&net, &pod)
             .name(&long)
             .id(&id)
-            .cap(json!({"aliases": ["ok-alias", "not ok"]}))
+            .cap(json!({"aliases": ["ok-alias", "dots..twice"]}))
             .ok(),
     );
     w.adding(&net, &cli).name("cli").ok();

@@ -39,6 +39,8 @@ fn status_reports_containers_resolvers_and_health() {
     assert_eq!(r["upstreams"][0]["fromHost"], true);
     assert!(r["counters"]["local"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["counters"]["forwarded"], 1, "{r}");
+    // A resolver doing its job makes no call its seccomp filter refuses.
+    assert_eq!(r["seccompDenied"], 0, "{r}");
 
     // One container, by name, as text.
     let (code, text) = w.status_text(&["web"]);

@@ -389,7 +389,7 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
             .contains("Permission denied"),
         "{report}"
     );
-    for what in ["write", "create", "netlink", "exec"] {
+    for what in ["write", "create", "netlink", "exec", "renameOver", "setown"] {
         assert!(
             report[what]
                 .as_str()
@@ -398,6 +398,8 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
             "{what}: {report}"
         );
     }
+    // Each refusal is counted (the serving resolver reports its count in `embedns status`).
+    assert!(report["denied"].as_u64().unwrap() >= 6, "{report}");
     // Its fds: stdio on /dev/null, sockets, its log; nothing else (the indexes are mapped,
     // their files closed).
     let sandbox = w.data_dir.join("sandboxes");
@@ -494,7 +496,7 @@ fn names_from_cni_input_are_validated() {
         ("K8S_POD_NAME=a b", None),
         ("EMBEDNS_LINKS=web:../x", None),
         ("", Some(json!({"aliases": ["ok", "bad/alias"]}))),
-        ("", Some(json!({"links": [{"name": "x", "alias": "-bad"}]}))),
+        ("", Some(json!({"links": [{"name": "x", "alias": "b@d"}]}))),
     ]
     .into_iter()
     .enumerate()
