@@ -179,6 +179,10 @@ pub fn remove(paths: &StatePaths, lock: SandboxLock, container_id: &str) -> Resu
 pub struct Leftover {
     pub container_id: String,
     pub netns: String,
+    /// The inode of the namespace the rules were left in (absent from earlier versions'
+    /// notes): GC retries only in that namespace, and not while a live sandbox uses it.
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
     pub error: String,
 }
 

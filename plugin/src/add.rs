@@ -228,11 +228,19 @@ fn attach(
     crash::point("add:sandbox-saved");
     tracing::debug!(elapsed = ?started.elapsed(), "files written");
 
+    // A remover a DEL left for this netns would take the rules away: stop it first. (A DEL
+    // killed after starting one may also have left the resolver running, and reused here.)
+    let left = later::cancel(paths, &env.netns);
     if reuse {
         resolver::control::<ReloadReply>(paths, &env.container_id, Request::Reload)
             .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
-        if catch.servers != caught_before || sb.catch_owner != Some(catch.owner()) {
-            let info = sb.resolver.as_ref().expect("a reused resolver is recorded");
+        let info = sb.resolver.clone().expect("a reused resolver is recorded");
+        if left {
+            // Its remover may have run: the rules are put back whole.
+            redirect::install(&env.netns, info.udp_port, info.tcp_port, true, &catch)?.wait()?;
+            sb.catch_owner = Some(catch.owner());
+            sandbox::save(paths, lock, &sb)?;
+        } else if catch.servers != caught_before || sb.catch_owner != Some(catch.owner()) {
             let jump = sb.catch_owner.is_none();
             redirect::set_catch(&env.netns, info.udp_port, info.tcp_port, &catch, jump)?;
             sb.catch_owner = Some(catch.owner());
@@ -249,8 +257,6 @@ fn attach(
             (udp, tcp)
         };
         let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
-        // A remover a DEL left for this netns would take the new rules away: stop it first.
-        let left = later::cancel(paths, &env.netns);
         let redirect = redirect::install(&env.netns, u, t, previous || left, &catch)?;
         sb.catch_owner = Some(catch.owner());
         let starting = resolver::start(

@@ -172,6 +172,7 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox, when: Removal) {
                 let note = Leftover {
                     container_id: sb.container_id.clone(),
                     netns: sb.netns.clone(),
+                    netns_inode: sb.netns_inode,
                     error: format!("{e:#}"),
                 };
                 if let Err(e) = sandbox::save_leftover(paths, &note) {

@@ -82,11 +82,19 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
             failed(format!("resolver pid {}", r.info.pid), e);
         }
     }
+    // The netns inodes live sandboxes serve: rules there are theirs now (a later ADD into the
+    // same namespace, `podman network connect`), whatever an earlier DEL left.
+    let live: Vec<u64> = (sandbox::list(&paths).unwrap_or_default().iter())
+        .filter_map(|cid| sandbox::load(&paths, cid).ok().flatten())
+        .filter_map(|sb| sb.netns_inode)
+        .collect();
     for note in sandbox::leftovers(&paths) {
-        let retried = if netns::exists(&note.netns) {
+        let inode = netns::inode(&note.netns);
+        let same = inode.is_some() && note.netns_inode.is_none_or(|i| Some(i) == inode);
+        let retried = if same && !inode.is_some_and(|i| live.contains(&i)) {
             redirect::remove_now(&note.netns)
         } else {
-            Ok(()) // the rules went with the namespace
+            Ok(()) // the rules went with the namespace, or belong to a live sandbox now
         };
         match retried.and_then(|()| Ok(sandbox::clear_leftover(&paths, &note.container_id)?)) {
             Ok(()) => tracing::info!(netns = %note.netns, "GC: leftover redirect gone"),
