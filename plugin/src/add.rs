@@ -215,10 +215,33 @@ fn attach(
     };
     // A live resolver serving this netns is told to reload; otherwise one is started (and an
     // earlier one's rules, if any, replaced).
-    let reuse = sb
+    let mut reuse = sb
         .resolver
         .as_ref()
         .is_some_and(|info| resolver::serves(info, &env.netns));
+    // A resolver has a host-netns thread only if one of its networks took the host's
+    // upstreams when it started (embedns-resolverd's hostns.rs): a network that needs them
+    // joining one that has none gets a new resolver.
+    if reuse && record.upstreams.host_resolv_conf.is_some() {
+        let had_host = (sb.attachments.iter())
+            .filter(|a| {
+                (a.network.as_str(), a.ifname.as_str()) != (&record.network, &record.ifname)
+            })
+            .filter_map(|a| {
+                NetworkStore::new(paths, &a.network)
+                    .get(&env.container_id, &a.ifname)
+                    .ok()
+                    .flatten()
+            })
+            .any(|r| r.upstreams.host_resolv_conf.is_some());
+        if !had_host {
+            tracing::info!("restarting the resolver: this network asks the host's upstreams");
+            if let Some(info) = &sb.resolver {
+                resolver::stop(info);
+            }
+            reuse = false;
+        }
+    }
     let previous = sb.resolver.is_some();
     sb.redirect_settled = reuse;
     // The sandbox is saved before the files are written and before the resolver starts, so

@@ -3,6 +3,11 @@
 //! one thread stays in the host netns (it is started before the main thread enters the
 //! container's) and makes sockets on request; they are then used from the runtime like any
 //! other.
+//!
+//! Only a resolver one of whose networks takes its upstreams from the host's resolv.conf has
+//! that thread (R22 may bring a loopback nameserver there at any time): on an internal
+//! network, or one with explicit upstreams only, the resolver has no presence in the host's
+//! netns at all, so a resolver taken over there cannot reach the host's loopback services.
 
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
@@ -16,13 +21,19 @@ type Reply = oneshot::Sender<nix::Result<OwnedFd>>;
 /// A handle to the host-netns socket maker.
 #[derive(Clone)]
 pub struct HostSockets {
-    tx: mpsc::Sender<(AddressFamily, SockType, Reply)>,
+    tx: Option<mpsc::Sender<(AddressFamily, SockType, Reply)>>,
 }
 
 impl HostSockets {
+    /// No host-netns thread: every request fails (no network of the resolver needs one).
+    pub fn none() -> HostSockets {
+        HostSockets { tx: None }
+    }
+
     /// Starts the maker thread in the calling thread's (the host's) netns; it runs as
-    /// `user` without capabilities from its first instruction on.
-    pub fn start(user: ResolverUser) -> std::io::Result<HostSockets> {
+    /// `user` without capabilities from its first instruction on, and may connect TCP to
+    /// `tcp_ports` only (`sys::restrict_tcp`).
+    pub fn start(user: ResolverUser, tcp_ports: Vec<u16>) -> std::io::Result<HostSockets> {
         let (tx, rx) = mpsc::channel::<(AddressFamily, SockType, Reply)>();
         let (dropped_tx, dropped) = mpsc::channel::<Result<(), String>>();
         std::thread::Builder::new()
@@ -30,7 +41,9 @@ impl HostSockets {
             .stack_size(64 * 1024)
             .spawn(move || {
                 // This thread needs no capability to make sockets (see sys::drop_privileges).
-                let dropped = crate::sys::drop_privileges(user).map_err(|e| format!("{e:#}"));
+                let dropped = crate::sys::drop_privileges(user)
+                    .and_then(|()| crate::sys::restrict_tcp(&tcp_ports).map(drop))
+                    .map_err(|e| format!("{e:#}"));
                 let failed = dropped.is_err();
                 let _ = dropped_tx.send(dropped);
                 if failed {
@@ -43,7 +56,7 @@ impl HostSockets {
             })?;
         // Readiness is reported only once this thread holds no capability.
         match dropped.recv() {
-            Ok(Ok(())) => Ok(HostSockets { tx }),
+            Ok(Ok(())) => Ok(HostSockets { tx: Some(tx) }),
             Ok(Err(e)) => Err(std::io::Error::other(format!(
                 "the host-netns thread cannot drop its privileges: {e}"
             ))),
@@ -59,8 +72,12 @@ impl HostSockets {
             AddressFamily::Inet
         };
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((family, ty, reply))
+        let tx = self.tx.as_ref().ok_or_else(|| {
+            std::io::Error::other(
+                "no host-netns thread: no network of this resolver takes the host's upstreams",
+            )
+        })?;
+        tx.send((family, ty, reply))
             .map_err(|_| std::io::Error::other("host-netns thread is gone"))?;
         rx.await
             .map_err(|_| std::io::Error::other("host-netns thread is gone"))?

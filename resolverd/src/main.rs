@@ -96,8 +96,28 @@ fn main() -> ExitCode {
 fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Result<()> {
     let sb = sandbox::load(&paths, &args.container_id)?
         .with_context(|| format!("no sandbox for {}", args.container_id))?;
+    // What the container's networks forward to: whether one takes the host's upstreams, and
+    // the upstream ports, the only ones TCP may connect to.
+    let own: Vec<embedns_conf::record::Record> = (sb.attachments.iter())
+        .filter_map(|a| {
+            let net = embedns_conf::store::NetworkStore::new(&paths, &a.network);
+            net.get(&args.container_id, &a.ifname).ok().flatten()
+        })
+        .collect();
+    let needs_host = own.iter().any(|r| r.upstreams.host_resolv_conf.is_some());
+    let mut tcp_ports = vec![53];
+    for addr in own.iter().flat_map(|r| &r.upstreams.explicit) {
+        if !tcp_ports.contains(&addr.port()) {
+            tcp_ports.push(addr.port());
+        }
+    }
     // Host-netns sockets must be made by a thread that never leaves the host netns (R18).
-    let host = HostSockets::start(args.user).context("starting the host-netns thread")?;
+    let host = if needs_host {
+        HostSockets::start(args.user, tcp_ports.clone())
+            .context("starting the host-netns thread")?
+    } else {
+        HostSockets::none()
+    };
     sys::enter_netns(&sb.netns)?;
     let served = Served {
         netns_inode: Served::current_netns_inode().context("reading our netns")?,
@@ -138,6 +158,11 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         }
         let control = control::bind(&st).context("binding the control socket")?;
         sys::drop_privileges(args.user).context("dropping privileges")?;
+        match sys::restrict_tcp(&tcp_ports) {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("this kernel does not restrict TCP connects (Landlock ABI 4)"),
+            Err(e) => tracing::warn!("restricting TCP connects: {e:#}"),
+        }
         sys::confine().context("confining the resolver")?;
         let fwd = Arc::new(Forwarder::new(st.clone(), host));
         let udp = tokio::net::UdpSocket::from_std(udp)?;
@@ -204,7 +229,7 @@ fn confinement_check() -> ExitCode {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
-    if let Err(e) = sys::confine() {
+    if let Err(e) = sys::restrict_tcp(&[53]).and_then(|_| sys::confine()) {
         eprintln!("embedns-resolverd: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -250,6 +275,8 @@ fn confinement_check() -> ExitCode {
             -1 => Err(std::io::Error::last_os_error()),
             _ => Ok(()),
         }),
+        // A TCP connect to a port no upstream uses (etcd's client port on loopback).
+        "connectTcp": outcome(std::net::TcpStream::connect("127.0.0.1:2379").map(drop)),
         "denied": sys::denied(),
         "uid": uid,
         "gid": gid,

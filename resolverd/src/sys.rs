@@ -46,6 +46,28 @@ pub fn raise_nofile(need: u64) -> anyhow::Result<u64> {
     Ok(want)
 }
 
+/// Landlock (kernel 6.7+, ABI 4): the calling thread, and threads it starts later, may connect
+/// TCP only to `ports` (the upstreams') and bind no TCP port (its listener came bound from the
+/// plugin). UDP is not covered by Landlock. Each thread calls it for itself, as the domain is
+/// per thread. Returns whether the kernel enforces it fully (older kernels: not at all).
+pub fn restrict_tcp(ports: &[u16]) -> anyhow::Result<bool> {
+    use landlock::{
+        Access, AccessNet, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
+    };
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessNet::from_all(ABI::V4))
+        .context("landlock")?
+        .create()
+        .context("landlock")?;
+    for port in ports {
+        ruleset = ruleset
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .context("landlock")?;
+    }
+    let status = ruleset.restrict_self().context("landlock")?;
+    Ok(status.ruleset == RulesetStatus::FullyEnforced)
+}
+
 /// The kernel's `cap_user_header_t`.
 #[repr(C)]
 struct CapHeader {

@@ -114,3 +114,45 @@ fn a_resolver_flooding_its_control_reply_cannot_exhaust_the_plugin() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("without a line end"), "{said}");
 }
+
+/// The inodes of the network namespaces `pid`'s threads are in.
+fn thread_netns(pid: i32) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::metadata(t.path().join("ns/net")).ok())
+        .map(|m| m.ino())
+        .collect()
+}
+
+#[test]
+fn a_resolver_with_no_host_upstream_has_no_presence_in_the_host_netns() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new("a_resolver_with_no_host_upstream_has_no_presence_in_the_host_netns");
+    let host_ns = std::fs::metadata(format!("/run/netns/{}", w.host))
+        .unwrap()
+        .ino();
+    let up = w.upstream("127.0.0.53:53", "up.test", &[("a.up.test", "10.9.9.1")]);
+    // An internal network: no thread of its resolver in the host's netns.
+    let internal = w.network("n1", json!({"internal": true}));
+    let c = w.container("c");
+    w.adding(&internal, &c).name("c").ok();
+    let pid = w.resolver_pid(&c);
+    assert!(
+        !thread_netns(pid).contains(&host_ns),
+        "{:?}",
+        thread_netns(pid)
+    );
+    // A network asking the host's upstreams joins: its resolver is replaced by one that can
+    // reach the host's loopback nameserver (R18).
+    let open = w.network("n2", json!({}));
+    w.adding(&open, &c)
+        .name("c")
+        .env(&[("CNI_IFNAME", "eth1")])
+        .ok();
+    let pid = w.resolver_pid(&c);
+    assert!(thread_netns(pid).contains(&host_ns));
+    assert_eq!(w.resolve(&c, "a.up.test", "A"), vec!["10.9.9.1"]);
+    assert_eq!(up.queries(), 1);
+}

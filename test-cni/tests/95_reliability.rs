@@ -398,6 +398,14 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
             "{what}: {report}"
         );
     }
+    // Landlock (kernel 6.7+): a TCP connect to a port no upstream uses, etcd's on loopback.
+    assert!(
+        report["connectTcp"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{report}"
+    );
     // Each refusal is counted (the serving resolver reports its count in `embedns status`).
     assert!(report["denied"].as_u64().unwrap() >= 6, "{report}");
     // Its fds: stdio on /dev/null, sockets, its log; nothing else (the indexes are mapped,
