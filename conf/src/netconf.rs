@@ -151,6 +151,8 @@ pub struct NetConf {
     pub log_level: Option<String>,
     pub resolver_path: Option<PathBuf>,
     pub resolver_user: ResolverUser,
+    /// Whether `resolverUser` was set (else the default: `user::default_resolver_user`).
+    pub resolver_user_set: bool,
     pub upstream_timeout_ms: u64,
     pub max_inflight: usize,
     /// Where the network's records are shared with other hosts; `None`: this host only.
@@ -272,6 +274,7 @@ impl NetConf {
             log_file: raw.log_file,
             log_level: raw.log_level,
             resolver_path: raw.resolver_path,
+            resolver_user_set: raw.resolver_user.is_some(),
             resolver_user: match &raw.resolver_user {
                 Some(u) => ResolverUser::parse(u)?,
                 None => default_resolver_user(),

@@ -21,6 +21,7 @@ use crate::fsutil::{
 use crate::index::{self, IndexWriter};
 use crate::paths::StatePaths;
 use crate::record::{attachment_key, Record};
+use crate::user::ResolverUser;
 use crate::ConfError;
 
 /// Suffix of record files; anything else in a network directory is not a record.
@@ -299,6 +300,29 @@ pub fn read_record(path: &Path) -> Result<Option<Record>, ConfError> {
 /// Names of the networks that have a directory in the store.
 pub fn networks(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
     subdirectory_names(&paths.networks())
+}
+
+/// The identity resolvers of the state directory `root` run as when `resolverUser` is not set
+/// (`set` false) and `user` is the default: a directory an earlier version made for
+/// nobody/nogroup keeps that group, so the resolvers it runs keep reading the store through
+/// an upgrade in place, while new resolvers take the default uid (nobody can no longer
+/// signal them or write to their logs). The store lives in /run: made anew at the next boot,
+/// it gets the default group.
+pub fn resolver_identity(root: &Path, user: ResolverUser, set: bool) -> ResolverUser {
+    use crate::user::{DEFAULT_RESOLVER_USER, EARLIER_RESOLVER_USER};
+    use std::os::unix::fs::MetadataExt;
+    if set || user != DEFAULT_RESOLVER_USER {
+        return user;
+    }
+    match fs::metadata(root) {
+        Ok(m) if m.gid() == EARLIER_RESOLVER_USER.gid && m.mode() & 0o7777 == 0o2750 => {
+            ResolverUser {
+                uid: user.uid,
+                gid: EARLIER_RESOLVER_USER.gid,
+            }
+        }
+        _ => user,
+    }
 }
 
 /// Makes the state directory `root` readable by the resolvers' group `gid` and by no one

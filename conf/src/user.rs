@@ -56,8 +56,20 @@ fn in_user_namespace(uid_map: &str) -> bool {
     !uid_map.trim().is_empty() && !whole_range
 }
 
-/// The unprivileged identity resolvers run as: nobody/nogroup, as dnsmasq does by default.
+/// The unprivileged identity resolvers run as by default: 65530:65530, an identity of their
+/// own. Not nobody/nogroup (65534), which other host software runs as (NFS squashing, daemons
+/// dropping privileges), and every such process could read the store, signal the resolvers
+/// and plant links in their log directories. 65530 lies in 65520–65533, which systemd's
+/// "Users, Groups, UIDs and GIDs" leaves unused (below it, 61184–65519, are its dynamic
+/// service users) and Debian policy reserves (65000–65533: no package allocates it).
 pub const DEFAULT_RESOLVER_USER: ResolverUser = ResolverUser {
+    uid: 65530,
+    gid: 65530,
+};
+
+/// The resolvers' identity of versions before 65530:65530 (nobody/nogroup): a state directory
+/// such a version made keeps its group (see `store::resolver_group`).
+pub const EARLIER_RESOLVER_USER: ResolverUser = ResolverUser {
     uid: 65534,
     gid: 65534,
 };

@@ -13,7 +13,7 @@ use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Record, Upstreams};
 use embedns_conf::sandbox::{self, Attachment, Sandbox, SandboxLock};
-use embedns_conf::store::{prepare_root, NetworkLock, NetworkStore};
+use embedns_conf::store::{prepare_root, resolver_identity, NetworkLock, NetworkStore};
 use embedns_conf::user::ResolverUser;
 use embedns_conf::ConfError;
 use serde_json::Value;
@@ -96,11 +96,12 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     };
 
     let paths = StatePaths::new(&conf.data_dir);
-    prepare_root(paths.root(), conf.resolver_user.uid, conf.resolver_user.gid)?;
+    let user = resolver_identity(paths.root(), conf.resolver_user, conf.resolver_user_set);
+    prepare_root(paths.root(), user.uid, user.gid)?;
     let lock = sandbox::lock(&paths, &env.container_id)?;
     let spawn = Spawn {
         binary: &binary,
-        user: conf.resolver_user,
+        user,
     };
     let attached = attach(
         &paths,

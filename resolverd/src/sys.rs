@@ -2,7 +2,7 @@
 //! come from the plugin, already bound there), and confining itself once it serves, so that a
 //! resolver taken over by a hostile query or upstream cannot hurt its host:
 //!
-//! - an unprivileged identity (`resolverUser`, default 65534:65534; under rootless podman the
+//! - an unprivileged identity of its own (`resolverUser`, default 65530:65530; under rootless podman the
 //!   user namespace's root, the unprivileged user): the store is readable to its group and
 //!   writable by root only; the resolver writes nothing but its own log;
 //! - no capability in any set (bounding and ambient included), and no_new_privs;

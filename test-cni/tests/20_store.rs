@@ -208,7 +208,7 @@ fn failed_add_leaves_nothing_behind() {
 
 #[test]
 fn store_is_private() {
-    // Root's, readable by the resolvers' group (nobody's, 65534, by default), by no one else;
+    // Root's, readable by the resolvers' group (65530, theirs alone, by default), by no one else;
     // writable by root only, but for each resolver's own log directory.
     let w = World::new("store_is_private");
     use std::os::unix::fs::MetadataExt;
@@ -219,13 +219,13 @@ fn store_is_private() {
         let m = std::fs::metadata(p).unwrap();
         (m.mode() & 0o7777, m.uid(), m.gid())
     };
-    assert_eq!(meta(&w.data_dir), (0o2750, 0, 65534));
-    assert_eq!(meta(&w.data_dir.join("networks/n1")), (0o2750, 0, 65534));
+    assert_eq!(meta(&w.data_dir), (0o2750, 0, 65530));
+    assert_eq!(meta(&w.data_dir.join("networks/n1")), (0o2750, 0, 65530));
     let rec = w.data_dir.join("networks/n1").join(&w.records("n1")[0]);
-    assert_eq!(meta(&rec), (0o640, 0, 65534));
+    assert_eq!(meta(&rec), (0o640, 0, 65530));
     assert_eq!(
         meta(&w.data_dir.join("networks/n1/.index")),
-        (0o640, 0, 65534)
+        (0o640, 0, 65530)
     );
     let sb = std::fs::read_dir(w.data_dir.join("sandboxes"))
         .unwrap()
@@ -233,11 +233,11 @@ fn store_is_private() {
         .unwrap()
         .unwrap()
         .path();
-    assert_eq!(meta(&sb), (0o2750, 0, 65534));
-    assert_eq!(meta(&sb.join("sandbox.json")), (0o640, 0, 65534));
+    assert_eq!(meta(&sb), (0o2750, 0, 65530));
+    assert_eq!(meta(&sb.join("sandbox.json")), (0o640, 0, 65530));
     assert_eq!(meta(&sb.join("control.sock")).0, 0o600);
-    assert_eq!(meta(&sb.join("log")), (0o2700, 65534, 65534));
+    assert_eq!(meta(&sb.join("log")), (0o2700, 65530, 65530));
     for f in ["resolver.log", "resolver.log.1"] {
-        assert_eq!(meta(&sb.join("log").join(f)), (0o600, 65534, 65534), "{f}");
+        assert_eq!(meta(&sb.join("log").join(f)), (0o600, 65530, 65530), "{f}");
     }
 }

@@ -223,3 +223,84 @@ fn preparing_the_state_dir_changes_nothing_reached_through_the_log_dir() {
     untouched(&a, "a\n");
     untouched(&b, "b\n");
 }
+
+/// Runs `cmd` as nobody/nogroup (65534), as other host software runs.
+fn as_nobody(cmd: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_nobody_process_cannot_read_the_store_signal_a_resolver_or_write_its_log() {
+    let w = World::new("a_nobody_process_cannot_read_the_store_signal_a_resolver_or_write_its_log");
+    let n1 = w.network("n1", json!({}));
+    let c = w.container("c");
+    let id = format!("{}-nobody", w.id);
+    w.adding(&n1, &c).name("c").id(&id).ok();
+    let pid = w.resolver_pid(&c);
+    // The resolvers' identity is theirs alone.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |k: &str| {
+        test_cni::line_starting(&status, k)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(ids("Uid:"), "65534", "{status}");
+    assert_ne!(ids("Gid:"), "65534", "{status}");
+    let record = w.data_dir.join("networks/n1").join(&w.records("n1")[0]);
+    let log = w.data_dir.join("sandboxes").join(&id).join("log");
+    let tries = [
+        vec!["cat".to_string(), record.display().to_string()],
+        vec!["kill".to_string(), "-0".to_string(), pid.to_string()],
+        vec![
+            "ln".to_string(),
+            "-s".to_string(),
+            "/etc/shadow".to_string(),
+            log.join("x").display().to_string(),
+        ],
+    ];
+    for t in &tries {
+        let args: Vec<&str> = t.iter().map(String::as_str).collect();
+        let out = as_nobody(&args);
+        assert!(!out.status.success(), "as nobody, {t:?} worked");
+    }
+}
+
+#[test]
+fn a_store_an_earlier_version_made_for_nobody_keeps_its_group_through_an_upgrade() {
+    use std::os::unix::fs::MetadataExt;
+    let w =
+        World::new("a_store_an_earlier_version_made_for_nobody_keeps_its_group_through_an_upgrade");
+    let n1 = w.network("n1", json!({}));
+    // The state directory as the earlier default left it: root:nogroup 2750.
+    std::fs::create_dir_all(&w.data_dir).unwrap();
+    nix::unistd::chown(
+        &w.data_dir,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&w.data_dir, std::fs::Permissions::from_mode(0o2750)).unwrap();
+    let c = w.container("c");
+    w.adding(&n1, &c).name("c").ok();
+    assert_eq!(
+        std::fs::metadata(&w.data_dir).unwrap().gid(),
+        65534,
+        "the group stays"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.resolver_pid(&c))).unwrap();
+    let ids = |k: &str| {
+        test_cni::line_starting(&status, k)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!((ids("Uid:"), ids("Gid:")), ("65530".into(), "65534".into()));
+    assert_eq!(w.resolve(&c, "c", "A").len(), 1);
+}

@@ -363,15 +363,16 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
         assert_eq!(field("CapBnd:"), "0000000000000000");
         assert_eq!(field("NoNewPrivs:"), "1");
         // An unprivileged identity and the seccomp filter, in every thread.
-        assert_eq!(field("Uid:"), "65534");
-        assert_eq!(field("Gid:"), "65534");
+        // An identity of their own: not nobody/nogroup (65534), which other software runs as.
+        assert_eq!(field("Uid:"), "65530");
+        assert_eq!(field("Gid:"), "65530");
         assert_eq!(field("Seccomp:"), "2", "mode 2: a filter");
     }
     // What a resolver taken over could try, confined the same way: write a root-owned file
     // (the plugin, which runs as root later), create a file, open a netlink socket, exec.
     let plugin = w.bin_dir.join("embedns").canonicalize().unwrap();
     let out = std::process::Command::new(w.bin_dir.join("embedns-resolverd"))
-        .args(["--confinement-check", "65534:65534"])
+        .args(["--confinement-check", "65530:65530"])
         .arg(&plugin)
         .output()
         .unwrap();
@@ -381,7 +382,7 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["uid"], 65534, "{report}");
+    assert_eq!(report["uid"], 65530, "{report}");
     assert!(
         report["writeAsUser"]
             .as_str()
