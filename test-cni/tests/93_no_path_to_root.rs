@@ -46,6 +46,14 @@ fn dead_resolver(w: &World, n1: &Network, c: &Container, id: &str) -> PathBuf {
     w.data_dir.join("sandboxes").join(id).join("log")
 }
 
+/// ADDs `c` (as `id`) to a second network, `net`, on eth1: with its recorded resolver dead,
+/// a new one starts; with `net`'s resolver `/bin/false`, the start fails.
+fn add_second(w: &World, net: &Network, c: &Container, id: &str) -> std::process::Output {
+    (w.adding(net, c).name("c").id(id))
+        .env(&[("CNI_IFNAME", "eth1")])
+        .run()
+}
+
 /// Replaces `name` in `dir` by a symlink to `target`.
 fn plant_link(dir: &Path, name: &str, target: &Path) {
     let _ = std::fs::remove_file(dir.join(name));
@@ -111,11 +119,12 @@ fn a_starting_resolver_follows_no_link_planted_in_its_log_dir() {
     plant_link(&log, "resolver.log", &a);
     plant_link(&log, "resolver.log.1", &b);
     // An ADD of a second network while the recorded resolver is dead starts a new one (as root).
-    w.adding(&n2, &c)
-        .name("c")
-        .id(&id)
-        .env(&[("CNI_IFNAME", "eth1")])
-        .ok();
+    let out = add_second(&w, &n2, &c, &id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     untouched(&a, "a\n");
     untouched(&b, "b\n");
     assert_eq!(w.resolve(&c, "c", "A").len(), 1, "the new resolver answers");
@@ -135,13 +144,7 @@ fn a_starting_resolver_does_not_hang_on_a_fifo_planted_in_its_log_dir() {
         plant_fifo(&log, "resolver.log"),
         plant_fifo(&log, "resolver.log.1"),
     ];
-    let (out, hung) = unless_hung(&w, &fifos, || {
-        w.adding(&n2, &c)
-            .name("c")
-            .id(&id)
-            .env(&[("CNI_IFNAME", "eth1")])
-            .run()
-    });
+    let (out, hung) = unless_hung(&w, &fifos, || add_second(&w, &n2, &c, &id));
     assert!(!hung, "ADD hung on the FIFOs");
     assert!(
         out.status.success(),
@@ -162,12 +165,7 @@ fn a_failed_start_reads_no_link_into_its_error() {
     let log = dead_resolver(&w, &n1, &c, &id);
     let secret = root_only(&w, "secret", "root-only-secret\n");
     plant_link(&log, "resolver.log", &secret);
-    let out = w
-        .adding(&broken, &c)
-        .name("c")
-        .id(&id)
-        .env(&[("CNI_IFNAME", "eth1")])
-        .run();
+    let out = add_second(&w, &broken, &c, &id);
     assert!(!out.status.success());
     let said = format!(
         "{}{}",
@@ -187,13 +185,7 @@ fn a_failed_start_does_not_hang_on_a_fifo_as_its_log() {
     let id = format!("{}-tailfifo", w.id);
     let log = dead_resolver(&w, &n1, &c, &id);
     let fifos = [plant_fifo(&log, "resolver.log")];
-    let (out, hung) = unless_hung(&w, &fifos, || {
-        w.adding(&broken, &c)
-            .name("c")
-            .id(&id)
-            .env(&[("CNI_IFNAME", "eth1")])
-            .run()
-    });
+    let (out, hung) = unless_hung(&w, &fifos, || add_second(&w, &broken, &c, &id));
     assert!(!out.status.success());
     assert!(!hung, "the plugin hung on the FIFO");
 }
