@@ -94,6 +94,21 @@ fn dns_labels(what: &'static str, name: &str, edge_hyphens: bool) -> Result<(), 
     Ok(())
 }
 
+/// Checks a host's name in the keys of a shared network (`etcd.host`, and the host segment of
+/// every key another host wrote): letters, digits, '-', '_' and '.', 1–253 of them, not
+/// starting with '.' (so never `.` or `..`: it becomes a directory name in the store).
+pub fn host(name: &str) -> Result<(), ConfError> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty() || name.len() > 253 || name.starts_with('.') || !name.bytes().all(ok) {
+        return Err(invalid(
+            "host",
+            name,
+            "must be letters, digits, '-', '_' or '.' (1..253 of them), not starting with '.'",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a resolv.conf option (`ndots:2`, `edns0`): one word of printable ASCII.
 pub fn resolv_option(option: &str) -> Result<(), ConfError> {
     if option.is_empty() || option.len() > 64 || !option.bytes().all(|b| b.is_ascii_graphic()) {

@@ -206,48 +206,76 @@ impl NetworkStore {
 
     /// Applies the sync process's changes to the other hosts' records: each file, then its
     /// index entry (a removal the other way round, as for this host's records), the index
-    /// opened once for the whole batch. A record the index refuses (too large for an entry)
-    /// is logged and left out, file and all, so that one bad value cannot stop the rest.
+    /// opened once for the whole batch. One change that fails (an I/O error, a record the
+    /// index refuses: too large for an entry) is logged and left out, file and all, and the
+    /// others are applied all the same: one bad value cannot stop the rest. Returns the
+    /// changes that failed for a reason other than their value (`(host, key)`), which the
+    /// caller must not count as applied. A host that is no host name (`names::host`) never
+    /// reaches a path.
     pub fn apply_remote(
         &self,
         lock: &NetworkLock,
         changes: &[RemoteChange],
-    ) -> Result<(), ConfError> {
+    ) -> Result<Vec<(String, String)>, ConfError> {
+        let mut failed = Vec::new();
         if changes.is_empty() {
-            return Ok(());
+            return Ok(failed);
         }
         let remote = self.dir.join(REMOTE_DIR);
         let source = self.locked(lock);
-        let mut index = IndexWriter::open(&source)?;
+        let mut index = Some(IndexWriter::open(&source)?);
         for change in changes {
-            match change {
-                RemoteChange::Put { host, record } => {
-                    let dir = remote.join(host);
-                    create_private_dir(&remote)?;
-                    create_private_dir(&dir)?;
-                    let key = record.key();
-                    let body = serde_json::to_vec(record).expect("a record always serializes");
-                    let file = dir.join(format!("{key}{RECORD_SUFFIX}"));
-                    write_atomic(&file, &body)?;
-                    index = match index.insert_keyed(remote_key(host, &key), record) {
-                        Ok(index) => index,
-                        Err(e @ ConfError::InvalidConfig(_)) => {
-                            tracing::warn!(host, key, "another host's record left out: {e}");
-                            remove_if_exists(&file)?;
-                            IndexWriter::open(&source)?
-                        }
-                        Err(e) => return Err(e),
-                    };
-                }
-                RemoteChange::Remove { host, key } => {
-                    index = index.remove(&remote_key(host, key))?;
-                    let dir = remote.join(host);
-                    remove_if_exists(&dir.join(format!("{key}{RECORD_SUFFIX}")))?;
-                    let _ = fs::remove_dir(&dir); // only once the host has no record left
-                }
+            let (host, key) = match change {
+                RemoteChange::Put { host, record } => (host, record.key()),
+                RemoteChange::Remove { host, key } => (host, key.clone()),
+            };
+            if let Err(e) = crate::names::host(host) {
+                tracing::warn!(key, "another host's change skipped: {e}");
+                continue;
             }
+            let writer = match index.take() {
+                Some(w) => w,
+                None => IndexWriter::open(&source)?,
+            };
+            let dir = remote.join(host);
+            let file = dir.join(format!("{key}{RECORD_SUFFIX}"));
+            let applied = match change {
+                RemoteChange::Put { record, .. } => {
+                    let body = serde_json::to_vec(record).expect("a record always serializes");
+                    let written =
+                        create_private_dir(&dir).and_then(|()| write_atomic(&file, &body));
+                    match written {
+                        Err(e) => Err((e, Some(writer))),
+                        Ok(()) => match writer.insert_keyed(remote_key(host, &key), record) {
+                            Ok(w) => Ok(w),
+                            Err(e @ ConfError::InvalidConfig(_)) => {
+                                tracing::warn!(host, key, "another host's record left out: {e}");
+                                remove_if_exists(&file)?;
+                                Ok(IndexWriter::open(&source)?)
+                            }
+                            Err(e) => Err((e, None)),
+                        },
+                    }
+                }
+                RemoteChange::Remove { .. } => match writer.remove(&remote_key(host, &key)) {
+                    Ok(w) => {
+                        let removed = remove_if_exists(&file);
+                        let _ = fs::remove_dir(&dir); // only once the host has no record left
+                        removed.map(|()| w).map_err(|e| (e, None))
+                    }
+                    Err(e) => Err((e, None)),
+                },
+            };
+            index = match applied {
+                Ok(w) => Some(w),
+                Err((e, writer)) => {
+                    tracing::warn!(host, key, "another host's change not applied: {e}");
+                    failed.push((host.clone(), key));
+                    writer
+                }
+            };
         }
-        Ok(())
+        Ok(failed)
     }
 }
 

@@ -7,12 +7,19 @@ use std::collections::BTreeMap;
 use embedns_conf::record::Record;
 use embedns_conf::store::RemoteChange;
 
-/// A key of the network's prefix, split: `<prefix>/<network>/<host>/<cid>@<ifname>`.
+/// A record's key of the network's prefix, split into host and attachment
+/// (`embedns_conf::shared::network_key`, the one grammar): `None` for a host's claim, and for
+/// a key that is no key of ours, which is logged once and skipped.
 pub fn split_key<'k>(network_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
-    let rest = key.strip_prefix(network_prefix)?;
-    let (host, attachment) = rest.split_once('/')?;
-    (!host.is_empty() && !attachment.is_empty() && !attachment.contains('/'))
-        .then_some((host, attachment))
+    use embedns_conf::shared::{network_key, NetworkKey};
+    match network_key(network_prefix, key) {
+        Ok(NetworkKey::Record { host, attachment }) => Some((host, attachment)),
+        Ok(NetworkKey::Claim { .. }) => None,
+        Err(e) => {
+            tracing::warn!("skipped a key no host of embedns writes: {e}");
+            None
+        }
+    }
 }
 
 /// One of this host's records as etcd has it.
@@ -231,6 +238,8 @@ mod tests {
         assert_eq!(split_key(p, "/embedns/n/a/"), None);
         assert_eq!(split_key(p, "/embedns/n/a/b/c"), None);
         assert_eq!(split_key(p, "/embedns/m/a/c1@eth0"), None);
+        assert_eq!(split_key(p, "/embedns/n/../c1@eth0"), None);
+        assert_eq!(split_key(p, "/embedns/n/./c1@eth0"), None);
     }
 
     #[test]

@@ -476,9 +476,35 @@ impl Sync {
             self.store.remove_if_empty(lock)?;
             return Ok(false);
         }
-        self.store.apply_remote(&lock, changes)?;
+        let failed = self.store.apply_remote(&lock, changes)?;
         tracing::debug!(?changes, "applied the other hosts' changes");
-        Ok(true)
+        if failed.is_empty() {
+            return Ok(true);
+        }
+        // Not applied, so not held as applied: the relist that follows the session's end
+        // compares etcd with what is held and makes each again (a put held no more is put
+        // again; a removal held again is removed again).
+        for change in changes {
+            match change {
+                RemoteChange::Put { host, record }
+                    if failed.contains(&(host.clone(), record.key())) =>
+                {
+                    self.remote.held.remove(&(host.clone(), record.key()));
+                }
+                RemoteChange::Remove { host, key }
+                    if failed.contains(&(host.clone(), key.clone())) =>
+                {
+                    self.remote
+                        .held
+                        .insert((host.clone(), key.clone()), Vec::new());
+                }
+                _ => {}
+            }
+        }
+        bail!(
+            "{} of the other hosts' changes could not be applied; relisting",
+            failed.len()
+        )
     }
 
     fn heard(&mut self) {

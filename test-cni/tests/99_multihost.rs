@@ -609,3 +609,147 @@ fn a_changed_etcd_config_applies_to_the_running_sync_process(etcd: Etcd) {
         "the new list's first endpoint"
     );
 }
+
+/// `etcdctl get --print-value-only KEY` against host `i`'s member.
+fn etcd_value(c: &Cluster, i: usize, key: &str) -> String {
+    let out = c.etcdctl(i, &["get", "--print-value-only", key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// `etcdctl put KEY VALUE` (or `del KEY` when `value` is None) on host `i`'s member.
+fn etcd_write(c: &Cluster, i: usize, key: &str, value: Option<&str>) {
+    let out = match value {
+        Some(v) => c.etcdctl(i, &["put", key, v]),
+        None => c.etcdctl(i, &["del", key]),
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+on_both!(a_key_from_etcd_never_reaches_a_hosts_own_records);
+fn a_key_from_etcd_never_reaches_a_hosts_own_records(etcd: Etcd) {
+    let c = Cluster::new(etcd, "forged_keys", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let WebAndCli {
+        web, cli, web_ip, ..
+    } = web_and_cli(&c, &nets[0], &nets[1]);
+    let own_key = c.record_keys(0, "mh", "host1").remove(0);
+    let attachment = own_key.rsplit('/').next().unwrap().to_string();
+    let local = h1
+        .data_dir
+        .join("networks/mh")
+        .join(format!("{attachment}.json"));
+    let (file_before, value_before) = (
+        std::fs::read_to_string(&local).unwrap(),
+        etcd_value(&c, 0, &own_key),
+    );
+    // A writer of the prefix forges web's record with another address and upstreams, under
+    // `..` and `.` as the host.
+    let forged = value_before
+        .replace(&web_ip, "10.77.1.250")
+        .replace("\"explicit\":[]", "\"explicit\":[\"192.0.2.53:53\"]");
+    let net_prefix = format!("{}/mh", c.prefix);
+    for host in ["..", "."] {
+        etcd_write(
+            &c,
+            1,
+            &format!("{net_prefix}/{host}/{attachment}"),
+            Some(&forged),
+        );
+    }
+    // A legitimate change after them is taken in: the forged keys stopped nothing.
+    let late = h2.container("late");
+    let late_ip = ip_of(&h2.adding(&nets[1], &late).name("late").ok());
+    wait_until(SPREAD, "host1 to answer late", || {
+        (h1.resolve(&web, "late", "A") == vec![late_ip.clone()]).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&local).unwrap(),
+        file_before,
+        "host1's own record"
+    );
+    assert_eq!(
+        etcd_value(&c, 0, &own_key),
+        value_before,
+        "host1's key in etcd"
+    );
+    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip.clone()]);
+    // Deleting them deletes nothing of host1's.
+    for host in ["..", "."] {
+        etcd_write(&c, 1, &format!("{net_prefix}/{host}/{attachment}"), None);
+    }
+    let later = h2.container("later");
+    let later_ip = ip_of(&h2.adding(&nets[1], &later).name("later").ok());
+    wait_until(SPREAD, "host1 to answer later", || {
+        (h1.resolve(&web, "later", "A") == vec![later_ip.clone()]).then_some(())
+    });
+    assert!(local.is_file(), "host1's own record is still there");
+    assert_eq!(c.record_keys(0, "mh", "host1"), vec![own_key]);
+    assert_eq!(h1.resolve(&web, "web", "A"), vec![web_ip.clone()]);
+    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+    // Nothing but directories under `.remote` (a plain file there fails every index rebuild).
+    for e in std::fs::read_dir(h1.data_dir.join("networks/mh/.remote")).unwrap() {
+        assert!(e.unwrap().file_type().unwrap().is_dir());
+    }
+    // The host name `..` is refused in a conf.
+    let mut bad = c.etcd_options(0);
+    bad["etcd"]["host"] = json!("..");
+    let net = h1.network_in("mh2", "10.77.9", bad);
+    let x = h1.container("x");
+    let out = h1.adding(&net, &x).name("x").run();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host"),
+        "{out:?}"
+    );
+}
+
+on_both!(a_change_that_could_not_be_applied_is_applied_later_and_blocks_no_other);
+fn a_change_that_could_not_be_applied_is_applied_later_and_blocks_no_other(etcd: Etcd) {
+    let c = Cluster::new(etcd, "failed_apply", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let WebAndCli { web, cli_ip, .. } = web_and_cli(&c, &nets[0], &nets[1]);
+    wait_until(SPREAD, "host1 to answer cli", || {
+        (h1.resolve(&web, "cli", "A") == vec![cli_ip.clone()]).then_some(())
+    });
+    // A third host's record that host1 cannot write: `.remote/host3` is a file there.
+    let remote = h1.data_dir.join("networks/mh/.remote");
+    std::fs::write(remote.join("host3"), "").unwrap();
+    let template_key = c.record_keys(1, "mh", "host2").remove(0);
+    let template = etcd_value(&c, 1, &template_key);
+    let attachment = template_key.rsplit('/').next().unwrap();
+    let (cid, _) = attachment.split_once('@').unwrap();
+    let ghost_cid = format!("{cid}x3");
+    let third = template
+        .replace(cid, &ghost_cid)
+        .replace("\"name\":\"cli\"", "\"name\":\"third\"")
+        .replace("10.77.2.", "10.77.3.");
+    etcd_write(
+        &c,
+        1,
+        &format!("{}/mh/host3/{ghost_cid}@eth0", c.prefix),
+        Some(&third),
+    );
+    // Host2's next container spreads all the same.
+    let late = h2.container("late");
+    let late_ip = ip_of(&h2.adding(&nets[1], &late).name("late").ok());
+    wait_until(SPREAD, "host1 to answer late", || {
+        (h1.resolve(&web, "late", "A") == vec![late_ip.clone()]).then_some(())
+    });
+    assert!(absent(h1, &web, "third"));
+    // Once the obstacle is gone, the change is made.
+    std::fs::remove_file(remote.join("host3")).unwrap();
+    wait_until(Duration::from_secs(10), "host1 to answer third", || {
+        (!h1.resolve(&web, "third", "A").is_empty()).then_some(())
+    });
+}
