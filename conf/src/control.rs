@@ -60,6 +60,14 @@ pub struct StatusReply {
     /// from earlier versions' replies).
     #[serde(default, rename = "seccompDenied")]
     pub seccomp_denied: u64,
+    /// Whether it has a thread in the host's netns, for the host's loopback upstreams (R18;
+    /// earlier versions always had one).
+    #[serde(default = "always", rename = "hostNetns")]
+    pub host_netns: bool,
+}
+
+fn always() -> bool {
+    true
 }
 
 /// One network the resolver serves and how many peers its index holds.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use embedns_conf::cni;
-use embedns_conf::control::{ReloadReply, Request};
+use embedns_conf::control::{ReloadReply, Request, StatusReply};
 use embedns_conf::crash;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
@@ -222,9 +222,10 @@ fn attach(
         .is_some_and(|info| resolver::serves(info, &env.netns));
     // A resolver has a host-netns thread only if one of its networks took the host's
     // upstreams when it started (embedns-resolverd's hostns.rs): a network that needs them
-    // joining one that has none gets a new resolver.
+    // joining one that has none gets a new resolver. Asked of the resolver only when no other
+    // network of the container takes them.
     if reuse && record.upstreams.host_resolv_conf.is_some() {
-        let had_host = (sb.attachments.iter())
+        let others_need_host = (sb.attachments.iter())
             .filter(|a| {
                 (a.network.as_str(), a.ifname.as_str()) != (&record.network, &record.ifname)
             })
@@ -235,7 +236,10 @@ fn attach(
                     .flatten()
             })
             .any(|r| r.upstreams.host_resolv_conf.is_some());
-        if !had_host {
+        let has_host = others_need_host
+            || resolver::control::<StatusReply>(paths, &env.container_id, Request::Status)
+                .is_ok_and(|s| s.host_netns);
+        if !has_host {
             tracing::info!("restarting the resolver: this network asks the host's upstreams");
             if let Some(info) = &sb.resolver {
                 resolver::stop(info);

@@ -93,6 +93,7 @@ fn status(st: &Resolver) -> StatusReply {
             })
             .collect(),
         seccomp_denied: crate::sys::denied(),
+        host_netns: st.host_netns.get().copied().unwrap_or(true),
         counters: Counters {
             local: load(&c.local),
             forwarded,

@@ -64,6 +64,11 @@ impl HostSockets {
         }
     }
 
+    /// Whether there is a host-netns thread.
+    pub fn present(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// A new non-blocking socket of the host netns.
     pub async fn socket(&self, v6: bool, ty: SockType) -> std::io::Result<OwnedFd> {
         let family = if v6 {

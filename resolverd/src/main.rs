@@ -144,6 +144,7 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     rt.block_on(async move {
         let st = Arc::new(Resolver::new(&args.container_id, paths));
         let _ = st.ports.set(ports);
+        let _ = st.host_netns.set(host.present());
         let nets = st.reload()?;
         let need = st.upstreams().max_inflight as u64 + 2 * server::MAX_TCP_CONNECTIONS as u64 + 64;
         match sys::raise_nofile(need) {

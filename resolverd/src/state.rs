@@ -76,6 +76,8 @@ pub struct Resolver {
     pub counters: Counters,
     pub started: Instant,
     pub ports: OnceLock<(u16, u16)>,
+    /// Whether it has a host-netns thread (`hostns.rs`), reported to the plugin.
+    pub host_netns: OnceLock<bool>,
 }
 
 impl Resolver {
@@ -89,6 +91,7 @@ impl Resolver {
             counters: Counters::default(),
             started: Instant::now(),
             ports: OnceLock::new(),
+            host_netns: OnceLock::new(),
         }
     }
 

@@ -155,4 +155,12 @@ fn a_resolver_with_no_host_upstream_has_no_presence_in_the_host_netns() {
     assert!(thread_netns(pid).contains(&host_ns));
     assert_eq!(w.resolve(&c, "a.up.test", "A"), vec!["10.9.9.1"]);
     assert_eq!(up.queries(), 1);
+    // A repeated ADD (a runtime retrying) keeps a resolver that has its host-netns thread.
+    let d = w.container("d");
+    let d_id = format!("{}-d", w.id);
+    let d_ip = test_cni::ip_of(&w.adding(&open, &d).name("d").id(&d_id).ok());
+    let pid = w.resolver_pid(&d);
+    let again = w.direct("ADD", "n2", &d, &d_id, "d", &d_ip, json!({}));
+    assert!(again.success, "{again:?}");
+    assert_eq!(w.resolver_pid(&d), pid);
 }
