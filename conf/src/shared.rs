@@ -207,6 +207,10 @@ pub struct SyncStatus {
     pub writes: u64,
     /// The last error talking to etcd, cleared once it answers again.
     pub last_error: Option<String>,
+    /// Other hosts' values skipped (not a record of the network under its key, names or
+    /// addresses this host would not serve, over a cap: `embedns-syncd`'s log says which).
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -109,7 +109,11 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
                 Err(e) => members.push(json!({"key": key, "error": e.to_string()})),
             }
         }
-        networks.push(json!({"name": net, "containers": members, "shared": shared(paths, &net)}));
+        let mut shared = shared(paths, &net);
+        if !shared.is_null() {
+            shared["overlaps"] = json!(overlaps(&NetworkStore::new(paths, &net)));
+        }
+        networks.push(json!({"name": net, "containers": members, "shared": shared}));
     }
     let mut containers = Vec::new();
     for (id, records) in by_container {
@@ -162,6 +166,26 @@ fn shared(paths: &StatePaths, network: &str) -> Value {
         .filter(|s| s.heard_at_ms > 0)
         .map(|s| now_ms().saturating_sub(s.heard_at_ms));
     json!({"etcd": conf, "running": running, "status": status, "heard_ms_ago": lag_ms})
+}
+
+/// Addresses both a container of this host and another host's record hold on a shared
+/// network (`<ip> (<host>)`): overlapping per-host subnets, a common misconfiguration. This
+/// host's container keeps the PTR of its address.
+fn overlaps(net: &NetworkStore) -> Vec<String> {
+    let local: std::collections::BTreeSet<std::net::IpAddr> =
+        (net.list().unwrap_or_default().into_iter())
+            .filter_map(|(_, r)| r.ok())
+            .flat_map(|r| r.ips)
+            .collect();
+    let mut out = Vec::new();
+    for (key, r) in net.list_remote().unwrap_or_default() {
+        let Ok(r) = r else { continue };
+        let host = key.split('/').next().unwrap_or_default().to_string();
+        for ip in r.ips.iter().filter(|ip| local.contains(ip)) {
+            out.push(format!("{ip} ({host})"));
+        }
+    }
+    out
 }
 
 fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Value {
@@ -304,6 +328,21 @@ fn print_shared(shared: &Value) {
             s["remote_records"],
             s["remote_hosts"]
         ),
+    }
+    if s["skipped"].as_u64().is_some_and(|n| n > 0) {
+        println!(
+            "  {} values from other hosts skipped (embedns-syncd's log says which and why)",
+            s["skipped"]
+        );
+    }
+    let empty = Vec::new();
+    let overlaps = shared["overlaps"].as_array().unwrap_or(&empty);
+    if !overlaps.is_empty() {
+        println!(
+            "  WARNING: addresses held here and by another host (overlapping subnets?): {}; \
+             the container here keeps their PTR",
+            join(&shared["overlaps"])
+        );
     }
 }
 

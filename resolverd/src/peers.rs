@@ -78,10 +78,16 @@ pub fn addresses_in(entries: &[Entry], name: &str) -> Option<Vec<IpAddr>> {
     (!ips.is_empty()).then_some(ips)
 }
 
-/// [`Peers::pointer`] over a list of entries.
+/// [`Peers::pointer`] over a list of entries: this host's attachment first, as the index
+/// answers (another host's keys have a `/`).
 pub fn pointer_in(entries: &[Entry], ip: &IpAddr) -> Option<String> {
-    entries
-        .iter()
-        .filter(|e| e.ips.contains(ip))
-        .find_map(|e| e.name.clone())
+    let holding = || {
+        entries
+            .iter()
+            .filter(|e| e.ips.contains(ip) && e.name.is_some())
+    };
+    holding()
+        .find(|e| !e.key.contains('/'))
+        .or_else(|| holding().next())
+        .and_then(|e| e.name.clone())
 }

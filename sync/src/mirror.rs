@@ -7,6 +7,13 @@ use std::collections::BTreeMap;
 use embedns_conf::record::Record;
 use embedns_conf::store::RemoteChange;
 
+/// The most bytes one value from another host may have: a record is a few hundred.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// The most names (name and aliases) one record from another host may have.
+pub const MAX_NAMES: usize = 64;
+/// The most records one other host may have held here.
+pub const MAX_RECORDS_PER_HOST: usize = 8192;
+
 /// A record's key of the network's prefix, split into host and attachment
 /// (`embedns_conf::shared::network_key`, the one grammar): `None` for a host's claim, and for
 /// a key that is no key of ours, which is logged once and skipped.
@@ -79,6 +86,9 @@ impl Published {
 pub struct Remote {
     /// (host, attachment key) → the value's bytes.
     pub held: BTreeMap<(String, String), Vec<u8>>,
+    /// Values skipped since the process started (not a record of this network under its key,
+    /// names or addresses this host would not serve, past a cap), for `embedns status`.
+    pub skipped: u64,
 }
 
 impl Remote {
@@ -98,7 +108,7 @@ impl Remote {
                 .unwrap_or_default();
             held.insert((host.to_string(), key.to_string()), body);
         }
-        Remote { held }
+        Remote { held, skipped: 0 }
     }
 
     /// A listing of the whole network prefix (at a (re)connection): the changes that make the
@@ -148,11 +158,37 @@ impl Remote {
         if self.held.get(&slot) == Some(&body) {
             return None;
         }
+        let held_of_host = || {
+            self.held
+                .range((host.to_string(), String::new())..)
+                .take_while(|((h, _), _)| h == host)
+                .count()
+        };
+        if body.len() > MAX_VALUE_BYTES {
+            tracing::warn!(
+                host,
+                key,
+                bytes = body.len(),
+                "skipped: over {MAX_VALUE_BYTES} bytes"
+            );
+            self.skipped += 1;
+            return self.remove(host, key);
+        }
+        if !self.held.contains_key(&slot) && held_of_host() >= MAX_RECORDS_PER_HOST {
+            tracing::warn!(
+                host,
+                key,
+                "skipped: the host has {MAX_RECORDS_PER_HOST} records here already"
+            );
+            self.skipped += 1;
+            return None;
+        }
         let record = match serde_json::from_slice::<Record>(&body) {
             Ok(r) if r.network == network && r.key() == key => match answerable(&r) {
                 Ok(()) => r,
                 Err(e) => {
                     tracing::warn!(host, key, "skipped: {e}");
+                    self.skipped += 1;
                     return self.remove(host, key);
                 }
             },
@@ -164,10 +200,12 @@ impl Remote {
                     r.network,
                     r.key()
                 );
+                self.skipped += 1;
                 return self.remove(host, key);
             }
             Err(e) => {
                 tracing::warn!(host, key, "skipped: not a record: {e}");
+                self.skipped += 1;
                 return self.remove(host, key);
             }
         };
@@ -201,6 +239,16 @@ impl Remote {
 /// could hold anything.
 fn answerable(r: &Record) -> Result<(), embedns_conf::ConfError> {
     use embedns_conf::names::{normalize, served_name};
+    let bad = |m: String| Err(embedns_conf::ConfError::InvalidConfig(m));
+    if r.names().count() > MAX_NAMES {
+        return bad(format!("over {MAX_NAMES} names"));
+    }
+    // No address a container could not have: loopback, unspecified, multicast.
+    for ip in &r.ips {
+        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+            return bad(format!("address {ip} is no container's"));
+        }
+    }
     for n in r.names().chain(r.domain_name.as_deref()) {
         if !served_name("name", n)? {
             return Err(embedns_conf::ConfError::InvalidConfig(format!(

@@ -464,6 +464,7 @@ impl Sync {
     /// network has no local record any more (its directory is then removed, not re-made).
     fn apply(&mut self, changes: &[RemoteChange]) -> anyhow::Result<bool> {
         self.status.remote_records = self.remote.held.len();
+        self.status.skipped = self.remote.skipped;
         self.status.remote_hosts = self.remote.hosts();
         if !self.store.dir().exists() {
             return Ok(false);

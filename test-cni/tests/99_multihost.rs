@@ -753,3 +753,73 @@ fn a_change_that_could_not_be_applied_is_applied_later_and_blocks_no_other(etcd:
         (!h1.resolve(&web, "third", "A").is_empty()).then_some(())
     });
 }
+
+on_both!(another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr);
+fn another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr(etcd: Etcd) {
+    let c = Cluster::new(etcd, "checked_values", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let WebAndCli {
+        web, cli, web_ip, ..
+    } = web_and_cli(&c, &nets[0], &nets[1]);
+    let template_key = c.record_keys(1, "mh", "host2").remove(0);
+    let template = etcd_value(&c, 1, &template_key);
+    let attachment = template_key.rsplit('/').next().unwrap();
+    let (cid, _) = attachment.split_once('@').unwrap();
+    let cli_ip = template
+        .split("\"ips\":[\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    // Values a writer of the prefix could put under a host of its own.
+    let forge = |n: usize, name: &str, ip: &str, extra_aliases: usize| {
+        let aliases: Vec<String> = (0..extra_aliases).map(|i| format!("\"a{i}\"")).collect();
+        let value = template
+            .replace(cid, &format!("{cid}f{n}"))
+            .replace("\"name\":\"cli\"", &format!("\"name\":\"{name}\""))
+            .replace(&cli_ip, ip)
+            .replace(
+                "\"aliases\":[]",
+                &format!("\"aliases\":[{}]", aliases.join(",")),
+            );
+        let key = format!("{}/mh/host9/{cid}f{n}@eth0", c.prefix);
+        (key, value)
+    };
+    let mut values = vec![
+        forge(1, "loop", "127.0.0.1", 0),
+        forge(2, "many", "10.77.9.2", 80),
+        forge(3, "impostor", &web_ip, 0),
+    ];
+    let (key, mut big) = forge(4, "big", "10.77.9.4", 0);
+    big = big.replace(
+        "\"search\":[",
+        &format!("\"search\":[\"{}\",", "x".repeat(20_000)),
+    );
+    values.push((key, big));
+    for (key, value) in &values {
+        etcd_write(&c, 1, key, Some(value));
+    }
+    // A legitimate change after them spreads; none of the bad values is taken in.
+    let late = h2.container("late");
+    let late_ip = ip_of(&h2.adding(&nets[1], &late).name("late").ok());
+    wait_until(SPREAD, "host1 to answer late", || {
+        (h1.resolve(&web, "late", "A") == vec![late_ip.clone()]).then_some(())
+    });
+    for name in ["loop", "many", "a1", "big"] {
+        assert!(absent(h1, &web, name), "{name}");
+    }
+    let skipped = c.sync_status(0, "mh").unwrap()["skipped"].as_u64().unwrap();
+    assert!(skipped >= 3, "skipped {skipped}");
+    // The impostor claiming web's address resolves by its name, but web keeps its PTR,
+    // and status says the address is held twice.
+    assert_eq!(h1.resolve(&web, "impostor", "A"), vec![web_ip.clone()]);
+    let ptr = h1.dig(&web, &["-x", &web_ip]);
+    assert_eq!(ptr.data(), vec!["web.mh.".to_string()], "{ptr:?}");
+    let (_, text) = h1.status_text(&[]);
+    assert!(text.contains(&format!("{web_ip} (host9)")), "{text}");
+    assert!(text.contains("values from other hosts skipped"), "{text}");
+    assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+}

@@ -75,6 +75,33 @@ mod tests {
     }
 
     #[test]
+    fn a_local_attachment_keeps_the_ptr_of_its_address_against_another_hosts() {
+        use crate::store::RemoteChange;
+        let (_tmp, store) = network();
+        let lock = store.lock().unwrap();
+        let mut reader = IndexReader::new(store.dir());
+        // Another host's record claims 10.0.0.2 first, then the local one takes it.
+        let forged = RemoteChange::Put {
+            host: "other".into(),
+            record: Box::new(rec("x1", "forged", &[], &["10.0.0.2"])),
+        };
+        assert!(store.apply_remote(&lock, &[forged]).unwrap().is_empty());
+        let ptr = |r: &mut IndexReader| r.pointer(&"10.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(ptr(&mut reader).as_deref(), Some("forged"));
+        store
+            .put(&lock, &rec("c1", "web", &[], &["10.0.0.2"]))
+            .unwrap();
+        assert_eq!(ptr(&mut reader).as_deref(), Some("web"));
+        // And the other way round: a claim that comes later does not take it either.
+        let later = RemoteChange::Put {
+            host: "third".into(),
+            record: Box::new(rec("x2", "later", &[], &["10.0.0.2"])),
+        };
+        assert!(store.apply_remote(&lock, &[later]).unwrap().is_empty());
+        assert_eq!(ptr(&mut reader).as_deref(), Some("web"));
+    }
+
+    #[test]
     fn insert_lookup_replace_remove() {
         let (_tmp, store) = network();
         let lock = store.lock().unwrap();

@@ -178,26 +178,32 @@ impl IndexReader {
         })
     }
 
-    /// The container name of an attachment holding `ip` (R10).
+    /// The container name of an attachment holding `ip` (R10). This host's attachment wins
+    /// over another host's (a key with a `/`): a record from etcd claiming a local
+    /// container's address, by mistake (overlapping subnets) or not, never takes its PTR.
     pub fn pointer(&mut self, ip: &IpAddr) -> Result<Option<String>, ReadError> {
         let h = addr_hash(ip);
         self.read(|mem, g| {
-            let mut out = None;
+            let (mut local, mut remote) = (None, None);
             probe(mem, g, h, |_, kind, slot| {
                 if kind == ADDR {
+                    let from_another_host = Blob::at(mem, g, slot)?.string()?.contains('/');
                     let mut blob = Blob::at(mem, g, slot)?;
                     let name = blob.name()?;
                     for _ in 0..blob.u16()? {
                         blob.skip_string()?;
                     }
                     if name.is_some() && blob.ips()?.contains(ip) {
-                        out = name;
-                        return Ok(false);
+                        if !from_another_host {
+                            local = name;
+                            return Ok(false);
+                        }
+                        remote = remote.take().or(name);
                     }
                 }
                 Ok(true)
             })?;
-            Ok(out)
+            Ok(local.or(remote))
         })
     }
 
