@@ -16,6 +16,7 @@ pub mod index;
 pub mod names;
 pub mod netconf;
 pub mod paths;
+pub mod peer;
 pub mod record;
 pub mod resolv;
 pub mod sandbox;

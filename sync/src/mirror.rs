@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
 use embedns_conf::store::RemoteChange;
 
@@ -183,15 +184,17 @@ impl Remote {
             self.skipped += 1;
             return None;
         }
-        let record = match serde_json::from_slice::<Record>(&body) {
-            Ok(r) if r.network == network && r.key() == key => match answerable(&r) {
-                Ok(()) => r,
-                Err(e) => {
-                    tracing::warn!(host, key, "skipped: {e}");
-                    self.skipped += 1;
-                    return self.remove(host, key);
+        let record = match PeerRecord::decode(&body) {
+            Ok(p) if p.network == network && p.key() == key => {
+                match answerable(&p.clone().into_record()) {
+                    Ok(()) => p.into_record(),
+                    Err(e) => {
+                        tracing::warn!(host, key, "skipped: {e}");
+                        self.skipped += 1;
+                        return self.remove(host, key);
+                    }
                 }
-            },
+            }
             Ok(r) => {
                 tracing::warn!(
                     host,

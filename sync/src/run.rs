@@ -398,7 +398,7 @@ impl Sync {
             let (cid, ifname) = key.rsplit_once('@')?;
             let record = read_record(&store.record_path(key)).ok()??;
             (record.container_id == cid && record.ifname == ifname)
-                .then(|| serde_json::to_vec(&record).expect("a record always serializes"))
+                .then(|| embedns_conf::peer::PeerRecord::encode(&record))
         };
         let plan = self.published.plan(keys, local, lease);
         if plan.is_empty() {

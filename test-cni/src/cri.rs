@@ -63,6 +63,39 @@ pub struct Containerd {
     /// The network namespace containerd runs in (a test's host), `None`: the machine's.
     host_netns: Option<String>,
     pub version: Version,
+    /// The lock that reserves this instance's `10.78.<n>.0/24` among the tests running now.
+    subnet_claim: (PathBuf, nix::fcntl::Flock<std::fs::File>),
+}
+
+/// A `10.78.<n>.0/24` no other containerd of a test running now uses (its bridge, made at the
+/// first pod, holds `.1`, where tests start fake upstreams): reserved by a flock on
+/// `<tmp>/embedns-ctd-subnet-<n>`, released when the instance is dropped (its bridge gone
+/// first, then the file) or its process ends.
+fn claim_subnet() -> (u8, (PathBuf, nix::fcntl::Flock<std::fs::File>)) {
+    for _ in 0..1000 {
+        let n = rand::random::<u8>();
+        let path = std::env::temp_dir().join(format!("embedns-ctd-subnet-{n}"));
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path);
+        let Ok(file) = opened else { continue };
+        let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock);
+        // Still the file at that path (not one a dropped instance just unlinked).
+        let current = |lock: &nix::fcntl::Flock<std::fs::File>| {
+            use std::os::unix::fs::MetadataExt;
+            let (a, b) = (std::fs::metadata(&path), lock.metadata());
+            a.ok().zip(b.ok()).is_some_and(|(a, b)| a.ino() == b.ino())
+        };
+        if let Ok(lock) = locked
+            .map_err(drop)
+            .and_then(|l| if current(&l) { Ok(l) } else { Err(()) })
+        {
+            return (n, (path, lock));
+        }
+    }
+    panic!("no free 10.78.<n>.0/24 for a test containerd");
 }
 
 impl Containerd {
@@ -112,7 +145,7 @@ impl Containerd {
         let mut embedns = embedns(&root);
         let socket = dir.join("containerd.sock");
         let data_dir = dir.join("data");
-        let net = rand::random::<u8>();
+        let (net, subnet_claim) = claim_subnet();
         let gateway = format!("10.78.{net}.1");
         let bridge = format!("ecd{}", &crate::unique("")[..8]);
         embedns["dataDir"] = json!(data_dir);
@@ -221,6 +254,7 @@ impl Containerd {
             sandboxes: Default::default(),
             host_netns: netns.map(str::to_string),
             version,
+            subnet_claim,
         };
         c.import_image();
         c
@@ -496,5 +530,7 @@ impl Drop for Containerd {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The subnet is free again: its claim goes (the lock is released with the field).
+        let _ = std::fs::remove_file(&self.subnet_claim.0);
     }
 }

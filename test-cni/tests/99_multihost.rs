@@ -652,6 +652,15 @@ fn a_key_from_etcd_never_reaches_a_hosts_own_records(etcd: Etcd) {
         std::fs::read_to_string(&local).unwrap(),
         etcd_value(&c, 0, &own_key),
     );
+    // R27: the published value is a versioned peer record, nothing of the container's own
+    // resolver (its netns path, upstreams, search list).
+    let published: serde_json::Value = serde_json::from_str(&value_before).unwrap();
+    assert_eq!(published["v"], 1, "{published}");
+    assert_eq!(published["netns"], "", "{published}");
+    assert!(
+        published.get("search").is_none() && published.get("links").is_none(),
+        "{published}"
+    );
     // A writer of the prefix forges web's record with another address and upstreams, under
     // `..` and `.` as the host.
     let forged = value_before
@@ -794,10 +803,7 @@ fn another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr(e
         forge(3, "impostor", &web_ip, 0),
     ];
     let (key, mut big) = forge(4, "big", "10.77.9.4", 0);
-    big = big.replace(
-        "\"search\":[",
-        &format!("\"search\":[\"{}\",", "x".repeat(20_000)),
-    );
+    big = big.replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(20_000)), 1);
     values.push((key, big));
     for (key, value) in &values {
         etcd_write(&c, 1, key, Some(value));
