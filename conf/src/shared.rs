@@ -211,6 +211,25 @@ pub struct SyncStatus {
     /// addresses this host would not serve, over a cap: `embedns-syncd`'s log says which).
     #[serde(default)]
     pub skipped: u64,
+    /// Who holds this host's name on the network, when its claim was refused (this host then
+    /// publishes nothing).
+    #[serde(default)]
+    pub claim_refused: Option<String>,
+    /// Every other host seen on the network.
+    #[serde(default)]
+    pub hosts: Vec<RemoteHost>,
+}
+
+/// Another host of a shared network, as this host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteHost {
+    pub name: String,
+    /// Its records held here.
+    pub records: usize,
+    /// Whether it holds its name's claim (put with its lease: gone once the host is).
+    pub claimed: bool,
+    /// When a change of its records was last seen, ms since the epoch (0: none yet).
+    pub changed_at_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch, now.

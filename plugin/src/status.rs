@@ -3,7 +3,8 @@
 //! its control socket (a live pid is not enough to be healthy). Redirects a DEL could not
 //! remove are listed as leftovers; a network shared through etcd shows its sync process's
 //! status. Exits 1 when a listed resolver is unhealthy, something was left in place, or a
-//! shared network's sync process is not running.
+//! shared network is out of step: its sync process not running, cut off from etcd, or its
+//! host name's claim refused.
 
 use std::path::PathBuf;
 
@@ -84,11 +85,19 @@ pub fn run(args: &[String]) -> i32 {
     let left = report["leftovers"]
         .as_array()
         .is_some_and(|l| !l.is_empty());
+    // A shared network is out of step when its sync process does not run, reaches no etcd
+    // endpoint (cut off), or may not publish (its host name's claim refused).
     let unsynced = report["networks"]
         .as_array()
         .into_iter()
         .flatten()
-        .any(|n| !n["shared"].is_null() && n["shared"]["running"] != Value::Bool(true));
+        .filter(|n| !n["shared"].is_null())
+        .any(|n| {
+            let (shared, s) = (&n["shared"], &n["shared"]["status"]);
+            shared["running"] != Value::Bool(true)
+                || s["endpoint"].is_null()
+                || !s["claim_refused"].is_null()
+        });
     i32::from(unhealthy || left || unsynced)
 }
 
@@ -317,17 +326,43 @@ fn print_shared(shared: &Value) {
             "NOT RUNNING (the next ADD, CHECK or GC starts it)".into()
         }
     );
+    if let Some(holder) = s["claim_refused"].as_str() {
+        println!(
+            "  CLAIM REFUSED: host name {} on this network is held by {holder}; this host \
+             publishes nothing until it is free (give each host its own etcd.host)",
+            s["host"]
+        );
+    }
     match s["endpoint"].as_str() {
         Some(e) => println!(
             "  etcd {e}: revision {}, heard from {} ms ago; {} records published, {} held from {} other hosts",
             s["revision"], shared["heard_ms_ago"], s["published"], s["remote_records"], s["remote_hosts"]
         ),
+        None if !s["claim_refused"].is_null() => {}
         None => println!(
             "  etcd UNREACHABLE ({}); {} records of {} other hosts kept as last known",
             s["last_error"].as_str().unwrap_or("not connected yet"),
             s["remote_records"],
             s["remote_hosts"]
         ),
+    }
+    let now = now_ms();
+    for h in s["hosts"].as_array().into_iter().flatten() {
+        let changed = h["changed_at_ms"].as_u64().filter(|t| *t > 0);
+        println!(
+            "    host {:<20} {} records, {}; last change seen {}",
+            h["name"].as_str().unwrap_or("?"),
+            h["records"],
+            if h["claimed"] == Value::Bool(true) {
+                "alive (holds its claim)"
+            } else {
+                "NO CLAIM (gone, or its lease expired)"
+            },
+            changed.map_or("never".to_string(), |t| format!(
+                "{} s ago",
+                now.saturating_sub(t) / 1000
+            ))
+        );
     }
     if s["skipped"].as_u64().is_some_and(|n| n > 0) {
         println!(

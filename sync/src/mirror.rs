@@ -90,6 +90,8 @@ pub struct Remote {
     /// Values skipped since the process started (not a record of this network under its key,
     /// names or addresses this host would not serve, past a cap), for `embedns status`.
     pub skipped: u64,
+    /// When a change of each host's records was last seen (ms since the epoch).
+    pub changed_at: BTreeMap<String, u64>,
 }
 
 impl Remote {
@@ -109,7 +111,10 @@ impl Remote {
                 .unwrap_or_default();
             held.insert((host.to_string(), key.to_string()), body);
         }
-        Remote { held, skipped: 0 }
+        Remote {
+            held,
+            ..Remote::default()
+        }
     }
 
     /// A listing of the whole network prefix (at a (re)connection): the changes that make the
@@ -213,6 +218,8 @@ impl Remote {
             }
         };
         self.held.insert(slot, body);
+        self.changed_at
+            .insert(host.to_string(), embedns_conf::shared::now_ms());
         Some(RemoteChange::Put {
             host: host.to_string(),
             record: Box::new(record),
@@ -221,12 +228,23 @@ impl Remote {
 
     /// A delete of another host's key: the change, if it was held.
     pub fn remove(&mut self, host: &str, key: &str) -> Option<RemoteChange> {
+        self.changed_at
+            .insert(host.to_string(), embedns_conf::shared::now_ms());
         self.held
             .remove(&(host.to_string(), key.to_string()))
             .map(|_| RemoteChange::Remove {
                 host: host.to_string(),
                 key: key.to_string(),
             })
+    }
+
+    /// Each host with records held here, and how many.
+    pub fn per_host(&self) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for (h, _) in self.held.keys() {
+            *out.entry(h.as_str()).or_insert(0) += 1;
+        }
+        out
     }
 
     /// How many hosts the held records come from.

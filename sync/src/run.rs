@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use embedns_conf::fsutil::write_atomic;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
+use embedns_conf::shared::{now_ms, EtcdConf, RemoteHost, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
@@ -67,6 +67,8 @@ pub struct Sync {
     ready: Option<File>,
     /// What this host's claim of its name says: `<machine id> <state directory>`.
     identity: String,
+    /// The other hosts holding their name's claim on the network (alive, as far as etcd knows).
+    claims: BTreeSet<String>,
 }
 
 impl Sync {
@@ -86,6 +88,7 @@ impl Sync {
             conf_path: paths.etcd_conf(network),
             published: Published::default(),
             remote: Remote::default(),
+            claims: BTreeSet::new(),
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
@@ -181,7 +184,14 @@ impl Sync {
         let me = self.conf.host().to_string();
         let mut others = Vec::new();
         self.published.keys.clear();
+        self.claims.clear();
         for kv in &listing {
+            if let Some(host) = kv.key_str().ok().and_then(|k| claim_of(&prefix, k)) {
+                if host != me {
+                    self.claims.insert(host.to_string());
+                }
+                continue;
+            }
             let Some((host, key)) = kv.key_str().ok().and_then(|k| split_key(&prefix, k)) else {
                 continue;
             };
@@ -209,6 +219,7 @@ impl Sync {
         self.status.endpoint = Some(endpoint.to_string());
         self.status.revision = revision;
         self.status.last_error = None;
+        self.status.claim_refused = None;
         self.heard();
         self.write_status();
         *in_step = true;
@@ -255,6 +266,16 @@ impl Sync {
                     let mut lost = BTreeSet::new();
                     for event in resp.events() {
                         let Some(kv) = event.kv() else { continue };
+                        if let Some(host) = kv.key_str().ok().and_then(|k| claim_of(&prefix, k)) {
+                            if host != me {
+                                if event.event_type() == EventType::Delete {
+                                    self.claims.remove(host);
+                                } else {
+                                    self.claims.insert(host.to_string());
+                                }
+                            }
+                            continue;
+                        }
                         let Some((host, key)) = kv.key_str().ok().and_then(|k| split_key(&prefix, k)) else {
                             continue;
                         };
@@ -336,24 +357,37 @@ impl Sync {
             _ => None,
         });
         match holder {
-            Some(h) if h != self.identity.as_bytes() => bail!(
-                "host name {:?} is in use on network {} by {} (set a unique etcd.host on each host)",
-                self.conf.host(),
-                self.network,
-                String::from_utf8_lossy(&h)
-            ),
+            Some(h) if h != self.identity.as_bytes() => {
+                let holder = String::from_utf8_lossy(&h).into_owned();
+                self.status.claim_refused = Some(holder.clone());
+                bail!(
+                    "host name {:?} is in use on network {} by {holder} (set a unique etcd.host on each host)",
+                    self.conf.host(),
+                    self.network,
+                )
+            }
             // Ours from an earlier process: taken over with this lease, if it still is.
             Some(_) => {
                 let take = Txn::new()
-                    .when([Compare::value(claim.as_str(), CompareOp::Equal, self.identity.as_str())])
+                    .when([Compare::value(
+                        claim.as_str(),
+                        CompareOp::Equal,
+                        self.identity.as_str(),
+                    )])
                     .and_then([put()]);
                 self.status.writes += 1;
                 if !timed(client.txn(take)).await?.succeeded() {
-                    bail!("the claim of host name {:?} changed meanwhile", self.conf.host());
+                    bail!(
+                        "the claim of host name {:?} changed meanwhile",
+                        self.conf.host()
+                    );
                 }
                 Ok(())
             }
-            None => bail!("the claim of host name {:?} went meanwhile", self.conf.host()),
+            None => bail!(
+                "the claim of host name {:?} went meanwhile",
+                self.conf.host()
+            ),
         }
     }
 
@@ -512,7 +546,19 @@ impl Sync {
         self.status.heard_at_ms = now_ms();
     }
 
-    fn write_status(&self) {
+    fn write_status(&mut self) {
+        let per_host = self.remote.per_host();
+        let mut names: BTreeSet<&str> = per_host.keys().copied().collect();
+        names.extend(self.claims.iter().map(String::as_str));
+        self.status.hosts = names
+            .into_iter()
+            .map(|name| RemoteHost {
+                name: name.to_string(),
+                records: per_host.get(name).copied().unwrap_or(0),
+                claimed: self.claims.contains(name),
+                changed_at_ms: self.remote.changed_at.get(name).copied().unwrap_or(0),
+            })
+            .collect();
         let body = serde_json::to_vec_pretty(&self.status).expect("the status always serializes");
         if self.store.dir().exists() {
             if let Err(e) = write_atomic(&self.status_path, &body) {
@@ -525,6 +571,14 @@ impl Sync {
         if let Some(mut pipe) = self.ready.take() {
             let _ = writeln!(pipe, "{line}");
         }
+    }
+}
+
+/// The host whose claim `key` is, if it is one (`shared::network_key`).
+fn claim_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    match embedns_conf::shared::network_key(prefix, key) {
+        Ok(embedns_conf::shared::NetworkKey::Claim { host }) => Some(host),
+        _ => None,
     }
 }
 

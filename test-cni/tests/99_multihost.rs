@@ -365,6 +365,23 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed(etcd: Etcd) {
         vec![b_ip.clone()],
         "the last known answer, still"
     );
+    // Host1's status fails while it is cut off; host2's holds nothing of host1 any more.
+    let (code, text) = h1.status_text(&[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("etcd UNREACHABLE"), "{text}");
+    let (code, text) = h2.status_text(&[]);
+    assert_eq!(code, 0, "{text}");
+    let s2 = c.sync_status(1, "mh").unwrap();
+    let host1 = s2["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "host1")
+        .cloned();
+    assert!(
+        host1.is_none_or(|h| h["claimed"] == false && h["records"] == 0),
+        "{s2}"
+    );
     // The history host1 missed is compacted away: it must list again, not resume a watch.
     c.compact(1);
 
@@ -533,6 +550,14 @@ fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why(etcd:
         error.contains("host name \"host1\" is in use on network mh by"),
         "{s}"
     );
+    // Its status says so, and fails: it is out of step.
+    let (code, text) = h2.status_text(&[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("CLAIM REFUSED: host name \"host1\""),
+        "{text}"
+    );
+    assert!(!text.contains("UNREACHABLE"), "{text}");
     // Host1's record stays, alone under the name, and answers on host1.
     let keys = c.record_keys(0, "mh", "host1");
     assert_eq!(keys.len(), 1, "{keys:?}");
@@ -705,6 +730,17 @@ fn a_key_from_etcd_never_reaches_a_hosts_own_records(etcd: Etcd) {
     assert_eq!(c.record_keys(0, "mh", "host1"), vec![own_key]);
     assert_eq!(h1.resolve(&web, "web", "A"), vec![web_ip.clone()]);
     assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
+    // Host1's status lists host2, alive, with its three records; `..` and `.` are no hosts.
+    let (code, text) = h1.status_text(&[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("host host2") && text.contains("3 records, alive (holds its claim)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("host ..") && !text.contains("host . "),
+        "{text}"
+    );
     // Nothing but directories under `.remote` (a plain file there fails every index rebuild).
     for e in std::fs::read_dir(h1.data_dir.join("networks/mh/.remote")).unwrap() {
         assert!(e.unwrap().file_type().unwrap().is_dir());
