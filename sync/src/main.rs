@@ -130,6 +130,9 @@ fn supervise(store: &NetworkStore, ready: &mut Option<File>) -> anyhow::Result<(
     }
 }
 
+/// The sync process's log is rotated past this: at most 2 × 1 MiB, as a resolver's.
+const LOG_CAP: u64 = 1 << 20;
+
 /// Between a worker's death and the next one's start.
 const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -139,10 +142,9 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     if let Some(dir) = log.parent() {
         create_private_dir(dir)?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
+    // Rotated to `<network>.log.1` past LOG_CAP: a writer of garbage values in etcd (each
+    // skipped with a line) cannot fill the state dir's file system.
+    let file = embedns_conf::logfile::RotatingLog::open(log.clone(), LOG_CAP)
         .with_context(|| format!("opening {}", log.display()))?;
     tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(file))

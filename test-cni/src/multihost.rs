@@ -187,8 +187,35 @@ impl Cluster {
 
     /// `etcdctl ARGS` against host `i`'s member, from its host netns.
     pub fn etcdctl(&self, i: usize, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.hosts[i].w.host])
+        self.etcdctl_command(i)
+            .args(args)
+            .output()
+            .expect("etcdctl")
+    }
+
+    /// `etcdctl ARGS` against host `i`'s member with `input` on its stdin (`txn`).
+    pub fn etcdctl_with_input(&self, i: usize, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .etcdctl_command(i)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("etcdctl")
+    }
+
+    fn etcdctl_command(&self, i: usize) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[i].w.host])
             .arg(self.etcd.program("etcdctl"))
             .args([
                 "--endpoints",
@@ -203,10 +230,8 @@ impl Cluster {
                     format!("--key={}", f("client-key.pem")),
                 ]
             }))
-            .args(args)
-            .env("ETCDCTL_API", "3")
-            .output()
-            .expect("etcdctl")
+            .env("ETCDCTL_API", "3");
+        cmd
     }
 
     /// The embedns options of host `i` on a shared network: its etcd endpoints (its own

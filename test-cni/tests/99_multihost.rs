@@ -865,3 +865,43 @@ fn another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr(e
     assert!(text.contains("values from other hosts skipped"), "{text}");
     assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
 }
+
+on_both!(a_writer_of_garbage_values_cannot_grow_the_sync_log_without_bound);
+fn a_writer_of_garbage_values_cannot_grow_the_sync_log_without_bound(etcd: Etcd) {
+    let c = Cluster::new(etcd, "garbage_log", 2, 6);
+    let nets = c.network("mh");
+    let h1 = &c.hosts[0].w;
+    let WebAndCli { web, .. } = web_and_cli(&c, &nets[0], &nets[1]);
+    // 10,000 values that are no record, in transactions of 100 puts: each is skipped with a
+    // line of host1's sync log, over 1 MiB of them.
+    for t in 0..100 {
+        let mut txn = String::from("\n");
+        for k in 0..100 {
+            txn += &format!("put {}/mh/host9/g{t}x{k}@eth0 garbage\n", c.prefix);
+        }
+        txn += "\n\n";
+        let out = c.etcdctl_with_input(1, &["txn"], &txn);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_until(Duration::from_secs(20), "host1 to skip them all", || {
+        let s = c.sync_status(0, "mh")?;
+        (s["skipped"].as_u64()? >= 10_000).then_some(())
+    });
+    let log = h1.data_dir.join("sync/mh.log");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let (current, rotated) = (size(&log), size(&log.with_extension("log.1")));
+    assert!(
+        rotated > 0,
+        "rotated once at least ({current} + {rotated} bytes)"
+    );
+    assert!(
+        current <= 1 << 20 && rotated <= 1 << 20,
+        "{current} + {rotated} bytes"
+    );
+    // And host1 still answers.
+    assert_eq!(h1.resolve(&web, "web", "A").len(), 1);
+}
