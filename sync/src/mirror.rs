@@ -8,14 +8,14 @@ use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
 use embedns_conf::store::RemoteChange;
 
-/// The most bytes one value from another host may have: a record is a few hundred.
+/// The most bytes one value from another host may have (R31): a record is a few hundred.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// The most names (name and aliases) one record from another host may have.
 pub const MAX_NAMES: usize = 64;
 /// The most records one other host may have held here.
 pub const MAX_RECORDS_PER_HOST: usize = 8192;
 
-/// A record's key of the network's prefix, split into host and attachment
+/// A record's key of the network's prefix (R30), split into host and attachment
 /// (`embedns_conf::shared::network_key`, the one grammar): `None` for a host's claim, and for
 /// a key that is no key of ours, which is logged once and skipped.
 pub fn split_key<'k>(network_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {

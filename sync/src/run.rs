@@ -325,7 +325,7 @@ impl Sync {
         }
     }
 
-    /// Claims this host's name on the network with the lease: made if absent, taken over if
+    /// Claims this host's name on the network with the lease (R32): made if absent, taken over if
     /// an earlier process of this machine and state directory holds it (its lease not yet
     /// expired), refused if another holds it: that host publishes under the name, and two
     /// publishers would delete each other's records. The session then fails, is retried with
@@ -419,7 +419,7 @@ impl Sync {
         Ok(keys)
     }
 
-    /// Puts this host's changed records (one transaction for all of them) and deletes the
+    /// Puts this host's changed records as peer records (R27; one transaction for all of them) and deletes the
     /// removed ones (one transaction each: only if the key is still the one we put).
     async fn publish(
         &mut self,

@@ -2,7 +2,8 @@
 //! one etcd member each, the real plugin, sync process and resolvers on each, real dig. The
 //! naming rules hold across hosts, a dead host's names expire with its lease, a killed member
 //! fails nothing, a host cut off etcd keeps serving and converges once healed. Every test runs
-//! on etcd 3.4 and on 3.5.
+//! on etcd 3.4 and on 3.5. The rules are docs/behaviour.md's R27-R33 (several hosts) on top
+//! of R1-R26.
 
 use std::time::{Duration, Instant};
 
