@@ -160,6 +160,30 @@ impl EtcdConf {
         Ok(self)
     }
 
+    /// The TCP ports of the endpoints (2379 where a URL names none): the only ones the sync
+    /// process may connect to.
+    pub fn endpoint_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = Vec::new();
+        for e in &self.endpoints {
+            let authority = e
+                .split("://")
+                .nth(1)
+                .unwrap_or(e)
+                .split('/')
+                .next()
+                .unwrap_or("");
+            // `host:port` or `[v6]:port`; a bare `[v6]` leaves "…]" after its last ':'.
+            let port = authority
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(2379);
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        ports
+    }
+
     /// The host name (set by [`EtcdConf::settle`]).
     pub fn host(&self) -> &str {
         self.host.as_deref().unwrap_or_default()
@@ -292,6 +316,12 @@ mod tests {
         }
         let long = format!("/embedns/n/a/{}@eth0", "c".repeat(250));
         assert!(network_key(p, &long).is_err());
+    }
+
+    #[test]
+    fn endpoint_ports() {
+        let c = conf(serde_json::json!({"endpoints": ["http://10.0.0.1:2379", "http://e:12379", "http://10.0.0.2", "http://[fd00::1]:2381", "http://[fd00::2]"]})).unwrap();
+        assert_eq!(c.endpoint_ports(), vec![2379, 12379, 2381]);
     }
 
     #[test]

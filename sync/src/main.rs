@@ -48,6 +48,9 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--confinement-check") {
+        return confinement_check();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -86,6 +89,75 @@ fn confine() -> anyhow::Result<()> {
         caps::clear(None, set).with_context(|| format!("dropping the {set:?} capabilities"))?;
     }
     nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")
+}
+
+/// Landlock on the worker (file system writes since kernel 5.13, TCP since 6.7), which is
+/// uid 0 and owner permissions would let write anywhere: it may write only beneath its
+/// network's directory and the sync log directory (and remove the network's directory), and
+/// connect TCP only to `ports`, its endpoints'; it binds no TCP port. Reads are not restricted
+/// (its config, TLS files, machine id). Returns whether the kernel enforces it fully.
+fn restrict(paths: &StatePaths, network: &str, ports: &[u16]) -> anyhow::Result<bool> {
+    use landlock::{
+        Access, AccessFs, AccessNet, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+        RulesetCreatedAttr, RulesetStatus, ABI,
+    };
+    let abi = ABI::V5;
+    let write = AccessFs::from_write(abi);
+    let beneath = |dir: PathBuf, access| -> anyhow::Result<PathBeneath<PathFd>> {
+        let fd = PathFd::new(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        Ok(PathBeneath::new(fd, access))
+    };
+    let mut ruleset = Ruleset::default()
+        .handle_access(write)?
+        .handle_access(AccessNet::from_all(abi))?
+        .create()?
+        .add_rule(beneath(paths.network(network), write)?)?
+        .add_rule(beneath(
+            paths
+                .sync_log(network)
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            write,
+        )?)?
+        .add_rule(beneath(paths.networks(), AccessFs::RemoveDir.into())?)?;
+    for port in ports {
+        ruleset = ruleset.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+    }
+    let status = ruleset.restrict_self()?;
+    Ok(status.ruleset == RulesetStatus::FullyEnforced)
+}
+
+/// `embedns-syncd --confinement-check DATA_DIR NETWORK PATH`: confines and restricts itself as
+/// a worker of NETWORK does (one endpoint, port 2379), then tries what a worker taken over
+/// through a value from etcd would: append to PATH (a root file), create a file in /tmp,
+/// connect to 127.0.0.1:2; and what it must still do: create a file in its network's
+/// directory. Prints each outcome (`ok` or the error) as one JSON object.
+fn confinement_check() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [data_dir, network, path] = &args[..] else {
+        eprintln!("usage: embedns-syncd --confinement-check DATA_DIR NETWORK PATH");
+        return ExitCode::from(2);
+    };
+    let paths = StatePaths::new(std::path::Path::new(data_dir));
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let restricted = confine().and_then(|()| restrict(&paths, network, &[2379]));
+    if let Err(e) = restricted {
+        eprintln!("embedns-syncd: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let create = |p: PathBuf| outcome(std::fs::write(p, b"x"));
+    let report = serde_json::json!({
+        "write": outcome(std::fs::OpenOptions::new().append(true).open(path).map(drop)),
+        "createTmp": create(std::env::temp_dir().join(format!("embedns-sync-check-{}", std::process::id()))),
+        "createOwn": create(paths.network(network).join(format!(".check-{}", std::process::id()))),
+        "connectTcp": outcome(std::net::TcpStream::connect("127.0.0.1:2").map(drop)),
+    });
+    println!("{report}");
+    ExitCode::SUCCESS
 }
 
 /// Forks the worker and returns in it; the first process stays as its supervisor, which
@@ -164,6 +236,14 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     supervise(&NetworkStore::new(&paths, &args.network), ready)?;
     // Read by each worker: one started after a change of config runs with the new one.
     let conf = embedns_sync::run::read_conf(&paths.etcd_conf(&args.network))?;
+    let ports = conf.endpoint_ports();
+    match restrict(&paths, &args.network, &ports) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!("this kernel does not fully enforce Landlock (writes 5.13+, TCP 6.7+)")
+        }
+        Err(e) => tracing::warn!("restricting writes and TCP connects: {e:#}"),
+    }
     tracing::info!(network = %args.network, host = conf.host(), endpoints = ?conf.endpoints, "started");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,7 +251,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let local = LocalWatch::new(&paths.network(&args.network))?;
-        let sync = Sync::new(&paths, &args.network, conf, ready.take());
+        let sync = Sync::new(&paths, &args.network, conf, ready.take()).with_tcp_ports(ports);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {

@@ -69,6 +69,9 @@ pub struct Sync {
     identity: String,
     /// The other hosts holding their name's claim on the network (alive, as far as etcd knows).
     claims: BTreeSet<String>,
+    /// The TCP ports this worker may connect to (Landlock, set at its start: `main.rs`); a
+    /// config naming another ends the worker, and its supervisor starts one that may.
+    tcp_ports: Option<Vec<u16>>,
 }
 
 impl Sync {
@@ -89,6 +92,7 @@ impl Sync {
             published: Published::default(),
             remote: Remote::default(),
             claims: BTreeSet::new(),
+            tcp_ports: None,
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
@@ -404,8 +408,20 @@ impl Sync {
         }
     }
 
+    /// The TCP ports this worker was restricted to.
+    pub fn with_tcp_ports(mut self, ports: Vec<u16>) -> Sync {
+        self.tcp_ports = Some(ports);
+        self
+    }
+
     /// Runs with `new` from the next session on, starting with its first endpoint.
     fn adopt(&mut self, new: EtcdConf) {
+        let allowed = self.tcp_ports.as_ref();
+        if allowed.is_some_and(|a| new.endpoint_ports().iter().any(|p| !a.contains(p))) {
+            // Landlock cannot be widened: a new worker, restricted to the new ports, takes over.
+            tracing::warn!(endpoints = ?new.endpoints, "the new config names other endpoint ports: a new worker takes over");
+            std::process::exit(3);
+        }
         tracing::info!(host = new.host(), endpoints = ?new.endpoints, prefix = %new.prefix, "the etcd config changed");
         self.status.host = new.host().to_string();
         self.from_first_endpoint = true;

@@ -520,3 +520,38 @@ fn names_from_cni_input_are_validated() {
     assert!(w.records("n1").is_empty());
     assert!(w.resolver_pids().is_empty());
 }
+
+#[test]
+fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endpoints() {
+    let w = World::new(
+        "a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endpoints",
+    );
+    // What a worker of network n1 has: its directory and the sync log directory.
+    std::fs::create_dir_all(w.data_dir.join("networks/n1")).unwrap();
+    std::fs::create_dir_all(w.data_dir.join("sync")).unwrap();
+    let root_file = w.path("root-file");
+    std::fs::write(&root_file, "root's\n").unwrap();
+    let out = std::process::Command::new(test_cni::bins::bin_dir().join("embedns-syncd"))
+        .arg("--confinement-check")
+        .arg(&w.data_dir)
+        .arg("n1")
+        .arg(&root_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // uid 0 without capabilities, yet Landlock refuses writes outside its state and TCP to a
+    // port that is no endpoint's (etcd's own 2379 stays reachable).
+    for what in ["write", "createTmp", "connectTcp"] {
+        assert!(
+            report[what].as_str().unwrap().contains("Permission denied"),
+            "{what}: {report}"
+        );
+    }
+    assert_eq!(report["createOwn"], "ok", "{report}");
+    assert_eq!(std::fs::read_to_string(&root_file).unwrap(), "root's\n");
+}
