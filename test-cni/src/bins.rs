@@ -105,47 +105,80 @@ pub fn cnitool() -> PathBuf {
 /// redesign), kept in the repository so the upgrade test needs no git history.
 const PREVIOUS: &str = "test-cni/upgrade/previous-70572b0.tar.gz";
 
+/// The archive of the last release before the peer record (R27), with its sync process: the
+/// multi-host upgrade test runs one host on it.
+const PREVIOUS_SHARED: &str = "test-cni/upgrade/previous-9271b48.tar.gz";
+
 /// The directory holding the previous release's `embedns` and `embedns-resolverd`, built
 /// once per test process from [`PREVIOUS`] (its own lock file; crates from the registry's
 /// cache or the registry) into `target/previous-release`, which later runs reuse.
 pub fn previous_release() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target"))
-            .join("previous-release");
-        let src = target.join("src");
-        let _ = std::fs::remove_dir_all(&src);
-        std::fs::create_dir_all(&src).unwrap();
-        let untar = Command::new("tar")
-            .arg("-xzf")
-            .arg(workspace().join(PREVIOUS))
-            .arg("-C")
-            .arg(&src)
-            .status()
-            .expect("running tar");
-        assert!(untar.success(), "extracting {PREVIOUS}");
-        let root = src.join("previous");
-        // Its workspace without the harness and the bench (not in the archive).
-        let manifest = root.join("Cargo.toml");
-        let text = std::fs::read_to_string(&manifest).unwrap().replace(
-            r#"members = ["conf", "plugin", "resolverd", "test-cni", "bench"]"#,
-            r#"members = ["conf", "plugin", "resolverd"]"#,
-        );
-        std::fs::write(&manifest, text).unwrap();
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--bins", "-q"])
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", target.join("build"))
-            .output()
-            .expect("running cargo");
-        assert!(
-            out.status.success(),
-            "building the previous release failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("build/debug")
+        build_release(
+            PREVIOUS,
+            "previous-release",
+            (
+                r#"members = ["conf", "plugin", "resolverd", "test-cni", "bench"]"#,
+                r#"members = ["conf", "plugin", "resolverd"]"#,
+            ),
+        )
     })
     .clone()
+}
+
+/// [`previous_release`] of [`PREVIOUS_SHARED`]: `embedns`, `embedns-resolverd` and
+/// `embedns-syncd` of the release before the peer record, in `target/previous-shared-release`.
+pub fn previous_shared_release() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        build_release(
+            PREVIOUS_SHARED,
+            "previous-shared-release",
+            (
+                r#"members = ["conf", "plugin", "resolverd", "sync", "test-cni", "bench"]"#,
+                r#"members = ["conf", "plugin", "resolverd", "sync"]"#,
+            ),
+        )
+    })
+    .clone()
+}
+
+/// Extracts `archive` (a `previous/` tree) under `target/<name>/src`, takes the harness and
+/// the bench out of its workspace (`members`: that line, and what it becomes), builds its
+/// binaries into `target/<name>/build` and returns their directory.
+fn build_release(archive: &str, name: &str, members: (&str, &str)) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join(name);
+    let src = target.join("src");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(workspace().join(archive))
+        .arg("-C")
+        .arg(&src)
+        .status()
+        .expect("running tar");
+    assert!(untar.success(), "extracting {archive}");
+    let root = src.join("previous");
+    let manifest = root.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace(members.0, members.1);
+    std::fs::write(&manifest, text).unwrap();
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--bins", "-q"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", target.join("build"))
+        .output()
+        .expect("running cargo");
+    assert!(
+        out.status.success(),
+        "building {archive} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("build/debug")
 }

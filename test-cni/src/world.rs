@@ -410,10 +410,13 @@ impl World {
         ours[0]
     }
 
-    /// Puts the `embedns` and `embedns-resolverd` of `dir` in this world's plugin dir in
+    /// Puts the `embedns`, `embedns-resolverd` and `embedns-syncd` of `dir` in this world's plugin dir in
     /// place of the ones there, as `make install` (or a package) upgrades a host.
     pub fn use_binaries(&self, dir: &Path) {
-        for p in ["embedns", "embedns-resolverd"] {
+        for p in ["embedns", "embedns-resolverd", "embedns-syncd"] {
+            if !dir.join(p).exists() {
+                continue; // a release before the sync process
+            }
             let tmp = self.bin_dir.join(format!(".{p}.new"));
             std::os::unix::fs::symlink(dir.join(p), &tmp).unwrap();
             std::fs::rename(&tmp, self.bin_dir.join(p)).unwrap();

@@ -906,3 +906,41 @@ fn a_writer_of_garbage_values_cannot_grow_the_sync_log_without_bound(etcd: Etcd)
     // And host1 still answers.
     assert_eq!(h1.resolve(&web, "web", "A").len(), 1);
 }
+
+on_both!(one_host_of_three_on_the_previous_release_and_its_upgrade_keep_the_network_whole);
+fn one_host_of_three_on_the_previous_release_and_its_upgrade_keep_the_network_whole(etcd: Etcd) {
+    // R27: host1 runs the release before the peer record (it publishes its whole records and
+    // reads values as such), hosts 2 and 3 this one; then host1's binaries are replaced while
+    // its sync process and resolver run on.
+    let previous = test_cni::bins::previous_shared_release();
+    let c = Cluster::new(etcd, "mixed_versions", 3, 6);
+    let (h1, h2, h3) = (&c.hosts[0].w, &c.hosts[1].w, &c.hosts[2].w);
+    h1.use_binaries(&previous);
+    let nets = c.network("mh");
+    let (web, db, cli) = (h1.container("web"), h2.container("db"), h3.container("cli"));
+    let web_ip = ip_of(&h1.adding(&nets[0], &web).name("web").ok());
+    let db_ip = ip_of(&h2.adding(&nets[1], &db).name("db").ok());
+    let cli_ip = ip_of(&h3.adding(&nets[2], &cli).name("cli").ok());
+    let everyone = |extra: &[(&str, &str)]| {
+        let mut named = vec![
+            ("web", web_ip.clone()),
+            ("db", db_ip.clone()),
+            ("cli", cli_ip.clone()),
+        ];
+        named.extend(extra.iter().map(|(n, ip)| (*n, ip.to_string())));
+        for (w, from) in [(h1, &web), (h2, &db), (h3, &cli)] {
+            for (name, ip) in &named {
+                wait_until(SPREAD, &format!("{name} from {}", from.netns), || {
+                    (w.resolve(from, name, "A") == vec![ip.clone()]).then_some(())
+                });
+            }
+        }
+    };
+    everyone(&[]);
+    // The upgrade of host1: its next container is added by the new plugin; the old sync
+    // process publishes it, and everyone answers it.
+    h1.use_binaries(&test_cni::bins::bin_dir());
+    let web2 = h1.container("web2");
+    let web2_ip = ip_of(&h1.adding(&nets[0], &web2).name("web2").ok());
+    everyone(&[("web2", &web2_ip)]);
+}
