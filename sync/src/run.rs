@@ -148,7 +148,9 @@ impl Sync {
             // Local changes wait for the next session (it compares everything), but the last
             // container leaving ends the process even while etcd cannot be reached (its keys
             // then expire with the lease).
-            let pause = tokio::time::sleep(backoff);
+            // Jittered (half to the whole backoff), so the hosts of a network do not all come
+            // back in step after an etcd hiccup.
+            let pause = tokio::time::sleep(jittered(backoff));
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -590,6 +592,11 @@ impl Sync {
     }
 }
 
+/// A pause of `backoff` scaled by a random factor in [0.5, 1].
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}
+
 /// The host whose claim `key` is, if it is one (`shared::network_key`).
 fn claim_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
     match embedns_conf::shared::network_key(prefix, key) {
@@ -694,5 +701,19 @@ async fn timed<T, E: Into<anyhow::Error>>(
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(r) => r.map_err(Into::into),
         Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_is_jittered_between_half_and_whole() {
+        let b = Duration::from_secs(2);
+        let pauses: Vec<Duration> = (0..200).map(|_| jittered(b)).collect();
+        assert!(pauses.iter().all(|p| *p >= b / 2 && *p <= b), "{pauses:?}");
+        let (min, max) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
+        assert!(*max - *min > Duration::from_millis(200), "spread {min:?}..{max:?}");
     }
 }
