@@ -714,6 +714,9 @@ mod tests {
         let pauses: Vec<Duration> = (0..200).map(|_| jittered(b)).collect();
         assert!(pauses.iter().all(|p| *p >= b / 2 && *p <= b), "{pauses:?}");
         let (min, max) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
-        assert!(*max - *min > Duration::from_millis(200), "spread {min:?}..{max:?}");
+        assert!(
+            *max - *min > Duration::from_millis(200),
+            "spread {min:?}..{max:?}"
+        );
     }
 }

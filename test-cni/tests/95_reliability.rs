@@ -371,17 +371,11 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
     // What a resolver taken over could try, confined the same way: write a root-owned file
     // (the plugin, which runs as root later), create a file, open a netlink socket, exec.
     let plugin = w.bin_dir.join("embedns").canonicalize().unwrap();
-    let out = std::process::Command::new(w.bin_dir.join("embedns-resolverd"))
-        .args(["--confinement-check", "65530:65530"])
-        .arg(&plugin)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let plugin = plugin.display().to_string();
+    let report = confinement_report(
+        &w.bin_dir.join("embedns-resolverd"),
+        &["65530:65530", &plugin],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["uid"], 65530, "{report}");
     assert!(
         report["writeAsUser"]
@@ -531,19 +525,10 @@ fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endp
     std::fs::create_dir_all(w.data_dir.join("sync")).unwrap();
     let root_file = w.path("root-file");
     std::fs::write(&root_file, "root's\n").unwrap();
-    let out = std::process::Command::new(test_cni::bins::bin_dir().join("embedns-syncd"))
-        .arg("--confinement-check")
-        .arg(&w.data_dir)
-        .arg("n1")
-        .arg(&root_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data_dir = w.data_dir.display().to_string();
+    let file = root_file.display().to_string();
+    let syncd = test_cni::bins::bin_dir().join("embedns-syncd");
+    let report = confinement_report(&syncd, &[&data_dir, "n1", &file]);
     // uid 0 without capabilities, yet Landlock refuses writes outside its state and TCP to a
     // port that is no endpoint's (etcd's own 2379 stays reachable).
     for what in ["write", "createTmp", "connectTcp"] {
@@ -554,4 +539,19 @@ fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endp
     }
     assert_eq!(report["createOwn"], "ok", "{report}");
     assert_eq!(std::fs::read_to_string(&root_file).unwrap(), "root's\n");
+}
+
+/// `PROGRAM --confinement-check ARGS`: the JSON report of what it could do once confined.
+fn confinement_report(program: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(program)
+        .arg("--confinement-check")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
