@@ -13,6 +13,7 @@
 //! networks/<network>/.sync.lock            held by the network's sync process while it runs
 //! networks/<network>/.sync.json            the sync process's status (shared.rs)
 //! sync/<network>.log                       the sync process's log
+//! sync/host-id                             this host's random id in its name's claims
 //! sandboxes/<cid>/sandbox.json             a container's attachments, resolver and files
 //! sandboxes/<cid>/.lock                    serializes ADD/DEL of that container
 //! sandboxes/<cid>/control.sock             the resolver's control channel
@@ -72,6 +73,11 @@ impl StatePaths {
     /// `networks/<network>/.sync.json`: the sync process's status.
     pub fn sync_status(&self, network: &str) -> PathBuf {
         self.network(network).join(".sync.json")
+    }
+
+    /// `sync/host-id`: this host's random id in its claims (made once per state directory).
+    pub fn host_id(&self) -> PathBuf {
+        self.root.join("sync").join("host-id")
     }
 
     /// `sync/<network>.log`: the sync process's log (kept when the network's directory goes).

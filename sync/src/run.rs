@@ -96,7 +96,7 @@ impl Sync {
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
-            identity: format!("{} {}", machine_id(), paths.root().display()),
+            identity: format!("{} {}", host_id(paths), paths.root().display()),
         }
     }
 
@@ -273,6 +273,10 @@ impl Sync {
                     for event in resp.events() {
                         let Some(kv) = event.kv() else { continue };
                         if let Some(host) = kv.key_str().ok().and_then(|k| claim_of(&prefix, k)) {
+                            let deleted = event.event_type() == EventType::Delete;
+                            if host == me && (deleted || kv.value() != self.identity.as_bytes()) {
+                                bail!("the claim of host name {me:?} was deleted or taken over");
+                            }
                             if host != me {
                                 if event.event_type() == EventType::Delete {
                                     self.claims.remove(host);
@@ -469,8 +473,17 @@ impl Sync {
                     )
                 })
                 .collect();
-            let resp = timed(client.txn(Txn::new().and_then(ops))).await?;
+            // Only while this host holds its name's claim (R32): a clone or a second host that
+            // took it over publishes, this one stops.
+            let fenced = Txn::new().when([self.holding_claim()]).and_then(ops);
+            let resp = timed(client.txn(fenced)).await?;
             self.status.writes += 1;
+            if !resp.succeeded() {
+                bail!(
+                    "this host no longer holds the claim of its name {:?}",
+                    self.conf.host()
+                );
+            }
             let mod_revision = resp.header().map_or(0, |h| h.revision());
             for (key, body) in chunk {
                 let put = Put {
@@ -484,11 +497,10 @@ impl Sync {
         for (key, mod_revision) in plan.delete {
             let full = format!("{host_prefix}{key}");
             let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    full.as_str(),
-                    CompareOp::Equal,
-                    mod_revision,
-                )])
+                .when([
+                    Compare::mod_revision(full.as_str(), CompareOp::Equal, mod_revision),
+                    self.holding_claim(),
+                ])
                 .and_then([TxnOp::delete(full.as_str(), None)]);
             timed(client.txn(txn)).await?;
             self.status.writes += 1;
@@ -498,6 +510,12 @@ impl Sync {
         self.status.published = self.published.keys.len();
         self.heard();
         Ok(())
+    }
+
+    /// The condition of every write: this host's name's claim still says this host.
+    fn holding_claim(&self) -> Compare {
+        let claim = self.conf.host_claim(&self.network);
+        Compare::value(claim.as_str(), CompareOp::Equal, self.identity.as_str())
     }
 
     /// The network's last local container left: this host's keys go with the lease.
@@ -650,16 +668,30 @@ fn page_size() -> i64 {
         .unwrap_or(PAGE)
 }
 
-/// `/etc/machine-id` (systemd's, one per installation), or the hostname without one.
-fn machine_id() -> String {
-    std::fs::read_to_string("/etc/machine-id")
+/// This host's id in its name's claim (R32): random, made once per state directory
+/// (`<dataDir>/sync/host-id`, which lives in /run: once per boot) and kept there, so that
+/// cloned machines, which share /etc/machine-id, a hostname and the default dataDir path, do
+/// not share it, while a restarted sync process of this host finds its own claim. Falls back
+/// to `/etc/machine-id` if the file cannot be made.
+fn host_id(paths: &StatePaths) -> String {
+    let path = paths.host_id();
+    let made = format!("{:032x}", rand::random::<u128>());
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(made.as_bytes()));
+    if created.is_ok() {
+        return made;
+    }
+    std::fs::read_to_string(&path)
         .map(|s| s.trim().to_string())
         .ok()
-        .filter(|s| !s.is_empty())
+        .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .or_else(|| {
-            nix::unistd::gethostname()
+            std::fs::read_to_string("/etc/machine-id")
                 .ok()
-                .map(|h| h.to_string_lossy().into_owned())
+                .map(|s| s.trim().to_string())
         })
         .unwrap_or_default()
 }

@@ -944,3 +944,58 @@ fn one_host_of_three_on_the_previous_release_and_its_upgrade_keep_the_network_wh
     let web2_ip = ip_of(&h1.adding(&nets[0], &web2).name("web2").ok());
     everyone(&[("web2", &web2_ip)]);
 }
+
+on_both!(a_host_notices_its_claim_deleted_or_taken_and_publishes_only_while_it_holds_it);
+fn a_host_notices_its_claim_deleted_or_taken_and_publishes_only_while_it_holds_it(etcd: Etcd) {
+    let c = Cluster::new(etcd, "claim_fence", 2, 6);
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let WebAndCli { cli, .. } = web_and_cli(&c, &nets[0], &nets[1]);
+    let claim = format!("{}/mh/host1", c.prefix);
+    let own = etcd_value(&c, 0, &claim);
+    assert!(!own.is_empty());
+    // Deleted by hand mid-session: host1 claims its name again.
+    etcd_write(&c, 1, &claim, None);
+    wait_until(SPREAD * 2, "host1 to claim its name again", || {
+        (etcd_value(&c, 1, &claim) == own).then_some(())
+    });
+    // Taken by another machine (a clone): host1 stops publishing and says who holds it.
+    etcd_write(&c, 1, &claim, Some("clone-machine /run/embedns"));
+    wait_until(SPREAD * 2, "host1 to see its claim taken", || {
+        let s = c.sync_status(0, "mh")?;
+        s["claim_refused"]
+            .as_str()?
+            .contains("clone-machine")
+            .then_some(())
+    });
+    let late = h1.container("late");
+    let late_ip = ip_of(&h1.adding(&nets[0], &late).name("late").ok());
+    let late_key = |keys: Vec<String>| {
+        keys.iter()
+            .any(|k| k.ends_with(&format!("{}@eth0", late_id(h1))))
+    };
+    assert!(
+        !late_key(c.record_keys(0, "mh", "host1")),
+        "published without the claim"
+    );
+    // The clone goes: host1 claims its name again and publishes what it has.
+    etcd_write(&c, 1, &claim, None);
+    wait_until(Duration::from_secs(10), "late to spread", || {
+        (h2.resolve(&cli, "late", "A") == vec![late_ip.clone()]).then_some(())
+    });
+}
+
+/// The container ID cnitool derived for host `w`'s container "late" (its only record by
+/// that name).
+fn late_id(w: &World) -> String {
+    w.records("mh")
+        .into_iter()
+        .map(|r| r.trim_end_matches(".json").to_string())
+        .find(|key| {
+            let r =
+                std::fs::read_to_string(w.data_dir.join("networks/mh").join(format!("{key}.json")));
+            r.is_ok_and(|t| t.contains("\"name\": \"late\""))
+        })
+        .and_then(|k| k.split('@').next().map(str::to_string))
+        .unwrap_or_default()
+}
