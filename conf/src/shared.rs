@@ -85,6 +85,19 @@ pub struct EtcdConf {
     /// TLS to etcd: a CA to trust and, optionally, a client certificate and key.
     #[serde(default)]
     pub tls: Option<EtcdTls>,
+    /// An etcd user (`etcdctl auth enable`): with a role per host, each host may write only its
+    /// own keys (the README's RBAC recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EtcdAuth>,
+}
+
+/// `etcd.auth`: an etcd user and the file holding its password (root's, 0600: a password in
+/// the conflist would be readable by every user of the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password_file: PathBuf,
 }
 
 /// `etcd.tls`: PEM files.
@@ -128,6 +141,17 @@ impl EtcdConf {
         if let Some(t) = &self.tls {
             if t.cert.is_some() != t.key.is_some() {
                 return bad("tls.cert and tls.key go together".into());
+            }
+        }
+        if let Some(a) = &self.auth {
+            if a.user.is_empty() || a.user.contains(char::is_whitespace) {
+                return bad(format!("auth.user {:?} must be one word", a.user));
+            }
+            if !a.password_file.is_absolute() {
+                return bad(format!(
+                    "auth.passwordFile {} must be an absolute path",
+                    a.password_file.display()
+                ));
             }
         }
         let prefix = self.prefix.trim_end_matches('/');

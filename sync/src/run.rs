@@ -723,6 +723,11 @@ async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
         }
         options = options.with_tls(t);
     }
+    if let Some(auth) = &conf.auth {
+        let password = std::fs::read_to_string(&auth.password_file)
+            .with_context(|| format!("reading {}", auth.password_file.display()))?;
+        options = options.with_user(&auth.user, password.trim_end_matches(['\n', '\r']));
+    }
     Ok(Client::connect([endpoint], Some(options)).await?)
 }
 

@@ -56,6 +56,8 @@ pub struct Cluster {
     pub certs: Option<PathBuf>,
     members: Vec<Option<Child>>,
     pub etcd: Etcd,
+    /// With etcd's RBAC on: root's password (the harness's `etcdctl` runs as root).
+    root_password: Option<String>,
 }
 
 impl Cluster {
@@ -68,6 +70,76 @@ impl Cluster {
     /// certificate signed by the run's own CA (made with openssl).
     pub fn with_tls(etcd: Etcd, test: &str, n: usize, ttl: u64) -> Cluster {
         Cluster::build(etcd, test, n, ttl, true)
+    }
+
+    /// [`Cluster::new`] with etcd's authentication on and the README's RBAC recipe: host `i`
+    /// is etcd user `host<i>` (password in its world's `etcd-password`), whose role may read
+    /// the prefix `<prefix>/` and write only its claim `<prefix>/<net>/host<i>` and the prefix
+    /// `<prefix>/<net>/host<i>/` of network `net`.
+    pub fn with_rbac(etcd: Etcd, test: &str, n: usize, ttl: u64, net: &str) -> Cluster {
+        let mut c = Cluster::build(etcd, test, n, ttl, false);
+        let root = format!("root-{}", unique(""));
+        let ok = |c: &Cluster, args: &[&str]| {
+            let out = c.etcdctl(0, args);
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(
+            &c,
+            &[
+                "user",
+                "add",
+                "root",
+                &format!("--new-user-password={root}"),
+            ],
+        );
+        ok(&c, &["user", "grant-role", "root", "root"]);
+        let prefix = c.prefix.clone();
+        for h in &c.hosts {
+            let (user, password) = (h.name.as_str(), format!("pw-{}", unique("")));
+            let own = format!("{prefix}/{net}/{user}");
+            ok(&c, &["role", "add", user]);
+            ok(
+                &c,
+                &[
+                    "role",
+                    "grant-permission",
+                    user,
+                    "--prefix=true",
+                    "read",
+                    &format!("{prefix}/"),
+                ],
+            );
+            ok(&c, &["role", "grant-permission", user, "readwrite", &own]);
+            ok(
+                &c,
+                &[
+                    "role",
+                    "grant-permission",
+                    user,
+                    "--prefix=true",
+                    "readwrite",
+                    &format!("{own}/"),
+                ],
+            );
+            ok(
+                &c,
+                &[
+                    "user",
+                    "add",
+                    user,
+                    &format!("--new-user-password={password}"),
+                ],
+            );
+            ok(&c, &["user", "grant-role", user, user]);
+            std::fs::write(h.w.dir.join("etcd-password"), format!("{password}\n")).unwrap();
+        }
+        ok(&c, &["auth", "enable"]);
+        c.root_password = Some(root);
+        c
     }
 
     fn build(etcd: Etcd, test: &str, n: usize, ttl: u64, tls: bool) -> Cluster {
@@ -85,6 +157,7 @@ impl Cluster {
             certs: tls.then(|| worlds[0].dir.join("certs")),
             members: Vec::new(),
             etcd,
+            root_password: None,
         };
         if let Some(dir) = &c.certs {
             make_certs(dir, n);
@@ -230,8 +303,29 @@ impl Cluster {
                     format!("--key={}", f("client-key.pem")),
                 ]
             }))
+            .args(
+                self.root_password
+                    .iter()
+                    .map(|p| format!("--user=root:{p}")),
+            )
             .env("ETCDCTL_API", "3");
         cmd
+    }
+
+    /// `etcdctl ARGS` against host `i`'s member as etcd user `user` (with RBAC on).
+    pub fn etcdctl_as(&self, i: usize, user: &str, password: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[i].w.host])
+            .arg(self.etcd.program("etcdctl"))
+            .args([
+                "--endpoints",
+                "http://127.0.0.1:2379",
+                "--command-timeout=3s",
+            ])
+            .arg(format!("--user={user}:{password}"))
+            .args(args)
+            .env("ETCDCTL_API", "3");
+        cmd.output().expect("etcdctl")
     }
 
     /// The embedns options of host `i` on a shared network: its etcd endpoints (its own
@@ -249,6 +343,10 @@ impl Cluster {
             "host": self.hosts[i].name,
             "ttl": self.ttl,
         });
+        if self.root_password.is_some() {
+            let h = &self.hosts[i];
+            etcd["auth"] = json!({"user": h.name, "passwordFile": h.w.dir.join("etcd-password")});
+        }
         if let Some(d) = &self.certs {
             etcd["tls"] = json!({
                 "ca": d.join("ca.pem"), "cert": d.join("client.pem"), "key": d.join("client-key.pem"),

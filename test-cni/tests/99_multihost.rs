@@ -999,3 +999,52 @@ fn late_id(w: &World) -> String {
         .and_then(|k| k.split('@').next().map(str::to_string))
         .unwrap_or_default()
 }
+
+on_both!(with_etcd_rbac_each_host_may_write_only_its_own_keys);
+fn with_etcd_rbac_each_host_may_write_only_its_own_keys(etcd: Etcd) {
+    // The README's recipe: etcd users, a role per host.
+    let c = Cluster::with_rbac(etcd, "rbac", 2, 6, "mh");
+    let nets = c.network("mh");
+    let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
+    let WebAndCli {
+        web,
+        cli,
+        web_ip,
+        cli_ip,
+    } = web_and_cli(&c, &nets[0], &nets[1]);
+    wait_until(
+        SPREAD,
+        "names across hosts, each published as its own user",
+        || {
+            (h1.resolve(&web, "cli", "A") == vec![cli_ip.clone()]
+                && h2.resolve(&cli, "web", "A") == vec![web_ip.clone()])
+            .then_some(())
+        },
+    );
+    // Host1's user may not write host2's keys, nor those of a host whose name starts with
+    // host1's (`host1x`: the claim `<net>/host1` is an exact key, the records `<net>/host1/`).
+    let password = std::fs::read_to_string(h1.dir.join("etcd-password")).unwrap();
+    let password = password.trim();
+    for key in ["host2/forged@eth0", "host1x/forged@eth0", "host2"] {
+        let full = format!("{}/mh/{key}", c.prefix);
+        let out = c.etcdctl_as(0, "host1", password, &["put", &full, "x"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("permission denied"),
+            "{key}: {said}"
+        );
+    }
+    let own = format!("{}/mh/host1/probe@eth0", c.prefix);
+    let out = c.etcdctl_as(0, "host1", password, &["put", &own, "x"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.etcdctl_as(0, "host1", password, &["del", &own]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
