@@ -164,13 +164,20 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
             let c = sides[h].w.container(&name);
             sides[h].add("mh", true, c, &name, ip(h, k));
             if k % 10 == 0 {
-                let returned = Instant::now();
+                // From the record's write (its file's mtime), not from ADD's return: ADD
+                // writes the record before it starts the resolver, so by its return the
+                // propagation is mostly over.
+                let id = &sides[h].added.last().expect("just added").1;
+                let record = sides[h].w.data_dir.join(format!("networks/mh/{id}@eth0.json"));
+                let written = std::fs::metadata(&record)
+                    .and_then(|m| m.modified())
+                    .expect("the record's mtime");
                 assert!(
                     probers[(h + 1) % 3].wait_for(&format!("{name}."), ip(h, k)),
                     "{name} never answered on host {}",
                     (h + 1) % 3 + 1
                 );
-                visible.push(returned.elapsed());
+                visible.push(written.elapsed().unwrap_or_default());
             }
         }
         if k % 100 == 0 {
@@ -178,7 +185,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         }
     }
     let vis = Stats::of(&visible);
-    println!("  a name added on one host answers on another after p50 {:.2} ms p99 {:.2} ms ({} samples)", vis.median_ms, vis.p99_ms, visible.len());
+    println!("  a name added on one host answers on another after p50 {:.2} ms p99 {:.2} ms from its record's write ({} samples)", vis.median_ms, vis.p99_ms, visible.len());
 
     // Local q/s on the shared network (3 × per_host records, sync running) against the
     // network of host 1 alone: dnsperf from the two probe containers, interleaved rounds.
@@ -272,7 +279,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
     d.insert("deadHostGoneSecs".into(), json!(gone.as_secs_f64()));
     let rows = vec![
         Row::value(
-            "multihost: remote name answers after ADD returns, p99 (ms)",
+            "multihost: remote name answers after its record is written, p99 (ms)",
             vis.p99_ms,
             Goal::AtMost(50.0),
         ),
