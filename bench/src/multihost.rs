@@ -168,7 +168,10 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
                 // writes the record before it starts the resolver, so by its return the
                 // propagation is mostly over.
                 let id = &sides[h].added.last().expect("just added").1;
-                let record = sides[h].w.data_dir.join(format!("networks/mh/{id}@eth0.json"));
+                let record = sides[h]
+                    .w
+                    .data_dir
+                    .join(format!("networks/mh/{id}@eth0.json"));
                 let written = std::fs::metadata(&record)
                     .and_then(|m| m.modified())
                     .expect("the record's mtime");

@@ -263,6 +263,10 @@ fn attach(
         resolver::control::<ReloadReply>(paths, &env.container_id, Request::Reload)
             .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
         let info = sb.resolver.clone().expect("a reused resolver is recorded");
+        // The running resolver's own identity is what its forwarded queries carry (one of an
+        // earlier release may run as another than a new one would).
+        let (uid, gid) = resolver::identity(&info).unwrap_or(catch.owner());
+        let catch = redirect::Catch { uid, gid, ..catch };
         if left {
             // Its remover may have run: the rules are put back whole.
             redirect::install(&env.netns, info.udp_port, info.tcp_port, true, &catch)?.wait()?;

@@ -250,6 +250,20 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The file-system `(uid, gid)` a resolver runs as (/proc/PID/status), which its sockets carry:
+/// what R26's catch must exempt. A resolver of an earlier release runs as its identity, not
+/// necessarily the one a new resolver would take.
+pub fn identity(info: &ResolverInfo) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", info.pid)).ok()?;
+    let fs_id = |key: &str| -> Option<u32> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(4)?.parse().ok()
+    };
+    let id = (fs_id("Uid:")?, fs_id("Gid:")?);
+    // Still that process once its status was read.
+    alive(info).then_some(id)
+}
+
 /// Whether the recorded resolver is still that process and not a zombie.
 pub fn alive(info: &ResolverInfo) -> bool {
     start_time(info.pid) == Some(info.start_time) && !is_zombie(info.pid)

@@ -85,3 +85,37 @@ fn r25_an_upgrade_in_place_keeps_every_container_answering() {
         );
     }
 }
+
+#[test]
+fn r26_an_old_resolver_that_gets_a_new_network_still_reaches_its_upstream() {
+    // A container of the previous release (its resolver runs as nobody/nogroup) gets a second
+    // network from the new plugin, which adds the catch of R26: its resolver's own queries to
+    // the caught nameserver must still reach it, not loop back into the resolver.
+    let previous = bins::previous_release();
+    let w = World::new("r26_an_old_resolver_that_gets_a_new_network_still_reaches_its_upstream");
+    w.use_binaries(&previous);
+    let n1 = w.network("n1", json!({}));
+    let gw = n1.gateway();
+    w.set_host_resolv_conf(&format!("nameserver {gw}\n"));
+    let old = w.container("old");
+    w.adding(&n1, &old).name("old").ok();
+    let up = w.upstream(&format!("{gw}:53"), "up.test", &[("a.up.test", "10.9.9.1")]);
+    assert_eq!(w.resolve(&old, "a.up.test", "A"), vec!["10.9.9.1"]);
+    let old_pid = w.resolver_pid(&old);
+
+    w.use_binaries(&bins::bin_dir());
+    let n2 = w.network("n2", json!({}));
+    w.adding(&n2, &old)
+        .name("old")
+        .env(&[("CNI_IFNAME", "eth1")])
+        .ok();
+    assert_eq!(w.resolver_pid(&old), old_pid, "the old resolver serves on");
+    assert_eq!(
+        w.resolve(&old, "a.up.test", "A"),
+        vec!["10.9.9.1"],
+        "forwarded, no loop"
+    );
+    // And the host's nameserver is answered by it (R26), peers included.
+    assert_eq!(w.dig_at(&old, &gw, &["old"]).data().len(), 1);
+    assert!(up.queries() >= 2);
+}
