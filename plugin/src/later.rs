@@ -2,8 +2,8 @@
 //!
 //! Deleting netfilter rules costs the kernel two RCU grace periods, and whoever next unregisters
 //! a network device waits for them: in a chained DEL that is the `bridge` plugin deleting the
-//! container's veth right after embedns, which measured ~10 ms slower for it (issue 11, item 8;
-//! `make bench`'s chained DEL row). After a DEL the container's netns is nearly always
+//! container's veth right after embedns, which measured ~10 ms slower for it (`make bench`'s
+//! chained DEL row). After a DEL the container's netns is nearly always
 //! destroyed at once (podman rm, CRI's StopPodSandbox, `ip netns del`), and the rules go with
 //! it for free. So DEL stops the resolver and leaves the rules to a detached
 //! `embedns remove-redirect-later` process, which removes them only if the netns is still there

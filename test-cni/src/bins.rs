@@ -101,8 +101,9 @@ pub fn cnitool() -> PathBuf {
     .clone()
 }
 
-/// The archive of the previous release's source (what CI last passed before issue 14's
-/// redesign), kept in the repository so the upgrade test needs no git history.
+/// The archive of the previous release's source (70572b0, the last before the record store
+/// and the index were redesigned), kept in the repository so the upgrade test needs no git
+/// history.
 const PREVIOUS: &str = "test-cni/upgrade/previous-70572b0.tar.gz";
 
 /// The archive of the last release before the peer record (R27), with its sync process: the

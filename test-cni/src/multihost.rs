@@ -1,4 +1,4 @@
-//! Several hosts on one machine, one etcd member each (after `../shared/multihost/mh-up.sh`):
+//! Several hosts on one machine, one etcd member each:
 //! each host is a [`World`] (its own host netns, state dir, conflists), joined to the others by
 //! an underlay netns with a bridge, `10.99.0.<i>/24` on each host's `u0`. Host `i`'s slice of
 //! a shared network is `10.77.<i>.0/24`. Its etcd member listens on `10.99.0.<i>` and

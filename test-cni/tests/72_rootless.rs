@@ -1,4 +1,4 @@
-//! embedns under rootless podman (issue 11 item 10): a new unprivileged user, its subordinate
+//! embedns under rootless podman: a new unprivileged user, its subordinate
 //! ids, slirp4netns, the CNI backend; the embedns entry of conf/examples/podman.conflist with
 //! no `dataDir`, as a user copies it.
 

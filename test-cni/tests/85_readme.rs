@@ -1,4 +1,4 @@
-//! The README's shell blocks, run as written (issue 11 item 9): extracted from README.md at
+//! The README's shell blocks, run as written: extracted from README.md at
 //! test time, so they cannot drift from what a user types. A block preceded by
 //! `<!-- readme-test: skip (REASON) -->` is not run (the reason is required). The blocks run
 //! in order in one `bash -euo pipefail` from the repository root, inside a private mount and

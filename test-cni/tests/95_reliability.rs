@@ -1,5 +1,5 @@
 //! Reliability and security: concurrency, faults, hostile input, least privilege. (Over 500
-//! lines: one scenario per test, each needing its own set-up; the fault scenarios of issue 12
+//! lines: one scenario per test, each needing its own set-up; the fault scenarios
 //! are in 96_faults.rs, the log and the redirect in 97_log_and_redirect.rs.)
 
 use std::collections::BTreeMap;

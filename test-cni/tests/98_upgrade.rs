@@ -1,4 +1,4 @@
-//! An upgrade in place (issue 14 item 8): containers started by the previous release keep
+//! An upgrade in place: containers started by the previous release keep
 //! their resolvers while the binaries are replaced, and those resolvers, the new plugin and
 //! the new resolvers work together: every container resolves every other, the new plugin
 //! checks, reports and deletes the old containers. (Docs: the README's "Upgrades".)

@@ -1,4 +1,4 @@
-//! A network shared by three hosts through etcd (issue 15): three host netns on an underlay,
+//! A network shared by three hosts through etcd: three host netns on an underlay,
 //! one etcd member each, the real plugin, sync process and resolvers on each, real dig. The
 //! naming rules hold across hosts, a dead host's names expire with its lease, a killed member
 //! fails nothing, a host cut off etcd keeps serving and converges once healed. Every test runs
