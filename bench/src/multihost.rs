@@ -91,7 +91,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if s.quick { 60 } else { 300 });
-    let mut cluster = Cluster::new(test_cni::multihost::Etcd::Debian, "bench-multihost", 3, 6);
+    let cluster = Cluster::new(test_cni::multihost::Etcd::Debian, "bench-multihost", 3, 6);
     let mut sides: Vec<Side> = cluster
         .hosts
         .iter()
@@ -256,6 +256,58 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         mem.rss_kib, mem.pss_kib, mem.count, sup.rss_kib, sup.pss_kib, sup.count
     );
 
+    // The etcd leader's member dies (one of three): how soon a name added right after on a
+    // host whose member lives answers on the third host, from its record's write. Goal: the
+    // election (etcd's 1 s election timeout here) + 1 s.
+    let mut after_leader_loss = Vec::new();
+    let mut beyond_election = Vec::new();
+    for run in 0..if s.quick { 3 } else { 7 } {
+        let Some(leader) = cluster.leader(0) else {
+            println!("  (no leader found: run {run} skipped)");
+            continue;
+        };
+        let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+        let killed = Instant::now();
+        cluster.kill_member(leader);
+        // Meanwhile, how long the election takes, as host b's member sees it.
+        let (took, elected) = std::thread::scope(|scope| {
+            let election = scope.spawn(|| {
+                let deadline = killed + Duration::from_secs(30);
+                while Instant::now() < deadline && !cluster.knows_leader(b, leader) {}
+                killed.elapsed()
+            });
+            let name = format!("ll{run}x{a}");
+            let addr = ip(a, per_host + 1 + run);
+            let c = sides[a].w.container(&name);
+            sides[a].add("mh", true, c, &name, addr);
+            let id = &sides[a].added.last().expect("just added").1;
+            let record = sides[a]
+                .w
+                .data_dir
+                .join(format!("networks/mh/{id}@eth0.json"));
+            let written = std::fs::metadata(&record)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            let seen = probers[b].wait_for(&format!("{name}."), addr);
+            let took = written.elapsed().unwrap_or_default();
+            let since_kill = killed.elapsed();
+            let elected = election.join().unwrap();
+            (
+                if seen { took } else { Duration::from_secs(30) },
+                since_kill.saturating_sub(elected),
+            )
+        });
+        after_leader_loss.push(took);
+        beyond_election.push(elected);
+        cluster.restart_member(leader);
+    }
+    let leader_loss = Stats::of(&after_leader_loss);
+    let past_election = Stats::of(&beyond_election);
+    println!(
+        "  the etcd leader killed: a name added right after answers on another host after p50 {:.0} ms, max {:.0} ms; past the new leader's election p50 {:.0} ms, max {:.0} ms ({} runs)",
+        leader_loss.median_ms, leader_loss.p99_ms, past_election.median_ms, past_election.p99_ms, after_leader_loss.len()
+    );
+
     // Host 3 dies: how soon its names are gone on host 1.
     let victim = format!("c2x{per_host}.");
     let died = Instant::now();
@@ -280,6 +332,8 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
     d.insert("syncMemory".into(), mem.json());
     d.insert("syncSupervisorMemory".into(), sup.json());
     d.insert("deadHostGoneSecs".into(), json!(gone.as_secs_f64()));
+    d.insert("afterLeaderLoss".into(), leader_loss.json());
+    d.insert("afterLeaderLossPastElection".into(), past_election.json());
     let rows = vec![
         Row::value(
             "multihost: remote name answers after its record is written, p99 (ms)",
@@ -315,6 +369,16 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
                 f64::NAN
             },
             Goal::AtMost(10.0),
+        ),
+        Row::value(
+            "multihost: after the etcd leader's death, a new name answers elsewhere, max (s)",
+            leader_loss.p99_ms / 1000.0,
+            Goal::None,
+        ),
+        Row::value(
+            "multihost: ... of which past the new leader's election, max (s)",
+            past_election.p99_ms / 1000.0,
+            Goal::AtMost(1.0),
         ),
         Row::value(
             "multihost: sync worker + supervisor RSS (MiB)",

@@ -115,10 +115,14 @@ impl Sync {
             let endpoint =
                 self.conf.endpoints[self.next_endpoint % self.conf.endpoints.len()].clone();
             let mut in_step = false;
+            let electing;
             match self.session(&endpoint, &mut local, &mut in_step).await {
                 Ok(end) => return end,
                 Err(e) => {
                     let e = format!("{endpoint}: {e:#}");
+                    // A member without a leader (one is being elected, which takes a second or
+                    // two): the next try comes soon, not after a backoff grown meanwhile.
+                    electing = e.contains("no leader") || e.contains("leader changed");
                     self.status.endpoint = None;
                     self.status.last_error = Some(e.clone());
                     self.write_status();
@@ -168,7 +172,11 @@ impl Sync {
                     }
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = if electing {
+                MIN_BACKOFF
+            } else {
+                (backoff * 2).min(MAX_BACKOFF)
+            };
         }
     }
 
@@ -476,7 +484,7 @@ impl Sync {
             // Only while this host holds its name's claim (R32): a clone or a second host that
             // took it over publishes, this one stops.
             let fenced = Txn::new().when([self.holding_claim()]).and_then(ops);
-            let resp = timed(client.txn(fenced)).await?;
+            let resp = write(client, fenced).await?;
             self.status.writes += 1;
             if !resp.succeeded() {
                 bail!(
@@ -502,7 +510,7 @@ impl Sync {
                     self.holding_claim(),
                 ])
                 .and_then([TxnOp::delete(full.as_str(), None)]);
-            timed(client.txn(txn)).await?;
+            write(client, txn).await?;
             self.status.writes += 1;
             // Not ours any more either way: deleted, or put since by a newer sync process.
             self.published.keys.remove(&key);
@@ -729,6 +737,37 @@ async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
         options = options.with_user(&auth.user, password.trim_end_matches(['\n', '\r']));
     }
     Ok(Client::connect([endpoint], Some(options)).await?)
+}
+
+/// How long one attempt of a write may wait: a proposal pending when the leader dies is never
+/// answered, and waiting out [`REQUEST_TIMEOUT`] for it cost a container 3 s to reach the other
+/// hosts. An attempt of 1 s, then another once a new leader is elected (etcd's election
+/// timeout, 1 s by default), brings that to about 2 s.
+const WRITE_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// A write of this host's records (idempotent: the same puts, or a delete guarded by the
+/// key's revision): attempts of [`WRITE_ATTEMPT`] until [`REQUEST_TIMEOUT`] has passed, an error
+/// answer (no leader yet) retried after a short pause.
+async fn write(client: &mut Client, txn: Txn) -> anyhow::Result<etcd_client::TxnResponse> {
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let last = tokio::time::Instant::now() + WRITE_ATTEMPT >= deadline;
+        let attempt = if last {
+            REQUEST_TIMEOUT.min(deadline - tokio::time::Instant::now())
+        } else {
+            WRITE_ATTEMPT
+        };
+        match tokio::time::timeout(attempt, client.txn(txn.clone())).await {
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(e)) if last => return Err(e.into()),
+            Err(_) if last => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+            Ok(Err(e)) => {
+                tracing::debug!("a write failed, retried: {e}");
+                tokio::time::sleep(MIN_BACKOFF).await;
+            }
+            Err(_) => tracing::debug!("a write unanswered for {WRITE_ATTEMPT:?}, retried"),
+        }
+    }
 }
 
 /// A request with [`REQUEST_TIMEOUT`].

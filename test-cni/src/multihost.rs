@@ -54,7 +54,7 @@ pub struct Cluster {
     pub ttl: u64,
     /// With TLS: the directory of the CA, the members' and the client's certificates.
     pub certs: Option<PathBuf>,
-    members: Vec<Option<Child>>,
+    members: std::sync::Mutex<Vec<Option<Child>>>,
     pub etcd: Etcd,
     /// With etcd's RBAC on: root's password (the harness's `etcdctl` runs as root).
     root_password: Option<String>,
@@ -155,7 +155,7 @@ impl Cluster {
             hosts: Vec::new(),
             ttl,
             certs: tls.then(|| worlds[0].dir.join("certs")),
-            members: Vec::new(),
+            members: std::sync::Mutex::new(Vec::new()),
             etcd,
             root_password: None,
         };
@@ -192,7 +192,7 @@ impl Cluster {
         }
         for i in 0..n {
             let child = c.spawn_member(i, "new");
-            c.members.push(Some(child));
+            c.members.lock().unwrap().push(Some(child));
         }
         wait_until(Duration::from_secs(30), "the etcd cluster to serve", || {
             c.etcdctl(0, &["put", &format!("{}/.ready", c.prefix), "1"])
@@ -375,18 +375,69 @@ impl Cluster {
     }
 
     /// SIGKILLs host `i`'s etcd member.
-    pub fn kill_member(&mut self, i: usize) {
-        if let Some(mut m) = self.members[i].take() {
+    pub fn kill_member(&self, i: usize) {
+        let taken = self.members.lock().unwrap()[i].take();
+        if let Some(mut m) = taken {
             let _ = m.kill();
             let _ = m.wait();
         }
     }
 
+    /// The host whose member leads the etcd cluster now (asked of host `i`'s member).
+    pub fn leader(&self, i: usize) -> Option<usize> {
+        let out = self.etcdctl(i, &["endpoint", "status", "--cluster", "-w", "json"]);
+        let all: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let leading = all.as_array()?.iter().find(|e| {
+            let s = &e["Status"];
+            s["leader"].as_u64().is_some() && s["leader"] == s["header"]["member_id"]
+        })?;
+        let endpoint = leading["Endpoint"].as_str()?;
+        self.hosts
+            .iter()
+            .position(|h| endpoint.contains(&format!("//{}:", h.ip)))
+    }
+
+    /// Whether host `i`'s member knows a leader (other than the member of host `not`).
+    pub fn knows_leader(&self, i: usize, not: usize) -> bool {
+        let out = self.etcdctl(i, &["endpoint", "status", "-w", "json"]);
+        let Ok(all) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return false;
+        };
+        let leader = all[0]["Status"]["leader"].as_u64().unwrap_or(0);
+        let gone = self.member_id(not);
+        leader != 0 && Some(leader) != gone
+    }
+
+    /// The etcd member id of host `i`'s member, as the cluster lists it.
+    fn member_id(&self, i: usize) -> Option<u64> {
+        let others = (0..self.hosts.len()).filter(|j| *j != i);
+        for j in others {
+            let out = self.etcdctl(j, &["member", "list", "-w", "json"]);
+            let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) else {
+                continue;
+            };
+            let name = format!("m{i}");
+            let found = list["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["name"] == name.as_str());
+            if let Some(m) = found {
+                return m["ID"].as_u64();
+            }
+        }
+        None
+    }
+
     /// Starts host `i`'s member again on its data; returns once it serves writes again (it
     /// rejoined the cluster and caught up), so that a fault injected next is the only one.
-    pub fn restart_member(&mut self, i: usize) {
-        assert!(self.members[i].is_none(), "member {i} still runs");
-        self.members[i] = Some(self.spawn_member(i, "existing"));
+    pub fn restart_member(&self, i: usize) {
+        assert!(
+            self.members.lock().unwrap()[i].is_none(),
+            "member {i} still runs"
+        );
+        let member = self.spawn_member(i, "existing");
+        self.members.lock().unwrap()[i] = Some(member);
         wait_until(
             Duration::from_secs(30),
             "the restarted member to serve",
@@ -401,7 +452,7 @@ impl Cluster {
 
     /// Host `i` dies: its sync process, resolvers and etcd member are SIGKILLed (nothing is
     /// withdrawn; its records must expire with its lease).
-    pub fn kill_host(&mut self, i: usize) {
+    pub fn kill_host(&self, i: usize) {
         crate::kill_resolvers(&self.hosts[i].w.data_dir);
         self.kill_member(i);
         let gone = poll_until(Duration::from_secs(5), || {
@@ -580,7 +631,7 @@ impl Drop for Cluster {
                 }
             }
             for i in 0..self.hosts.len() {
-                if self.members[i].is_some() {
+                if self.members.lock().unwrap()[i].is_some() {
                     let keys = self.etcdctl(i, &["get", "--prefix", "--keys-only", &self.prefix]);
                     let leases = self.etcdctl(i, &["lease", "list"]);
                     eprintln!(
@@ -595,7 +646,8 @@ impl Drop for Cluster {
         for h in &self.hosts {
             crate::kill_resolvers(&h.w.data_dir);
         }
-        for i in 0..self.members.len() {
+        let n = self.members.lock().unwrap().len();
+        for i in 0..n {
             self.kill_member(i);
         }
         // The worlds go next (their containers, host netns and dirs), then the underlay.

@@ -201,7 +201,7 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd)
 on_both!(a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_nothing);
 fn a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_nothing(etcd: Etcd) {
     let ttl = 4;
-    let mut c = Cluster::new(etcd, "dead_host", 3, ttl);
+    let c = Cluster::new(etcd, "dead_host", 3, ttl);
     let nets = c.network("mh");
     let (a, b, d) = (
         c.hosts[0].w.container("ann"),
