@@ -6,6 +6,8 @@
 //! other hosts' into the local store and index, which the resolvers read as always: no query
 //! waits for etcd.
 
+mod claim;
+mod client;
 pub mod local;
 pub mod mirror;
 pub mod run;

@@ -24,21 +24,14 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::{now_ms, EtcdConf, RemoteHost, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
+use crate::claim::{claim_of, host_id};
+use crate::client::{connect, list, timed, write};
 use crate::local::LocalWatch;
 use crate::mirror::{split_key, Published, Put, Remote};
 
-/// How long a connection to one endpoint may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one request may take before the session is given up.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 pings on an idle connection: a member cut off by a firewall (no RST) is noticed
-/// within interval + timeout.
-const PING_INTERVAL: Duration = Duration::from_secs(1);
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// etcd's default `--max-txn-ops` is 128.
@@ -623,161 +616,12 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
 
-/// The host whose claim `key` is, if it is one (`shared::network_key`).
-fn claim_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
-    match embedns_conf::shared::network_key(prefix, key) {
-        Ok(embedns_conf::shared::NetworkKey::Claim { host }) => Some(host),
-        _ => None,
-    }
-}
-
-/// Every key under `prefix` at one revision, in pages of [`PAGE`] (a gRPC message holds at
-/// most 4 MiB; a network of thousands of containers would not fit in one).
-async fn list(client: &mut Client, prefix: &str) -> anyhow::Result<(i64, Vec<KeyValue>)> {
-    let mut end = prefix.as_bytes().to_vec();
-    *end.last_mut().expect("a prefix is not empty") += 1; // '/' + 1: just past the prefix
-    let mut from = prefix.as_bytes().to_vec();
-    let mut revision = 0;
-    let mut out = Vec::new();
-    loop {
-        let mut options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(page_size());
-        if revision > 0 {
-            options = options.with_revision(revision);
-        }
-        let mut page = timed(client.get(from.clone(), Some(options))).await?;
-        if revision == 0 {
-            revision = page.header().map_or(0, |h| h.revision());
-        }
-        let more = page.more();
-        let kvs = page.take_kvs();
-        if let Some(last) = kvs.last() {
-            from = last.key().to_vec();
-            from.push(0); // the next key after it
-        }
-        out.extend(kvs);
-        if !more {
-            return Ok((revision, out));
-        }
-    }
-}
-
-/// Keys per page of a listing.
-const PAGE: i64 = 500;
-
-/// [`PAGE`], or `EMBEDNS_SYNC_PAGE` (for the tests: a page of one key makes any listing take
-/// several pages).
-fn page_size() -> i64 {
-    std::env::var("EMBEDNS_SYNC_PAGE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(PAGE)
-}
-
-/// This host's id in its name's claim (R32): random, made once per state directory
-/// (`<dataDir>/sync/host-id`, which lives in /run: once per boot) and kept there, so that
-/// cloned machines, which share /etc/machine-id, a hostname and the default dataDir path, do
-/// not share it, while a restarted sync process of this host finds its own claim. Falls back
-/// to `/etc/machine-id` if the file cannot be made.
-fn host_id(paths: &StatePaths) -> String {
-    let path = paths.host_id();
-    let made = format!("{:032x}", rand::random::<u128>());
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(made.as_bytes()));
-    if created.is_ok() {
-        return made;
-    }
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .or_else(|| {
-            std::fs::read_to_string("/etc/machine-id")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_default()
-}
-
 /// The config the plugin left in the network's directory, validated.
 pub fn read_conf(path: &std::path::Path) -> anyhow::Result<EtcdConf> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let conf: EtcdConf =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     Ok(conf.settle()?)
-}
-
-/// A client of one endpoint (with the config's TLS), made lazily: the first request connects.
-async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
-        .with_keep_alive_while_idle(true)
-        // A member without a leader (cut off from the majority) refuses requests and ends
-        // watches instead of leaving them silent.
-        .with_require_leader(true);
-    if let Some(tls) = &conf.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
-        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        options = options.with_tls(t);
-    }
-    if let Some(auth) = &conf.auth {
-        let password = std::fs::read_to_string(&auth.password_file)
-            .with_context(|| format!("reading {}", auth.password_file.display()))?;
-        options = options.with_user(&auth.user, password.trim_end_matches(['\n', '\r']));
-    }
-    Ok(Client::connect([endpoint], Some(options)).await?)
-}
-
-/// How long one attempt of a write may wait: a proposal pending when the leader dies is never
-/// answered, and waiting out [`REQUEST_TIMEOUT`] for it cost a container 3 s to reach the other
-/// hosts. An attempt of 1 s, then another once a new leader is elected (etcd's election
-/// timeout, 1 s by default), brings that to about 2 s.
-const WRITE_ATTEMPT: Duration = Duration::from_secs(1);
-
-/// A write of this host's records (idempotent: the same puts, or a delete guarded by the
-/// key's revision): attempts of [`WRITE_ATTEMPT`] until [`REQUEST_TIMEOUT`] has passed, an error
-/// answer (no leader yet) retried after a short pause.
-async fn write(client: &mut Client, txn: Txn) -> anyhow::Result<etcd_client::TxnResponse> {
-    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-    loop {
-        let last = tokio::time::Instant::now() + WRITE_ATTEMPT >= deadline;
-        let attempt = if last {
-            REQUEST_TIMEOUT.min(deadline - tokio::time::Instant::now())
-        } else {
-            WRITE_ATTEMPT
-        };
-        match tokio::time::timeout(attempt, client.txn(txn.clone())).await {
-            Ok(Ok(resp)) => return Ok(resp),
-            Ok(Err(e)) if last => return Err(e.into()),
-            Err(_) if last => bail!("no answer within {REQUEST_TIMEOUT:?}"),
-            Ok(Err(e)) => {
-                tracing::debug!("a write failed, retried: {e}");
-                tokio::time::sleep(MIN_BACKOFF).await;
-            }
-            Err(_) => tracing::debug!("a write unanswered for {WRITE_ATTEMPT:?}, retried"),
-        }
-    }
-}
-
-/// A request with [`REQUEST_TIMEOUT`].
-async fn timed<T, E: Into<anyhow::Error>>(
-    request: impl std::future::Future<Output = Result<T, E>>,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
-    }
 }
 
 #[cfg(test)]

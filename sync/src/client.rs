@@ -1,0 +1,141 @@
+//! The etcd side of a session: connecting to one endpoint (TLS, an etcd user, keep-alive
+//! pings, require-leader), requests bounded in time, writes retried across a leader's
+//! election, and listings in pages.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use embedns_conf::shared::EtcdConf;
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn,
+};
+
+/// How long a connection to one endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one request may take before the session is given up.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on an idle connection: a member cut off by a firewall (no RST) is noticed
+/// within interval + timeout.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Between the attempts of a write answered with an error (no leader yet).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Every key under `prefix` at one revision, in pages of [`PAGE`] (a gRPC message holds at
+/// most 4 MiB; a network of thousands of containers would not fit in one).
+pub(crate) async fn list(
+    client: &mut Client,
+    prefix: &str,
+) -> anyhow::Result<(i64, Vec<KeyValue>)> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix is not empty") += 1; // '/' + 1: just past the prefix
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut out = Vec::new();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(page_size());
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut page = timed(client.get(from.clone(), Some(options))).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        let more = page.more();
+        let kvs = page.take_kvs();
+        if let Some(last) = kvs.last() {
+            from = last.key().to_vec();
+            from.push(0); // the next key after it
+        }
+        out.extend(kvs);
+        if !more {
+            return Ok((revision, out));
+        }
+    }
+}
+
+/// Keys per page of a listing.
+const PAGE: i64 = 500;
+
+/// [`PAGE`], or `EMBEDNS_SYNC_PAGE` (for the tests: a page of one key makes any listing take
+/// several pages).
+fn page_size() -> i64 {
+    std::env::var("EMBEDNS_SYNC_PAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(PAGE)
+}
+
+/// A client of one endpoint (with the config's TLS), made lazily: the first request connects.
+pub(crate) async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
+        .with_keep_alive_while_idle(true)
+        // A member without a leader (cut off from the majority) refuses requests and ends
+        // watches instead of leaving them silent.
+        .with_require_leader(true);
+    if let Some(tls) = &conf.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(t);
+    }
+    if let Some(auth) = &conf.auth {
+        let password = std::fs::read_to_string(&auth.password_file)
+            .with_context(|| format!("reading {}", auth.password_file.display()))?;
+        options = options.with_user(&auth.user, password.trim_end_matches(['\n', '\r']));
+    }
+    Ok(Client::connect([endpoint], Some(options)).await?)
+}
+
+/// How long one attempt of a write may wait: a proposal pending when the leader dies is never
+/// answered, and waiting out [`REQUEST_TIMEOUT`] for it cost a container 3 s to reach the other
+/// hosts. Attempts of 1 s, retried until one reaches a newly elected leader, brought the
+/// median to 2.1 s (`make bench`'s leader-loss row: 3 runs, max 3.5 s).
+const WRITE_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// A write of this host's records (idempotent: the same puts, or a delete guarded by the
+/// key's revision): attempts of [`WRITE_ATTEMPT`] until [`REQUEST_TIMEOUT`] has passed, an error
+/// answer (no leader yet) retried after a short pause.
+pub(crate) async fn write(
+    client: &mut Client,
+    txn: Txn,
+) -> anyhow::Result<etcd_client::TxnResponse> {
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let last = tokio::time::Instant::now() + WRITE_ATTEMPT >= deadline;
+        let attempt = if last {
+            REQUEST_TIMEOUT.min(deadline - tokio::time::Instant::now())
+        } else {
+            WRITE_ATTEMPT
+        };
+        match tokio::time::timeout(attempt, client.txn(txn.clone())).await {
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(e)) if last => return Err(e.into()),
+            Err(_) if last => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+            Ok(Err(e)) => {
+                tracing::debug!("a write failed, retried: {e}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(_) => tracing::debug!("a write unanswered for {WRITE_ATTEMPT:?}, retried"),
+        }
+    }
+}
+
+/// A request with [`REQUEST_TIMEOUT`].
+pub(crate) async fn timed<T, E: Into<anyhow::Error>>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
