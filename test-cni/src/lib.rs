@@ -7,6 +7,7 @@
 pub mod add;
 pub mod bins;
 pub mod calls;
+pub mod certs;
 pub mod cri;
 pub mod dig;
 pub mod multihost;

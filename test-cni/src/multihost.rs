@@ -7,12 +7,13 @@
 //! names are the worlds' unique ones; everything is removed on drop (members SIGKILLed, the
 //! worlds' containers deleted, the underlay netns deleted).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::certs::make_certs;
 use crate::wait::{poll_until, wait_until};
 use crate::world::{Network, World};
 use crate::{must, unique};
@@ -534,80 +535,6 @@ impl Cluster {
             .join(net)
             .join(".sync.json");
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-    }
-}
-
-/// A CA, a server certificate for the members (127.0.0.1 and the `n` underlay addresses) and
-/// a client certificate, in `dir`.
-fn make_certs(dir: &Path, n: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        must(Command::new("openssl").current_dir(dir).args(args));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=embedns test CA",
-    ]);
-    let ips: Vec<String> = std::iter::once("IP:127.0.0.1".to_string())
-        .chain((1..=n).map(|i| format!("IP:10.99.0.{i}")))
-        .collect();
-    for (name, usage, san) in [
-        (
-            "server",
-            "serverAuth",
-            format!("subjectAltName={}", ips.join(",")),
-        ),
-        (
-            "client",
-            "clientAuth",
-            "subjectAltName=DNS:embedns".to_string(),
-        ),
-    ] {
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("{san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
-        )
-        .unwrap();
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
     }
 }
 
