@@ -1,4 +1,4 @@
-//! The etcd side of a session: connecting to one endpoint (TLS, an etcd user, keep-alive
+//! The etcd side of a session: the config the plugin left, connecting to one endpoint (TLS, an etcd user, keep-alive
 //! pings, require-leader), requests bounded in time, writes retried across a leader's
 //! election, and listings in pages.
 
@@ -137,5 +137,35 @@ pub(crate) async fn timed<T, E: Into<anyhow::Error>>(
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(r) => r.map_err(Into::into),
         Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+/// A pause of `backoff` scaled by a random factor in [0.5, 1].
+pub(crate) fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}
+
+/// The config the plugin left in the network's directory, validated.
+pub fn read_conf(path: &std::path::Path) -> anyhow::Result<EtcdConf> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let conf: EtcdConf =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(conf.settle()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_is_jittered_between_half_and_whole() {
+        let b = Duration::from_secs(2);
+        let pauses: Vec<Duration> = (0..200).map(|_| jittered(b)).collect();
+        assert!(pauses.iter().all(|p| *p >= b / 2 && *p <= b), "{pauses:?}");
+        let (min, max) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
+        assert!(
+            *max - *min > Duration::from_millis(200),
+            "spread {min:?}..{max:?}"
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! waits for etcd.
 
 mod claim;
-mod client;
+pub mod client;
 pub mod local;
 pub mod mirror;
 pub mod run;

@@ -235,7 +235,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     confine()?;
     supervise(&NetworkStore::new(&paths, &args.network), ready)?;
     // Read by each worker: one started after a change of config runs with the new one.
-    let conf = embedns_sync::run::read_conf(&paths.etcd_conf(&args.network))?;
+    let conf = embedns_sync::client::read_conf(&paths.etcd_conf(&args.network))?;
     let ports = conf.endpoint_ports();
     match restrict(&paths, &args.network, &ports) {
         Ok(true) => {}

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
+use embedns_conf::shared::RemoteHost;
 use embedns_conf::store::RemoteChange;
 
 /// The most bytes one value from another host may have (R31): a record is a few hundred.
@@ -238,13 +239,23 @@ impl Remote {
             })
     }
 
-    /// Each host with records held here, and how many.
-    pub fn per_host(&self) -> BTreeMap<&str, usize> {
-        let mut out = BTreeMap::new();
+    /// Every other host seen: those with records held here and those holding their claim
+    /// (`claims`), with their record count and last change seen, for `embedns status`.
+    pub fn hosts_seen(&self, claims: &std::collections::BTreeSet<String>) -> Vec<RemoteHost> {
+        let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
         for (h, _) in self.held.keys() {
-            *out.entry(h.as_str()).or_insert(0) += 1;
+            *per_host.entry(h.as_str()).or_insert(0) += 1;
         }
-        out
+        let mut names: std::collections::BTreeSet<&str> = per_host.keys().copied().collect();
+        names.extend(claims.iter().map(String::as_str));
+        (names.into_iter())
+            .map(|name| RemoteHost {
+                name: name.to_string(),
+                records: per_host.get(name).copied().unwrap_or(0),
+                claimed: claims.contains(name),
+                changed_at_ms: self.changed_at.get(name).copied().unwrap_or(0),
+            })
+            .collect()
     }
 
     /// How many hosts the held records come from.

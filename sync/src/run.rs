@@ -18,17 +18,17 @@ use std::fs::File;
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use embedns_conf::fsutil::write_atomic;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::shared::{now_ms, EtcdConf, RemoteHost, SyncStatus};
+use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use crate::claim::{claim_of, host_id};
-use crate::client::{connect, list, timed, write};
+use crate::client::{connect, jittered, list, read_conf, timed, write};
 use crate::local::LocalWatch;
 use crate::mirror::{split_key, Published, Put, Remote};
 
@@ -584,18 +584,7 @@ impl Sync {
     }
 
     fn write_status(&mut self) {
-        let per_host = self.remote.per_host();
-        let mut names: BTreeSet<&str> = per_host.keys().copied().collect();
-        names.extend(self.claims.iter().map(String::as_str));
-        self.status.hosts = names
-            .into_iter()
-            .map(|name| RemoteHost {
-                name: name.to_string(),
-                records: per_host.get(name).copied().unwrap_or(0),
-                claimed: self.claims.contains(name),
-                changed_at_ms: self.remote.changed_at.get(name).copied().unwrap_or(0),
-            })
-            .collect();
+        self.status.hosts = self.remote.hosts_seen(&self.claims);
         let body = serde_json::to_vec_pretty(&self.status).expect("the status always serializes");
         if self.store.dir().exists() {
             if let Err(e) = write_atomic(&self.status_path, &body) {
@@ -608,35 +597,5 @@ impl Sync {
         if let Some(mut pipe) = self.ready.take() {
             let _ = writeln!(pipe, "{line}");
         }
-    }
-}
-
-/// A pause of `backoff` scaled by a random factor in [0.5, 1].
-fn jittered(backoff: Duration) -> Duration {
-    backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)
-}
-
-/// The config the plugin left in the network's directory, validated.
-pub fn read_conf(path: &std::path::Path) -> anyhow::Result<EtcdConf> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let conf: EtcdConf =
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(conf.settle()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_is_jittered_between_half_and_whole() {
-        let b = Duration::from_secs(2);
-        let pauses: Vec<Duration> = (0..200).map(|_| jittered(b)).collect();
-        assert!(pauses.iter().all(|p| *p >= b / 2 && *p <= b), "{pauses:?}");
-        let (min, max) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
-        assert!(
-            *max - *min > Duration::from_millis(200),
-            "spread {min:?}..{max:?}"
-        );
     }
 }
