@@ -46,6 +46,20 @@ impl Side<'_> {
         took
     }
 
+    /// When the record of the container added last was written (its file's mtime): where a
+    /// remote name's propagation is timed from (ADD writes the record before it starts the
+    /// resolver, so by ADD's return the propagation is mostly over).
+    fn last_written(&self, net: &str) -> std::time::SystemTime {
+        let id = &self.added.last().expect("a container added").1;
+        let record = self
+            .w
+            .data_dir
+            .join(format!("networks/{net}/{id}@eth0.json"));
+        std::fs::metadata(&record)
+            .and_then(|m| m.modified())
+            .expect("the record's mtime")
+    }
+
     fn del(&mut self, net: &str, shared: bool) -> Duration {
         let (c, id) = self.added.pop().expect("something to delete");
         let mut extra = json!({});
@@ -164,17 +178,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
             let c = sides[h].w.container(&name);
             sides[h].add("mh", true, c, &name, ip(h, k));
             if k % 10 == 0 {
-                // From the record's write (its file's mtime), not from ADD's return: ADD
-                // writes the record before it starts the resolver, so by its return the
-                // propagation is mostly over.
-                let id = &sides[h].added.last().expect("just added").1;
-                let record = sides[h]
-                    .w
-                    .data_dir
-                    .join(format!("networks/mh/{id}@eth0.json"));
-                let written = std::fs::metadata(&record)
-                    .and_then(|m| m.modified())
-                    .expect("the record's mtime");
+                let written = sides[h].last_written("mh");
                 assert!(
                     probers[(h + 1) % 3].wait_for(&format!("{name}."), ip(h, k)),
                     "{name} never answered on host {}",
@@ -280,14 +284,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
             let addr = ip(a, per_host + 1 + run);
             let c = sides[a].w.container(&name);
             sides[a].add("mh", true, c, &name, addr);
-            let id = &sides[a].added.last().expect("just added").1;
-            let record = sides[a]
-                .w
-                .data_dir
-                .join(format!("networks/mh/{id}@eth0.json"));
-            let written = std::fs::metadata(&record)
-                .and_then(|m| m.modified())
-                .expect("mtime");
+            let written = sides[a].last_written("mh");
             let seen = probers[b].wait_for(&format!("{name}."), addr);
             let took = written.elapsed().unwrap_or_default();
             let since_kill = killed.elapsed();

@@ -169,6 +169,7 @@ impl Remote {
             self.held
                 .range((host.to_string(), String::new())..)
                 .take_while(|((h, _), _)| h == host)
+                .take(MAX_RECORDS_PER_HOST)
                 .count()
         };
         if body.len() > MAX_VALUE_BYTES {

@@ -103,29 +103,20 @@ impl Cluster {
             let (user, password) = (h.name.as_str(), format!("pw-{}", unique("")));
             let own = format!("{prefix}/{net}/{user}");
             ok(&c, &["role", "add", user]);
-            ok(
-                &c,
-                &[
-                    "role",
-                    "grant-permission",
-                    user,
-                    "--prefix=true",
-                    "read",
-                    &format!("{prefix}/"),
-                ],
-            );
-            ok(&c, &["role", "grant-permission", user, "readwrite", &own]);
-            ok(
-                &c,
-                &[
-                    "role",
-                    "grant-permission",
-                    user,
-                    "--prefix=true",
-                    "readwrite",
-                    &format!("{own}/"),
-                ],
-            );
+            // Read the whole prefix; write the claim (an exact key) and the records under
+            // `<claim>/`, which host `<user>x`'s keys are not.
+            let (read_all, records) = (format!("{prefix}/"), format!("{own}/"));
+            let grants = [
+                ("--prefix=true", "read", &read_all),
+                ("--prefix=false", "readwrite", &own),
+                ("--prefix=true", "readwrite", &records),
+            ];
+            for (prefix_flag, perm, key) in grants {
+                ok(
+                    &c,
+                    &["role", "grant-permission", user, prefix_flag, perm, key],
+                );
+            }
             ok(
                 &c,
                 &[

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use test_cni::ip_of;
 use test_cni::multihost::{Cluster, Etcd};
 use test_cni::wait::wait_until;
-use test_cni::{ip_of, World};
 
 #[macro_use]
 mod common;
@@ -323,35 +323,18 @@ fn a_host_notices_its_claim_deleted_or_taken_and_publishes_only_while_it_holds_i
             .then_some(())
     });
     let late = h1.container("late");
-    let late_ip = ip_of(&h1.adding(&nets[0], &late).name("late").ok());
-    let late_key = |keys: Vec<String>| {
-        keys.iter()
-            .any(|k| k.ends_with(&format!("{}@eth0", late_id(h1))))
-    };
-    assert!(
-        !late_key(c.record_keys(0, "mh", "host1")),
-        "published without the claim"
-    );
+    let late_id = format!("{}-late", h1.id);
+    let late_ip = ip_of(&h1.adding(&nets[0], &late).name("late").id(&late_id).ok());
+    let keys = c.record_keys(0, "mh", "host1");
+    let published = keys
+        .iter()
+        .any(|k| k.ends_with(&format!("/{late_id}@eth0")));
+    assert!(!published, "published without the claim: {keys:?}");
     // The clone goes: host1 claims its name again and publishes what it has.
     etcd_write(&c, 1, &claim, None);
     wait_until(Duration::from_secs(10), "late to spread", || {
         (h2.resolve(&cli, "late", "A") == vec![late_ip.clone()]).then_some(())
     });
-}
-
-/// The container ID cnitool derived for host `w`'s container "late" (its only record by
-/// that name).
-fn late_id(w: &World) -> String {
-    w.records("mh")
-        .into_iter()
-        .map(|r| r.trim_end_matches(".json").to_string())
-        .find(|key| {
-            let r =
-                std::fs::read_to_string(w.data_dir.join("networks/mh").join(format!("{key}.json")));
-            r.is_ok_and(|t| t.contains("\"name\": \"late\""))
-        })
-        .and_then(|k| k.split('@').next().map(str::to_string))
-        .unwrap_or_default()
 }
 
 on_both!(with_etcd_rbac_each_host_may_write_only_its_own_keys);
