@@ -1,13 +1,12 @@
 //! The etcd side of a session: the config the plugin left, connecting to one endpoint (TLS, an etcd user, keep-alive
-//! pings, require-leader), requests bounded in time, writes retried across a leader's
-//! election, and listings in pages.
+//! pings, require-leader), requests bounded in time, and listings in pages.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use embedns_conf::shared::EtcdConf;
 use etcd_client::{
-    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn,
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions,
 };
 
 /// How long a connection to one endpoint may take.
@@ -18,9 +17,6 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// within interval + timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// Between the attempts of a write answered with an error (no leader yet).
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
 /// Every key under `prefix` at one revision, in pages of [`PAGE`] (a gRPC message holds at
 /// most 4 MiB; a network of thousands of containers would not fit in one).
 pub(crate) async fn list(
@@ -94,40 +90,6 @@ pub(crate) async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<C
         options = options.with_user(&auth.user, password.trim_end_matches(['\n', '\r']));
     }
     Ok(Client::connect([endpoint], Some(options)).await?)
-}
-
-/// How long one attempt of a write may wait: a proposal pending when the leader dies is never
-/// answered, and waiting out [`REQUEST_TIMEOUT`] for it cost a container 3 s to reach the other
-/// hosts. Attempts of 1 s, retried until one reaches a newly elected leader, brought the
-/// median to 2.1 s (`make bench`'s leader-loss row: 3 runs, max 3.5 s).
-const WRITE_ATTEMPT: Duration = Duration::from_secs(1);
-
-/// A write of this host's records (idempotent: the same puts, or a delete guarded by the
-/// key's revision): attempts of [`WRITE_ATTEMPT`] until [`REQUEST_TIMEOUT`] has passed, an error
-/// answer (no leader yet) retried after a short pause.
-pub(crate) async fn write(
-    client: &mut Client,
-    txn: Txn,
-) -> anyhow::Result<etcd_client::TxnResponse> {
-    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-    loop {
-        let last = tokio::time::Instant::now() + WRITE_ATTEMPT >= deadline;
-        let attempt = if last {
-            REQUEST_TIMEOUT.min(deadline - tokio::time::Instant::now())
-        } else {
-            WRITE_ATTEMPT
-        };
-        match tokio::time::timeout(attempt, client.txn(txn.clone())).await {
-            Ok(Ok(resp)) => return Ok(resp),
-            Ok(Err(e)) if last => return Err(e.into()),
-            Err(_) if last => bail!("no answer within {REQUEST_TIMEOUT:?}"),
-            Ok(Err(e)) => {
-                tracing::debug!("a write failed, retried: {e}");
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Err(_) => tracing::debug!("a write unanswered for {WRITE_ATTEMPT:?}, retried"),
-        }
-    }
 }
 
 /// A request with [`REQUEST_TIMEOUT`].

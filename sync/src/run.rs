@@ -28,7 +28,7 @@ use etcd_client::{
 };
 
 use crate::claim::{claim_of, host_id};
-use crate::client::{connect, jittered, list, read_conf, timed, write};
+use crate::client::{connect, jittered, list, read_conf, timed};
 use crate::local::LocalWatch;
 use crate::mirror::{split_key, Published, Put, Remote};
 
@@ -108,14 +108,10 @@ impl Sync {
             let endpoint =
                 self.conf.endpoints[self.next_endpoint % self.conf.endpoints.len()].clone();
             let mut in_step = false;
-            let electing;
             match self.session(&endpoint, &mut local, &mut in_step).await {
                 Ok(end) => return end,
                 Err(e) => {
                     let e = format!("{endpoint}: {e:#}");
-                    // A member without a leader (one is being elected, which takes a second or
-                    // two): the next try comes soon, not after a backoff grown meanwhile.
-                    electing = e.contains("no leader") || e.contains("leader changed");
                     self.status.endpoint = None;
                     self.status.last_error = Some(e.clone());
                     self.write_status();
@@ -165,11 +161,7 @@ impl Sync {
                     }
                 }
             }
-            backoff = if electing {
-                MIN_BACKOFF
-            } else {
-                (backoff * 2).min(MAX_BACKOFF)
-            };
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -477,7 +469,7 @@ impl Sync {
             // Only while this host holds its name's claim (R32): a clone or a second host that
             // took it over publishes, this one stops.
             let fenced = Txn::new().when([self.holding_claim()]).and_then(ops);
-            let resp = write(client, fenced).await?;
+            let resp = timed(client.txn(fenced)).await?;
             self.status.writes += 1;
             if !resp.succeeded() {
                 bail!(
@@ -503,7 +495,7 @@ impl Sync {
                     self.holding_claim(),
                 ])
                 .and_then([TxnOp::delete(full.as_str(), None)]);
-            write(client, txn).await?;
+            timed(client.txn(txn)).await?;
             self.status.writes += 1;
             // Not ours any more either way: deleted, or put since by a newer sync process.
             self.published.keys.remove(&key);
