@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use test_cni::{Container, World};
+use test_cni::World;
 
 use crate::load::Ask;
 use crate::report::{Goal, Row};
@@ -382,10 +382,9 @@ fn netns_path(ns: &str) -> String {
 /// aardvark-dns, one query at a time.
 fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let up = peers::Upstream::start(w);
-    let cli = Container {
-        netns: format!("{}-cli", w.id),
-        path: format!("/run/netns/{}-cli", w.id),
-    };
+    let net = w.network("fwd", json!({"cacheSize": 0}));
+    let cli = w.container("fwdcli");
+    w.adding(&net, &cli).name("fwdcli").ok();
     let aardvark = peers::Aardvark::start_forwarding(w);
     let secs = Duration::from_secs(if s.quick { 3 } else { 6 });
     let ask = |n: &str| {

@@ -64,6 +64,19 @@ pub struct StatusReply {
     /// earlier versions always had one).
     #[serde(default = "always", rename = "hostNetns")]
     pub host_netns: bool,
+    /// Its cache of forwarded answers (R34; absent from earlier versions' replies).
+    #[serde(default)]
+    pub cache: CacheUsage,
+}
+
+/// What a resolver's cache holds now, against its bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheUsage {
+    pub entries: usize,
+    pub bytes: usize,
+    /// The bound (`cacheSize`); 0: off.
+    pub size: usize,
 }
 
 fn always() -> bool {
@@ -95,6 +108,9 @@ pub struct Counters {
     pub failed: u64,
     pub refused: u64,
     pub upstream_mean_micros: u64,
+    /// Queries answered from the cache (R34), not counted in `forwarded`.
+    #[serde(default)]
+    pub cached: u64,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Keys (all optional but `cniVersion`, `name`, `type`): `dataDir`, `hostResolvConf`, `dns`
 //! (`nameservers`, `search`, `options`), `aliases`, `ttl`, `internal`, `resolvConfPath`,
 //! `domainName`, `etcNetns`, `logFile`, `logLevel`, `resolverPath`, `resolverUser`,
-//! `upstreamTimeoutMs`, `maxInflight`, `etcd` (a network shared across hosts: `shared.rs`).
+//! `upstreamTimeoutMs`, `maxInflight`, `cacheSize`, `cacheMaxTtl`, `cacheMaxNegativeTtl`, `etcd` (a network shared across hosts: `shared.rs`).
 //! Runtime inputs: `runtimeConfig.aliases` (map or list), `runtimeConfig.dns`,
 //! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
 
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::record::Link;
+use crate::record::{CacheSettings, Link};
 use crate::shared::EtcdConf;
 use crate::user::{default_data_dir, default_resolver_user, ResolverUser};
 use crate::ConfError;
@@ -22,6 +22,11 @@ use crate::{defaults, names};
 
 /// The host's resolv.conf, whose search list, options and nameservers a container inherits.
 pub const DEFAULT_HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The largest `cacheSize` a conf may ask for.
+const MAX_CACHE_SIZE: usize = 64 << 20;
+/// The longest TTL cap a conf may set (a day).
+const MAX_CACHE_TTL: u32 = 86_400;
 
 /// `dns` in the plugin's own config (same field names as a CNI result's `dns`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -102,6 +107,12 @@ struct RawNetConf {
     #[serde(default)]
     max_inflight: Option<usize>,
     #[serde(default)]
+    cache_size: Option<usize>,
+    #[serde(default)]
+    cache_max_ttl: Option<u32>,
+    #[serde(default)]
+    cache_max_negative_ttl: Option<u32>,
+    #[serde(default)]
     etcd: Option<EtcdConf>,
     #[serde(default)]
     runtime_config: Option<RawRuntimeConfig>,
@@ -155,6 +166,8 @@ pub struct NetConf {
     pub resolver_user_set: bool,
     pub upstream_timeout_ms: u64,
     pub max_inflight: usize,
+    /// The resolver's cache of forwarded answers (R34).
+    pub cache: CacheSettings,
     /// Where the network's records are shared with other hosts; `None`: this host only.
     pub etcd: Option<EtcdConf>,
     pub prev_result: Option<Value>,
@@ -237,6 +250,23 @@ impl NetConf {
                 "upstreamTimeoutMs and maxInflight must be at least 1".into(),
             ));
         }
+        let cache = CacheSettings {
+            size: raw.cache_size.unwrap_or(defaults::CACHE_SIZE),
+            max_ttl: raw.cache_max_ttl.unwrap_or(defaults::CACHE_MAX_TTL),
+            max_negative_ttl: raw
+                .cache_max_negative_ttl
+                .unwrap_or(defaults::CACHE_MAX_NEGATIVE_TTL),
+        };
+        if cache.size > MAX_CACHE_SIZE {
+            return Err(ConfError::InvalidConfig(format!(
+                "cacheSize is at most {MAX_CACHE_SIZE} bytes (64 MiB)"
+            )));
+        }
+        if !(1..=MAX_CACHE_TTL).contains(&cache.max_ttl) || cache.max_negative_ttl > MAX_CACHE_TTL {
+            return Err(ConfError::InvalidConfig(format!(
+                "cacheMaxTtl must be 1 to {MAX_CACHE_TTL} seconds, cacheMaxNegativeTtl 0 to {MAX_CACHE_TTL}"
+            )));
+        }
         if let Some(t) = &raw.resolv_conf_path {
             if !t.starts_with('/') {
                 return Err(ConfError::InvalidConfig(format!(
@@ -283,6 +313,7 @@ impl NetConf {
                 .upstream_timeout_ms
                 .unwrap_or(defaults::UPSTREAM_TIMEOUT_MS),
             max_inflight: raw.max_inflight.unwrap_or(defaults::MAX_INFLIGHT),
+            cache,
             etcd: raw.etcd.map(EtcdConf::settle).transpose()?,
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments,

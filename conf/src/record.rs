@@ -71,6 +71,28 @@ pub struct Upstreams {
     pub host_resolv_conf: Option<PathBuf>,
 }
 
+/// The resolver's cache of forwarded answers (R34): its bound and its TTL caps. A record
+/// written without it (by an older plugin) has the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSettings {
+    /// Bytes of answers held at most; 0 turns the cache off.
+    pub size: usize,
+    /// The longest a positive answer is served from the cache, in seconds.
+    pub max_ttl: u32,
+    /// The longest an NXDOMAIN or NODATA answer is, in seconds (0: never cached).
+    pub max_negative_ttl: u32,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            size: defaults::CACHE_SIZE,
+            max_ttl: defaults::CACHE_MAX_TTL,
+            max_negative_ttl: defaults::CACHE_MAX_NEGATIVE_TTL,
+        }
+    }
+}
+
 /// A container's attachment to one network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -103,6 +125,8 @@ pub struct Record {
     pub upstream_timeout_ms: u64,
     #[serde(default = "defaults::max_inflight")]
     pub max_inflight: usize,
+    #[serde(default)]
+    pub cache: CacheSettings,
 }
 
 impl Record {
@@ -139,6 +163,7 @@ impl Record {
             upstreams: Upstreams::default(),
             upstream_timeout_ms: defaults::UPSTREAM_TIMEOUT_MS,
             max_inflight: defaults::MAX_INFLIGHT,
+            cache: CacheSettings::default(),
         }
     }
 

@@ -93,6 +93,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         },
         upstream_timeout_ms: conf.upstream_timeout_ms,
         max_inflight: conf.max_inflight,
+        cache: conf.cache,
     };
 
     let paths = StatePaths::new(&conf.data_dir);

@@ -295,9 +295,20 @@ fn print_text(r: &Value) {
                 println!("  also answers queries to: {}", join(&c["caught"]));
             }
             println!(
-                "  queries: {} local, {} forwarded, {} failed, {} refused; upstream mean {} µs",
-                k.local, k.forwarded, k.failed, k.refused, k.upstream_mean_micros
+                "  queries: {} local, {} from the cache, {} forwarded, {} failed, {} refused; upstream mean {} µs",
+                k.local, k.cached, k.forwarded, k.failed, k.refused, k.upstream_mean_micros
             );
+            let cache = &s.cache;
+            if cache.size == 0 {
+                println!("  cache: off");
+            } else {
+                println!(
+                    "  cache: {} answers, {} of {} KiB",
+                    cache.entries,
+                    cache.bytes.div_ceil(1024),
+                    cache.size / 1024
+                );
+            }
         } else {
             println!(
                 "  resolver UNHEALTHY: {}",

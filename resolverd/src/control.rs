@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use embedns_conf::control::{
-    Ack, Counters, NetworkCount, ReloadReply, Request, StatusReply, UpstreamStatus,
+    Ack, CacheUsage, Counters, NetworkCount, ReloadReply, Request, StatusReply, UpstreamStatus,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -70,6 +70,7 @@ fn status(st: &Resolver) -> StatusReply {
     let answered_upstream = forwarded.saturating_sub(load(&c.failed));
     let (udp_port, tcp_port) = st.ports.get().copied().unwrap_or((0, 0));
     let ups = st.upstreams();
+    let (entries, bytes) = st.cache.lock().unwrap().usage();
     let nets = st.networks.read().unwrap();
     StatusReply {
         ok: true,
@@ -94,6 +95,11 @@ fn status(st: &Resolver) -> StatusReply {
             .collect(),
         seccomp_denied: crate::sys::denied(),
         host_netns: st.host_netns.get().copied().unwrap_or(true),
+        cache: CacheUsage {
+            entries,
+            bytes,
+            size: ups.cache.size,
+        },
         counters: Counters {
             local: load(&c.local),
             forwarded,
@@ -102,6 +108,7 @@ fn status(st: &Resolver) -> StatusReply {
             upstream_mean_micros: load(&c.upstream_micros)
                 .checked_div(answered_upstream)
                 .unwrap_or(0),
+            cached: load(&c.cached),
         },
     }
 }

@@ -5,7 +5,9 @@
 //! timed out (or could not be reached) on several queries in a row is tried last for the next
 //! 30 s (★ over Docker); one lost datagram or a SERVFAIL for one broken domain does not move
 //! it, so split-horizon setups keep asking their first resolver. At most `maxInflight`
-//! queries are in flight; beyond that the answer is REFUSED at once.
+//! queries are in flight; beyond that the answer is REFUSED at once. What comes back may be
+//! kept in the resolver's cache (R34, `cache.rs`), which answers the same question until
+//! its TTL runs out or the upstreams change.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use nix::sys::socket::SockType;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
+use crate::cache::Question;
 use crate::hostns::HostSockets;
 use crate::log::Limiter;
 use crate::state::{Counters, Resolver, Upstream};
@@ -54,6 +57,25 @@ pub struct Forwarder {
     log_limit: Limiter,
 }
 
+/// The upstream set as one query sees it: read once per query, since reading it stats the
+/// host's resolv.conf (R22).
+pub struct Route {
+    /// In the order to try them (R19).
+    upstreams: Vec<Upstream>,
+    timeout: Duration,
+    max_inflight: usize,
+    /// R34: keep the answer, which is asked under this upstream set (its generation).
+    keep: Option<u64>,
+}
+
+/// What a query about to be forwarded gets first.
+pub enum Prepared {
+    /// The cache's reply (R34).
+    Hit(Vec<u8>),
+    /// Ask upstream.
+    Ask(Route),
+}
+
 impl Forwarder {
     /// A forwarder over the resolver's upstreams, with sockets in the host's netns (R18).
     pub fn new(state: Arc<Resolver>, host: HostSockets) -> Self {
@@ -66,6 +88,46 @@ impl Forwarder {
         }
     }
 
+    /// The route of a query that is not answered locally, or the cache's reply to it (R34)
+    /// when `cacheable` (never for R16a's names: peers come first). This is also where a
+    /// change of upstreams (R22, a reload) empties the cache.
+    pub fn prepare(&self, query: &[u8], tcp: bool, cacheable: bool) -> Prepared {
+        let set = self.state.upstreams();
+        let route = |keep| Route {
+            upstreams: self.ordered(&set.list),
+            timeout: set.timeout,
+            max_inflight: set.max_inflight,
+            keep,
+        };
+        let mut cache = self.state.cache.lock().unwrap();
+        cache.sync(set.generation, set.cache);
+        if !cacheable || set.cache.size == 0 {
+            return Prepared::Ask(route(None));
+        }
+        let Some(q) = Question::parse(query) else {
+            return Prepared::Ask(route(None));
+        };
+        match cache.get(&q, tcp, Instant::now()) {
+            Some(reply) => {
+                Counters::bump(&self.state.counters.cached);
+                Prepared::Hit(reply)
+            }
+            None => Prepared::Ask(route(Some(set.generation))),
+        }
+    }
+
+    /// R34: keeps the upstream's `reply` to `query` if it may be kept and the upstreams are
+    /// still those it was asked of.
+    fn remember(&self, query: &[u8], reply: &[u8], generation: u64) {
+        let Some(q) = Question::parse(query) else {
+            return;
+        };
+        let mut cache = self.state.cache.lock().unwrap();
+        if cache.generation() == generation {
+            cache.put(&q, reply, Instant::now());
+        }
+    }
+
     /// R16a: forwards `query`, and returns `local` instead when the upstream says NXDOMAIN,
     /// when no upstream answers at all (the SERVFAIL `forward` makes when every one failed:
     /// then no real name can be found either), or when there is no upstream to ask.
@@ -74,11 +136,11 @@ impl Forwarder {
         query: &[u8],
         question_end: usize,
         tcp: bool,
+        route: &Route,
         local: Vec<u8>,
     ) -> Vec<u8> {
-        let no_upstream = self.state.upstreams().list.is_empty();
-        if !no_upstream {
-            let resp = self.forward(query, question_end, tcp).await;
+        if !route.upstreams.is_empty() {
+            let resp = self.forward(query, question_end, tcp, route).await;
             let rcode = resp.get(3).map(|b| b & 0x0f);
             let none_found =
                 [ResponseCode::NXDomain, ResponseCode::ServFail].map(|c| Some(u16::from(c) as u8));
@@ -90,10 +152,15 @@ impl Forwarder {
         local
     }
 
-    /// Forwards `query` and returns the bytes to send the client.
-    pub async fn forward(&self, query: &[u8], question_end: usize, tcp: bool) -> Vec<u8> {
-        let max = self.state.upstreams().max_inflight;
-        let Some(_slot) = Slot::take(&self.inflight, max) else {
+    /// Forwards `query` along `route` and returns the bytes to send the client.
+    pub async fn forward(
+        &self,
+        query: &[u8],
+        question_end: usize,
+        tcp: bool,
+        route: &Route,
+    ) -> Vec<u8> {
+        let Some(_slot) = Slot::take(&self.inflight, route.max_inflight) else {
             Counters::bump(&self.state.counters.refused);
             self.log_limited(format_args!(
                 "more than the allowed forwarded queries in flight; refusing"
@@ -101,13 +168,10 @@ impl Forwarder {
             return error_for_raw(query, question_end, ResponseCode::Refused);
         };
         Counters::bump(&self.state.counters.forwarded);
-        let (upstreams, timeout) = {
-            let set = self.state.upstreams();
-            (self.ordered(&set.list), set.timeout)
-        };
         let client_id = [query[0], query[1]];
         let deadline = Instant::now() + ALL_FAIL_WITHIN;
-        for up in upstreams {
+        let timeout = route.timeout;
+        for &up in &route.upstreams {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -138,6 +202,9 @@ impl Forwarder {
                         .upstream_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     resp[..2].copy_from_slice(&client_id);
+                    if let Some(generation) = route.keep {
+                        self.remember(query, &resp, generation);
+                    }
                     return resp;
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -212,15 +279,35 @@ impl Forwarder {
             };
             return exchange_tcp(stream, query, question_end).await;
         }
-        let sock = if up.from_host {
-            let fd = self.host.socket(v6, SockType::Datagram).await?;
-            UdpSocket::from_std(std::net::UdpSocket::from(fd))?
+        let fd = if up.from_host {
+            self.host.socket(v6, SockType::Datagram).await?
         } else {
-            let any: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
-            UdpSocket::bind(any).await?
+            let family = if v6 {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            };
+            let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+            socket(family, SockType::Datagram, flags, None)?
         };
-        sock.connect(up.addr).await?;
-        sock.send(query).await?;
+        // Connected (which binds a random port) and sent before the runtime knows the
+        // socket: a new socket is writable, and waiting for the runtime to say so cost a
+        // turn of its loop.
+        let sock = std::net::UdpSocket::from(fd);
+        sock.connect(up.addr)?;
+        let sent = match sock.send(query) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => return Err(e),
+        };
+        let sock = UdpSocket::from_std(sock)?;
+        if !sent {
+            sock.send(query).await?;
+        }
+        if up.from_host {
+            // The spare socket taken is replaced while the upstream works.
+            self.host.top_up();
+        }
         loop {
             // Waiting holds no buffer: a reply is read into the thread's one receive buffer
             // the moment it is there and copied out at its size, so a query in flight costs

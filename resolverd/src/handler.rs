@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::answer::{handle, Handled};
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, Prepared, Route};
 use crate::state::Resolver;
 
 /// What the loops hand every message to.
@@ -34,6 +34,7 @@ pub struct Forwarding {
     tcp: bool,
     /// R16a: the local answer, if the upstream says NXDOMAIN or nothing is forwarded.
     local: Option<Vec<u8>>,
+    route: Route,
 }
 
 impl Handler {
@@ -44,14 +45,19 @@ impl Handler {
 
     /// Decides what `query` gets; `tcp` lifts the size limit (R13).
     pub fn handle(&self, query: &[u8], tcp: bool) -> Step {
-        let forwarding = |question_end, local| {
-            Step::Forward(Forwarding {
-                fwd: self.fwd.clone(),
-                query: query.to_vec(),
-                question_end,
-                tcp,
-                local,
-            })
+        let forwarding = |question_end, local: Option<Vec<u8>>| {
+            // Only what no peer answers is the cache's (R34: peers come first).
+            match self.fwd.prepare(query, tcp, local.is_none()) {
+                Prepared::Hit(bytes) => Step::Reply(bytes),
+                Prepared::Ask(route) => Step::Forward(Forwarding {
+                    fwd: self.fwd.clone(),
+                    query: query.to_vec(),
+                    question_end,
+                    tcp,
+                    local,
+                    route,
+                }),
+            }
         };
         match handle(query, &self.st, tcp) {
             Handled::Reply(bytes) => Step::Reply(bytes),
@@ -74,10 +80,14 @@ impl Forwarding {
             question_end,
             tcp,
             local,
+            route,
         } = self;
         match local {
-            Some(local) => fwd.forward_first(&query, question_end, tcp, local).await,
-            None => fwd.forward(&query, question_end, tcp).await,
+            Some(local) => {
+                fwd.forward_first(&query, question_end, tcp, &route, local)
+                    .await
+            }
+            None => fwd.forward(&query, question_end, tcp, &route).await,
         }
     }
 }

@@ -4,13 +4,20 @@
 //! container's) and makes sockets on request; they are then used from the runtime like any
 //! other.
 //!
+//! Asking that thread for a socket and waiting for it (two thread wake-ups) was most of
+//! what forwarding to a host upstream added to a query's time, so the thread keeps a few
+//! IPv4 UDP sockets made ahead: a query takes one (each is used for one query only, so
+//! every query still leaves from a port of its own), and the thread replaces it while the
+//! upstream answers.
+//!
 //! Only a resolver one of whose networks takes its upstreams from the host's resolv.conf has
 //! that thread (R22 may bring a loopback nameserver there at any time): on an internal
 //! network, or one with explicit upstreams only, the resolver has no presence in the host's
 //! netns at all, so a resolver taken over there cannot reach the host's loopback services.
 
 use std::os::fd::OwnedFd;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use embedns_conf::user::ResolverUser;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
@@ -18,24 +25,73 @@ use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<nix::Result<OwnedFd>>;
 
+/// IPv4 UDP sockets kept made ahead.
+const SPARE: usize = 8;
+/// The thread is asked for more when fewer are left: one wake-up per few queries.
+const LOW: usize = 4;
+
+/// What the thread is asked for.
+enum Ask {
+    Socket(AddressFamily, SockType, Reply),
+    /// Make spare sockets until there are [`SPARE`].
+    TopUp,
+}
+
+/// Sockets made ahead, and whether the thread has been asked to make more.
+#[derive(Default)]
+struct Spare {
+    sockets: Mutex<Vec<OwnedFd>>,
+    asked: AtomicBool,
+}
+
+impl Spare {
+    fn fill(&self) {
+        self.asked.store(false, Ordering::Release);
+        while self.sockets.lock().unwrap().len() < SPARE {
+            match new_socket(AddressFamily::Inet, SockType::Datagram) {
+                Ok(fd) => self.sockets.lock().unwrap().push(fd),
+                Err(e) => {
+                    tracing::debug!("host-netns socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// A handle to the host-netns socket maker.
 #[derive(Clone)]
 pub struct HostSockets {
-    tx: Option<mpsc::Sender<(AddressFamily, SockType, Reply)>>,
+    tx: Option<mpsc::Sender<Ask>>,
+    spare: Arc<Spare>,
+}
+
+fn new_socket(family: AddressFamily, ty: SockType) -> nix::Result<OwnedFd> {
+    socket(
+        family,
+        ty,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
 }
 
 impl HostSockets {
     /// No host-netns thread: every request fails (no network of the resolver needs one).
     pub fn none() -> HostSockets {
-        HostSockets { tx: None }
+        HostSockets {
+            tx: None,
+            spare: Arc::default(),
+        }
     }
 
     /// Starts the maker thread in the calling thread's (the host's) netns; it runs as
     /// `user` without capabilities from its first instruction on, and may connect TCP to
     /// `tcp_ports` only (`sys::restrict_tcp`).
     pub fn start(user: ResolverUser, tcp_ports: Vec<u16>) -> std::io::Result<HostSockets> {
-        let (tx, rx) = mpsc::channel::<(AddressFamily, SockType, Reply)>();
+        let (tx, rx) = mpsc::channel::<Ask>();
         let (dropped_tx, dropped) = mpsc::channel::<Result<(), String>>();
+        let spare = Arc::new(Spare::default());
+        let made = spare.clone();
         std::thread::Builder::new()
             .name("host-netns".into())
             .stack_size(64 * 1024)
@@ -49,14 +105,22 @@ impl HostSockets {
                 if failed {
                     return;
                 }
-                for (family, ty, reply) in rx {
-                    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-                    let _ = reply.send(socket(family, ty, flags, None));
+                made.fill();
+                for ask in rx {
+                    match ask {
+                        Ask::Socket(family, ty, reply) => {
+                            let _ = reply.send(new_socket(family, ty));
+                        }
+                        Ask::TopUp => made.fill(),
+                    }
                 }
             })?;
         // Readiness is reported only once this thread holds no capability.
         match dropped.recv() {
-            Ok(Ok(())) => Ok(HostSockets { tx: Some(tx) }),
+            Ok(Ok(())) => Ok(HostSockets {
+                tx: Some(tx),
+                spare,
+            }),
             Ok(Err(e)) => Err(std::io::Error::other(format!(
                 "the host-netns thread cannot drop its privileges: {e}"
             ))),
@@ -69,8 +133,14 @@ impl HostSockets {
         self.tx.is_some()
     }
 
-    /// A new non-blocking socket of the host netns.
+    /// A new non-blocking socket of the host netns: a spare one if there is one (then
+    /// [`HostSockets::top_up`] once the query is on its way).
     pub async fn socket(&self, v6: bool, ty: SockType) -> std::io::Result<OwnedFd> {
+        if !v6 && ty == SockType::Datagram {
+            if let Some(fd) = self.spare.sockets.lock().unwrap().pop() {
+                return Ok(fd);
+            }
+        }
         let family = if v6 {
             AddressFamily::Inet6
         } else {
@@ -82,10 +152,22 @@ impl HostSockets {
                 "no host-netns thread: no network of this resolver takes the host's upstreams",
             )
         })?;
-        tx.send((family, ty, reply))
+        tx.send(Ask::Socket(family, ty, reply))
             .map_err(|_| std::io::Error::other("host-netns thread is gone"))?;
         rx.await
             .map_err(|_| std::io::Error::other("host-netns thread is gone"))?
             .map_err(std::io::Error::from)
+    }
+
+    /// Asks the thread to replace the spare sockets taken, once [`LOW`] or fewer are left
+    /// (once, however many were taken).
+    pub fn top_up(&self) {
+        if let Some(tx) = &self.tx {
+            if self.spare.sockets.lock().unwrap().len() <= LOW
+                && !self.spare.asked.swap(true, Ordering::AcqRel)
+            {
+                let _ = tx.send(Ask::TopUp);
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! what a query can log; `liveness` ends a resolver whose container is gone.
 
 pub mod answer;
+pub mod cache;
 pub mod control;
 pub mod fast;
 pub mod forward;

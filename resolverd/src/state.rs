@@ -8,15 +8,16 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use embedns_conf::paths::StatePaths;
-use embedns_conf::record::Record;
+use embedns_conf::record::{CacheSettings, Record};
 use embedns_conf::resolv::ResolvConf;
 use embedns_conf::sandbox;
 use embedns_conf::store::NetworkStore;
 
+use crate::cache::Cache;
 use crate::index::NetworkIndex;
 
 /// One upstream nameserver and where it is reached from (R18).
@@ -33,6 +34,10 @@ pub struct UpstreamSet {
     pub list: Vec<Upstream>,
     pub timeout: Duration,
     pub max_inflight: usize,
+    /// The cache of forwarded answers (R34), from the first of the container's records.
+    pub cache: CacheSettings,
+    /// Which set this is: every recomputation makes a new one, which empties the cache.
+    pub generation: u64,
     /// Host resolv.conf files the list was read from (R22), and their stamps then.
     pub host_files: Vec<PathBuf>,
     host_stamps: Vec<Stamp>,
@@ -44,6 +49,8 @@ impl Default for UpstreamSet {
             list: Vec::new(),
             timeout: Duration::from_millis(embedns_conf::defaults::UPSTREAM_TIMEOUT_MS),
             max_inflight: embedns_conf::defaults::MAX_INFLIGHT,
+            cache: CacheSettings::default(),
+            generation: 0,
             host_files: Vec::new(),
             host_stamps: Vec::new(),
         }
@@ -57,6 +64,8 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
+    /// Forwarded queries answered from the cache (R34); not counted in `forwarded`.
+    pub cached: AtomicU64,
     pub upstream_micros: AtomicU64,
 }
 
@@ -74,6 +83,8 @@ pub struct Resolver {
     pub networks: RwLock<Vec<NetworkIndex>>,
     upstreams: RwLock<UpstreamSet>,
     pub counters: Counters,
+    /// Forwarded answers kept (R34), per resolver so one container's never reach another.
+    pub cache: Mutex<Cache>,
     pub started: Instant,
     pub ports: OnceLock<(u16, u16)>,
     /// Whether it has a host-netns thread (`hostns.rs`), reported to the plugin.
@@ -89,6 +100,7 @@ impl Resolver {
             networks: RwLock::new(Vec::new()),
             upstreams: RwLock::new(UpstreamSet::default()),
             counters: Counters::default(),
+            cache: Mutex::new(Cache::new()),
             started: Instant::now(),
             ports: OnceLock::new(),
             host_netns: OnceLock::new(),
@@ -165,11 +177,15 @@ impl Resolver {
             let nets = self.networks.read().unwrap();
             nets.iter().flat_map(|n| n.own().iter().cloned()).collect()
         };
-        let set = compute_upstreams(&own);
+        let mut set = compute_upstreams(&own);
+        set.generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(upstreams = ?set.list, "upstreams");
         *self.upstreams.write().unwrap() = set;
     }
 }
+
+/// The last upstream set's generation.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// What identifies a version of a file: device, inode (a replacement by rename, a symlink
 /// pointed elsewhere), size and modification time (an edit in place).
@@ -187,6 +203,7 @@ pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
     if let Some(first) = own.first() {
         set.timeout = Duration::from_millis(first.upstream_timeout_ms);
         set.max_inflight = first.max_inflight;
+        set.cache = first.cache;
     }
     let push = |u: Upstream, list: &mut Vec<Upstream>| {
         if !list.iter().any(|x| x.addr == u.addr) {
