@@ -2,16 +2,19 @@
 //! cached, for how long, and the reply a hit relays. One cache per resolver, so one
 //! container's answers never reach another's.
 //!
-//! - A query is cacheable when it has one question and no record but an OPT without
-//!   options; its key is the question (name lower-cased, type, class) and the RD, CD, DO bits
+//! - A query is cacheable when it has one question and no record but an OPT whose options,
+//!   if any, are a COOKIE or padding (dig sends a cookie by default; neither changes the
+//!   answer); its key is the question (name lower-cased, type, class) and the RD, CD, DO bits
 //!   and whether it had an OPT record. The upstream set is the cache's generation: a change
 //!   empties it (`sync`).
 //! - An answer is kept when it is NOERROR or NXDOMAIN, not truncated, and parses to its end:
 //!   positive ones for their smallest TTL, at most `max_ttl`; NXDOMAIN and NODATA for the
 //!   smaller of their SOA's TTL and MINIMUM (RFC 2308 §5), at most `max_negative_ttl`, and
 //!   not at all without an SOA. SERVFAIL, REFUSED, other codes and timeouts are never kept.
+//! - What is kept has the options of the upstream's OPT record taken out: its COOKIE answered
+//!   one client's exchange, not the next.
 //! - A hit is the upstream's bytes with the client's ID and question (its case) and every TTL
-//!   counted down by the entry's age; it is served only if it fits the client's size (R13),
+//!   capped (in the first reply too) and counted down by the entry's age; it is served only if it fits the client's size (R13),
 //!   else the query is forwarded as before.
 //! - The bound is in bytes: each entry costs its key, its reply and a fixed overhead; the
 //!   least recently used go first.
@@ -25,6 +28,9 @@ use crate::wire::reply_limit;
 
 const TYPE_SOA: u16 = 6;
 const TYPE_OPT: u16 = 41;
+/// EDNS options a query may carry and still be answered from the cache (RFC 7873, 7830).
+const OPTION_COOKIE: u16 = 10;
+const OPTION_PADDING: u16 = 12;
 const NOERROR: u8 = 0;
 const NXDOMAIN: u8 = 3;
 /// What an entry costs beyond its key and bytes: the list node and map slot, the entry's
@@ -49,8 +55,8 @@ pub struct Question<'a> {
 }
 
 impl<'a> Question<'a> {
-    /// `None` for a query of another shape (more questions, records, EDNS options): those
-    /// are forwarded and never cached.
+    /// `None` for a query of another shape (more questions, records, EDNS options but a
+    /// cookie or padding): those are forwarded and never cached.
     pub fn parse(query: &'a [u8]) -> Option<Question<'a>> {
         let u16_at = |i: usize| Some(u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]));
         // A query (QR=0) of opcode QUERY with one question and at most one more record.
@@ -73,12 +79,22 @@ impl<'a> Question<'a> {
             flags |= KEY_CD;
         }
         let edns_payload = if u16_at(10)? == 1 {
-            // Root name, OPT, payload, extended rcode, version 0, flags, no options.
+            // Root name, OPT, payload, extended rcode, version 0, flags, then its options.
             let opt = &query[question_end..];
-            if opt.len() != 11 || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
+            if opt.len() < 11 || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
                 return None;
             }
-            if opt[6] != 0 || u16_at(question_end + 9)? != 0 {
+            if opt[6] != 0 || usize::from(u16_at(question_end + 9)?) != opt.len() - 11 {
+                return None;
+            }
+            let mut i = question_end + 11;
+            while i < query.len() {
+                if ![OPTION_COOKIE, OPTION_PADDING].contains(&u16_at(i)?) {
+                    return None;
+                }
+                i += 4 + usize::from(u16_at(i + 2)?);
+            }
+            if i != query.len() {
                 return None;
             }
             flags |= KEY_EDNS;
@@ -192,17 +208,25 @@ impl Cache {
         Some(out)
     }
 
-    /// Keeps `reply`, the upstream's answer to `q`, if it may be kept. Returns whether it was.
-    pub fn put(&mut self, q: &Question, reply: &[u8], now: Instant) -> bool {
+    /// Keeps `reply`, the upstream's answer to `q`, if it may be kept, with its TTLs capped
+    /// (in `reply` too: the client that asked first is sent what the next will be). Returns
+    /// whether it was kept.
+    pub fn put(&mut self, q: &Question, reply: &mut [u8], now: Instant) -> bool {
         if self.settings.size == 0 {
             return false;
         }
         let Some(plan) = plan(reply, q.question_end, &self.settings) else {
             return false;
         };
-        let cost = q.key.len() + reply.len() + 2 * plan.ttls.len() + ENTRY_OVERHEAD;
+        let options = plan.opt_rdata.as_ref().map_or(0, |o| o.len());
+        let cost = q.key.len() + reply.len() - options + 2 * plan.ttls.len() + ENTRY_OVERHEAD;
         if cost > self.settings.size / LARGEST_SHARE {
             return false;
+        }
+        for &at in &plan.ttls {
+            let at = usize::from(at);
+            let ttl = u32::from_be_bytes(reply[at..at + 4].try_into().unwrap());
+            reply[at..at + 4].copy_from_slice(&ttl.min(plan.cap).to_be_bytes());
         }
         self.remove(&q.key);
         while self.bytes + cost > self.settings.size {
@@ -211,12 +235,13 @@ impl Cache {
                 None => break,
             }
         }
+        let (kept, ttls) = without_options(reply, plan.opt_rdata, plan.ttls);
         let entry = Entry {
-            reply: reply.into(),
+            reply: kept.into(),
             stored: now,
             lifetime: plan.lifetime,
             cap: plan.cap,
-            ttls: plan.ttls.into(),
+            ttls: ttls.into(),
             cost,
         };
         self.entries.put(q.key.as_slice().into(), entry);
@@ -236,6 +261,35 @@ struct Plan {
     lifetime: u32,
     cap: u32,
     ttls: Vec<u16>,
+    /// Where the OPT record's options are, if it has any.
+    opt_rdata: Option<std::ops::Range<usize>>,
+}
+
+/// `reply` with its OPT record's options taken out, and the TTLs' places in it.
+fn without_options(
+    reply: &[u8],
+    options: Option<std::ops::Range<usize>>,
+    ttls: Vec<u16>,
+) -> (Vec<u8>, Vec<u16>) {
+    let Some(options) = options else {
+        return (reply.to_vec(), ttls);
+    };
+    let mut kept = Vec::with_capacity(reply.len() - options.len());
+    kept.extend_from_slice(&reply[..options.start]);
+    kept.extend_from_slice(&reply[options.end..]);
+    kept[options.start - 2..options.start].copy_from_slice(&[0, 0]); // RDLENGTH
+    let removed = options.len() as u16;
+    let moved = ttls
+        .into_iter()
+        .map(|at| {
+            if usize::from(at) > options.start {
+                at - removed
+            } else {
+                at
+            }
+        })
+        .collect();
+    (kept, moved)
 }
 
 /// Reads an upstream's reply to the end; `None` if it is not to be kept.
@@ -256,6 +310,7 @@ fn plan(reply: &[u8], question_end: usize, s: &CacheSettings) -> Option<Plan> {
     let mut ttls = Vec::new();
     let mut smallest = u32::MAX;
     let mut soa: Option<u32> = None;
+    let mut opt_rdata = None;
     let mut i = question_end;
     for (section, &count) in sections.iter().enumerate() {
         for _ in 0..count {
@@ -269,8 +324,11 @@ fn plan(reply: &[u8], question_end: usize, s: &CacheSettings) -> Option<Plan> {
             if rtype == TYPE_OPT {
                 // The OPT record's "TTL" is the extended rcode and flags: an extended rcode
                 // (BADVERS, BADCOOKIE) is an error, never kept.
-                if section != 2 || reply[i + 4] != 0 {
+                if section != 2 || reply[i + 4] != 0 || opt_rdata.is_some() {
                     return None;
+                }
+                if end > rdata {
+                    opt_rdata = Some(rdata..end);
                 }
             } else {
                 let ttl = u32_at(i + 4)?;
@@ -301,6 +359,7 @@ fn plan(reply: &[u8], question_end: usize, s: &CacheSettings) -> Option<Plan> {
         lifetime,
         cap,
         ttls,
+        opt_rdata,
     })
 }
 
@@ -416,8 +475,9 @@ mod tests {
         let mut c = cache();
         let t0 = Instant::now();
         let asked = query("www.example.", RecordType::A, None, false);
-        let up = reply(&asked, 2, 300, ResponseCode::NoError, 0);
-        assert!(c.put(&Question::parse(&asked).unwrap(), &up, t0));
+        let mut up = reply(&asked, 2, 300, ResponseCode::NoError, 0);
+        assert!(c.put(&Question::parse(&asked).unwrap(), &mut up, t0));
+        assert_eq!(ttls(&up), vec![30, 30], "the first reply is capped too");
 
         let mut again = query("WwW.ExAmple.", RecordType::A, None, false);
         again[..2].copy_from_slice(&[0xab, 0xcd]);
@@ -436,8 +496,8 @@ mod tests {
         assert!(c.get(&q, false, t0 + Duration::from_secs(30)).is_none());
         assert_eq!(c.usage(), (0, 0));
 
-        let short = reply(&asked, 1, 7, ResponseCode::NoError, 0);
-        c.put(&Question::parse(&asked).unwrap(), &short, t0);
+        let mut short = reply(&asked, 1, 7, ResponseCode::NoError, 0);
+        c.put(&Question::parse(&asked).unwrap(), &mut short, t0);
         assert_eq!(
             ttls(&c.get(&q, false, t0 + Duration::from_secs(6)).unwrap()),
             vec![1]
@@ -451,7 +511,7 @@ mod tests {
         let t0 = Instant::now();
         let nx = query("gone.example.", RecordType::A, None, false);
         let q = Question::parse(&nx).unwrap();
-        assert!(c.put(&q, &reply(&nx, 0, 0, ResponseCode::NXDomain, 300), t0));
+        assert!(c.put(&q, &mut reply(&nx, 0, 0, ResponseCode::NXDomain, 300), t0));
         let hit = c.get(&q, false, t0 + Duration::from_secs(2)).unwrap();
         assert_eq!(hit[3] & 0x0f, NXDOMAIN);
         assert_eq!(
@@ -463,11 +523,11 @@ mod tests {
         // NODATA with an SOA whose MINIMUM is shorter than the cap.
         let nodata = query("v4only.example.", RecordType::AAAA, None, false);
         let q = Question::parse(&nodata).unwrap();
-        assert!(c.put(&q, &reply(&nodata, 0, 0, ResponseCode::NoError, 2), t0));
+        assert!(c.put(&q, &mut reply(&nodata, 0, 0, ResponseCode::NoError, 2), t0));
         assert!(c.get(&q, false, t0 + Duration::from_secs(1)).is_some());
         assert!(c.get(&q, false, t0 + Duration::from_secs(2)).is_none());
         // Without an SOA, not kept; nor when negative caching is off.
-        assert!(!c.put(&q, &reply(&nodata, 0, 0, ResponseCode::NoError, 0), t0));
+        assert!(!c.put(&q, &mut reply(&nodata, 0, 0, ResponseCode::NoError, 0), t0));
         c.sync(
             1,
             CacheSettings {
@@ -475,7 +535,11 @@ mod tests {
                 ..settings()
             },
         );
-        assert!(!c.put(&q, &reply(&nodata, 0, 0, ResponseCode::NXDomain, 300), t0));
+        assert!(!c.put(
+            &q,
+            &mut reply(&nodata, 0, 0, ResponseCode::NXDomain, 300),
+            t0
+        ));
     }
 
     #[test]
@@ -490,17 +554,20 @@ mod tests {
             ResponseCode::FormErr,
             ResponseCode::NotImp,
         ] {
-            assert!(!c.put(&q, &reply(&asked, 1, 60, rcode, 0), t0), "{rcode}");
+            assert!(
+                !c.put(&q, &mut reply(&asked, 1, 60, rcode, 0), t0),
+                "{rcode}"
+            );
         }
         let mut tc = reply(&asked, 1, 60, ResponseCode::NoError, 0);
         tc[2] |= 0x02;
-        assert!(!c.put(&q, &tc, t0));
-        assert!(!c.put(&q, &reply(&asked, 1, 0, ResponseCode::NoError, 0), t0));
+        assert!(!c.put(&q, &mut tc, t0));
+        assert!(!c.put(&q, &mut reply(&asked, 1, 0, ResponseCode::NoError, 0), t0));
         let mut trailing = reply(&asked, 1, 60, ResponseCode::NoError, 0);
         trailing.push(0);
-        assert!(!c.put(&q, &trailing, t0));
+        assert!(!c.put(&q, &mut trailing, t0));
         let cut = reply(&asked, 1, 60, ResponseCode::NoError, 0);
-        assert!(!c.put(&q, &cut[..cut.len() - 1], t0));
+        assert!(!c.put(&q, &mut cut[..cut.len() - 1].to_vec(), t0));
         assert_eq!(c.usage(), (0, 0));
     }
 
@@ -511,7 +578,7 @@ mod tests {
         let plain = query("www.example.", RecordType::A, None, false);
         c.put(
             &Question::parse(&plain).unwrap(),
-            &reply(&plain, 1, 60, ResponseCode::NoError, 0),
+            &mut reply(&plain, 1, 60, ResponseCode::NoError, 0),
             t0,
         );
         let mut no_rd = plain.clone();
@@ -534,7 +601,7 @@ mod tests {
         let big = query("www.example.", RecordType::A, Some((4096, true)), false);
         c.put(
             &Question::parse(&big).unwrap(),
-            &reply(&big, 1, 60, ResponseCode::NoError, 0),
+            &mut reply(&big, 1, 60, ResponseCode::NoError, 0),
             t0,
         );
         let small = query("www.example.", RecordType::A, Some((1232, true)), false);
@@ -543,21 +610,63 @@ mod tests {
             .is_some());
     }
 
-    #[test]
-    fn other_shapes_are_not_cacheable() {
-        let mut cookie = Message::query();
-        cookie.add_query(Query::query(
-            Name::from_ascii("www.example.").unwrap(),
-            RecordType::A,
-        ));
-        let mut e = Edns::new();
+    fn with_option(mut m: Message, code: u16, data: Vec<u8>) -> Vec<u8> {
+        let mut e = m.edns.take().unwrap_or_default();
         e.options_mut()
             .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
-                10,
-                vec![1; 8],
+                code, data,
             ));
-        cookie.set_edns(e);
-        assert!(Question::parse(&cookie.to_vec().unwrap()).is_none());
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn a_cookie_is_not_part_of_the_key_and_never_kept() {
+        let mut c = cache();
+        let t0 = Instant::now();
+        let plain = query("www.example.", RecordType::A, Some((1232, false)), false);
+        let first = with_option(
+            Message::from_vec(&plain).unwrap(),
+            OPTION_COOKIE,
+            vec![1; 8],
+        );
+        // The upstream answers with the client's cookie and its own.
+        let answered = Message::from_vec(&reply(&plain, 1, 60, ResponseCode::NoError, 0)).unwrap();
+        let mut up = with_option(answered, OPTION_COOKIE, vec![1; 24]);
+        let q = Question::parse(&first).unwrap();
+        assert!(c.put(&q, &mut up, t0));
+        let second = with_option(
+            Message::from_vec(&plain).unwrap(),
+            OPTION_COOKIE,
+            vec![2; 8],
+        );
+        let hit = c
+            .get(&Question::parse(&second).unwrap(), false, t0)
+            .unwrap();
+        let m = Message::from_vec(&hit).unwrap();
+        assert!(
+            m.edns.as_ref().unwrap().options().as_ref().is_empty(),
+            "{m:?}"
+        );
+        assert_eq!(ttls(&hit), vec![30]);
+        assert_eq!(
+            hit.len(),
+            up.len() - 28,
+            "the option (4 + 24 bytes) taken out"
+        );
+        // Without a cookie, the same entry.
+        assert!(c
+            .get(&Question::parse(&plain).unwrap(), false, t0)
+            .is_some());
+    }
+
+    #[test]
+    fn other_shapes_are_not_cacheable() {
+        let plain = Message::from_vec(&query("www.example.", RecordType::A, None, false)).unwrap();
+        // Client subnet (8) changes the answer; NSID (3) asks for the upstream's identity.
+        for code in [8, 3] {
+            assert!(Question::parse(&with_option(plain.clone(), code, vec![0; 4])).is_none());
+        }
         let mut two = Message::query();
         two.add_query(Query::query(Name::from_ascii("a.").unwrap(), RecordType::A));
         two.add_query(Query::query(Name::from_ascii("b.").unwrap(), RecordType::A));
@@ -576,9 +685,9 @@ mod tests {
         let t0 = Instant::now();
         let big = query("many.example.", RecordType::A, Some((4096, false)), false);
         // 40 A records: 12 + 18 + 40 * 16 + 11 bytes, beyond 512.
-        let up = reply(&big, 40, 60, ResponseCode::NoError, 0);
+        let mut up = reply(&big, 40, 60, ResponseCode::NoError, 0);
         assert!(up.len() > 512);
-        assert!(c.put(&Question::parse(&big).unwrap(), &up, t0));
+        assert!(c.put(&Question::parse(&big).unwrap(), &mut up, t0));
         let small = query("many.example.", RecordType::A, Some((512, false)), false);
         let q = Question::parse(&small).unwrap();
         assert!(c.get(&q, false, t0).is_none());
@@ -601,7 +710,7 @@ mod tests {
             let q = query(n, RecordType::A, None, false);
             c.put(
                 &Question::parse(&q).unwrap(),
-                &reply(&q, 1, 60, ResponseCode::NoError, 0),
+                &mut reply(&q, 1, 60, ResponseCode::NoError, 0),
                 t0,
             );
             // The first stays in use.
@@ -623,8 +732,8 @@ mod tests {
             .is_none());
         // Too big a share of the bound: not kept at all.
         let big = query("big.example.", RecordType::A, None, false);
-        let up = reply(&big, 80, 60, ResponseCode::NoError, 0);
-        assert!(!c.put(&Question::parse(&big).unwrap(), &up, t0));
+        let mut up = reply(&big, 80, 60, ResponseCode::NoError, 0);
+        assert!(!c.put(&Question::parse(&big).unwrap(), &mut up, t0));
     }
 
     #[test]
@@ -633,8 +742,8 @@ mod tests {
         let t0 = Instant::now();
         let asked = query("www.example.", RecordType::A, None, false);
         let q = Question::parse(&asked).unwrap();
-        let up = reply(&asked, 1, 60, ResponseCode::NoError, 0);
-        c.put(&q, &up, t0);
+        let mut up = reply(&asked, 1, 60, ResponseCode::NoError, 0);
+        c.put(&q, &mut up, t0);
         c.sync(1, settings());
         assert!(
             c.get(&q, false, t0).is_some(),
@@ -649,7 +758,7 @@ mod tests {
                 ..settings()
             },
         );
-        assert!(!c.put(&q, &up, t0));
+        assert!(!c.put(&q, &mut up, t0));
     }
 
     #[test]
@@ -672,7 +781,7 @@ mod tests {
             RData::A(A::new(192, 0, 2, 1)),
         ));
         let q = Question::parse(&asked).unwrap();
-        assert!(c.put(&q, &r.to_vec().unwrap(), t0));
+        assert!(c.put(&q, &mut r.to_vec().unwrap(), t0));
         let hit = c.get(&q, false, t0 + Duration::from_secs(3)).unwrap();
         assert_eq!(ttls(&hit), vec![1, 27]);
         assert!(c.get(&q, false, t0 + Duration::from_secs(4)).is_none());

@@ -116,9 +116,9 @@ impl Forwarder {
         }
     }
 
-    /// R34: keeps the upstream's `reply` to `query` if it may be kept and the upstreams are
-    /// still those it was asked of.
-    fn remember(&self, query: &[u8], reply: &[u8], generation: u64) {
+    /// R34: keeps the upstream's `reply` to `query` (its TTLs capped) if it may be kept and
+    /// the upstreams are still those it was asked of.
+    fn remember(&self, query: &[u8], reply: &mut [u8], generation: u64) {
         let Some(q) = Question::parse(query) else {
             return;
         };
@@ -203,7 +203,7 @@ impl Forwarder {
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     resp[..2].copy_from_slice(&client_id);
                     if let Some(generation) = route.keep {
-                        self.remember(query, &resp, generation);
+                        self.remember(query, &mut resp, generation);
                     }
                     return resp;
                 }
