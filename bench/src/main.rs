@@ -7,6 +7,7 @@
 //! (`local,forwarding,adddel,scale,multihost`) runs only the phases named.
 
 mod adddel;
+mod forwarding;
 mod load;
 mod multihost;
 mod noisy;
@@ -66,8 +67,8 @@ fn main() {
         data.insert("localNames".into(), d);
     }
     if run("forwarding") {
-        progress("2/6 forwarding overhead");
-        let (r, d) = forwarding(&w, &s);
+        progress("2/6 forwarding and the cache");
+        let (r, d) = forwarding::forwarding(&w, &s);
         rows.extend(r);
         data.insert("forwarding".into(), d);
     }
@@ -376,63 +377,6 @@ fn netns_path(ns: &str) -> String {
     } else {
         format!("/run/netns/{ns}")
     }
-}
-
-/// Phase 2: the same upstream asked directly (from the host netns) and through embedns and
-/// aardvark-dns, one query at a time.
-fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
-    let up = peers::Upstream::start(w);
-    let net = w.network("fwd", json!({"cacheSize": 0}));
-    let cli = w.container("fwdcli");
-    w.adding(&net, &cli).name("fwdcli").ok();
-    let aardvark = peers::Aardvark::start_forwarding(w);
-    let secs = Duration::from_secs(if s.quick { 3 } else { 6 });
-    let ask = |n: &str| {
-        [Ask {
-            name: n.into(),
-            expect: None,
-        }]
-    };
-    let host = format!("/run/netns/{}", w.host);
-    let direct = load::run(Some(&host), up.addr, &ask("x.fwd.test."), 1, secs);
-    let ours = load::run(
-        Some(&cli.path),
-        "127.0.0.11:53".parse().unwrap(),
-        &ask("x.fwd.test."),
-        1,
-        secs,
-    );
-    let aard = aardvark
-        .as_ref()
-        .map(|a| load::run(Some(&host), a.addr, &ask("x.fwd.test."), 1, secs));
-    for (label, r) in [
-        ("direct", Some(&direct)),
-        ("through embedns", Some(&ours)),
-        ("through aardvark-dns", aard.as_ref()),
-    ] {
-        if let Some(r) = r {
-            println!(
-                "  {label:<22} p50 {:>5} µs  p99 {:>5} µs  lost {}",
-                r.p50_us, r.p99_us, r.lost
-            );
-        }
-    }
-    let added = ours.p50_us - direct.p50_us;
-    let rows = vec![
-        Row::value(
-            "forwarding: added median latency (µs)",
-            added,
-            Goal::AtMost(100.0),
-        ),
-        Row::ratio(
-            "forwarding: added median vs aardvark's",
-            added.max(1.0),
-            aard.as_ref().map(|a| (a.p50_us - direct.p50_us).max(1.0)),
-            Goal::None,
-        ),
-    ];
-    let d = json!({"direct": direct.json(), "embedns": ours.json(), "aardvark": aard.map(|a| a.json())});
-    (rows, d)
 }
 
 /// Phases 4 and 5.

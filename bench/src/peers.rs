@@ -218,7 +218,7 @@ impl Drop for Docker {
 }
 
 /// The upstream of the forwarding phase: dnsmasq on the host netns' 127.0.0.53 (the
-/// world's host resolv.conf names it), serving `fwd.test`.
+/// world's host resolv.conf names it), serving every name under `fwd.test` with TTL 60.
 pub struct Upstream {
     pub addr: SocketAddr,
     _running: Running,
@@ -239,12 +239,52 @@ impl Upstream {
                 "--no-resolv",
                 "--no-hosts",
                 "--address=/fwd.test/10.9.9.9",
+                "--local-ttl=60",
                 "--user=root",
             ],
             None,
         );
         wait_answering(&w.host, addr, "x.fwd.test");
         Upstream { addr, _running: r }
+    }
+}
+
+/// dnsmasq in the host netns forwarding to the upstream, as a peer of embedns's forwarding:
+/// with its default cache (150 names) or none.
+pub struct DnsmasqForwarder {
+    pub addr: SocketAddr,
+    pub pid: Option<i32>,
+    _running: Running,
+}
+
+impl DnsmasqForwarder {
+    /// Starts it on `addr` (a 127.0.0.x of the host netns, port 53).
+    pub fn start(w: &World, addr: &str, upstream: SocketAddr, cache: bool) -> DnsmasqForwarder {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let listen = format!("--listen-address={}", addr.ip());
+        let server = format!("--server={}#{}", upstream.ip(), upstream.port());
+        let mut args = vec![
+            "dnsmasq",
+            "-k",
+            &listen,
+            "--port=53",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            &server,
+            "--user=root",
+        ];
+        if !cache {
+            args.push("--cache-size=0");
+        }
+        let running = spawn_in(&w.host, &args, None);
+        wait_answering(&w.host, addr, "x.fwd.test");
+        let pid = crate::procs::udp_owner(&w.host, addr.ip(), Some(addr.port()));
+        DnsmasqForwarder {
+            addr,
+            pid,
+            _running: running,
+        }
     }
 }
 

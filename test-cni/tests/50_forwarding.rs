@@ -150,7 +150,8 @@ fn r19_failover_and_dead_upstream_tried_last() {
         "up.test",
         &[("a.up.test", "10.9.9.1"), ("b.up.test", "10.9.9.2")],
     );
-    let net = w.network("n1", json!({"upstreamTimeoutMs": 400}));
+    // The same name asked again is to reach the upstreams each time: no cache (R34).
+    let net = w.network("n1", json!({"upstreamTimeoutMs": 400, "cacheSize": 0}));
     let cli = w.container("cli");
     w.adding(&net, &cli).name("cli").ok();
     // Three queries in a row time out on the first upstream, the second answers each.
