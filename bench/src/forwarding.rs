@@ -17,7 +17,7 @@ use crate::Settings;
 /// Queries in flight while CPU per query is measured.
 const CPU_CONCURRENCY: usize = 8;
 /// Names asked to fill a cache of the default size (about 2,000 answers fit).
-const FILL_NAMES: usize = 4000;
+const FILL_NAMES: usize = 1100;
 
 fn ask(name: &str) -> Vec<Ask> {
     vec![Ask {
@@ -103,7 +103,17 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         };
         (cpu, r)
     };
-    let (ours_cpu, _) = cpu_of(Some(w.resolver_pid(&cli)), netns(&cli), dns);
+    let cli_pid = w.resolver_pid(&cli);
+    let before_cpu_run = procs::memory(&[cli_pid]);
+    let (ours_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), dns);
+    let after_cpu_run = procs::memory(&[cli_pid]);
+    println!(
+        "  the resolver without a cache: private {:.0} KiB before the CPU run, {:.0} KiB after",
+        before_cpu_run.private_kib, after_cpu_run.private_kib
+    );
+    procs::sh(&format!(
+        "cat /proc/{cli_pid}/smaps > /tmp/smaps-nocache.txt"
+    ));
     let (aard_cpu, _) = match &aardvark {
         Some(a) => cpu_of(
             procs::udp_owner(&w.host, a.addr.ip(), Some(a.addr.port())),
@@ -125,9 +135,13 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let names: Vec<Ask> = (0..FILL_NAMES)
         .flat_map(|i| ask(&format!("f{i}.fwd.test.")))
         .collect();
+
     load::run(netns(&cc), dns, &names, 8, Duration::from_secs(2));
     let status = resolver_status(w, "cc");
     let full = procs::memory(&[cached_pid]);
+    procs::sh(&format!(
+        "cat /proc/{cached_pid}/smaps > /tmp/smaps-cache.txt"
+    ));
     println!(
         "  resolver private memory: idle {:.0} KiB; with a full cache ({} answers, {} of {} bytes) {:.0} KiB",
         idle.private_kib,

@@ -83,9 +83,9 @@ impl Forwarding {
             route,
         } = self;
         match local {
+            // Boxed: R16a's rarer path would otherwise size every forwarded query's task.
             Some(local) => {
-                fwd.forward_first(&query, question_end, tcp, &route, local)
-                    .await
+                Box::pin(fwd.forward_first(&query, question_end, tcp, &route, local)).await
             }
             None => fwd.forward(&query, question_end, tcp, &route).await,
         }

@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod channel;
 pub mod control;
 pub mod fast;
 pub mod forward;

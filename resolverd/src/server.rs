@@ -67,7 +67,10 @@ pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
                     let sock = sock.clone();
                     tokio::spawn(async move {
                         let resp = forwarding.reply().await;
-                        let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
+                        // The socket takes a reply at once unless its buffer is full.
+                        if sock.try_send_to(&resp, SocketAddr::V4(peer)).is_err() {
+                            let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
+                        }
                     });
                 }
                 Step::Drop => {}
