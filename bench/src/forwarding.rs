@@ -106,14 +106,18 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let cli_pid = w.resolver_pid(&cli);
     let before_cpu_run = procs::memory(&[cli_pid]);
     let (ours_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), dns);
+    // The same on the resolver's own port, as every peer is asked on its own address: without
+    // the redirect's NAT (R24), which every query to 127.0.0.11 pays, local ones too.
+    let port = std::net::SocketAddr::new(
+        [127, 0, 0, 11].into(),
+        crate::resolver_udp_port(w, "fwdcli"),
+    );
+    let (direct_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), port);
     let after_cpu_run = procs::memory(&[cli_pid]);
     println!(
         "  the resolver without a cache: private {:.0} KiB before the CPU run, {:.0} KiB after",
         before_cpu_run.private_kib, after_cpu_run.private_kib
     );
-    procs::sh(&format!(
-        "cat /proc/{cli_pid}/smaps > /tmp/smaps-nocache.txt"
-    ));
     let (aard_cpu, _) = match &aardvark {
         Some(a) => cpu_of(
             procs::udp_owner(&w.host, a.addr.ip(), Some(a.addr.port())),
@@ -125,8 +129,9 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let (plain_cpu, _) = cpu_of(plain.pid, Some(&host), plain.addr);
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
     println!(
-        "  CPU per forwarded query ({CPU_CONCURRENCY} in flight): embedns {} µs, aardvark-dns {} µs, dnsmasq (no cache) {} µs",
+        "  CPU per forwarded query ({CPU_CONCURRENCY} in flight): embedns {} µs (on its own port {} µs), aardvark-dns {} µs, dnsmasq (no cache) {} µs",
         show(ours_cpu),
+        show(direct_cpu),
         show(aard_cpu),
         show(plain_cpu)
     );
@@ -139,9 +144,6 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     load::run(netns(&cc), dns, &names, 8, Duration::from_secs(2));
     let status = resolver_status(w, "cc");
     let full = procs::memory(&[cached_pid]);
-    procs::sh(&format!(
-        "cat /proc/{cached_pid}/smaps > /tmp/smaps-cache.txt"
-    ));
     println!(
         "  resolver private memory: idle {:.0} KiB; with a full cache ({} answers, {} of {} bytes) {:.0} KiB",
         idle.private_kib,
@@ -214,7 +216,7 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let d = json!({
         "direct": direct.json(), "embedns": ours.json(), "aardvark": aard.map(|a| a.json()),
         "localP50Us": local_p50, "cachedP50Us": cached_p50,
-        "cpuMicrosPerQuery": {"embedns": ours_cpu, "aardvark": aard_cpu, "dnsmasqNoCache": plain_cpu},
+        "cpuMicrosPerQuery": {"embedns": ours_cpu, "embedns_direct_port": direct_cpu, "aardvark": aard_cpu, "dnsmasqNoCache": plain_cpu},
         "mixQps": {"embedns": ours_qps, "dnsmasq": dnsmasq_qps},
         "memory": {"idle": idle.json(), "fullCache": full.json(), "cache": status["cache"].clone()},
     });
