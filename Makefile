@@ -7,8 +7,8 @@
 #   make demo-multihost  one network over three hosts (netns) through etcd; a host dies
 #   make bench      embedns against its peers, measured in the same run (bench-quick: < 5 min)
 #   make soak       one resolver at full rate with churn for 60 s; memory must stay flat
-#   make fuzz       coverage-guided fuzzing (cargo-afl) of the DNS and CNI input paths, the index
-#                   and other hosts' records
+#   make fuzz       coverage-guided fuzzing (cargo-afl) of the DNS and CNI input paths, the index,
+#                   other hosts' records and upstream replies as the cache reads them
 
 PREFIX      ?= /opt/cni
 BINDIR      ?= $(PREFIX)/bin

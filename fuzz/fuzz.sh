@@ -9,7 +9,7 @@ command -v cargo-afl >/dev/null || cargo install --locked cargo-afl
 cargo afl build --release --quiet
 secs=${FUZZ_SECS:-600}
 status=0
-for t in ${FUZZ_TARGETS:-dns cni index remote}; do
+for t in ${FUZZ_TARGETS:-dns cni index remote upstream}; do
   out="out/$t"
   rm -rf "$out"; mkdir -p out
   AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_BENCH_UNTIL_CRASH=0 \
