@@ -253,6 +253,13 @@ pub struct SyncStatus {
     /// revocation).
     #[serde(default)]
     pub writes: u64,
+    /// The lease this host's keys live by (kept across sessions while it is alive).
+    #[serde(default)]
+    pub lease: i64,
+    /// Full listings of the network's prefix so far: one per session that could not resume
+    /// the last one's watch (a new lease, a compacted revision).
+    #[serde(default)]
+    pub listings: u64,
     /// The last error talking to etcd, cleared once it answers again.
     pub last_error: Option<String>,
     /// Other hosts' values skipped (not a record of the network under its key, names or

@@ -3,7 +3,91 @@
 
 use std::io::Write;
 
+use anyhow::bail;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::shared::SyncStatus;
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+
+use crate::client::timed;
+
+/// This host's claim of its name on a network (R32).
+pub(crate) struct Claim<'a> {
+    /// `<prefix>/<network>/<host>`.
+    pub key: String,
+    /// What the claim says: `<host id> <state directory>`.
+    pub identity: &'a str,
+    pub host: &'a str,
+    pub network: &'a str,
+}
+
+impl Claim<'_> {
+    /// Claims this host's name on the network with the lease (R32): made if absent, taken over if
+    /// an earlier process of this machine and state directory holds it (its lease not yet
+    /// expired), refused if another holds it: that host publishes under the name, and two
+    /// publishers would delete each other's records. The session then fails, is retried with
+    /// the backoff, and the status says why, until the other's claim goes.
+    pub(crate) async fn take(
+        &self,
+        client: &mut Client,
+        lease: i64,
+        status: &mut SyncStatus,
+    ) -> anyhow::Result<()> {
+        let claim = &self.key;
+        let put = || {
+            TxnOp::put(
+                claim.as_str(),
+                self.identity,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                claim.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([put()])
+            .or_else([TxnOp::get(claim.as_str(), None)]);
+        let resp = timed(client.txn(txn)).await?;
+        status.writes += 1;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.value().to_vec(), kv.lease())),
+            _ => None,
+        });
+        match holder {
+            // Still ours under this lease (a resumed session): nothing to write.
+            Some((h, held)) if h == self.identity.as_bytes() && held == lease => Ok(()),
+            Some((h, _)) if h != self.identity.as_bytes() => {
+                let holder = String::from_utf8_lossy(&h).into_owned();
+                status.claim_refused = Some(holder.clone());
+                bail!(
+                    "host name {:?} is in use on network {} by {holder} (set a unique etcd.host on each host)",
+                    self.host,
+                    self.network,
+                )
+            }
+            // Ours from an earlier process: taken over with this lease, if it still is.
+            Some(_) => {
+                let take = Txn::new()
+                    .when([Compare::value(
+                        claim.as_str(),
+                        CompareOp::Equal,
+                        self.identity,
+                    )])
+                    .and_then([put()]);
+                status.writes += 1;
+                if !timed(client.txn(take)).await?.succeeded() {
+                    bail!("the claim of host name {:?} changed meanwhile", self.host);
+                }
+                Ok(())
+            }
+            None => bail!("the claim of host name {:?} went meanwhile", self.host),
+        }
+    }
+}
 
 /// This host's id in its name's claim (R32): random, made once per state directory
 /// (`<dataDir>/sync/host-id`, which lives in /run: once per boot) and kept there, so that

@@ -52,6 +52,11 @@ pub(crate) async fn list(
     }
 }
 
+/// Whether `lease` is still alive (a session after an endpoint switch keeps it).
+pub(crate) async fn lease_alive(client: &mut Client, lease: i64) -> bool {
+    matches!(timed(client.lease_time_to_live(lease, None)).await, Ok(r) if r.ttl() > 0)
+}
+
 /// Keys per page of a listing.
 const PAGE: i64 = 500;
 

@@ -2,12 +2,15 @@
 //! logic: which of this host's records to put or delete ([`Published`]), and which changes to
 //! the other hosts' records a listing or a watch event means ([`Remote`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
 use embedns_conf::shared::RemoteHost;
 use embedns_conf::store::RemoteChange;
+use etcd_client::KeyValue;
+
+use crate::claim::claim_of;
 
 /// The most bytes one value from another host may have (R31): a record is a few hundred.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
@@ -44,6 +47,51 @@ pub struct Put {
 #[derive(Debug, Default)]
 pub struct Published {
     pub keys: BTreeMap<String, Put>,
+}
+
+/// A listing of the network's prefix, sorted: this host's keys as published, the other hosts
+/// holding their name's claim, and the other hosts' records.
+pub struct Listing {
+    pub published: BTreeMap<String, Put>,
+    pub claims: BTreeSet<String>,
+    pub others: Vec<((String, String), Vec<u8>)>,
+}
+
+impl Listing {
+    /// Sorts the key-values listed under `prefix` as host `me` sees them; keys of no known
+    /// shape are left out (R30).
+    pub fn sort(prefix: &str, me: &str, listed: &[KeyValue]) -> Listing {
+        let mut out = Listing {
+            published: BTreeMap::new(),
+            claims: BTreeSet::new(),
+            others: Vec::new(),
+        };
+        for kv in listed {
+            let Ok(k) = kv.key_str() else { continue };
+            if let Some(host) = claim_of(prefix, k) {
+                if host != me {
+                    out.claims.insert(host.to_string());
+                }
+                continue;
+            }
+            let Some((host, key)) = split_key(prefix, k) else {
+                continue;
+            };
+            if host == me {
+                let put = Put {
+                    body: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                    lease: kv.lease(),
+                };
+                out.published.insert(key.to_string(), put);
+            } else {
+                let value = kv.value().to_vec();
+                out.others
+                    .push(((host.to_string(), key.to_string()), value));
+            }
+        }
+        out
+    }
 }
 
 /// What to send to etcd to make this host's keys match the local records.

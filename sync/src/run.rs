@@ -2,12 +2,15 @@
 //!
 //! A session grants a lease, lists the network's prefix (the other hosts' records replace the
 //! local copy; this host's keys are compared with its records and put again with the new
-//! lease), then watches from the listing's revision while it renews the lease every third of
-//! its TTL and publishes each local change (a batch of inotify events: its puts in one
-//! transaction, each delete in its own, made only if the key is still the one put). Any
-//! error ends the session: the next endpoint is tried, with a backoff of 100 ms doubling to
-//! 2 s, and the next session starts over from a listing, which also covers a watch cancelled
-//! by compaction. Meanwhile the local copy keeps its last known records, so DNS is served
+//! lease; the lease is renewed while the listing's pages come), then watches from the
+//! listing's revision while it renews the lease every third of its TTL and publishes each
+//! local change (a batch of inotify events: its puts in one transaction, each delete in its
+//! own, made only if the key is still the one put). Any error ends the session: the next
+//! endpoint is tried, with a jittered backoff of 100 ms doubling to 2 s. The next session
+//! keeps the lease if it is still alive (an endpoint switch, a member's death) and resumes
+//! the watch after the last event seen, publishing only what changed meanwhile; it grants a
+//! new lease and starts over from a listing when the lease is gone, and lists again (with
+//! the lease kept) when the watch's revision was compacted away. Meanwhile the local copy keeps its last known records, so DNS is served
 //! through a control-plane outage; if the outage outlasts the lease, this host's records expire
 //! elsewhere (it cannot be told from a dead host) and the next session puts them back. A new
 //! etcd config left by the plugin ends the session too (its lease revoked: what was published
@@ -24,13 +27,13 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
 };
 
-use crate::claim::{claim_of, host_id};
-use crate::client::{connect, jittered, list, read_conf, timed};
+use crate::claim::{claim_of, host_id, Claim};
+use crate::client::{connect, jittered, lease_alive, list, read_conf, timed};
 use crate::local::LocalWatch;
-use crate::mirror::{split_key, Published, Put, Remote};
+use crate::mirror::{split_key, Listing, Published, Put, Remote};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -65,6 +68,16 @@ pub struct Sync {
     /// The TCP ports this worker may connect to (Landlock, set at its start: `main.rs`); a
     /// config naming another ends the worker, and its supervisor starts one that may.
     tcp_ports: Option<Vec<u16>>,
+    /// Where the last session stood, for the next to resume from.
+    resume: Option<Resume>,
+}
+
+/// What a session leaves the next: its lease, and the last revision whose events it applied
+/// (`None`: the watch's revision was compacted, list again).
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    lease: i64,
+    revision: Option<i64>,
 }
 
 impl Sync {
@@ -86,6 +99,7 @@ impl Sync {
             remote: Remote::default(),
             claims: BTreeSet::new(),
             tcp_ports: None,
+            resume: None,
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
@@ -173,42 +187,42 @@ impl Sync {
     ) -> anyhow::Result<End> {
         tracing::debug!(endpoint, "connecting");
         let mut client = timed(connect(&self.conf, endpoint)).await?;
-        let lease = timed(client.lease_grant(self.conf.ttl as i64, None))
-            .await?
-            .id();
+        // The last session's lease, if it is still alive (an endpoint switch): kept, and with
+        // it this host's keys as they are.
+        let resume = match self.resume.take() {
+            Some(r) if lease_alive(&mut client, r.lease).await => Some(r),
+            _ => None,
+        };
+        let lease = match resume {
+            Some(r) => r.lease,
+            None => timed(client.lease_grant(self.conf.ttl as i64, None))
+                .await?
+                .id(),
+        };
+        self.status.lease = lease;
         let (mut keeper, mut renewals) = timed(client.lease_keep_alive(lease)).await?;
-        self.claim_host(&mut client, lease).await?;
+        // From here on a failed session leaves its lease to the next, to resume with.
+        self.resume = Some(Resume {
+            lease,
+            revision: resume.and_then(|r| r.revision),
+        });
+        let claim = Claim {
+            key: self.conf.host_claim(&self.network),
+            identity: &self.identity,
+            host: self.conf.host(),
+            network: &self.network,
+        };
+        claim.take(&mut client, lease, &mut self.status).await?;
         let prefix = self.conf.network_prefix(&self.network);
-        let (revision, listing) = list(&mut client, &prefix).await?;
         let me = self.conf.host().to_string();
-        let mut others = Vec::new();
-        self.published.keys.clear();
-        self.claims.clear();
-        for kv in &listing {
-            if let Some(host) = kv.key_str().ok().and_then(|k| claim_of(&prefix, k)) {
-                if host != me {
-                    self.claims.insert(host.to_string());
-                }
-                continue;
-            }
-            let Some((host, key)) = kv.key_str().ok().and_then(|k| split_key(&prefix, k)) else {
-                continue;
-            };
-            if host == me {
-                let put = Put {
-                    body: kv.value().to_vec(),
-                    mod_revision: kv.mod_revision(),
-                    lease: kv.lease(),
-                };
-                self.published.keys.insert(key.to_string(), put);
-            } else {
-                others.push(((host.to_string(), key.to_string()), kv.value().to_vec()));
-            }
-        }
-        let changes = self.remote.relist(&self.network, &me, others);
-        if !self.apply(&changes)? {
-            return self.leave(&mut client, lease).await;
-        }
+        let revision = match resume.and_then(|r| r.revision) {
+            Some(revision) => revision,
+            None => match self.relist(&mut client, &mut keeper, &prefix).await? {
+                Some(revision) => revision,
+                None => return self.leave(&mut client, lease).await,
+            },
+        };
+        self.set_seen(revision);
         let every = self.every_key()?;
         self.publish(&mut client, lease, &every).await?;
         let watching = WatchOptions::new()
@@ -259,12 +273,17 @@ impl Sync {
                 message = watch.message() => {
                     let Some(resp) = message? else { bail!("the watch ended") };
                     if resp.canceled() {
+                        if resp.compact_revision() > 0 {
+                            // Events were compacted away: the next session lists again.
+                            self.set_seen_lost();
+                        }
                         bail!("the watch was cancelled ({}; compacted at {})", resp.cancel_reason(), resp.compact_revision());
                     }
                     let mut changes = Vec::new();
                     let mut lost = BTreeSet::new();
                     for event in resp.events() {
                         let Some(kv) = event.kv() else { continue };
+                        self.set_seen(kv.mod_revision());
                         if let Some(host) = kv.key_str().ok().and_then(|k| claim_of(&prefix, k)) {
                             let deleted = event.event_type() == EventType::Delete;
                             if host == me && (deleted || kv.value() != self.identity.as_bytes()) {
@@ -317,6 +336,7 @@ impl Sync {
                     if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
                         // What this host published under the old config goes with its lease.
                         let _ = timed(client.lease_revoke(lease)).await;
+                        self.resume = None;
                         self.adopt(new);
                         bail!("the etcd config changed; starting over with the new one");
                     }
@@ -328,69 +348,45 @@ impl Sync {
         }
     }
 
-    /// Claims this host's name on the network with the lease (R32): made if absent, taken over if
-    /// an earlier process of this machine and state directory holds it (its lease not yet
-    /// expired), refused if another holds it: that host publishes under the name, and two
-    /// publishers would delete each other's records. The session then fails, is retried with
-    /// the backoff, and the status says why, until the other's claim goes.
-    async fn claim_host(&mut self, client: &mut Client, lease: i64) -> anyhow::Result<()> {
-        let claim = self.conf.host_claim(&self.network);
-        let put = || {
-            TxnOp::put(
-                claim.as_str(),
-                self.identity.as_str(),
-                Some(PutOptions::new().with_lease(lease)),
-            )
+    /// Lists the network's prefix, renewing the lease while the pages come: the other hosts'
+    /// records replace the local copy, this host's keys in etcd are taken as published. The
+    /// listing's revision, or `None` when the network's last local container has left.
+    async fn relist(
+        &mut self,
+        client: &mut Client,
+        keeper: &mut LeaseKeeper,
+        prefix: &str,
+    ) -> anyhow::Result<Option<i64>> {
+        let mut renew = tokio::time::interval(Duration::from_millis(self.conf.ttl * 1000 / 3));
+        let listing = list(client, prefix);
+        tokio::pin!(listing);
+        let (revision, listing) = loop {
+            tokio::select! {
+                listed = &mut listing => break listed?,
+                _ = renew.tick() => timed(keeper.keep_alive()).await?,
+            }
         };
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                claim.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([put()])
-            .or_else([TxnOp::get(claim.as_str(), None)]);
-        let resp = timed(client.txn(txn)).await?;
-        self.status.writes += 1;
-        if resp.succeeded() {
-            return Ok(());
+        self.status.listings += 1;
+        let me = self.conf.host().to_string();
+        let sorted = Listing::sort(prefix, &me, &listing);
+        self.published.keys = sorted.published;
+        self.claims = sorted.claims;
+        let others = sorted.others;
+        let changes = self.remote.relist(&self.network, &me, others);
+        Ok(self.apply(&changes)?.then_some(revision))
+    }
+
+    /// The watch applied events up to `revision`: a next session resumes after it.
+    fn set_seen(&mut self, revision: i64) {
+        if let Some(r) = &mut self.resume {
+            r.revision = Some(r.revision.map_or(revision, |seen| seen.max(revision)));
         }
-        let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-            _ => None,
-        });
-        match holder {
-            Some(h) if h != self.identity.as_bytes() => {
-                let holder = String::from_utf8_lossy(&h).into_owned();
-                self.status.claim_refused = Some(holder.clone());
-                bail!(
-                    "host name {:?} is in use on network {} by {holder} (set a unique etcd.host on each host)",
-                    self.conf.host(),
-                    self.network,
-                )
-            }
-            // Ours from an earlier process: taken over with this lease, if it still is.
-            Some(_) => {
-                let take = Txn::new()
-                    .when([Compare::value(
-                        claim.as_str(),
-                        CompareOp::Equal,
-                        self.identity.as_str(),
-                    )])
-                    .and_then([put()]);
-                self.status.writes += 1;
-                if !timed(client.txn(take)).await?.succeeded() {
-                    bail!(
-                        "the claim of host name {:?} changed meanwhile",
-                        self.conf.host()
-                    );
-                }
-                Ok(())
-            }
-            None => bail!(
-                "the claim of host name {:?} went meanwhile",
-                self.conf.host()
-            ),
+    }
+
+    /// The watch cannot be resumed (compacted): a next session lists again.
+    fn set_seen_lost(&mut self) {
+        if let Some(r) = &mut self.resume {
+            r.revision = None;
         }
     }
 
@@ -565,6 +561,8 @@ impl Sync {
                 _ => {}
             }
         }
+        // The next session lists again (with the lease kept), rather than resume after them.
+        self.set_seen_lost();
         bail!(
             "{} of the other hosts' changes could not be applied; relisting",
             failed.len()
