@@ -10,6 +10,7 @@ mod adddel;
 mod forwarding;
 mod load;
 mod multihost;
+mod multihost_scale;
 mod noisy;
 mod peers;
 mod procs;

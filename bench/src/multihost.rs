@@ -17,15 +17,22 @@ use crate::report::{Goal, Row};
 use crate::Settings;
 
 /// One host's side of the run: its world, its shared network's conf, its containers.
-struct Side<'a> {
-    w: &'a World,
-    etcd: Value,
-    added: Vec<(Container, String)>,
+pub(crate) struct Side<'a> {
+    pub w: &'a World,
+    pub etcd: Value,
+    pub added: Vec<(Container, String)>,
 }
 
 impl Side<'_> {
     /// ADD of container `c` as `name` with address `ip` to `net` (shared: with the etcd conf).
-    fn add(&mut self, net: &str, shared: bool, c: Container, name: &str, ip: IpAddr) -> Duration {
+    pub fn add(
+        &mut self,
+        net: &str,
+        shared: bool,
+        c: Container,
+        name: &str,
+        ip: IpAddr,
+    ) -> Duration {
         let prev = json!({"cniVersion": "1.0.0",
             "interfaces": [{"name": "eth0", "sandbox": c.path}],
             "ips": [{"address": format!("{ip}/8"), "interface": 0}]});
@@ -49,7 +56,7 @@ impl Side<'_> {
     /// When the record of the container added last was written (its file's mtime): where a
     /// remote name's propagation is timed from (ADD writes the record before it starts the
     /// resolver, so by ADD's return the propagation is mostly over).
-    fn last_written(&self, net: &str) -> std::time::SystemTime {
+    pub fn last_written(&self, net: &str) -> std::time::SystemTime {
         let id = &self.added.last().expect("a container added").1;
         let record = self
             .w
@@ -305,6 +312,10 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         leader_loss.median_ms, leader_loss.p99_ms, past_election.median_ms, past_election.p99_ms, after_leader_loss.len()
     );
 
+    // A network of 10,000 records over the three hosts.
+    let (scale_rows, scale) = crate::multihost_scale::scale(&cluster, s);
+    d.insert("scale".into(), scale);
+
     // Host 3 dies: how soon its names are gone on host 1.
     let victim = format!("c2x{per_host}.");
     let died = Instant::now();
@@ -331,7 +342,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
     d.insert("deadHostGoneSecs".into(), json!(gone.as_secs_f64()));
     d.insert("afterLeaderLoss".into(), leader_loss.json());
     d.insert("afterLeaderLossPastElection".into(), past_election.json());
-    let rows = vec![
+    let mut rows = vec![
         Row::value(
             "multihost: remote name answers after its record is written, p99 (ms)",
             vis.p99_ms,
@@ -383,5 +394,6 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
             Goal::None,
         ),
     ];
+    rows.extend(scale_rows);
     (rows, Value::Object(d))
 }

@@ -260,6 +260,9 @@ pub struct SyncStatus {
     /// the last one's watch (a new lease, a compacted revision).
     #[serde(default)]
     pub listings: u64,
+    /// How long the last listing took, its pages and the renewals between them (ms).
+    #[serde(default)]
+    pub listing_ms: u64,
     /// The last error talking to etcd, cleared once it answers again.
     pub last_error: Option<String>,
     /// Other hosts' values skipped (not a record of the network under its key, names or

@@ -358,6 +358,7 @@ impl Sync {
         prefix: &str,
     ) -> anyhow::Result<Option<i64>> {
         let mut renew = tokio::time::interval(Duration::from_millis(self.conf.ttl * 1000 / 3));
+        let started = tokio::time::Instant::now();
         let listing = list(client, prefix);
         tokio::pin!(listing);
         let (revision, listing) = loop {
@@ -367,6 +368,7 @@ impl Sync {
             }
         };
         self.status.listings += 1;
+        self.status.listing_ms = started.elapsed().as_millis() as u64;
         let me = self.conf.host().to_string();
         let sorted = Listing::sort(prefix, &me, &listing);
         self.published.keys = sorted.published;
