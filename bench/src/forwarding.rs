@@ -16,7 +16,7 @@ use crate::Settings;
 
 /// Queries in flight while CPU per query is measured.
 const CPU_CONCURRENCY: usize = 8;
-/// Names asked to fill a cache of the default size (about 2,000 answers fit).
+/// Names asked to fill a cache of the default size (about 1,100 such answers fit).
 const FILL_NAMES: usize = 1100;
 
 fn ask(name: &str) -> Vec<Ask> {

@@ -5,9 +5,9 @@
 //! random port; the old one closes once its last query is answered or given up.
 //!
 //! A socket per query cost every forwarded query a socket, a connect, two epoll changes and a
-//! close, most of the resolver's CPU per forwarded query (`make bench`); this keeps a fresh
-//! port every few queries (an off-path spoofer must still guess port and ID) for about a
-//! tenth of that.
+//! close: the resolver's CPU per forwarded query went from 28.5 to 18.5 µs without them
+//! (`make bench`). A socket opened every 32 queries keeps the port changing (an off-path
+//! spoofer must still guess port and ID) for a thirty-second of that cost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

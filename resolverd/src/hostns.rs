@@ -4,11 +4,9 @@
 //! container's) and makes sockets on request; they are then used from the runtime like any
 //! other.
 //!
-//! Asking that thread for a socket and waiting for it (two thread wake-ups) was most of
-//! what forwarding to a host upstream added to a query's time, so the thread keeps a few
-//! IPv4 UDP sockets made ahead: a query takes one (each is used for one query only, so
-//! every query still leaves from a port of its own), and the thread replaces it while the
-//! upstream answers.
+//! Asking that thread for a socket and waiting for it costs two thread wake-ups, so the
+//! thread keeps a few IPv4 UDP sockets made ahead: a new upstream socket (`channel.rs`, one
+//! every 32 queries) takes one, and the thread replaces it in the background.
 //!
 //! Only a resolver one of whose networks takes its upstreams from the host's resolv.conf has
 //! that thread (R22 may bring a loopback nameserver there at any time): on an internal
@@ -25,10 +23,10 @@ use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<nix::Result<OwnedFd>>;
 
-/// IPv4 UDP sockets kept made ahead.
-const SPARE: usize = 8;
-/// The thread is asked for more when fewer are left: one wake-up per few queries.
-const LOW: usize = 4;
+/// IPv4 UDP sockets kept made ahead (a new upstream socket takes one every 32 queries).
+const SPARE: usize = 2;
+/// The thread is asked for more when this many or fewer are left.
+const LOW: usize = 1;
 
 /// What the thread is asked for.
 enum Ask {
@@ -133,8 +131,8 @@ impl HostSockets {
         self.tx.is_some()
     }
 
-    /// A new non-blocking socket of the host netns: a spare one if there is one (then
-    /// [`HostSockets::top_up`] once the query is on its way).
+    /// A new non-blocking socket of the host netns: a spare one if there is one (the caller
+    /// then calls [`HostSockets::top_up`]).
     pub async fn socket(&self, v6: bool, ty: SockType) -> std::io::Result<OwnedFd> {
         if !v6 && ty == SockType::Datagram {
             if let Some(fd) = self.spare.sockets.lock().unwrap().pop() {
