@@ -8,7 +8,7 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::SyncStatus;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 
-use crate::client::timed;
+use crate::client::quick;
 
 /// This host's claim of its name on a network (R32).
 pub(crate) struct Claim<'a> {
@@ -48,7 +48,7 @@ impl Claim<'_> {
             )])
             .and_then([put()])
             .or_else([TxnOp::get(claim.as_str(), None)]);
-        let resp = timed(client.txn(txn)).await?;
+        let resp = quick(client.txn(txn)).await?;
         status.writes += 1;
         if resp.succeeded() {
             return Ok(());
@@ -79,7 +79,7 @@ impl Claim<'_> {
                     )])
                     .and_then([put()]);
                 status.writes += 1;
-                if !timed(client.txn(take)).await?.succeeded() {
+                if !quick(client.txn(take)).await?.succeeded() {
                     bail!("the claim of host name {:?} changed meanwhile", self.host);
                 }
                 Ok(())

@@ -52,9 +52,26 @@ pub(crate) async fn list(
     }
 }
 
-/// Whether `lease` is still alive (a session after an endpoint switch keeps it).
-pub(crate) async fn lease_alive(client: &mut Client, lease: i64) -> bool {
-    matches!(timed(client.lease_time_to_live(lease, None)).await, Ok(r) if r.ttl() > 0)
+/// Whether `lease` is still alive (a session after an endpoint switch keeps it); an error if
+/// the member cannot tell.
+pub(crate) async fn lease_alive(client: &mut Client, lease: i64) -> anyhow::Result<bool> {
+    Ok(quick(client.lease_time_to_live(lease, None)).await?.ttl() > 0)
+}
+
+/// How long a request that needs the cluster's leader may take (a lease's, the claim's, a
+/// write). A member whose leader died holds such a request until a new leader is elected and
+/// then drops it unanswered: the session ends sooner and the next, on another member or
+/// the same one once it has a leader, asks again (the lease and the watch kept).
+pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A request that needs the leader, with [`LEADER_TIMEOUT`].
+pub(crate) async fn quick<T, E: Into<anyhow::Error>>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(LEADER_TIMEOUT, request).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => bail!("no answer within {LEADER_TIMEOUT:?} (no leader?)"),
+    }
 }
 
 /// Keys per page of a listing.

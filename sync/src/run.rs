@@ -31,7 +31,7 @@ use etcd_client::{
 };
 
 use crate::claim::{claim_of, host_id, Claim};
-use crate::client::{connect, jittered, lease_alive, list, read_conf, timed};
+use crate::client::{connect, jittered, lease_alive, list, quick, read_conf, timed};
 use crate::local::LocalWatch;
 use crate::mirror::{split_key, Listing, Published, Put, Remote};
 
@@ -189,13 +189,14 @@ impl Sync {
         let mut client = timed(connect(&self.conf, endpoint)).await?;
         // The last session's lease, if it is still alive (an endpoint switch): kept, and with
         // it this host's keys as they are.
-        let resume = match self.resume.take() {
-            Some(r) if lease_alive(&mut client, r.lease).await => Some(r),
+        // A member that cannot tell (no leader yet) ends the session with it kept for the next.
+        let resume = match self.resume {
+            Some(r) if lease_alive(&mut client, r.lease).await? => Some(r),
             _ => None,
         };
         let lease = match resume {
             Some(r) => r.lease,
-            None => timed(client.lease_grant(self.conf.ttl as i64, None))
+            None => quick(client.lease_grant(self.conf.ttl as i64, None))
                 .await?
                 .id(),
         };
@@ -467,7 +468,7 @@ impl Sync {
             // Only while this host holds its name's claim (R32): a clone or a second host that
             // took it over publishes, this one stops.
             let fenced = Txn::new().when([self.holding_claim()]).and_then(ops);
-            let resp = timed(client.txn(fenced)).await?;
+            let resp = quick(client.txn(fenced)).await?;
             self.status.writes += 1;
             if !resp.succeeded() {
                 bail!(
@@ -493,7 +494,7 @@ impl Sync {
                     self.holding_claim(),
                 ])
                 .and_then([TxnOp::delete(full.as_str(), None)]);
-            timed(client.txn(txn)).await?;
+            quick(client.txn(txn)).await?;
             self.status.writes += 1;
             // Not ours any more either way: deleted, or put since by a newer sync process.
             self.published.keys.remove(&key);
