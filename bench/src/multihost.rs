@@ -19,11 +19,25 @@ use crate::Settings;
 /// One host's side of the run: its world, its shared network's conf, its containers.
 pub(crate) struct Side<'a> {
     pub w: &'a World,
-    pub etcd: Value,
-    pub added: Vec<(Container, String)>,
+    etcd: Value,
+    added: Vec<(Container, String)>,
 }
 
-impl Side<'_> {
+impl<'a> Side<'a> {
+    /// Every host of `cluster`, nothing added yet.
+    pub fn every(cluster: &'a Cluster) -> Vec<Side<'a>> {
+        cluster
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Side {
+                w: &h.w,
+                etcd: cluster.etcd_options(i)["etcd"].clone(),
+                added: Vec::new(),
+            })
+            .collect()
+    }
+
     /// ADD of container `c` as `name` with address `ip` to `net` (shared: with the etcd conf).
     pub fn add(
         &mut self,
@@ -113,16 +127,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if s.quick { 60 } else { 300 });
     let cluster = Cluster::new(test_cni::multihost::Etcd::Debian, "bench-multihost", 3, 6);
-    let mut sides: Vec<Side> = cluster
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Side {
-            w: &h.w,
-            etcd: cluster.etcd_options(i)["etcd"].clone(),
-            added: Vec::new(),
-        })
-        .collect();
+    let mut sides = Side::every(&cluster);
     let mut d = serde_json::Map::new();
 
     // A probe container on every host, on the shared network; on host 1 also one on a

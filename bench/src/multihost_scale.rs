@@ -35,16 +35,7 @@ pub fn scale(cluster: &Cluster, s: &Settings) -> (Vec<Row>, Value) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if s.quick { 3000 } else { 10_000 });
     let per_host = total / 3;
-    let mut sides: Vec<Side> = cluster
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Side {
-            w: &h.w,
-            etcd: cluster.etcd_options(i)["etcd"].clone(),
-            added: Vec::new(),
-        })
-        .collect();
+    let mut sides = Side::every(cluster);
     let mut probe_path = String::new();
     for (h, side) in sides.iter_mut().enumerate() {
         let c = side.w.container(&format!("bigprobe{h}"));

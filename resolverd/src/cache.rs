@@ -167,8 +167,7 @@ impl Cache {
     /// other settings) empties the cache first.
     pub fn sync(&mut self, generation: u64, settings: CacheSettings) {
         if generation != self.generation || settings != self.settings {
-            self.entries.clear();
-            // A cache turned off or shrunk gives its memory back.
+            // A new map: a cache turned off or shrunk gives its memory back.
             self.entries = LruCache::unbounded();
             self.bytes = 0;
             self.generation = generation;

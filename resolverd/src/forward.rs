@@ -180,14 +180,11 @@ impl Forwarder {
             if left.is_zero() {
                 break;
             }
-            let id: u16 = rand::random();
-            let mut q = query.to_vec();
-            q[..2].copy_from_slice(&id.to_be_bytes());
             let started = Instant::now();
             // Boxed, as each task's allocation stays within glibc's per-thread cache (1 KiB)
             // only so: a larger one was split up for the cache's entries (R34) and the heap
             // grew by 1.3 KiB per answer kept (measured in `make bench`).
-            let exchange = Box::pin(self.exchange(up, &q, question_end, tcp));
+            let exchange = Box::pin(self.exchange(up, query, question_end, tcp));
             let result = tokio::time::timeout(timeout.min(left), exchange).await;
             let why = match result {
                 Ok(Ok(mut resp)) => {
@@ -364,6 +361,8 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// One query over a new TCP connection, under a fresh random ID (a UDP query gets its ID
+/// from its channel).
 async fn exchange_tcp(
     mut stream: TcpStream,
     query: &[u8],
@@ -372,6 +371,9 @@ async fn exchange_tcp(
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
     framed.extend_from_slice(query);
+    let id: u16 = rand::random();
+    framed[2..4].copy_from_slice(&id.to_be_bytes());
+    let query = &framed[2..];
     stream.write_all(&framed).await?;
     let len = stream.read_u16().await? as usize;
     let mut buf = vec![0u8; len];
