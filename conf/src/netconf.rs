@@ -451,6 +451,28 @@ mod tests {
     }
 
     #[test]
+    fn r34_cache_keys_their_defaults_and_bounds() {
+        let c = conf("").unwrap().cache;
+        assert_eq!((c.size, c.max_ttl, c.max_negative_ttl), (256 * 1024, 30, 5));
+        let c = conf(r#","cacheSize":0,"cacheMaxTtl":5,"cacheMaxNegativeTtl":0"#)
+            .unwrap()
+            .cache;
+        assert_eq!((c.size, c.max_ttl, c.max_negative_ttl), (0, 5, 0));
+        for bad in [
+            r#","cacheSize":67108865"#,
+            r#","cacheMaxTtl":0"#,
+            r#","cacheMaxTtl":86401"#,
+            r#","cacheMaxNegativeTtl":86401"#,
+            r#","cacheSize":-1"#,
+        ] {
+            assert!(
+                matches!(conf(bad), Err(ConfError::InvalidConfig(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn r26_runtime_nameservers_are_the_capabilitys_else_the_hosts_ipv4_ones() {
         let host = crate::resolv::ResolvConf::parse(
             "nameserver 10.255.255.53\nnameserver 127.0.0.11\nnameserver fd00::1\nnameserver 127.0.0.53\n",
