@@ -24,10 +24,9 @@ use std::time::Instant;
 use embedns_conf::record::CacheSettings;
 use lru::LruCache;
 
-use crate::wire::reply_limit;
+use crate::wire::{self, reply_limit, TYPE_OPT};
 
 const TYPE_SOA: u16 = 6;
-const TYPE_OPT: u16 = 41;
 /// EDNS options a query may carry and still be answered from the cache (RFC 7873, 7830).
 const OPTION_COOKIE: u16 = 10;
 const OPTION_PADDING: u16 = 12;
@@ -60,7 +59,7 @@ impl<'a> Question<'a> {
     /// `None` for a query of another shape (more questions, records, EDNS options but a
     /// cookie or padding): those are forwarded and never cached.
     pub fn parse(query: &'a [u8]) -> Option<Question<'a>> {
-        let u16_at = |i: usize| Some(u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]));
+        let u16_at = |i: usize| wire::u16_at(query, i);
         // A query (QR=0) of opcode QUERY with one question and at most one more record.
         if query.len() < 12 || query[2] & 0xf8 != 0 {
             return None;
@@ -68,11 +67,7 @@ impl<'a> Question<'a> {
         if u16_at(4)? != 1 || u16_at(6)? != 0 || u16_at(8)? != 0 || u16_at(10)? > 1 {
             return None;
         }
-        let name_end = skip_labels(query, 12)?;
-        let question_end = name_end + 4;
-        if query.len() < question_end {
-            return None;
-        }
+        let question_end = wire::question_end(query)?;
         let mut flags = 0;
         if query[2] & 0x01 != 0 {
             flags |= KEY_RD;
@@ -295,7 +290,7 @@ fn without_options(
 
 /// Reads an upstream's reply to the end; `None` if it is not to be kept.
 fn plan(reply: &[u8], question_end: usize, s: &CacheSettings) -> Option<Plan> {
-    let u16_at = |i: usize| Some(u16::from_be_bytes([*reply.get(i)?, *reply.get(i + 1)?]));
+    let u16_at = |i: usize| wire::u16_at(reply, i);
     let u32_at = |i: usize| {
         let b = reply.get(i..i + 4)?;
         Some(u32::from_be_bytes(b.try_into().ok()?))
@@ -362,21 +357,6 @@ fn plan(reply: &[u8], question_end: usize, s: &CacheSettings) -> Option<Plan> {
         ttls,
         opt_rdata,
     })
-}
-
-/// The end of an uncompressed name from `at` (a question's: no pointers, at most 255 bytes).
-fn skip_labels(bytes: &[u8], at: usize) -> Option<usize> {
-    let mut i = at;
-    loop {
-        let len = usize::from(*bytes.get(i)?);
-        if len == 0 {
-            return Some(i + 1);
-        }
-        if len > 63 || i + 1 + len - at > 255 {
-            return None;
-        }
-        i += 1 + len;
-    }
 }
 
 /// The end of a record's owner name from `at`: labels, then the end or a pointer.

@@ -13,13 +13,12 @@ use std::net::IpAddr;
 use hickory_proto::rr::RecordType;
 
 use crate::lookup::Outcome;
-use crate::wire::{reply_limit, OUR_EDNS_PAYLOAD};
+use crate::wire::{self, reply_limit, OUR_EDNS_PAYLOAD, TYPE_OPT};
 
 /// The longest name on the wire (RFC 1035 §3.1); longer ones are the general path's to reject.
 const MAX_WIRE_NAME: usize = 255;
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
-const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
 /// An OPT record without options: root name, type, class, TTL, RDLENGTH.
 const OPT_LEN: usize = 11;
@@ -41,7 +40,7 @@ pub struct Simple<'a> {
 impl<'a> Simple<'a> {
     /// `None` when the query is not of the simple shape (the general path then decides).
     pub fn parse(bytes: &'a [u8]) -> Option<Simple<'a>> {
-        let u16_at = |i: usize| Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]));
+        let u16_at = |i: usize| wire::u16_at(bytes, i);
         // A query (QR=0) of opcode QUERY; one question, nothing in answer or authority.
         if bytes.len() < 12 || bytes[2] & 0xf8 != 0 {
             return None;

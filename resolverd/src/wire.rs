@@ -4,6 +4,14 @@
 
 use hickory_proto::op::ResponseCode;
 
+/// The type of EDNS's OPT record (RFC 6891).
+pub const TYPE_OPT: u16 = 41;
+
+/// The big-endian 16-bit number at `i`, if the bytes reach that far.
+pub fn u16_at(bytes: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]))
+}
+
 /// The payload size we advertise in our EDNS replies.
 pub const OUR_EDNS_PAYLOAD: u16 = 1232;
 
