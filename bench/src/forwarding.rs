@@ -142,7 +142,7 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         .collect();
 
     load::run(netns(&cc), dns, &names, 8, Duration::from_secs(2));
-    let status = resolver_status(w, "cc");
+    let status = crate::resolver_status(w, "cc");
     let full = procs::memory(&[cached_pid]);
     println!(
         "  resolver private memory: idle {:.0} KiB; with a full cache ({} answers, {} of {} bytes) {:.0} KiB",
@@ -240,15 +240,4 @@ fn mix(lines: usize) -> String {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// `embedns status --json`'s resolver part for container `name`.
-fn resolver_status(w: &World, name: &str) -> Value {
-    let out = procs::sh(&format!(
-        "{} status --json --data-dir {} {name}",
-        w.bin_dir.join("embedns").display(),
-        w.data_dir.display()
-    ));
-    let v: Value = serde_json::from_str(&out).unwrap_or_default();
-    v["containers"][0]["resolver"].clone()
 }

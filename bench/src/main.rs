@@ -125,15 +125,20 @@ fn ip_of(result: &Value) -> IpAddr {
 
 /// The UDP port of the resolver serving container `name` of a world.
 fn resolver_udp_port(w: &World, name: &str) -> u16 {
+    resolver_status(w, name)["udpPort"]
+        .as_u64()
+        .expect("udpPort") as u16
+}
+
+/// `embedns status --json`'s resolver part for container `name` of a world.
+fn resolver_status(w: &World, name: &str) -> Value {
     let status = procs::sh(&format!(
         "{} status --json --data-dir {} {name}",
         w.bin_dir.join("embedns").display(),
         w.data_dir.display()
     ));
     let v: Value = serde_json::from_str(&status).expect("embedns status --json");
-    v["containers"][0]["resolver"]["udpPort"]
-        .as_u64()
-        .expect("udpPort") as u16
+    v["containers"][0]["resolver"].clone()
 }
 
 /// Phase 1.
