@@ -8,7 +8,7 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::SyncStatus;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 
-use crate::client::quick;
+use crate::client::Leader;
 
 /// This host's claim of its name on a network (R32).
 pub(crate) struct Claim<'a> {
@@ -29,6 +29,7 @@ impl Claim<'_> {
     pub(crate) async fn take(
         &self,
         client: &mut Client,
+        leader: &Leader,
         lease: i64,
         status: &mut SyncStatus,
     ) -> anyhow::Result<()> {
@@ -48,7 +49,7 @@ impl Claim<'_> {
             )])
             .and_then([put()])
             .or_else([TxnOp::get(claim.as_str(), None)]);
-        let resp = quick(client.txn(txn)).await?;
+        let resp = leader.quick(client.txn(txn)).await?;
         status.writes += 1;
         if resp.succeeded() {
             return Ok(());
@@ -79,7 +80,7 @@ impl Claim<'_> {
                     )])
                     .and_then([put()]);
                 status.writes += 1;
-                if !quick(client.txn(take)).await?.succeeded() {
+                if !leader.quick(client.txn(take)).await?.succeeded() {
                     bail!("the claim of host name {:?} changed meanwhile", self.host);
                 }
                 Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use embedns_conf::shared::EtcdConf;
 use etcd_client::{
-    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions,
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, KvClient, TlsOptions,
 };
 
 /// How long a connection to one endpoint may take.
@@ -54,24 +54,100 @@ pub(crate) async fn list(
 
 /// Whether `lease` is still alive (a session after an endpoint switch keeps it); an error if
 /// the member cannot tell.
-pub(crate) async fn lease_alive(client: &mut Client, lease: i64) -> anyhow::Result<bool> {
-    Ok(quick(client.lease_time_to_live(lease, None)).await?.ttl() > 0)
+pub(crate) async fn lease_alive(
+    client: &mut Client,
+    leader: &Leader,
+    lease: i64,
+) -> anyhow::Result<bool> {
+    Ok(leader
+        .quick(client.lease_time_to_live(lease, None))
+        .await?
+        .ttl()
+        > 0)
 }
 
 /// How long a request that needs the cluster's leader may take (a lease's, the claim's, a
-/// write). A member whose leader died holds such a request until a new leader is elected and
-/// then drops it unanswered: the session ends sooner and the next, on another member or
-/// the same one once it has a leader, asks again (the lease and the watch kept).
+/// write).
 pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// A request that needs the leader and has no answer after this long may have been lost
+/// with a dead leader: the member is asked for its raft term every [`LEADER_POLL`].
+const LEADER_SLOW: Duration = Duration::from_millis(100);
+const LEADER_POLL: Duration = Duration::from_millis(50);
 
-/// A request that needs the leader, with [`LEADER_TIMEOUT`].
-pub(crate) async fn quick<T, E: Into<anyhow::Error>>(
-    request: impl std::future::Future<Output = Result<T, E>>,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(LEADER_TIMEOUT, request).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => bail!("no answer within {LEADER_TIMEOUT:?} (no leader?)"),
+/// The session ended because its member's leader changed while a request waited: the
+/// member forwarded it to the leader that died, which never answers it. The member follows a
+/// new leader: the next session may begin at once, on the same member.
+#[derive(Debug, thiserror::Error)]
+#[error("a new leader was elected (raft term {0}) while a request waited")]
+pub(crate) struct LeaderChanged(pub u64);
+
+/// The raft term a session's member was in when the session began, and a way to ask it
+/// again. A member whose leader died holds the requests that need one (forwarded to the dead
+/// leader) and, once a new leader is elected, never answers them: such a request ends with
+/// [`LeaderChanged`] as soon as the member answers in a newer term, not at its timeout.
+/// The term comes in the header of a serializable read of one key, which the member answers
+/// from its own state, under require-leader only while it has a leader, and which an etcd
+/// user allowed to read the network's prefix may make (the Status call needs the root role
+/// under etcd 3.5's RBAC).
+#[derive(Clone)]
+pub(crate) struct Leader {
+    kv: KvClient,
+    key: String,
+    term: u64,
+}
+
+impl Leader {
+    /// The term `client`'s member is in now, read with `key` (one the session may read); an
+    /// error if it has no leader (an election, or a member cut off from the majority).
+    pub(crate) async fn of(client: &Client, key: &str) -> anyhow::Result<Leader> {
+        let kv = client.kv_client();
+        let term = term(kv.clone(), key, LEADER_TIMEOUT).await?;
+        Ok(Leader {
+            kv,
+            key: key.to_string(),
+            term,
+        })
     }
+
+    /// A request that needs the leader, with [`LEADER_TIMEOUT`], ended early when a new
+    /// leader is elected meanwhile.
+    pub(crate) async fn quick<T, E: Into<anyhow::Error>>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(request);
+        let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
+        if let Ok(r) = tokio::time::timeout(LEADER_SLOW, &mut request).await {
+            return r.map_err(Into::into);
+        }
+        let mut poll = tokio::time::interval(LEADER_POLL);
+        loop {
+            tokio::select! {
+                r = &mut request => return r.map_err(Into::into),
+                _ = tokio::time::sleep_until(deadline) => {
+                    bail!("no answer within {LEADER_TIMEOUT:?} (no leader?)")
+                }
+                _ = poll.tick() => {
+                    // An error is a member without a leader (it refuses with require-leader):
+                    // the election is under way.
+                    if let Ok(now) = term(self.kv.clone(), &self.key, LEADER_POLL).await {
+                        if now > self.term {
+                            return Err(LeaderChanged(now).into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The raft term of the member `kv` talks to, from a serializable count of `key`.
+async fn term(mut kv: KvClient, key: &str, within: Duration) -> anyhow::Result<u64> {
+    let local = GetOptions::new().with_serializable().with_count_only();
+    let resp = tokio::time::timeout(within, kv.get(key, Some(local)))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {within:?}"))??;
+    Ok(resp.header().map_or(0, |h| h.raft_term()))
 }
 
 /// Keys per page of a listing.
@@ -124,32 +200,10 @@ pub(crate) async fn timed<T, E: Into<anyhow::Error>>(
     }
 }
 
-/// A pause of `backoff` scaled by a random factor in [0.5, 1].
-pub(crate) fn jittered(backoff: Duration) -> Duration {
-    backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)
-}
-
 /// The config the plugin left in the network's directory, validated.
 pub fn read_conf(path: &std::path::Path) -> anyhow::Result<EtcdConf> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let conf: EtcdConf =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     Ok(conf.settle()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_is_jittered_between_half_and_whole() {
-        let b = Duration::from_secs(2);
-        let pauses: Vec<Duration> = (0..200).map(|_| jittered(b)).collect();
-        assert!(pauses.iter().all(|p| *p >= b / 2 && *p <= b), "{pauses:?}");
-        let (min, max) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
-        assert!(
-            *max - *min > Duration::from_millis(200),
-            "spread {min:?}..{max:?}"
-        );
-    }
 }

@@ -6,6 +6,7 @@
 //! other hosts' into the local store and index, which the resolvers read as always: no query
 //! waits for etcd.
 
+mod backoff;
 mod claim;
 pub mod client;
 pub mod local;

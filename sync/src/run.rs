@@ -6,7 +6,8 @@
 //! listing's revision while it renews the lease every third of its TTL and publishes each
 //! local change (a batch of inotify events: its puts in one transaction, each delete in its
 //! own, made only if the key is still the one put). Any error ends the session: the next
-//! endpoint is tried, with a jittered backoff of 100 ms doubling to 2 s. The next session
+//! endpoint is tried after a pause (`backoff.rs`: 100 ms doubling to 2 s, 100 ms during an
+//! election, the same member again once it follows a new leader). The next session
 //! keeps the lease if it is still alive (an endpoint switch, a member's death) and resumes
 //! the watch after the last event seen, publishing only what changed meanwhile; it grants a
 //! new lease and starts over from a listing when the lease is gone, and lists again (with
@@ -19,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use embedns_conf::fsutil::write_atomic;
@@ -30,13 +31,12 @@ use etcd_client::{
     Client, Compare, CompareOp, EventType, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
 };
 
+use crate::backoff::{jittered, Backoff};
 use crate::claim::{claim_of, host_id, Claim};
-use crate::client::{connect, jittered, lease_alive, list, quick, read_conf, timed};
+use crate::client::{connect, lease_alive, list, read_conf, timed, Leader};
 use crate::local::LocalWatch;
 use crate::mirror::{split_key, Listing, Published, Put, Remote};
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// etcd's default `--max-txn-ops` is 128.
 const TXN_OPS: usize = 128;
 
@@ -113,8 +113,7 @@ impl Sync {
             Ok(listed) => self.remote = Remote::held_in_store(listed),
             Err(e) => tracing::warn!("reading the other hosts' records left here: {e}"),
         }
-        let mut backoff = MIN_BACKOFF;
-        let mut failed_in_a_row = 0;
+        let mut backoff = Backoff::default();
         loop {
             if std::mem::take(&mut self.from_first_endpoint) {
                 self.next_endpoint = 0;
@@ -122,30 +121,31 @@ impl Sync {
             let endpoint =
                 self.conf.endpoints[self.next_endpoint % self.conf.endpoints.len()].clone();
             let mut in_step = false;
-            match self.session(&endpoint, &mut local, &mut in_step).await {
+            let retry = match self.session(&endpoint, &mut local, &mut in_step).await {
                 Ok(end) => return end,
                 Err(e) => {
+                    let retry = backoff.failed(&e, in_step, Instant::now());
                     let e = format!("{endpoint}: {e:#}");
                     self.status.endpoint = None;
                     self.status.last_error = Some(e.clone());
                     self.write_status();
-                    if in_step {
-                        backoff = MIN_BACKOFF;
-                        failed_in_a_row = 0;
-                    }
-                    failed_in_a_row += 1;
+                    let tries = retry.failed_in_a_row;
+                    let endpoints = self.conf.endpoints.len() as u32;
                     // Each endpoint's first failure, then one line a minute or so (30 tries at
                     // the longest backoff) while etcd stays out of reach: an outage of a day
                     // does not fill the log.
-                    if failed_in_a_row <= self.conf.endpoints.len() || failed_in_a_row % 30 == 0 {
-                        tracing::warn!(tries = failed_in_a_row, "etcd session ended: {e}");
+                    if tries <= endpoints || tries % 30 == 0 {
+                        tracing::warn!(tries, "etcd session ended: {e}");
                     }
-                    if failed_in_a_row == self.conf.endpoints.len() {
+                    if tries == endpoints {
                         self.tell_ready(&format!("UNREACHABLE {e}"));
                     }
+                    retry
                 }
+            };
+            if !retry.same_endpoint {
+                self.next_endpoint += 1;
             }
-            self.next_endpoint += 1;
             if self.store.is_empty().unwrap_or(true) {
                 tracing::info!(
                     "the network's last local container left while etcd was unreachable"
@@ -155,9 +155,7 @@ impl Sync {
             // Local changes wait for the next session (it compares everything), but the last
             // container leaving ends the process even while etcd cannot be reached (its keys
             // then expire with the lease).
-            // Jittered (half to the whole backoff), so the hosts of a network do not all come
-            // back in step after an etcd hiccup.
-            let pause = tokio::time::sleep(jittered(backoff));
+            let pause = tokio::time::sleep(jittered(retry.pause));
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -175,7 +173,6 @@ impl Sync {
                     }
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -187,16 +184,18 @@ impl Sync {
     ) -> anyhow::Result<End> {
         tracing::debug!(endpoint, "connecting");
         let mut client = timed(connect(&self.conf, endpoint)).await?;
+        let leader = Leader::of(&client, &self.conf.host_claim(&self.network)).await?;
         // The last session's lease, if it is still alive (an endpoint switch): kept, and with
         // it this host's keys as they are.
         // A member that cannot tell (no leader yet) ends the session with it kept for the next.
         let resume = match self.resume {
-            Some(r) if lease_alive(&mut client, r.lease).await? => Some(r),
+            Some(r) if lease_alive(&mut client, &leader, r.lease).await? => Some(r),
             _ => None,
         };
         let lease = match resume {
             Some(r) => r.lease,
-            None => quick(client.lease_grant(self.conf.ttl as i64, None))
+            None => leader
+                .quick(client.lease_grant(self.conf.ttl as i64, None))
                 .await?
                 .id(),
         };
@@ -213,7 +212,9 @@ impl Sync {
             host: self.conf.host(),
             network: &self.network,
         };
-        claim.take(&mut client, lease, &mut self.status).await?;
+        claim
+            .take(&mut client, &leader, lease, &mut self.status)
+            .await?;
         let prefix = self.conf.network_prefix(&self.network);
         let me = self.conf.host().to_string();
         let revision = match resume.and_then(|r| r.revision) {
@@ -225,7 +226,7 @@ impl Sync {
         };
         self.set_seen(revision);
         let every = self.every_key()?;
-        self.publish(&mut client, lease, &every).await?;
+        self.publish(&mut client, &leader, lease, &every).await?;
         let watching = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
@@ -325,7 +326,7 @@ impl Sync {
                         return self.leave(&mut client, lease).await;
                     }
                     if !lost.is_empty() {
-                        self.publish(&mut client, lease, &lost).await?;
+                        self.publish(&mut client, &leader, lease, &lost).await?;
                     }
                     self.write_status();
                 }
@@ -342,7 +343,7 @@ impl Sync {
                         bail!("the etcd config changed; starting over with the new one");
                     }
                     let keys = if changed.rescan { self.every_key()? } else { changed.keys };
-                    self.publish(&mut client, lease, &keys).await?;
+                    self.publish(&mut client, &leader, lease, &keys).await?;
                     self.write_status();
                 }
             }
@@ -438,6 +439,7 @@ impl Sync {
     async fn publish(
         &mut self,
         client: &mut Client,
+        leader: &Leader,
         lease: i64,
         keys: &BTreeSet<String>,
     ) -> anyhow::Result<()> {
@@ -468,7 +470,7 @@ impl Sync {
             // Only while this host holds its name's claim (R32): a clone or a second host that
             // took it over publishes, this one stops.
             let fenced = Txn::new().when([self.holding_claim()]).and_then(ops);
-            let resp = quick(client.txn(fenced)).await?;
+            let resp = leader.quick(client.txn(fenced)).await?;
             self.status.writes += 1;
             if !resp.succeeded() {
                 bail!(
@@ -494,7 +496,7 @@ impl Sync {
                     self.holding_claim(),
                 ])
                 .and_then([TxnOp::delete(full.as_str(), None)]);
-            quick(client.txn(txn)).await?;
+            leader.quick(client.txn(txn)).await?;
             self.status.writes += 1;
             // Not ours any more either way: deleted, or put since by a newer sync process.
             self.published.keys.remove(&key);
