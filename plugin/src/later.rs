@@ -213,12 +213,12 @@ pub fn cancel(paths: &StatePaths, netns_path: &str) -> bool {
         .filter_map(|p| p.parse::<i32>().ok());
     let pinned = pids.filter_map(|pid| {
         let pidfd = processes::pidfd(pid)?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let args = processes::cmdline(pid)?;
+        let arg = |i: usize| args.get(i).map(Vec::as_slice);
         let root = paths.root().as_os_str().as_encoded_bytes();
-        let ours = args.get(1) == Some(&SUBCOMMAND.as_bytes())
-            && args.get(2) == Some(&root)
-            && args.get(5) == Some(&inode.to_string().as_bytes());
+        let ours = arg(1) == Some(SUBCOMMAND.as_bytes())
+            && arg(2) == Some(root)
+            && arg(5) == Some(inode.to_string().as_bytes());
         ours.then_some(pidfd)
     });
     for pidfd in pinned {

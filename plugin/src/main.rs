@@ -14,6 +14,7 @@
 
 mod add;
 mod check;
+mod child;
 mod del;
 mod env;
 mod error;

@@ -3,23 +3,22 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-/// Every process now: its pid and its command line, split at NULs (a process that exits
-/// while it is read is skipped).
+/// Every process now: its pid and its command line (a process that exits while it is read
+/// is skipped).
 pub fn all() -> impl Iterator<Item = (i32, Vec<Vec<u8>>)> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let args = cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect();
-            Some((pid, args))
-        })
+        .filter_map(|pid| Some((pid, cmdline(pid)?)))
+}
+
+/// Process `pid`'s command line, its arguments split at their NULs; `None` if it is gone.
+pub fn cmdline(pid: i32) -> Option<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
+    Some(bytes.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
 }
 
 /// A pidfd pinning process `pid`, `None` if it is gone.

@@ -2,24 +2,24 @@
 //! exactly our process.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use embedns_conf::control::{Ack, Request};
 use embedns_conf::paths::StatePaths;
+use embedns_conf::ready::Ready;
 use embedns_conf::sandbox::ResolverInfo;
 use embedns_conf::user::ResolverUser;
-use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::de::DeserializeOwned;
 
+use crate::child::{self, read_line_until, ReadyPipe, Spawned};
 use crate::error::{PluginError, RESOLVER_FAILED};
 use crate::processes;
 
@@ -42,7 +42,7 @@ pub fn binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// that the sandbox names, which DEL then stops).
 pub struct Starting {
     pub info: ResolverInfo,
-    ready: OwnedFd,
+    ready: ReadyPipe,
     log: PathBuf,
 }
 
@@ -60,18 +60,12 @@ pub fn start(
 ) -> anyhow::Result<Starting> {
     let udp_port = local_port(&udp)?;
     let tcp_port = local_port(&tcp)?;
-    let (ready_r, ready_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the resolver's ready pipe")?;
-    let fds = [ready_w.as_raw_fd(), udp.as_raw_fd(), tcp.as_raw_fd()];
     let mut cmd = Command::new(binary);
     cmd.arg("--data-dir")
         .arg(paths.root())
         .args(["--container-id", container_id])
         .args(["--ready-fd", "3", "--udp-fd", "4", "--tcp-fd", "5"])
         .args(["--user", &user.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for var in [
@@ -83,36 +77,14 @@ pub fn start(
             cmd.env(var, value);
         }
     }
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, dup2).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid()?;
-            // Move the fds above the targets first, so no dup2 overwrites a later source.
-            let mut high = [0; 3];
-            for (i, fd) in fds.iter().enumerate() {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, fd) in high.iter().enumerate() {
-                // dup2 clears FD_CLOEXEC on the new fd: these three survive exec.
-                if libc::dup2(*fd, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // Nothing else the runtime left open reaches the resolver.
-            libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| {
+    let Spawned { child, ready } = child::detached(&mut cmd, &[udp.as_raw_fd(), tcp.as_raw_fd()])
+        .map_err(|e| {
         PluginError::new(
             RESOLVER_FAILED,
-            format!("cannot start the resolver {}: {e}", binary.display()),
+            format!("cannot start the resolver {}: {e:#}", binary.display()),
         )
     })?;
-    drop((ready_w, udp, tcp));
+    drop((udp, tcp));
     let pid = child.id() as i32;
     // The start time is set by fork and kept by exec: readable at once, until it is reaped.
     let Some(start_time) = start_time(pid) else {
@@ -127,7 +99,7 @@ pub fn start(
             udp_port,
             tcp_port,
         },
-        ready: ready_r,
+        ready,
         log: paths.resolver_log(container_id),
     })
 }
@@ -145,11 +117,15 @@ impl Starting {
             )
             .into()
         };
-        let line = read_line_until(File::from(ready), Instant::now() + READY_TIMEOUT)
-            .map_err(|e| fail(e.to_string()))?;
-        let want = format!("READY {} {}", info.udp_port, info.tcp_port);
-        if line.trim() != want {
-            return Err(fail(line.trim().to_string()));
+        let said = ready
+            .read(Instant::now() + READY_TIMEOUT)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let want = Ready::Serving {
+            udp: info.udp_port,
+            tcp: info.tcp_port,
+        };
+        if said != want {
+            return Err(fail(said.to_string()));
         }
         Ok(info)
     }
@@ -161,54 +137,6 @@ fn local_port(fd: &OwnedFd) -> anyhow::Result<u16> {
     addr.as_sockaddr_in()
         .map(|a| a.port())
         .context("the resolver's socket is not IPv4")
-}
-
-/// The longest line taken from a resolver (its ready signal, a control reply): what a
-/// resolver says is data to root, and one taken over must not exhaust the plugin's memory.
-const MAX_LINE: usize = 64 * 1024;
-
-/// Reads one line from a resolver (the ready pipe, the control socket), or fails at the
-/// deadline (for the whole exchange, however slowly bytes trickle in), past [`MAX_LINE`]
-/// bytes, or on EOF.
-fn read_line_until(
-    mut file: impl Read + std::os::fd::AsFd,
-    deadline: Instant,
-) -> anyhow::Result<String> {
-    let mut got = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            anyhow::bail!("no whole line from the resolver in time");
-        }
-        if got.len() > MAX_LINE {
-            anyhow::bail!("the resolver sent over {MAX_LINE} bytes without a line end");
-        }
-        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
-            .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(
-            std::os::fd::AsFd::as_fd(&file),
-            PollFlags::POLLIN,
-        )];
-        poll(&mut fds, ms).context("waiting for the resolver")?;
-        let mut chunk = [0u8; 256];
-        let n = match file.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if n == 0 {
-            anyhow::bail!("it closed its end before a whole line (exited?)");
-        }
-        got.extend_from_slice(&chunk[..n]);
-        if got.contains(&b'\n') {
-            return Ok(String::from_utf8_lossy(&got)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string());
-        }
-    }
 }
 
 /// The last lines of the resolver's log, to explain a failure.

@@ -12,11 +12,14 @@ use anyhow::Context;
 use embedns_conf::control::{Request, StatusReply};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
+use embedns_conf::report::{
+    Attachment, ContainerReport, LeftoverReport, Member, NetworkReport, Report, ResolverHealth,
+    SharedReport,
+};
 use embedns_conf::sandbox::{self, Sandbox};
-use embedns_conf::shared::{now_ms, SyncStatus};
+use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{self, NetworkStore};
 use embedns_conf::user::default_data_dir;
-use serde_json::{json, Value};
 
 use crate::resolver;
 
@@ -61,7 +64,7 @@ pub fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
-    if o.container.is_some() && report["containers"].as_array().is_none_or(|c| c.is_empty()) {
+    if o.container.is_some() && report.containers.is_empty() {
         eprintln!(
             "embedns status: no container {:?}",
             o.container.unwrap_or_default()
@@ -77,31 +80,10 @@ pub fn run(args: &[String]) -> i32 {
         print_text(&report);
         print_leftovers(&report);
     }
-    let unhealthy = report["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["resolver"]["healthy"] == Value::Bool(false));
-    let left = report["leftovers"]
-        .as_array()
-        .is_some_and(|l| !l.is_empty());
-    // A shared network is out of step when its sync process does not run, reaches no etcd
-    // endpoint (cut off), or may not publish (its host name's claim refused).
-    let unsynced = report["networks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| !n["shared"].is_null())
-        .any(|n| {
-            let (shared, s) = (&n["shared"], &n["shared"]["status"]);
-            shared["running"] != Value::Bool(true)
-                || s["endpoint"].is_null()
-                || !s["claim_refused"].is_null()
-        });
-    i32::from(unhealthy || left || unsynced)
+    i32::from(report.trouble())
 }
 
-fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
+fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Report> {
     let mut networks = Vec::new();
     let mut by_container: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
     for net in store::networks(paths)? {
@@ -109,20 +91,27 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
         for (key, rec) in NetworkStore::new(paths, &net).list()? {
             match rec {
                 Ok(r) => {
-                    members.push(json!({"container": r.container_id, "name": r.name, "ip": r.ips}));
+                    members.push(Member::Record {
+                        container: r.container_id.clone(),
+                        name: r.name.clone(),
+                        ip: r.ips.clone(),
+                    });
                     by_container
                         .entry(r.container_id.clone())
                         .or_default()
                         .push(r);
                 }
-                Err(e) => members.push(json!({"key": key, "error": e.to_string()})),
+                Err(e) => members.push(Member::Unreadable {
+                    key,
+                    error: e.to_string(),
+                }),
             }
         }
-        let mut shared = shared(paths, &net);
-        if !shared.is_null() {
-            shared["overlaps"] = json!(overlaps(&NetworkStore::new(paths, &net)));
-        }
-        networks.push(json!({"name": net, "containers": members, "shared": shared}));
+        networks.push(NetworkReport {
+            shared: shared(paths, &net),
+            name: net,
+            containers: members,
+        });
     }
     let mut containers = Vec::new();
     for (id, records) in by_container {
@@ -133,48 +122,70 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Value> {
             continue;
         }
         let sb = sandbox::load(paths, &id).ok().flatten();
-        containers.push(json!({
-            "id": id,
-            "name": records.iter().find_map(|r| r.name.clone()),
-            "netns": records.first().map(|r| r.netns.clone()),
-            "attachments": records.iter().map(|r| json!({
-                "network": r.network, "ifname": r.ifname, "ips": r.ips,
-                "aliases": r.aliases, "links": r.links.iter().map(|l| format!("{}:{}", l.name, l.alias)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "resolver": resolver_health(paths, &id, sb.as_ref()),
+        let attachments = records
+            .iter()
+            .map(|r| Attachment {
+                network: r.network.clone(),
+                ifname: r.ifname.clone(),
+                ips: r.ips.clone(),
+                aliases: r.aliases.clone(),
+                links: r
+                    .links
+                    .iter()
+                    .map(|l| format!("{}:{}", l.name, l.alias))
+                    .collect(),
+            })
+            .collect();
+        containers.push(ContainerReport {
+            resolver: resolver_health(paths, &id, sb.as_ref()),
+            name: records.iter().find_map(|r| r.name.clone()),
+            netns: records.first().map(|r| r.netns.clone()),
+            id,
+            attachments,
             // R26: the nameservers besides 127.0.0.11 whose queries the resolver answers.
-            "caught": sb.as_ref().map(Sandbox::caught).unwrap_or_default(),
-        }));
+            caught: sb.as_ref().map(Sandbox::caught).unwrap_or_default(),
+        });
     }
-    let leftovers: Vec<Value> = sandbox::leftovers(paths)
+    let leftovers = sandbox::leftovers(paths)
         .into_iter()
-        .map(|l| json!({"container": l.container_id, "netns": l.netns, "error": l.error}))
+        .map(|l| LeftoverReport {
+            container: l.container_id,
+            netns: l.netns,
+            error: l.error,
+        })
         .collect();
-    Ok(json!({
-        "dataDir": paths.root(), "networks": networks, "containers": containers,
-        "leftovers": leftovers,
-    }))
+    Ok(Report {
+        data_dir: paths.root().to_path_buf(),
+        networks,
+        containers,
+        leftovers,
+    })
 }
 
-/// A shared network's sync: its config and last status, whether its process runs; `null`
+/// A shared network's sync: its config and last status, whether its process runs; `None`
 /// for a network of this host only.
-fn shared(paths: &StatePaths, network: &str) -> Value {
-    let read =
-        |p: PathBuf| -> Option<Value> { serde_json::from_slice(&std::fs::read(p).ok()?).ok() };
-    let Some(conf) = read(paths.etcd_conf(network)) else {
-        return Value::Null;
-    };
-    let status =
-        read(paths.sync_status(network)).and_then(|v| serde_json::from_value::<SyncStatus>(v).ok());
+fn shared(paths: &StatePaths, network: &str) -> Option<SharedReport> {
+    let etcd: EtcdConf =
+        serde_json::from_slice(&std::fs::read(paths.etcd_conf(network)).ok()?).ok()?;
+    let status: Option<SyncStatus> = std::fs::read(paths.sync_status(network))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let running = status.as_ref().is_some_and(|s| {
-        std::fs::read(format!("/proc/{}/cmdline", s.pid))
-            .is_ok_and(|c| c.windows(13).any(|w| w == b"embedns-syncd"))
+        crate::processes::cmdline(s.pid as i32)
+            .and_then(|args| args.into_iter().next())
+            .is_some_and(|exe| exe.ends_with(b"embedns-syncd"))
     });
-    let lag_ms = status
+    let heard_ms_ago = status
         .as_ref()
         .filter(|s| s.heard_at_ms > 0)
         .map(|s| now_ms().saturating_sub(s.heard_at_ms));
-    json!({"etcd": conf, "running": running, "status": status, "heard_ms_ago": lag_ms})
+    Some(SharedReport {
+        etcd,
+        running,
+        status,
+        heard_ms_ago,
+        overlaps: overlaps(&NetworkStore::new(paths, network)),
+    })
 }
 
 /// Addresses both a container of this host and another host's record hold on a shared
@@ -197,174 +208,170 @@ fn overlaps(net: &NetworkStore) -> Vec<String> {
     out
 }
 
-fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Value {
+fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> ResolverHealth {
     let Some(info) = sb.and_then(|s| s.resolver.as_ref()) else {
-        return json!({"healthy": false, "error": "no resolver recorded"});
+        return ResolverHealth::failed(None, "no resolver recorded");
     };
     if !resolver::alive(info) {
-        return json!({"healthy": false, "pid": info.pid, "error": "not running"});
+        return ResolverHealth::failed(Some(info.pid as u32), "not running");
     }
     match resolver::control::<StatusReply>(paths, id, Request::Status) {
-        Ok(status) => {
-            let mut v = serde_json::to_value(&status).expect("a status serializes");
-            if let Some(o) = v.as_object_mut() {
-                o.remove("ok");
-                o.insert("healthy".into(), Value::Bool(true));
-            }
-            v
-        }
-        Err(e) => json!({"healthy": false, "pid": info.pid, "error": format!("{e:#}")}),
+        Ok(status) => ResolverHealth::answered(status),
+        Err(e) => ResolverHealth::failed(Some(info.pid as u32), format!("{e:#}")),
     }
 }
 
-fn print_text(r: &Value) {
-    let empty = Vec::new();
-    println!("state: {}", r["dataDir"].as_str().unwrap_or(""));
-    for net in r["networks"].as_array().unwrap_or(&empty) {
-        let members = net["containers"].as_array().unwrap_or(&empty);
+fn print_text(r: &Report) {
+    println!("state: {}", r.data_dir.display());
+    for net in &r.networks {
         println!(
             "\nnetwork {} ({} attachments)",
-            net["name"].as_str().unwrap_or(""),
-            members.len()
+            net.name,
+            net.containers.len()
         );
-        for m in members {
-            println!(
-                "  {:<20} {:<28} {}",
-                m["name"].as_str().unwrap_or("-"),
-                join(&m["ip"]),
-                short(m["container"].as_str().unwrap_or(""))
-            );
+        for m in &net.containers {
+            match m {
+                Member::Record {
+                    container,
+                    name,
+                    ip,
+                } => println!(
+                    "  {:<20} {:<28} {}",
+                    name.as_deref().unwrap_or("-"),
+                    join(ip),
+                    short(container)
+                ),
+                Member::Unreadable { key, error } => {
+                    println!("  UNREADABLE record {key}: {error}")
+                }
+            }
         }
-        print_shared(&net["shared"]);
+        if let Some(shared) = &net.shared {
+            print_shared(shared);
+        }
     }
-    for c in r["containers"].as_array().unwrap_or(&empty) {
-        let res = &c["resolver"];
+    for c in &r.containers {
         println!(
             "\ncontainer {} ({})  netns {}",
-            c["name"].as_str().unwrap_or("-"),
-            short(c["id"].as_str().unwrap_or("")),
-            c["netns"].as_str().unwrap_or("-")
+            c.name.as_deref().unwrap_or("-"),
+            short(&c.id),
+            c.netns.as_deref().unwrap_or("-")
         );
-        for a in c["attachments"].as_array().unwrap_or(&empty) {
+        for a in &c.attachments {
             println!(
                 "  on {} ({}): {}  aliases [{}]  links [{}]",
-                a["network"].as_str().unwrap_or(""),
-                a["ifname"].as_str().unwrap_or(""),
-                join(&a["ips"]),
-                join(&a["aliases"]),
-                join(&a["links"])
+                a.network,
+                a.ifname,
+                join(&a.ips),
+                join(&a.aliases),
+                join(&a.links)
             );
         }
-        let healthy = res["healthy"] == Value::Bool(true);
-        let status = healthy
-            .then(|| {
-                let mut v = res.clone();
-                v["ok"] = Value::Bool(true);
-                serde_json::from_value::<StatusReply>(v).ok()
-            })
-            .flatten();
-        if let Some(s) = status {
-            let ups: Vec<String> = s
-                .upstreams
-                .iter()
-                .map(|u| {
-                    let from = if u.from_host { "host" } else { "container" };
-                    format!("{} ({from})", u.address)
-                })
-                .collect();
-            let k = &s.counters;
-            println!(
-                "  resolver pid {}  udp {} tcp {}  up {}s  healthy",
-                s.pid, s.udp_port, s.tcp_port, s.uptime_seconds
-            );
-            println!(
-                "  upstreams: {}",
-                if ups.is_empty() {
-                    "none".into()
-                } else {
-                    ups.join(", ")
-                }
-            );
-            if s.seccomp_denied > 0 {
-                println!(
-                    "  WARNING: its seccomp filter refused {} system calls (a resolver doing its job makes none)",
-                    s.seccomp_denied
-                );
+        match &c.resolver {
+            ResolverHealth::Healthy { status, .. } => print_resolver(status, &c.caught),
+            ResolverHealth::Unhealthy { error, .. } => {
+                println!("  resolver UNHEALTHY: {error}")
             }
-            if c["caught"].as_array().is_some_and(|a| !a.is_empty()) {
-                println!("  also answers queries to: {}", join(&c["caught"]));
-            }
-            println!(
-                "  queries: {} local, {} from the cache, {} forwarded, {} failed, {} refused; upstream mean {} µs",
-                k.local, k.cached, k.forwarded, k.failed, k.refused, k.upstream_mean_micros
-            );
-            let cache = &s.cache;
-            if cache.size == 0 {
-                println!("  cache: off");
-            } else {
-                println!(
-                    "  cache: {} answers, {} of {} KiB",
-                    cache.entries,
-                    cache.bytes.div_ceil(1024),
-                    cache.size / 1024
-                );
-            }
-        } else {
-            println!(
-                "  resolver UNHEALTHY: {}",
-                res["error"].as_str().unwrap_or("?")
-            );
         }
     }
 }
 
-fn print_shared(shared: &Value) {
-    if shared.is_null() {
-        return;
-    }
-    let s = &shared["status"];
+fn print_resolver(s: &StatusReply, caught: &[std::net::Ipv4Addr]) {
+    let ups: Vec<String> = s
+        .upstreams
+        .iter()
+        .map(|u| {
+            let from = if u.from_host { "host" } else { "container" };
+            format!("{} ({from})", u.address)
+        })
+        .collect();
+    let k = &s.counters;
     println!(
-        "  shared through etcd as {} (prefix {}, lease TTL {} s); sync process {}",
-        s["host"]
-            .as_str()
-            .or(shared["etcd"]["host"].as_str())
-            .unwrap_or("?"),
-        shared["etcd"]["prefix"].as_str().unwrap_or("?"),
-        shared["etcd"]["ttl"],
-        if shared["running"] == Value::Bool(true) {
-            format!("pid {}", s["pid"])
+        "  resolver pid {}  udp {} tcp {}  up {}s  healthy",
+        s.pid, s.udp_port, s.tcp_port, s.uptime_seconds
+    );
+    println!(
+        "  upstreams: {}",
+        if ups.is_empty() {
+            "none".into()
+        } else {
+            ups.join(", ")
+        }
+    );
+    if s.seccomp_denied > 0 {
+        println!(
+            "  WARNING: its seccomp filter refused {} system calls (a resolver doing its job makes none)",
+            s.seccomp_denied
+        );
+    }
+    if !caught.is_empty() {
+        println!("  also answers queries to: {}", join(caught));
+    }
+    println!(
+        "  queries: {} local, {} from the cache, {} forwarded, {} failed, {} refused; upstream mean {} µs",
+        k.local, k.cached, k.forwarded, k.failed, k.refused, k.upstream_mean_micros
+    );
+    let cache = &s.cache;
+    if cache.size == 0 {
+        println!("  cache: off");
+    } else {
+        println!(
+            "  cache: {} answers, {} of {} KiB",
+            cache.entries,
+            cache.bytes.div_ceil(1024),
+            cache.size / 1024
+        );
+    }
+}
+
+fn print_shared(shared: &SharedReport) {
+    let s = shared.status.clone().unwrap_or_default();
+    let host = if s.host.is_empty() {
+        shared.etcd.host().to_string()
+    } else {
+        s.host.clone()
+    };
+    println!(
+        "  shared through etcd as {host} (prefix {}, lease TTL {} s); sync process {}",
+        shared.etcd.prefix,
+        shared.etcd.ttl,
+        if shared.running {
+            format!("pid {}", s.pid)
         } else {
             "NOT RUNNING (the next ADD, CHECK or GC starts it)".into()
         }
     );
-    if let Some(holder) = s["claim_refused"].as_str() {
+    if let Some(holder) = &s.claim_refused {
         println!(
-            "  CLAIM REFUSED: host name {} on this network is held by {holder}; this host \
-             publishes nothing until it is free (give each host its own etcd.host)",
-            s["host"]
+            "  CLAIM REFUSED: host name {host:?} on this network is held by {holder}; this host \
+             publishes nothing until it is free (give each host its own etcd.host)"
         );
     }
-    match s["endpoint"].as_str() {
+    match &s.endpoint {
         Some(e) => println!(
             "  etcd {e}: revision {}, heard from {} ms ago; {} records published, {} held from {} other hosts",
-            s["revision"], shared["heard_ms_ago"], s["published"], s["remote_records"], s["remote_hosts"]
+            s.revision,
+            shared.heard_ms_ago.map_or("?".into(), |ms| ms.to_string()),
+            s.published,
+            s.remote_records,
+            s.remote_hosts
         ),
-        None if !s["claim_refused"].is_null() => {}
+        None if s.claim_refused.is_some() => {}
         None => println!(
             "  etcd UNREACHABLE ({}); {} records of {} other hosts kept as last known",
-            s["last_error"].as_str().unwrap_or("not connected yet"),
-            s["remote_records"],
-            s["remote_hosts"]
+            s.last_error.as_deref().unwrap_or("not connected yet"),
+            s.remote_records,
+            s.remote_hosts
         ),
     }
     let now = now_ms();
-    for h in s["hosts"].as_array().into_iter().flatten() {
-        let changed = h["changed_at_ms"].as_u64().filter(|t| *t > 0);
+    for h in &s.hosts {
+        let changed = Some(h.changed_at_ms).filter(|t| *t > 0);
         println!(
             "    host {:<20} {} records, {}; last change seen {}",
-            h["name"].as_str().unwrap_or("?"),
-            h["records"],
-            if h["claimed"] == Value::Bool(true) {
+            h.name,
+            h.records,
+            if h.claimed {
                 "alive (holds its claim)"
             } else {
                 "NO CLAIM (gone, or its lease expired)"
@@ -375,44 +382,38 @@ fn print_shared(shared: &Value) {
             ))
         );
     }
-    if s["skipped"].as_u64().is_some_and(|n| n > 0) {
+    if s.skipped > 0 {
         println!(
             "  {} values from other hosts skipped (embedns-syncd's log says which and why)",
-            s["skipped"]
+            s.skipped
         );
     }
-    let empty = Vec::new();
-    let overlaps = shared["overlaps"].as_array().unwrap_or(&empty);
-    if !overlaps.is_empty() {
+    if !shared.overlaps.is_empty() {
         println!(
             "  WARNING: addresses held here and by another host (overlapping subnets?): {}; \
              the container here keeps their PTR",
-            join(&shared["overlaps"])
+            join(&shared.overlaps)
         );
     }
 }
 
-fn print_leftovers(r: &Value) {
-    let empty = Vec::new();
-    for l in r["leftovers"].as_array().unwrap_or(&empty) {
+fn print_leftovers(r: &Report) {
+    for l in &r.leftovers {
         println!(
             "\nLEFT IN PLACE by the DEL of {}: the 127.0.0.11 redirect in {} ({}); GC retries it",
-            short(l["container"].as_str().unwrap_or("")),
-            l["netns"].as_str().unwrap_or("-"),
-            l["error"].as_str().unwrap_or("?")
+            short(&l.container),
+            l.netns,
+            l.error
         );
     }
 }
 
-fn join(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn short(id: &str) -> &str {

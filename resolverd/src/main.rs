@@ -2,10 +2,9 @@
 //! plugin, never by hand, with `--udp-fd 4 --tcp-fd 5`: the sockets the plugin bound on
 //! 127.0.0.11 (kernel-chosen ports) in the container's netns. It makes its host-netns socket
 //! maker, enters the container's netns, maps the indexes of the container's networks, and
-//! writes `READY <udp> <tcp>` (or `ERROR <why>`) on the ready FD.
+//! writes `READY <udp> <tcp>` (or `ERROR <why>`: `embedns_conf::ready`) on the ready FD.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::PathBuf;
@@ -14,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::ready::Ready;
 use embedns_conf::sandbox;
 use embedns_conf::user::{ResolverUser, DEFAULT_RESOLVER_USER};
 use embedns_resolverd::forward::Forwarder;
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             if let Some(r) = ready.as_mut() {
-                let _ = writeln!(r, "ERROR {e:#}");
+                let _ = Ready::Failed(format!("{e:#}")).write_to(r);
             }
             ExitCode::FAILURE
         }
@@ -180,7 +180,12 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         tasks.spawn(async move { control::serve(control, st_control).await; "control" });
         tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
         if let Some(mut r) = ready.take() {
-            writeln!(r, "READY {} {}", ports.0, ports.1).context("signalling readiness")?;
+            Ready::Serving {
+                udp: ports.0,
+                tcp: ports.1,
+            }
+            .write_to(&mut r)
+            .context("signalling readiness")?;
         }
         tokio::select! {
             _ = term.recv() => tracing::info!("stopping"),

@@ -7,7 +7,6 @@
 //! new process takes over first.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use embedns_conf::fsutil::{create_private_dir, try_lock_file};
 use embedns_conf::paths::StatePaths;
+use embedns_conf::ready::Ready;
 use embedns_conf::store::NetworkStore;
 use embedns_sync::local::LocalWatch;
 use embedns_sync::run::Sync;
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             if let Some(mut pipe) = ready {
-                let _ = writeln!(pipe, "ERROR {e:#}");
+                let _ = Ready::Failed(format!("{e:#}")).write_to(&mut pipe);
             }
             ExitCode::FAILURE
         }
@@ -228,7 +228,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         .init();
     let Some(_held) = try_lock_file(&paths.sync_lock(&args.network), true)? else {
         if let Some(mut pipe) = ready.take() {
-            let _ = writeln!(pipe, "RUNNING");
+            let _ = Ready::AlreadyRunning.write_to(&mut pipe);
         }
         return Ok(());
     };

@@ -19,12 +19,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use embedns_conf::fsutil::write_atomic;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::ready::Ready;
 use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{read_record, NetworkStore, RemoteChange};
 use etcd_client::{
@@ -138,7 +138,7 @@ impl Sync {
                         tracing::warn!(tries, "etcd session ended: {e}");
                     }
                     if tries == endpoints {
-                        self.tell_ready(&format!("UNREACHABLE {e}"));
+                        self.tell_ready(Ready::Unreachable(e.clone()));
                     }
                     retry
                 }
@@ -238,7 +238,7 @@ impl Sync {
         self.heard();
         self.write_status();
         *in_step = true;
-        self.tell_ready("READY");
+        self.tell_ready(Ready::InStep);
         tracing::info!(
             endpoint,
             revision,
@@ -588,9 +588,9 @@ impl Sync {
         }
     }
 
-    fn tell_ready(&mut self, line: &str) {
+    fn tell_ready(&mut self, said: Ready) {
         if let Some(mut pipe) = self.ready.take() {
-            let _ = writeln!(pipe, "{line}");
+            let _ = said.write_to(&mut pipe);
         }
     }
 }

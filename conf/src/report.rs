@@ -1,0 +1,196 @@
+//! What `embedns status --json` prints: every network of a state directory with its
+//! attachments and, for a network shared through etcd, its sync process; every container
+//! with its resolver's health; the redirects a DEL left in place. The plugin writes it and
+//! the tests and the bench read it, with these types.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::StatusReply;
+use crate::shared::{EtcdConf, SyncStatus};
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    #[serde(rename = "dataDir")]
+    pub data_dir: PathBuf,
+    pub networks: Vec<NetworkReport>,
+    pub containers: Vec<ContainerReport>,
+    pub leftovers: Vec<LeftoverReport>,
+}
+
+/// A network and what the store holds of it on this host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkReport {
+    pub name: String,
+    pub containers: Vec<Member>,
+    /// Its sync, for a network shared through etcd.
+    pub shared: Option<SharedReport>,
+}
+
+/// One attachment's record on a network, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Member {
+    Record {
+        container: String,
+        name: Option<String>,
+        ip: Vec<IpAddr>,
+    },
+    Unreadable {
+        key: String,
+        error: String,
+    },
+}
+
+/// A shared network's sync: its config, its process's last status, and whether it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedReport {
+    pub etcd: EtcdConf,
+    pub running: bool,
+    pub status: Option<SyncStatus>,
+    /// Since etcd last answered the process.
+    pub heard_ms_ago: Option<u64>,
+    /// Addresses a container here and another host's record both hold (`<ip> (<host>)`).
+    pub overlaps: Vec<String>,
+}
+
+impl SharedReport {
+    /// Out of step: the process does not run, reaches no etcd endpoint (cut off), or may not
+    /// publish (its host name's claim refused).
+    pub fn out_of_step(&self) -> bool {
+        let status = self.status.as_ref();
+        !self.running || status.is_none_or(|s| s.endpoint.is_none() || s.claim_refused.is_some())
+    }
+}
+
+/// A container with records on this host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerReport {
+    pub id: String,
+    pub name: Option<String>,
+    pub netns: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub resolver: ResolverHealth,
+    /// R26: the nameservers besides 127.0.0.11 whose queries its resolver answers.
+    pub caught: Vec<Ipv4Addr>,
+}
+
+/// One of a container's attachments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub ifname: String,
+    pub ips: Vec<IpAddr>,
+    pub aliases: Vec<String>,
+    /// `<name>:<alias>`.
+    pub links: Vec<String>,
+}
+
+/// A container's resolver: its status when it answered its control socket, else why not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResolverHealth {
+    Healthy {
+        /// Always true.
+        healthy: bool,
+        #[serde(flatten)]
+        status: Box<StatusReply>,
+    },
+    Unhealthy {
+        /// Always false.
+        healthy: bool,
+        pid: Option<u32>,
+        error: String,
+    },
+}
+
+impl ResolverHealth {
+    /// A resolver that answered with `status`.
+    pub fn answered(status: StatusReply) -> ResolverHealth {
+        ResolverHealth::Healthy {
+            healthy: true,
+            status: Box::new(status),
+        }
+    }
+
+    /// A resolver that is not there or did not answer.
+    pub fn failed(pid: Option<u32>, error: impl Into<String>) -> ResolverHealth {
+        ResolverHealth::Unhealthy {
+            healthy: false,
+            pid,
+            error: error.into(),
+        }
+    }
+
+    /// Its status, if it answered.
+    pub fn status(&self) -> Option<&StatusReply> {
+        match self {
+            ResolverHealth::Healthy { status, .. } => Some(status),
+            ResolverHealth::Unhealthy { .. } => None,
+        }
+    }
+}
+
+/// A redirect a DEL could not remove (GC retries it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftoverReport {
+    pub container: String,
+    pub netns: String,
+    pub error: String,
+}
+
+impl Report {
+    /// What makes `embedns status` exit 1: an unhealthy resolver, something left in place, a
+    /// shared network out of step.
+    pub fn trouble(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|c| c.resolver.status().is_none())
+            || !self.leftovers.is_empty()
+            || self
+                .networks
+                .iter()
+                .filter_map(|n| n.shared.as_ref())
+                .any(SharedReport::out_of_step)
+    }
+
+    /// The network called `name`.
+    pub fn network(&self, name: &str) -> Option<&NetworkReport> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The container whose name is `name`.
+    pub fn container(&self, name: &str) -> Option<&ContainerReport> {
+        self.containers
+            .iter()
+            .find(|c| c.name.as_deref() == Some(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_healthy_and_an_unhealthy_resolver_read_back_as_written() {
+        let status: StatusReply = serde_json::from_value(serde_json::json!({
+            "ok": true, "pid": 7, "udpPort": 1, "tcpPort": 2, "uptimeSeconds": 3,
+            "networks": [], "upstreams": [],
+            "counters": {"local": 1, "forwarded": 0, "failed": 0, "refused": 0, "upstreamMeanMicros": 0},
+        }))
+        .unwrap();
+        for health in [
+            ResolverHealth::answered(status),
+            ResolverHealth::failed(Some(9), "not running"),
+            ResolverHealth::failed(None, "no resolver recorded"),
+        ] {
+            let json = serde_json::to_value(&health).unwrap();
+            assert_eq!(json["healthy"], health.status().is_some());
+            let back: ResolverHealth = serde_json::from_value(json).unwrap();
+            assert_eq!(back, health);
+        }
+    }
+}
