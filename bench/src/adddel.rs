@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use test_cni::World;
 
 use crate::report::{Goal, Row};
-use crate::{peers, procs, Settings};
+use crate::settings::Settings;
+use crate::{peers, procs};
 
 /// Phase 3.
 pub fn add_del(w: &World, s: &Settings) -> (Vec<Row>, Value) {

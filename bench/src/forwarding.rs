@@ -12,7 +12,7 @@ use crate::load::{self, Ask, LoadResult};
 use crate::peers::{Aardvark, DnsmasqForwarder, Upstream};
 use crate::procs;
 use crate::report::{Goal, Row};
-use crate::Settings;
+use crate::settings::Settings;
 
 /// Queries in flight while CPU per query is measured.
 const CPU_CONCURRENCY: usize = 8;
@@ -108,10 +108,8 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let (ours_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), dns);
     // The same on the resolver's own port, as every peer is asked on its own address: without
     // the redirect's NAT (R24), which every query to 127.0.0.11 pays, local ones too.
-    let port = std::net::SocketAddr::new(
-        [127, 0, 0, 11].into(),
-        crate::resolver_udp_port(w, "fwdcli"),
-    );
+    let port =
+        std::net::SocketAddr::new([127, 0, 0, 11].into(), w.resolver_status("fwdcli").udp_port);
     let (direct_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), port);
     let after_cpu_run = procs::memory(&[cli_pid]);
     println!(
@@ -142,14 +140,14 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         .collect();
 
     load::run(netns(&cc), dns, &names, 8, Duration::from_secs(2));
-    let status = crate::resolver_status(w, "cc");
+    let status = w.resolver_status("cc");
     let full = procs::memory(&[cached_pid]);
     println!(
         "  resolver private memory: idle {:.0} KiB; with a full cache ({} answers, {} of {} bytes) {:.0} KiB",
         idle.private_kib,
-        status["cache"]["entries"],
-        status["cache"]["bytes"],
-        status["cache"]["size"],
+        status.cache.entries,
+        status.cache.bytes,
+        status.cache.size,
         full.private_kib
     );
 
@@ -218,7 +216,7 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         "localP50Us": local_p50, "cachedP50Us": cached_p50,
         "cpuMicrosPerQuery": {"embedns": ours_cpu, "embedns_direct_port": direct_cpu, "aardvark": aard_cpu, "dnsmasqNoCache": plain_cpu},
         "mixQps": {"embedns": ours_qps, "dnsmasq": dnsmasq_qps},
-        "memory": {"idle": idle.json(), "fullCache": full.json(), "cache": status["cache"].clone()},
+        "memory": {"idle": idle.json(), "fullCache": full.json(), "cache": status.cache},
     });
     (rows, d)
 }

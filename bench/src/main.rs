@@ -15,6 +15,8 @@ mod noisy;
 mod peers;
 mod procs;
 mod report;
+mod settings;
+mod side;
 mod soak;
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,31 +26,12 @@ use serde_json::{json, Value};
 use test_cni::World;
 
 use crate::load::Ask;
-use crate::report::{Goal, Row};
-
-struct Settings {
-    quick: bool,
-    scale: usize,
-    /// dnsperf's -l, seconds.
-    perf_secs: u64,
-    /// dnsperf runs per server, interleaved; the median counts.
-    perf_rounds: usize,
-    /// ADD/DEL repetitions.
-    runs: usize,
-}
+use crate::procs::netns_path;
+use crate::report::{progress, Goal, Row};
+use crate::settings::Settings;
 
 fn main() {
-    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
-    let s = Settings {
-        quick,
-        scale: std::env::var("BENCH_SCALE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if quick { 150 } else { 1000 }),
-        perf_secs: if quick { 3 } else { 8 },
-        perf_rounds: if quick { 1 } else { 3 },
-        runs: if quick { 20 } else { 50 },
-    };
+    let s = Settings::from_env();
     let w = World::new("bench");
     if std::env::var("BENCH_SOAK").is_ok_and(|v| v == "1") {
         soak::soak(&w);
@@ -115,30 +98,8 @@ fn main() {
     );
 }
 
-fn progress(msg: &str) {
-    println!("[bench] {msg}");
-}
-
 fn ip_of(result: &Value) -> IpAddr {
     test_cni::ip_of(result).parse().expect("an IP address")
-}
-
-/// The UDP port of the resolver serving container `name` of a world.
-fn resolver_udp_port(w: &World, name: &str) -> u16 {
-    resolver_status(w, name)["udpPort"]
-        .as_u64()
-        .expect("udpPort") as u16
-}
-
-/// `embedns status --json`'s resolver part for container `name` of a world.
-fn resolver_status(w: &World, name: &str) -> Value {
-    let status = procs::sh(&format!(
-        "{} status --json --data-dir {} {name}",
-        w.bin_dir.join("embedns").display(),
-        w.data_dir.display()
-    ));
-    let v: Value = serde_json::from_str(&status).expect("embedns status --json");
-    v["containers"][0]["resolver"].clone()
 }
 
 /// Phase 1.
@@ -148,7 +109,7 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let web_ip = ip_of(&w.adding(&net, &web).name("web").ok());
     w.adding(&net, &cli).name("cli").ok();
     procs::must(&format!("ip netns exec {} ip link set lo up", peer.netns));
-    let direct = resolver_udp_port(w, "cli");
+    let direct = w.resolver_status("cli").udp_port;
     let peers = peers::start_local(w, &peer, web_ip);
     let docker = peers::Docker::start(w);
 
@@ -375,14 +336,6 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         Goal::AtMost(0.0),
     ));
     (rows, Value::Object(results))
-}
-
-fn netns_path(ns: &str) -> String {
-    if ns.starts_with('/') {
-        ns.to_string()
-    } else {
-        format!("/run/netns/{ns}")
-    }
 }
 
 /// Phases 4 and 5.

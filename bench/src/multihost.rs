@@ -10,115 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use test_cni::multihost::Cluster;
-use test_cni::{Container, World};
 
-use crate::procs::{self, cni_env, timed, Prober, Stats};
+use crate::procs::{self, Prober, Stats};
 use crate::report::{Goal, Row};
-use crate::Settings;
-
-/// One host's side of the run: its world, its shared network's conf, its containers.
-pub(crate) struct Side<'a> {
-    pub w: &'a World,
-    etcd: Value,
-    added: Vec<(Container, String)>,
-}
-
-impl<'a> Side<'a> {
-    /// Every host of `cluster`, nothing added yet.
-    pub fn every(cluster: &'a Cluster) -> Vec<Side<'a>> {
-        cluster
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| Side {
-                w: &h.w,
-                etcd: cluster.etcd_options(i)["etcd"].clone(),
-                added: Vec::new(),
-            })
-            .collect()
-    }
-
-    /// ADD of container `c` as `name` with address `ip` to `net` (shared: with the etcd conf).
-    pub fn add(
-        &mut self,
-        net: &str,
-        shared: bool,
-        c: Container,
-        name: &str,
-        ip: IpAddr,
-    ) -> Duration {
-        let prev = json!({"cniVersion": "1.0.0",
-            "interfaces": [{"name": "eth0", "sandbox": c.path}],
-            "ips": [{"address": format!("{ip}/8"), "interface": 0}]});
-        let mut extra = json!({"prevResult": prev});
-        if shared {
-            extra["etcd"] = self.etcd.clone();
-        }
-        let conf = self.w.conf(net, "1.0.0", extra).to_string();
-        let id = format!("{name}-{}", self.w.id);
-        let args = format!("K8S_POD_NAME={name}");
-        let took = timed(
-            self.w,
-            &self.embedns(),
-            &cni_env("ADD", &id, &c.path, &args),
-            &conf,
-        );
-        self.added.push((c, id));
-        took
-    }
-
-    /// When the record of the container added last was written (its file's mtime): where a
-    /// remote name's propagation is timed from (ADD writes the record before it starts the
-    /// resolver, so by ADD's return the propagation is mostly over).
-    pub fn last_written(&self, net: &str) -> std::time::SystemTime {
-        let id = &self.added.last().expect("a container added").1;
-        let record = self
-            .w
-            .data_dir
-            .join(format!("networks/{net}/{id}@eth0.json"));
-        std::fs::metadata(&record)
-            .and_then(|m| m.modified())
-            .expect("the record's mtime")
-    }
-
-    fn del(&mut self, net: &str, shared: bool) -> Duration {
-        let (c, id) = self.added.pop().expect("something to delete");
-        let mut extra = json!({});
-        if shared {
-            extra["etcd"] = self.etcd.clone();
-        }
-        let conf = self.w.conf(net, "1.0.0", extra).to_string();
-        let took = timed(
-            self.w,
-            &self.embedns(),
-            &cni_env("DEL", &id, &c.path, ""),
-            &conf,
-        );
-        self.w.remove_netns(&c);
-        took
-    }
-
-    fn embedns(&self) -> String {
-        self.w.bin_dir.join("embedns").display().to_string()
-    }
-
-    fn writes(&self, net: &str) -> u64 {
-        let path = self
-            .w
-            .data_dir
-            .join("networks")
-            .join(net)
-            .join(".sync.json");
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
-        v["writes"].as_u64().unwrap_or(0)
-    }
-}
-
-/// Host `h`'s `k`-th container's address: 10.<100+h>.<k/250>.<k%250+1>.
-fn ip(h: usize, k: usize) -> IpAddr {
-    IpAddr::from([10, 100 + h as u8, (k / 250) as u8, (k % 250 + 1) as u8])
-}
+use crate::settings::Settings;
+use crate::side::{ip, Side};
 
 /// Phase 6.
 pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
@@ -261,8 +157,7 @@ pub fn multihost(s: &Settings) -> (Vec<Row>, Value) {
         .flat_map(|h| test_cni::sync_pids(&h.w.data_dir))
         .collect();
     let workers: Vec<i32> = (0..3)
-        .filter_map(|i| cluster.sync_status(i, "mh")?["pid"].as_i64())
-        .map(|p| p as i32)
+        .filter_map(|i| Some(cluster.sync_status(i, "mh")?.pid as i32))
         .collect();
     let supervisors: Vec<i32> = all.into_iter().filter(|p| !workers.contains(p)).collect();
     let mem = procs::memory(&workers);

@@ -16,14 +16,15 @@ use serde_json::{json, Value};
 use test_cni::multihost::Cluster;
 use test_cni::wait::poll_until;
 
-use crate::multihost::Side;
 use crate::procs::{self, Prober, Stats};
 use crate::report::{Goal, Row};
-use crate::Settings;
+use crate::settings::Settings;
+use crate::side::Side;
 
 const NET: &str = "big";
 
-/// Host `h`'s `k`-th record's address: 10.<110+h>.<k/250>.<k%250+1>.
+/// Host `h`'s `k`-th record's address: 10.<110+h>.<k/250>.<k%250+1> (phase 6's own network
+/// uses 10.<100+h>).
 fn ip(h: usize, k: usize) -> IpAddr {
     IpAddr::from([10, 110 + h as u8, (k / 250) as u8, (k % 250 + 1) as u8])
 }
@@ -64,8 +65,7 @@ pub fn scale(cluster: &Cluster, s: &Settings) -> (Vec<Row>, Value) {
     let held = |i: usize| -> u64 {
         cluster
             .sync_status(i, NET)
-            .and_then(|v| v["remote_records"].as_u64())
-            .unwrap_or(0)
+            .map_or(0, |s| s.remote_records as u64)
     };
     let spread = poll_until(Duration::from_secs(300), || {
         (held(0) >= others as u64).then(|| started.elapsed())
@@ -82,26 +82,26 @@ pub fn scale(cluster: &Cluster, s: &Settings) -> (Vec<Row>, Value) {
     // Host 1's worker killed: its successor lists the network and is in step again.
     let status = |i: usize| cluster.sync_status(i, NET).unwrap_or_default();
     let before = status(0);
-    let old = before["pid"].as_i64().unwrap_or(0) as i32;
+    let old = before.pid as i32;
     let killed = Instant::now();
     // SAFETY: kill(2) with a pid read from the worker's own status file.
     unsafe { libc::kill(old, libc::SIGKILL) };
     let back = poll_until(Duration::from_secs(120), || {
         let s = status(0);
-        let new = s["pid"].as_i64().unwrap_or(0) as i32;
-        (new != old && new != 0 && s["endpoint"].is_string() && s["last_error"].is_null())
+        let new = s.pid as i32;
+        (new != old && new != 0 && s.endpoint.is_some() && s.last_error.is_none())
             .then(|| (killed.elapsed(), s))
     });
-    let (in_step, after) = back.unwrap_or((Duration::ZERO, Value::Null));
-    let listing_ms = after["listing_ms"].as_f64().unwrap_or(f64::NAN);
-    let worker = after["pid"].as_i64().unwrap_or(0) as i32;
+    let listing_ms = back.as_ref().map_or(f64::NAN, |(_, s)| s.listing_ms as f64);
+    let (in_step, after) = back.unwrap_or_default();
+    let worker = after.pid as i32;
     let mem = procs::memory(&[worker]);
     let index = std::fs::metadata(sides[0].w.data_dir.join(format!("networks/{NET}/.index")))
         .map_or(0, |m| m.len());
     println!(
         "  host 1's worker killed: its successor in step after {:.2} s (listing {listing_ms:.0} ms, {} records held); worker RSS {:.0} KiB, PSS {:.0} KiB; index {} KiB",
         in_step.as_secs_f64(),
-        after["remote_records"],
+        after.remote_records,
         mem.rss_kib,
         mem.pss_kib,
         index / 1024

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use test_cni::{Container, Network, World};
 
-use crate::{load, netns_path, peers, procs, Settings};
+use crate::procs::netns_path;
+use crate::settings::Settings;
+use crate::{load, peers, procs};
 
 /// The servers of the phase besides embedns: aardvark-dns at `aardvark` asked from `peer`,
 /// and Docker if it runs.

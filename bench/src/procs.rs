@@ -495,3 +495,12 @@ pub fn udp_owner(netns: &str, ip: std::net::IpAddr, port: Option<u16>) -> Option
         .parse()
         .ok()
 }
+
+/// The path of netns `ns` (a name under /run/netns, or a path already).
+pub fn netns_path(ns: &str) -> String {
+    if ns.starts_with('/') {
+        ns.to_string()
+    } else {
+        format!("/run/netns/{ns}")
+    }
+}

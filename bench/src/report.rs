@@ -100,3 +100,8 @@ pub fn print_table(rows: &[Row]) {
         );
     }
 }
+
+/// A line of the run's progress.
+pub fn progress(msg: &str) {
+    println!("[bench] {msg}");
+}

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use test_cni::World;
 
-use crate::{procs, progress};
+use crate::procs;
+use crate::report::progress;
 
 /// A flood of forwarded queries to an upstream that never answers, so every query stays in
 /// flight for the whole upstream timeout and the resolver holds `maxInflight` (1024) of them

@@ -18,8 +18,17 @@ pub struct Add<'a> {
     env: Vec<(String, String)>,
 }
 
+impl World {
+    /// An ADD of container `c` to `net`, described by the builder's calls and run by its
+    /// `ok()` (must succeed: the result JSON) or `run()` (cnitool's output):
+    /// `w.adding(&net, &c).name("web").args("K=V").cap(json!({...})).ok()`.
+    pub fn adding<'a>(&'a self, net: &'a Network, c: &'a Container) -> Add<'a> {
+        Add::new(self, net, c)
+    }
+}
+
 impl<'a> Add<'a> {
-    pub(crate) fn new(w: &'a World, net: &'a Network, c: &'a Container) -> Add<'a> {
+    fn new(w: &'a World, net: &'a Network, c: &'a Container) -> Add<'a> {
         Add {
             w,
             net,

@@ -183,3 +183,16 @@ fn build_release(archive: &str, name: &str, members: (&str, &str)) -> PathBuf {
     );
     target.join("build/debug")
 }
+
+/// The embedns entry of the example conflist `conf/examples/<file>`, as a user copies it.
+pub fn example_entry(file: &str) -> serde_json::Value {
+    let path = workspace().join("conf/examples").join(file);
+    let list: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "embedns")
+        .cloned()
+        .expect("the example has an embedns entry")
+}

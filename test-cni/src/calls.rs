@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use embedns_conf::control::StatusReply;
+use embedns_conf::report::Report;
 use serde_json::{json, Value};
 
 use crate::world::{Container, PluginOut, World};
@@ -68,11 +70,27 @@ impl World {
     }
 
     /// `embedns status --json` of this world's state dir: its exit code and report.
-    pub fn status(&self) -> (i32, Value) {
+    pub fn status(&self) -> (i32, Report) {
         let (code, out) = self.status_text(&["--json"]);
         let report = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"));
         (code, report)
+    }
+
+    /// The status of the resolver of the container called `name`, as `embedns status`
+    /// reports it; panics unless it is healthy.
+    pub fn resolver_status(&self, name: &str) -> StatusReply {
+        let (_, out) = self.status_text(&["--json", name]);
+        let report: Report = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"));
+        let container = report.containers.into_iter().next();
+        let health = container
+            .unwrap_or_else(|| panic!("no container {name}"))
+            .resolver;
+        health
+            .status()
+            .cloned()
+            .unwrap_or_else(|| panic!("the resolver of {name}: {health:?}"))
     }
 
     /// `embedns status --data-dir <this world's> ARGS`: its exit code and stdout.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::must;
+use crate::host::must;
 
 /// A CA, a server certificate for the members (127.0.0.1 and the `n` underlay addresses) and
 /// a client certificate, in `dir`.

@@ -19,7 +19,9 @@ use k8s_cri::v1::{
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{bins, must, wait_until};
+use crate::bins;
+use crate::host::must;
+use crate::wait::wait_until;
 
 /// The sandbox ("pause") and container image: busybox, imported as an OCI archive.
 const IMAGE: &str = "localhost/embedns-box:1";
@@ -125,7 +127,7 @@ impl Containerd {
         version: Version,
         embedns: impl FnOnce(&Path) -> Value,
     ) -> Containerd {
-        crate::require_root(test);
+        crate::host::require_root(test);
         let (tools, plugins) = match version {
             Version::Debian => (PathBuf::new(), bins::reference_plugins()),
             Version::V2 => (bins::newer_bin(), bins::newer().join("root/usr/lib/cni")),
@@ -138,7 +140,7 @@ impl Containerd {
                 "{test} cannot run: {tool} is not installed (make test installs it)"
             );
         }
-        let dir = std::env::temp_dir().join(format!("embedns-ctd-{}", crate::unique("c")));
+        let dir = std::env::temp_dir().join(format!("embedns-ctd-{}", crate::host::unique("c")));
         let bin_dir = dir.join("opt/cni/bin");
         install(&dir, &bin_dir, &plugins);
         let root = dir.join("root");
@@ -147,7 +149,7 @@ impl Containerd {
         let data_dir = dir.join("data");
         let (net, subnet_claim) = claim_subnet();
         let gateway = format!("10.78.{net}.1");
-        let bridge = format!("ecd{}", &crate::unique("")[..8]);
+        let bridge = format!("ecd{}", &crate::host::unique("")[..8]);
         embedns["dataDir"] = json!(data_dir);
         embedns["hostResolvConf"] = json!(dir.join("host-resolv.conf"));
         let list = json!({
@@ -191,9 +193,9 @@ impl Containerd {
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
         let mut daemon = match version {
-            Version::Debian => crate::command_in(netns, "containerd"),
+            Version::Debian => crate::host::command_in(netns, "containerd"),
             Version::V2 => {
-                let mut c = crate::command_in(netns, "unshare");
+                let mut c = crate::host::command_in(netns, "unshare");
                 c.args(["--mount", "--propagation", "private", "sh", "-c"])
                     .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
                     .arg(dir.join("host-resolv.conf"))
@@ -319,7 +321,7 @@ impl Containerd {
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_string(),
-                uid: crate::unique("uid"),
+                uid: crate::host::unique("uid"),
                 namespace: "default".into(),
                 attempt: 0,
             }),
@@ -479,7 +481,7 @@ fn install(dir: &Path, bin_dir: &Path, plugins: &Path) {
 pub fn example_entry(version: Version) -> impl FnOnce(&Path) -> Value {
     move |ctd_root| match version {
         Version::Debian => {
-            let mut p = crate::example_entry("containerd.conflist");
+            let mut p = crate::bins::example_entry("containerd.conflist");
             let template = p["resolvConfPath"]
                 .as_str()
                 .expect("the example has a resolvConfPath")
@@ -487,7 +489,7 @@ pub fn example_entry(version: Version) -> impl FnOnce(&Path) -> Value {
             p["resolvConfPath"] = json!(template);
             p
         }
-        Version::V2 => crate::example_entry("containerd2.conflist"),
+        Version::V2 => crate::bins::example_entry("containerd2.conflist"),
     }
 }
 
@@ -508,7 +510,7 @@ impl Drop for Containerd {
             .args(["-KILL", "-f", "--"])
             .arg(format!("-address {}", self.socket.display()))
             .status();
-        crate::kill_resolvers(&self.data_dir);
+        crate::host::kill_resolvers(&self.data_dir);
         // Mounts left by a pod that could not be removed (rootfs, shm), deepest first.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let prefix = self.dir.display().to_string();

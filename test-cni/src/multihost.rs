@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use embedns_conf::shared::SyncStatus;
 use serde_json::{json, Value};
 
 use crate::certs::make_certs;
+use crate::host::{must, unique};
 use crate::wait::{poll_until, wait_until};
 use crate::world::{Network, World};
-use crate::{must, unique};
 
 /// One host: its world, its name in etcd keys and its underlay address.
 pub struct Host {
@@ -445,11 +446,11 @@ impl Cluster {
     /// Host `i` dies: its sync process, resolvers and etcd member are SIGKILLed (nothing is
     /// withdrawn; its records must expire with its lease).
     pub fn kill_host(&self, i: usize) {
-        crate::kill_resolvers(&self.hosts[i].w.data_dir);
+        crate::host::kill_resolvers(&self.hosts[i].w.data_dir);
         self.kill_member(i);
         let gone = poll_until(Duration::from_secs(5), || {
-            (crate::sync_pids(&self.hosts[i].w.data_dir).is_empty()
-                && crate::resolver_pids(&self.hosts[i].w.data_dir).is_empty())
+            (crate::host::sync_pids(&self.hosts[i].w.data_dir).is_empty()
+                && crate::host::resolver_pids(&self.hosts[i].w.data_dir).is_empty())
             .then_some(())
         });
         assert!(gone.is_some(), "host {i}'s processes outlived SIGKILL");
@@ -518,7 +519,7 @@ impl Cluster {
     }
 
     /// The sync status of network `net` on host `i` (`.sync.json`), if written.
-    pub fn sync_status(&self, i: usize, net: &str) -> Option<Value> {
+    pub fn sync_status(&self, i: usize, net: &str) -> Option<SyncStatus> {
         let path = self.hosts[i]
             .w
             .data_dir
@@ -562,7 +563,7 @@ impl Drop for Cluster {
             }
         }
         for h in &self.hosts {
-            crate::kill_resolvers(&h.w.data_dir);
+            crate::host::kill_resolvers(&h.w.data_dir);
         }
         let n = self.members.lock().unwrap().len();
         for i in 0..n {

@@ -23,14 +23,14 @@ impl Podman {
     /// A private podman; fails the test when not root or when podman or runc is missing
     /// (`make test` installs them): a test that cannot run never passes.
     pub fn new(test: &str) -> Podman {
-        crate::require_root(test);
+        crate::host::require_root(test);
         for tool in ["podman", "runc"] {
             assert!(
                 Command::new(tool).arg("--version").output().is_ok(),
                 "{test} cannot run: {tool} is not installed (make test installs it)"
             );
         }
-        let dir = std::env::temp_dir().join(format!("embedns-podman-{}", crate::unique("p")));
+        let dir = std::env::temp_dir().join(format!("embedns-podman-{}", crate::host::unique("p")));
         busybox_rootfs(&dir.join("rootfs"), &["sh"]);
         setup_podman_dir(&dir, Ours::Linked);
         let resolv_conf = dir.join("host-resolv.conf");
@@ -54,7 +54,7 @@ impl Podman {
 
     /// Runs `podman ARGS` with this instance's configuration.
     pub fn run(&self, args: &[&str]) -> Output {
-        crate::command_in(self.host_netns.as_deref(), "podman")
+        crate::host::command_in(self.host_netns.as_deref(), "podman")
             .arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
@@ -126,7 +126,7 @@ impl Drop for Podman {
         for n in self.networks.lock().unwrap().iter() {
             let _ = self.run(&["network", "rm", "-f", n]);
         }
-        crate::kill_resolvers(&self.data_dir);
+        crate::host::kill_resolvers(&self.data_dir);
         // podman's storage may hold overlay mounts; unmount them before removing.
         let _ = self.run(&["system", "reset", "-f"]);
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::must;
+use crate::host::must;
 use crate::podman::{busybox_rootfs, setup_podman_dir, Ours};
 
 /// One test at a time changes `/dev/net/tun` and the id-range files.
@@ -34,7 +34,7 @@ impl RootlessPodman {
     /// A new user and its podman; fails the test when not root or when a tool is missing
     /// (`make test` installs them): a test that cannot run never passes.
     pub fn new(test: &str) -> RootlessPodman {
-        crate::require_root(test);
+        crate::host::require_root(test);
         for tool in [
             "podman",
             "runc",
@@ -54,7 +54,7 @@ impl RootlessPodman {
             );
         }
         let machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-        let user = crate::unique("embrl");
+        let user = crate::host::unique("embrl");
         must(Command::new("useradd").args([
             "-M",
             "-d",
@@ -209,7 +209,7 @@ impl Drop for RootlessPodman {
         let _ = Command::new("pkill")
             .args(["-KILL", "-U", &self.uid.to_string()])
             .status();
-        crate::kill_resolvers(&self.data_dir());
+        crate::host::kill_resolvers(&self.data_dir());
         let _ = Command::new("userdel").arg(&self.user).status();
         for file in ["/etc/subuid", "/etc/subgid"] {
             drop_ranges(Path::new(file), &self.user);

@@ -10,11 +10,11 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::add::Add;
+use crate::bins;
 use crate::dig::Dig;
+use crate::host::must;
 use crate::runner::HostRunner;
 use crate::upstream::FakeUpstream;
-use crate::{bins, must};
 
 /// A container: a netns of its own.
 #[derive(Debug, Clone)]
@@ -97,8 +97,8 @@ const REFERENCE_PLUGINS: [&str; 6] = [
 impl World {
     /// A new world; fails the test when not root (a test that cannot run never passes).
     pub fn new(test: &str) -> World {
-        crate::require_root(test);
-        let id = crate::unique("en");
+        crate::host::require_root(test);
+        let id = crate::host::unique("en");
         let dir = std::env::temp_dir().join(format!("embedns-test-{id}"));
         let w = World {
             host: format!("{id}-h"),
@@ -279,13 +279,6 @@ impl World {
         out
     }
 
-    /// An ADD of container `c` to `net`, described by the builder's calls and run by its
-    /// `ok()` (must succeed: the result JSON) or `run()` (cnitool's output):
-    /// `w.adding(&net, &c).name("web").args("K=V").cap(json!({...})).ok()`.
-    pub fn adding<'a>(&'a self, net: &'a Network, c: &'a Container) -> Add<'a> {
-        Add::new(self, net, c)
-    }
-
     /// DEL that must succeed.
     pub fn del(&self, net: &Network, c: &Container, env: &[(&str, &str)]) {
         let out = self.cnitool("del", &net.name, c, env);
@@ -388,7 +381,7 @@ impl World {
 
     /// PIDs of the resolvers of this world.
     pub fn resolver_pids(&self) -> Vec<i32> {
-        crate::resolver_pids(&self.data_dir)
+        crate::host::resolver_pids(&self.data_dir)
     }
 
     /// The PID of the resolver serving a container (the resolver in its netns).
@@ -549,7 +542,7 @@ impl Drop for World {
                 .collect();
             let _ = self.cnitool("del", net, c, &env);
         }
-        crate::kill_resolvers(&self.data_dir);
+        crate::host::kill_resolvers(&self.data_dir);
         for ns in &inner.containers {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])

@@ -44,10 +44,13 @@ fn r34_an_answer_is_asked_once_and_served_with_its_ttl_capped_and_counted_down()
     assert_eq!(up.queries(), 1);
 
     let (_, report) = w.status();
-    let r = &report["containers"][0]["resolver"];
-    assert!(r["counters"]["cached"].as_u64().unwrap() >= 2, "{r}");
-    assert_eq!(r["cache"]["entries"], 1, "{r}");
-    assert_eq!(r["cache"]["size"], 256 * 1024, "{r}");
+    let r = report.containers[0]
+        .resolver
+        .status()
+        .expect("a healthy resolver");
+    assert!(r.counters.cached >= 2, "{r:?}");
+    assert_eq!(r.cache.entries, 1, "{r:?}");
+    assert_eq!(r.cache.size, 256 * 1024, "{r:?}");
     let (_, text) = w.status_text(&["cli"]);
     assert!(text.contains("cache: 1 answers"), "{text}");
 }

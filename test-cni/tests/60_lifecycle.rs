@@ -159,7 +159,7 @@ fn r24_a_del_leaves_the_rules_to_go_with_the_netns_and_removes_them_if_it_stays(
         removers(&kept).is_empty().then_some(())
     });
     let (code, report) = w.status();
-    assert_eq!(code, 0, "nothing left over: {report}");
+    assert_eq!(code, 0, "nothing left over: {report:?}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `embedns status`: what a person sees, asked of the live resolvers.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use test_cni::World;
 
 #[test]
@@ -20,27 +20,19 @@ fn status_reports_containers_resolvers_and_health() {
     w.resolve(&cli, "web", "A");
     w.resolve(&cli, "a.up.test", "A");
 
-    let (code, out) = w.status_text(&["--json"]);
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["networks"][0]["containers"].as_array().unwrap().len(), 2);
-    let cli_status = v["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "cli")
-        .unwrap()
-        .clone();
-    assert_eq!(cli_status["attachments"][0]["links"], json!(["web:db"]));
-    let r = &cli_status["resolver"];
-    assert_eq!(r["healthy"], true);
-    assert!(r["udpPort"].as_u64().unwrap() > 0);
-    assert_eq!(r["upstreams"][0]["address"], "127.0.0.53:53");
-    assert_eq!(r["upstreams"][0]["fromHost"], true);
-    assert!(r["counters"]["local"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(r["counters"]["forwarded"], 1, "{r}");
+    let (code, v) = w.status();
+    assert_eq!(code, 0, "{v:?}");
+    assert_eq!(v.network(&net.name).unwrap().containers.len(), 2, "{v:?}");
+    let cli_status = v.container("cli").expect("cli in the report");
+    assert_eq!(cli_status.attachments[0].links, ["web:db"]);
+    let r = cli_status.resolver.status().expect("a healthy resolver");
+    assert!(r.udp_port > 0);
+    assert_eq!(r.upstreams[0].address, "127.0.0.53:53");
+    assert!(r.upstreams[0].from_host);
+    assert!(r.counters.local >= 1, "{r:?}");
+    assert_eq!(r.counters.forwarded, 1, "{r:?}");
     // A resolver doing its job makes no call its seccomp filter refuses.
-    assert_eq!(r["seccompDenied"], 0, "{r}");
+    assert_eq!(r.seccomp_denied, 0, "{r:?}");
 
     // One container, by name, as text.
     let (code, text) = w.status_text(&["web"]);

@@ -62,14 +62,11 @@ fn r25_an_upgrade_in_place_keeps_every_container_answering() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (code, report) = w.status();
-    assert_eq!(code, 0, "{report}");
-    let healthy = report["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["resolver"]["healthy"] == json!(true))
+    assert_eq!(code, 0, "{report:?}");
+    let healthy = (report.containers.iter())
+        .filter(|c| c.resolver.status().is_some())
         .count();
-    assert_eq!(healthy, 4, "{report}");
+    assert_eq!(healthy, 4, "{report:?}");
     // And deletes it: its resolver stops and its name is gone for old and new alike.
     let its_resolver = w.resolver_pid(old_c);
     assert!(old_pids.contains(&its_resolver));

@@ -95,17 +95,17 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd)
 
     // Status: shared, the endpoint in use, the revision, counts.
     let s = c.sync_status(2, "mh").expect("host3's sync status");
-    assert_eq!(s["host"], "host3");
-    assert_eq!(s["endpoint"], "http://10.99.0.3:2379");
-    assert!(s["revision"].as_i64().unwrap() > 0);
-    assert_eq!(s["published"], 1);
+    assert_eq!(s.host, "host3");
+    assert_eq!(s.endpoint.as_deref(), Some("http://10.99.0.3:2379"));
+    assert!(s.revision > 0);
+    assert_eq!(s.published, 1);
     let (code, text) = h3.status_text(&[]);
     assert!(text.contains("shared through etcd as host3"), "{text}");
     assert_eq!(code, 0, "{text}");
 
     // A sync worker killed (the OOM killer, a crash): its supervisor starts another, which
     // catches up with what changed meanwhile.
-    let worker = c.sync_status(0, "mh").unwrap()["pid"].as_i64().unwrap() as i32;
+    let worker = c.sync_status(0, "mh").unwrap().pid as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(worker),
         nix::sys::signal::SIGKILL,
@@ -116,8 +116,11 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd)
     wait_until(SPREAD * 2, "a new worker on host1 to catch up", || {
         (h1.resolve(&web, "whiledown", "A") == vec![while_down_ip.clone()]).then_some(())
     });
-    let restarted = c.sync_status(0, "mh").unwrap()["pid"].as_i64().unwrap() as i32;
-    assert_ne!(restarted, worker);
+    // Its status is written once it is in step, just after the catch-up it applied.
+    wait_until(SPREAD, "the new worker's status", || {
+        let restarted = c.sync_status(0, "mh")?.pid as i32;
+        (restarted != worker).then_some(())
+    });
     assert_eq!(
         sync_pids(&h1.data_dir).len(),
         2,
@@ -236,7 +239,8 @@ fn a_dead_host_s_names_vanish_within_the_lease_ttl_and_a_killed_member_fails_not
     }
     let s = c.sync_status(0, "mh").unwrap();
     assert_ne!(
-        s["endpoint"], "http://10.99.0.1:2379",
+        s.endpoint.as_deref(),
+        Some("http://10.99.0.1:2379"),
         "host1 moved to another member"
     );
     c.restart_member(0);
@@ -306,7 +310,7 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed(etcd: Etcd) {
         "host1's sync to notice the cut",
         || {
             c.sync_status(0, "mh")
-                .filter(|s| s["endpoint"].is_null() && s["last_error"].is_string())
+                .filter(|s| s.endpoint.is_none() && s.last_error.is_some())
                 .map(|_| ())
         },
     );
@@ -322,16 +326,8 @@ fn a_host_cut_off_etcd_keeps_serving_and_converges_once_healed(etcd: Etcd) {
     let (code, text) = h2.status_text(&[]);
     assert_eq!(code, 0, "{text}");
     let s2 = c.sync_status(1, "mh").unwrap();
-    let host1 = s2["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == "host1")
-        .cloned();
-    assert!(
-        host1.is_none_or(|h| h["claimed"] == false && h["records"] == 0),
-        "{s2}"
-    );
+    let host1 = s2.hosts.iter().find(|h| h.name == "host1");
+    assert!(host1.is_none_or(|h| !h.claimed && h.records == 0), "{s2:?}");
     // The history host1 missed is compacted away: it must list again, not resume a watch.
     c.compact(1);
 
@@ -387,7 +383,7 @@ fn tls_with_client_certificates_and_a_wrong_ca_said_in_status(etcd: Etcd) {
     let WebAndCli { cli, web_ip, .. } = web_and_cli(&c, &nets[0], &nets[1]);
     assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
     let s = c.sync_status(1, "mh").expect("host2's sync status");
-    assert_eq!(s["endpoint"], "https://10.99.0.2:2379");
+    assert_eq!(s.endpoint.as_deref(), Some("https://10.99.0.2:2379"));
 
     // A network whose conf trusts another CA: ADD succeeds (names on this host never wait
     // for etcd), and the status says why nothing is shared.
@@ -417,11 +413,11 @@ fn tls_with_client_certificates_and_a_wrong_ca_said_in_status(etcd: Etcd) {
     let s = c
         .sync_status(0, "wrongca")
         .expect("the wrong-CA network's sync status");
-    assert!(s["endpoint"].is_null());
-    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(s.endpoint.is_none());
+    let error = s.last_error.as_deref().unwrap_or_default();
     assert!(
         error.contains("invalid peer certificate: UnknownIssuer"),
-        "{s}"
+        "{s:?}"
     );
 }
 
@@ -495,10 +491,10 @@ fn two_hosts_configured_with_one_name_do_not_fight_and_the_second_says_why(etcd:
     } = web_and_cli(&c, &n1, &n2);
     assert_eq!(h2.resolve(&cli, "cli", "A"), vec![cli_ip]);
     let s = c.sync_status(1, "mh").expect("host2's sync status");
-    let error = s["last_error"].as_str().unwrap_or_default();
+    let error = s.last_error.as_deref().unwrap_or_default();
     assert!(
         error.contains("host name \"host1\" is in use on network mh by"),
-        "{s}"
+        "{s:?}"
     );
     // Its status says so, and fails: it is out of step.
     let (code, text) = h2.status_text(&[]);
@@ -578,9 +574,10 @@ fn a_changed_etcd_config_applies_to_the_running_sync_process(etcd: Etcd) {
     assert_eq!(h1.resolve(&web, "late", "A"), vec![late_ip]);
     assert_eq!(h2.resolve(&cli, "web", "A"), vec![web_ip]);
     let s = c.sync_status(1, "mh").unwrap();
-    assert_eq!(s["host"], "node2");
+    assert_eq!(s.host, "node2");
     assert_eq!(
-        s["endpoint"], "http://10.99.0.1:2379",
+        s.endpoint.as_deref(),
+        Some("http://10.99.0.1:2379"),
         "the new list's first endpoint"
     );
 }

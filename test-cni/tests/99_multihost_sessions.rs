@@ -15,7 +15,7 @@ fn a_members_death_costs_a_host_no_new_lease_no_listing_and_no_event(etcd: Etcd)
     let c = Cluster::new(etcd, "resume", 3, 6);
     let nets = c.network("mh");
     let WebAndCli { cli, .. } = web_and_cli(&c, &nets[0], &nets[1]);
-    let status = |i: usize| -> Value { c.sync_status(i, "mh").expect("a sync status") };
+    let status = |i: usize| c.sync_status(i, "mh").expect("a sync status");
     let before = status(1);
     // Host2's record as etcd holds it: its revision and lease.
     let key = c.record_keys(0, "mh", "host2").remove(0);
@@ -43,14 +43,14 @@ fn a_members_death_costs_a_host_no_new_lease_no_listing_and_no_event(etcd: Etcd)
     });
     let after = wait_until(SPREAD * 2, "host2 on another member", || {
         let s = status(1);
-        (s["endpoint"].is_string() && s["endpoint"] != before["endpoint"]).then_some(s)
+        (s.endpoint.is_some() && s.endpoint != before.endpoint).then_some(s)
     });
     assert_eq!(
         held(),
         record,
         "host2's record not put again, nor under another lease"
     );
-    assert_eq!(after["lease"], lease, "the status names the lease: {after}");
-    assert_eq!(after["listings"], 1, "no new listing: {after}");
+    assert_eq!(after.lease, lease, "the status names the lease: {after:?}");
+    assert_eq!(after.listings, 1, "no new listing: {after:?}");
     c.restart_member(1);
 }
