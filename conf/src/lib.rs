@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod error;
 pub mod fsutil;
 pub mod index;
+pub mod keys;
 pub mod logfile;
 pub mod names;
 pub mod netconf;

@@ -353,11 +353,6 @@ impl NetConf {
     }
 }
 
-/// `127.0.0.11` is the embedded resolver itself and never an upstream (R17).
-pub fn is_embedded_resolver(addr: SocketAddr) -> bool {
-    addr.ip() == IpAddr::from([127, 0, 0, 11])
-}
-
 /// Whether the redirect in a container's netns takes `addr` to the resolver (port 53 of
 /// 127.0.0.8/29, which holds every address our results name, R23): an explicit upstream,
 /// asked from the container's netns, must not be one, or the resolver would ask itself.

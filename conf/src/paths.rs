@@ -30,6 +30,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// Suffix of record files; anything else in a network directory is not a record.
+pub const RECORD_SUFFIX: &str = ".json";
+
 /// The name of a shared network's etcd config in its directory (`.etcd.json`).
 pub const ETCD_CONF_FILE: &str = ".etcd.json";
 

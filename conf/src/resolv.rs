@@ -2,7 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::netconf::is_embedded_resolver;
+/// `127.0.0.11` is the embedded resolver itself and never an upstream (R17).
+pub fn is_embedded_resolver(addr: SocketAddr) -> bool {
+    addr.ip() == IpAddr::from([127, 0, 0, 11])
+}
 
 /// The parts of a resolv.conf embedns uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,56 +2,14 @@
 //! the per-host sync process (`embedns-syncd`) and the plugin tell each other through the
 //! network's directory (the config it runs with, its status).
 //!
-//! Keys in etcd: `<prefix>/<network>/<host>/<cid>@<ifname>`, the value a [`Record`] as JSON,
-//! put with the host's lease (so a dead host's records expire with it), and
-//! `<prefix>/<network>/<host>`, the host's claim of its name ([`EtcdConf::host_claim`]).
-//!
-//! [`Record`]: crate::record::Record
+//! The keys in etcd are `keys.rs`'s; the values, `peer.rs`'s.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::Layout;
 use crate::ConfError;
-
-/// A key under a network's prefix in etcd, read by the one grammar every reader uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkKey<'k> {
-    /// `<host>/<cid>@<ifname>`: an attachment of `host`, key `attachment` (`<cid>@<ifname>`).
-    Record { host: &'k str, attachment: &'k str },
-    /// `<host>`: the host's claim of its name.
-    Claim { host: &'k str },
-}
-
-/// Reads `key`, which lies under `network_prefix` (`<prefix>/<network>/`): a record's key or a
-/// host's claim, each part checked as strictly as the plugin checks its own (the host as
-/// `etcd.host`, the container ID and ifname as CNI_CONTAINERID and CNI_IFNAME, the record's
-/// file name within 255 bytes). `Err` says why another key, which anyone able to write the
-/// prefix could make (`../<cid>@eth0`, `./x`, `a/b/c`), is no key of ours: the caller skips
-/// it with one log line. What a host segment names becomes a directory of the store, so this
-/// is the only way from etcd into a path.
-pub fn network_key<'k>(network_prefix: &str, key: &'k str) -> Result<NetworkKey<'k>, String> {
-    let rest = key
-        .strip_prefix(network_prefix)
-        .ok_or_else(|| format!("{key:?} is not under {network_prefix:?}"))?;
-    let (host, attachment) = match rest.split_once('/') {
-        None => (rest, None),
-        Some((h, a)) => (h, Some(a)),
-    };
-    crate::names::host(host).map_err(|e| format!("{key:?}: {e}"))?;
-    let Some(attachment) = attachment else {
-        return Ok(NetworkKey::Claim { host });
-    };
-    let (cid, ifname) = attachment
-        .rsplit_once('@')
-        .ok_or_else(|| format!("{key:?}: not <host>/<containerID>@<ifname>"))?;
-    crate::names::container_id(cid).map_err(|e| format!("{key:?}: {e}"))?;
-    crate::names::ifname(ifname).map_err(|e| format!("{key:?}: {e}"))?;
-    if attachment.len() + crate::store::RECORD_SUFFIX.len() > 255 {
-        return Err(format!("{key:?}: too long for a record's file name"));
-    }
-    Ok(NetworkKey::Record { host, attachment })
-}
 
 /// Default key prefix in etcd.
 pub const DEFAULT_PREFIX: &str = "/embedns";
@@ -213,21 +171,9 @@ impl EtcdConf {
         self.host.as_deref().unwrap_or_default()
     }
 
-    /// `<prefix>/<network>/`: every host's records of the network.
-    pub fn network_prefix(&self, network: &str) -> String {
-        format!("{}/{network}/", self.prefix)
-    }
-
-    /// `<prefix>/<network>/<host>/`: this host's records.
-    pub fn host_prefix(&self, network: &str) -> String {
-        format!("{}{}/", self.network_prefix(network), self.host())
-    }
-
-    /// `<prefix>/<network>/<host>`: the claim of the host name on the network, held with the
-    /// host's lease, whose value says which machine and state directory hold it (two hosts
-    /// configured with one name would otherwise delete each other's records).
-    pub fn host_claim(&self, network: &str) -> String {
-        format!("{}{}", self.network_prefix(network), self.host())
+    /// The keys of `network` under this config's prefix (`keys.rs`).
+    pub fn keys<'a>(&'a self, network: &'a str) -> Layout<'a> {
+        Layout::new(&self.prefix, network)
     }
 }
 
@@ -313,43 +259,12 @@ mod tests {
         let c =
             conf(serde_json::json!({"endpoints": ["http://127.0.0.1:2379"], "host": "a"})).unwrap();
         assert_eq!((c.prefix.as_str(), c.ttl), ("/embedns", 6));
-        assert_eq!(c.network_prefix("n"), "/embedns/n/");
-        assert_eq!(c.host_prefix("n"), "/embedns/n/a/");
-        assert_eq!(c.host_claim("n"), "/embedns/n/a");
+        assert_eq!(c.keys("n").network(), "/embedns/n/");
+        assert_eq!(c.keys("n").host_records(c.host()), "/embedns/n/a/");
+        assert_eq!(c.keys("n").claim(c.host()), "/embedns/n/a");
         let c = conf(serde_json::json!({"endpoints": ["http://e:1"], "prefix": "/x/"})).unwrap();
         assert_eq!(c.prefix, "/x");
         assert!(!c.host().is_empty(), "the machine's hostname");
-    }
-
-    #[test]
-    fn network_keys_are_read_strictly() {
-        let p = "/embedns/n/";
-        let rec = |host, attachment| Ok(NetworkKey::Record { host, attachment });
-        assert_eq!(network_key(p, "/embedns/n/a/c1@eth0"), rec("a", "c1@eth0"));
-        assert_eq!(
-            network_key(p, "/embedns/n/host-1.b/c1@eth0"),
-            rec("host-1.b", "c1@eth0")
-        );
-        assert_eq!(
-            network_key(p, "/embedns/n/a"),
-            Ok(NetworkKey::Claim { host: "a" })
-        );
-        for bad in [
-            "/embedns/n/../c1@eth0",
-            "/embedns/n/./c1@eth0",
-            "/embedns/n/a/",
-            "/embedns/n/a/b/c1@eth0",
-            "/embedns/n/a/c1",
-            "/embedns/n/a/../x@eth0",
-            "/embedns/n/a/c1@eth0/x",
-            "/embedns/n/a/c1@waytoolonginterface",
-            "/embedns/n/",
-            "/embedns/m/a/c1@eth0",
-        ] {
-            assert!(network_key(p, bad).is_err(), "{bad}");
-        }
-        let long = format!("/embedns/n/a/{}@eth0", "c".repeat(250));
-        assert!(network_key(p, &long).is_err());
     }
 
     #[test]

@@ -19,13 +19,12 @@ use crate::fsutil::{
     write_atomic,
 };
 use crate::index::{self, IndexWriter};
-use crate::paths::StatePaths;
+use crate::keys::store_key;
+use crate::paths::{StatePaths, RECORD_SUFFIX};
 use crate::record::{attachment_key, Record};
 use crate::user::ResolverUser;
 use crate::ConfError;
 
-/// Suffix of record files; anything else in a network directory is not a record.
-pub const RECORD_SUFFIX: &str = ".json";
 const NAMES_DIR: &str = ".names";
 /// Other hosts' records of a shared network, one directory per host (`shared.rs`).
 const REMOTE_DIR: &str = ".remote";
@@ -37,12 +36,6 @@ pub enum RemoteChange {
     Put { host: String, record: Box<Record> },
     /// Host `host` no longer has the attachment `key`.
     Remove { host: String, key: String },
-}
-
-/// The index key of another host's attachment: `<host>/<cid>@<ifname>` (a local key has no
-/// `/`, so the two never collide).
-pub fn remote_key(host: &str, key: &str) -> String {
-    format!("{host}/{key}")
 }
 
 /// The records of one network.
@@ -199,7 +192,7 @@ impl NetworkStore {
         let mut out = Vec::new();
         let remote = self.dir.join(REMOTE_DIR);
         for host in subdirectory_names(&remote)? {
-            out.extend(list_dir(&remote.join(&host), |key| remote_key(&host, key))?);
+            out.extend(list_dir(&remote.join(&host), |key| store_key(&host, key))?);
         }
         Ok(out)
     }
@@ -246,7 +239,7 @@ impl NetworkStore {
                         create_private_dir(&dir).and_then(|()| write_atomic(&file, &body));
                     match written {
                         Err(e) => Err((e, Some(writer))),
-                        Ok(()) => match writer.insert_keyed(remote_key(host, &key), record) {
+                        Ok(()) => match writer.insert_keyed(store_key(host, &key), record) {
                             Ok(w) => Ok(w),
                             Err(e @ ConfError::InvalidConfig(_)) => {
                                 tracing::warn!(host, key, "another host's record left out: {e}");
@@ -257,7 +250,7 @@ impl NetworkStore {
                         },
                     }
                 }
-                RemoteChange::Remove { .. } => match writer.remove(&remote_key(host, &key)) {
+                RemoteChange::Remove { .. } => match writer.remove(&store_key(host, &key)) {
                     Ok(w) => {
                         let removed = remove_if_exists(&file);
                         let _ = fs::remove_dir(&dir); // only once the host has no record left
@@ -336,7 +329,7 @@ pub fn networks(paths: &StatePaths) -> Result<Vec<String>, ConfError> {
 /// an upgrade in place, while new resolvers take the default uid (nobody can no longer
 /// signal them or write to their logs). The store lives in /run: made anew at the next boot,
 /// it gets the default group.
-pub fn resolver_identity(root: &Path, user: ResolverUser, set: bool) -> ResolverUser {
+pub fn resolver_user_for(root: &Path, user: ResolverUser, set: bool) -> ResolverUser {
     use crate::user::{DEFAULT_RESOLVER_USER, EARLIER_RESOLVER_USER};
     use std::os::unix::fs::MetadataExt;
     if set || user != DEFAULT_RESOLVER_USER {

@@ -13,15 +13,15 @@ use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Record, Upstreams};
 use embedns_conf::sandbox::{self, Attachment, Sandbox, SandboxLock};
-use embedns_conf::store::{prepare_root, resolver_identity, NetworkLock, NetworkStore};
+use embedns_conf::store::{prepare_root, resolver_user_for, NetworkLock, NetworkStore};
 use embedns_conf::user::ResolverUser;
 use embedns_conf::ConfError;
 use serde_json::Value;
 
+use crate::container_names::ContainerNames;
 use crate::env::CniEnv;
 use crate::error::{PluginError, RESOLVER_FAILED};
-use crate::identity::Identity;
-use crate::{del, files, later, netns, probe, redirect, resolver, sync};
+use crate::{del, files, netns, probe, redirect, redirect_remover, resolver, sync_process};
 
 /// How long ADD waits for a new resolver to answer through the redirect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,7 +36,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         )
     })?;
     let ips = cni::container_ips(prev)?;
-    let identity = Identity::new(env, conf)?;
+    let names = ContainerNames::new(env, conf)?;
     let host = files::host_resolv_conf(&conf.host_resolv_conf)?;
     let rc = files::container_resolv_conf(conf, &host);
     let caught = conf.runtime_nameservers(&host);
@@ -52,7 +52,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         )
         .into());
     }
-    let sync_binary = sync::binary(&binary);
+    let sync_binary = sync_process::binary(&binary);
     if conf.etcd.is_some() && !sync_binary.is_file() {
         return Err(ConfError::InvalidConfig(format!(
             "the network is shared through etcd but {} is not installed (it comes with embedns)",
@@ -71,9 +71,9 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
         network: conf.name.clone(),
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
-        name: identity.name,
-        aliases: identity.aliases,
-        links: identity.links,
+        name: names.name,
+        aliases: names.aliases,
+        links: names.links,
         ips,
         netns: env.netns.clone(),
         domain_name: conf.domain_name.clone(),
@@ -97,7 +97,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     };
 
     let paths = StatePaths::new(&conf.data_dir);
-    let user = resolver_identity(paths.root(), conf.resolver_user, conf.resolver_user_set);
+    let user = resolver_user_for(paths.root(), conf.resolver_user, conf.resolver_user_set);
     prepare_root(paths.root(), user.uid, user.gid)?;
     let lock = sandbox::lock(&paths, &env.container_id)?;
     let spawn = Spawn {
@@ -115,7 +115,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     )
     .and_then(|a| {
         if let Some(etcd) = &conf.etcd {
-            if let Some(starting) = sync::ensure(&paths, &conf.name, etcd, &sync_binary)? {
+            if let Some(starting) = sync_process::ensure(&paths, &conf.name, etcd, &sync_binary)? {
                 starting.wait();
             }
         }
@@ -259,14 +259,14 @@ fn attach(
 
     // A remover a DEL left for this netns would take the rules away: stop it first. (A DEL
     // killed after starting one may also have left the resolver running, and reused here.)
-    let left = later::cancel(paths, &env.netns);
+    let left = redirect_remover::cancel(paths, &env.netns);
     if reuse {
         resolver::control::<ReloadReply>(paths, &env.container_id, Request::Reload)
             .map_err(|e| PluginError::new(RESOLVER_FAILED, format!("{e:#}")))?;
         let info = sb.resolver.clone().expect("a reused resolver is recorded");
         // The running resolver's own identity is what its forwarded queries carry (one of an
         // earlier release may run as another than a new one would).
-        let (uid, gid) = resolver::identity(&info).unwrap_or(catch.owner());
+        let (uid, gid) = resolver::user_of(&info).unwrap_or(catch.owner());
         let catch = redirect::Catch { uid, gid, ..catch };
         if left {
             // Its remover may have run: the rules are put back whole.
@@ -314,7 +314,7 @@ fn attach(
             }
             Err(e) => Err(e),
         };
-        let ready = starting.and_then(resolver::Starting::ready);
+        let ready = starting.and_then(resolver::StartingResolver::ready);
         crash::point("add:resolver-ready");
         tracing::debug!(elapsed = ?started.elapsed(), "resolver ready");
         // Always reap the iptables-restore, so an undo after a failure sees its rules.

@@ -15,7 +15,7 @@ use embedns_conf::store::NetworkStore;
 
 use crate::env::CniEnv;
 use crate::error::{PluginError, CHECK_FAILED};
-use crate::{netns, probe, redirect, resolver, sync};
+use crate::{netns, probe, redirect, resolver, sync_process};
 
 /// CHECK: the record, the index, the files, the rules and a live, answering resolver.
 pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
@@ -86,7 +86,7 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
             env.netns
         )));
     }
-    sync::keep_running(conf)?;
+    sync_process::keep_running(conf)?;
     let _in = netns::enter(&env.netns)?;
     probe::wait_answers(Duration::from_secs(1)).map_err(|e| failed(format!("{e:#}")))?;
     Ok(())

@@ -1,6 +1,6 @@
 //! DEL: remove the attachment's record; with the sandbox's last attachment, stop the resolver,
 //! put back the files, and leave the redirect to go with the netns (or to a remover a second
-//! later if the netns stays: `later.rs`). Whatever is already gone is skipped, so DEL succeeds
+//! later if the netns stays: `redirect_remover.rs`). Whatever is already gone is skipped, so DEL succeeds
 //! without prevResult, without a netns, twice, or for a container it never saw. A redirect
 //! that cannot be removed from a netns that still exists is logged and noted as a leftover
 //! (`embedns status` shows it, GC retries it); DEL still succeeds, as the spec asks.
@@ -12,9 +12,9 @@ use embedns_conf::sandbox::{self, Leftover, Sandbox, SandboxLock};
 use embedns_conf::store::NetworkStore;
 
 use crate::env::CniEnv;
-use crate::{files, later, netns, redirect, resolver};
+use crate::{files, netns, redirect, redirect_remover, resolver};
 
-/// DEL: the attachment goes; with the last one the resolver stops (the rules: see `later`).
+/// DEL: the attachment goes; with the last one the resolver stops (the rules: see `redirect_remover`).
 pub fn del(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     let paths = StatePaths::new(&conf.data_dir);
     detach(
@@ -31,8 +31,8 @@ pub fn del(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
 pub enum Removal {
     /// Before returning (ADD undoing itself, GC).
     Now,
-    /// By a detached remover, if the netns outlives the DEL by `later::WINDOW` (the DEL verb:
-    /// see `later.rs` for why).
+    /// By a detached remover, if the netns outlives the DEL by `redirect_remover::WINDOW` (the DEL verb:
+    /// see `redirect_remover.rs` for why).
     AfterNetnsGone,
 }
 
@@ -144,7 +144,7 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox, when: Removal) {
     }
     let inode = sb.netns_inode.filter(|_| netns::exists(&sb.netns));
     if let (Removal::AfterNetnsGone, Some(inode)) = (when, inode) {
-        match later::spawn(paths, &sb.container_id, &sb.netns, inode) {
+        match redirect_remover::spawn(paths, &sb.container_id, &sb.netns, inode) {
             Ok(()) => {
                 stop_resolver(paths, sb);
                 tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped, redirect left to the remover");

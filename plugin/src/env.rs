@@ -61,7 +61,7 @@ impl CniEnv {
         // The record of an attachment is the file `<containerID>@<ifname>.json`: checked whole
         // here, before anything is written, not by the file system halfway through ADD.
         let record =
-            container_id.len() + 1 + ifname.len() + embedns_conf::store::RECORD_SUFFIX.len();
+            container_id.len() + 1 + ifname.len() + embedns_conf::paths::RECORD_SUFFIX.len();
         if record > MAX_FILE_NAME {
             return Err(ConfError::InvalidEnv {
                 var: "CNI_CONTAINERID",

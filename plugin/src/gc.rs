@@ -27,7 +27,7 @@ use embedns_conf::store::NetworkStore;
 use embedns_conf::ConfError;
 
 use crate::error::{PluginError, GC_INCOMPLETE, NOT_AVAILABLE};
-use crate::{del, netns, redirect, resolver, sync};
+use crate::{del, netns, redirect, resolver, sync_process};
 
 /// GC (CNI 1.1): everything not in `cni.dev/valid-attachments`, and what faults left.
 pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
@@ -102,7 +102,7 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
         }
     }
 
-    if let Err(e) = sync::keep_running(conf) {
+    if let Err(e) = sync_process::keep_running(conf) {
         failed(format!("the sync process of {}", conf.name), e);
     }
 

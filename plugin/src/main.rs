@@ -15,21 +15,21 @@
 mod add;
 mod check;
 mod child;
+mod container_names;
 mod del;
 mod env;
 mod error;
 mod files;
 mod gc;
-mod identity;
-mod later;
 mod logging;
 mod netns;
 mod probe;
 mod processes;
 mod redirect;
+mod redirect_remover;
 mod resolver;
 mod status;
-mod sync;
+mod sync_process;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -46,8 +46,8 @@ fn main() -> ExitCode {
         if args.first().map(String::as_str) == Some("status") {
             return ExitCode::from(status::run(&args[1..]) as u8);
         }
-        if args.first().map(String::as_str) == Some(later::SUBCOMMAND) {
-            return ExitCode::from(later::run(&args[1..]) as u8);
+        if args.first().map(String::as_str) == Some(redirect_remover::SUBCOMMAND) {
+            return ExitCode::from(redirect_remover::run(&args[1..]) as u8);
         }
         return about(args.first().map(String::as_str));
     };

@@ -40,7 +40,7 @@ pub fn binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// A resolver forked and exec'd but not yet known to serve: its identity is known at once, so
 /// the caller records it before waiting (a plugin killed while it waits leaves a resolver
 /// that the sandbox names, which DEL then stops).
-pub struct Starting {
+pub struct StartingResolver {
     pub info: ResolverInfo,
     ready: ReadyPipe,
     log: PathBuf,
@@ -49,7 +49,7 @@ pub struct Starting {
 /// Starts the resolver of a sandbox whose `sandbox.json` is written, handing it its two
 /// listening sockets (bound on 127.0.0.11 in the container's netns) as fds 4 and 5. It runs in
 /// its own session with stdio on /dev/null, so it outlives the runtime process that called the
-/// plugin (R25). [`Starting::ready`] waits until it serves.
+/// plugin (R25). [`StartingResolver::ready`] waits until it serves.
 pub fn start(
     binary: &Path,
     user: ResolverUser,
@@ -57,7 +57,7 @@ pub fn start(
     container_id: &str,
     udp: OwnedFd,
     tcp: OwnedFd,
-) -> anyhow::Result<Starting> {
+) -> anyhow::Result<StartingResolver> {
     let udp_port = local_port(&udp)?;
     let tcp_port = local_port(&tcp)?;
     let mut cmd = Command::new(binary);
@@ -92,7 +92,7 @@ pub fn start(
         let why = "the resolver exited at once".to_string();
         return Err(PluginError::new(RESOLVER_FAILED, why).into());
     };
-    Ok(Starting {
+    Ok(StartingResolver {
         info: ResolverInfo {
             pid,
             start_time,
@@ -104,11 +104,11 @@ pub fn start(
     })
 }
 
-impl Starting {
+impl StartingResolver {
     /// Waits for the resolver's `READY` line; on failure it is killed and its log's last
     /// lines explain why.
     pub fn ready(self) -> anyhow::Result<ResolverInfo> {
-        let Starting { info, ready, log } = self;
+        let StartingResolver { info, ready, log } = self;
         let fail = |why: String| -> anyhow::Error {
             kill_pid(info.pid);
             PluginError::new(
@@ -181,7 +181,7 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// The file-system `(uid, gid)` a resolver runs as (/proc/PID/status), which its sockets carry:
 /// what R26's catch must exempt. A resolver of an earlier release runs as its identity, not
 /// necessarily the one a new resolver would take.
-pub fn identity(info: &ResolverInfo) -> Option<(u32, u32)> {
+pub fn user_of(info: &ResolverInfo) -> Option<(u32, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", info.pid)).ok()?;
     let fs_id = |key: &str| -> Option<u32> {
         let line = status.lines().find(|l| l.starts_with(key))?;

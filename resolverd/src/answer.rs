@@ -7,7 +7,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::fast::Simple;
 use crate::lookup::{Outcome, View};
-use crate::state::{Counters, Resolver};
+use crate::state::{QueryCounters, Resolver};
 use crate::wire::{header_only, question_end, reply_limit, OUR_EDNS_PAYLOAD};
 
 /// What to do with one datagram or TCP message.
@@ -46,7 +46,7 @@ pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
             }
         }
         if let Some(reply) = q.reply(&outcome, q.size_limit(tcp)) {
-            Counters::bump(&st.counters.local);
+            QueryCounters::bump(&st.counters.local);
             return Handled::Reply(reply);
         }
     }
@@ -80,7 +80,7 @@ pub fn handle_general(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
             other => other,
         };
     }
-    Counters::bump(&st.counters.local);
+    QueryCounters::bump(&st.counters.local);
     Handled::Reply(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
 }
 

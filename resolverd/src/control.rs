@@ -93,7 +93,7 @@ fn status(st: &Resolver) -> StatusReply {
                 from_host: u.from_host,
             })
             .collect(),
-        seccomp_denied: crate::sys::denied(),
+        seccomp_denied: crate::confine::denied(),
         host_netns: st.host_netns.get().copied().unwrap_or(true),
         cache: CacheUsage {
             entries,

@@ -24,7 +24,7 @@ use crate::cache::Question;
 use crate::channel::{Channel, Channels};
 use crate::hostns::HostSockets;
 use crate::log::Limiter;
-use crate::state::{Counters, Resolver, Upstream};
+use crate::state::{QueryCounters, Resolver, Upstream};
 use crate::wire::error_for_raw;
 
 /// How long a demoted upstream stays at the end of the list.
@@ -113,7 +113,7 @@ impl Forwarder {
         };
         match cache.get(&q, tcp, Instant::now()) {
             Some(reply) => {
-                Counters::bump(&self.state.counters.cached);
+                QueryCounters::bump(&self.state.counters.cached);
                 Prepared::Hit(reply)
             }
             None => Prepared::Ask(route(Some(set.generation))),
@@ -152,7 +152,7 @@ impl Forwarder {
                 return resp;
             }
         }
-        Counters::bump(&self.state.counters.local);
+        QueryCounters::bump(&self.state.counters.local);
         local
     }
 
@@ -165,13 +165,13 @@ impl Forwarder {
         route: &Route,
     ) -> Vec<u8> {
         let Some(_slot) = Slot::take(&self.inflight, route.max_inflight) else {
-            Counters::bump(&self.state.counters.refused);
+            QueryCounters::bump(&self.state.counters.refused);
             self.log_limited(format_args!(
                 "more than the allowed forwarded queries in flight; refusing"
             ));
             return error_for_raw(query, question_end, ResponseCode::Refused);
         };
-        Counters::bump(&self.state.counters.forwarded);
+        QueryCounters::bump(&self.state.counters.forwarded);
         let client_id = [query[0], query[1]];
         let deadline = Instant::now() + ALL_FAIL_WITHIN;
         let timeout = route.timeout;
@@ -216,7 +216,7 @@ impl Forwarder {
             self.silent(&up);
             self.log_limited(format_args!("upstream {} failed: {why}", up.addr));
         }
-        Counters::bump(&self.state.counters.failed);
+        QueryCounters::bump(&self.state.counters.failed);
         error_for_raw(query, question_end, ResponseCode::ServFail)
     }
 

@@ -95,8 +95,8 @@ impl HostSockets {
             .stack_size(64 * 1024)
             .spawn(move || {
                 // This thread needs no capability to make sockets (see sys::drop_privileges).
-                let dropped = crate::sys::drop_privileges(user)
-                    .and_then(|()| crate::sys::restrict_tcp(&tcp_ports).map(drop))
+                let dropped = crate::confine::drop_privileges(user)
+                    .and_then(|()| crate::confine::restrict_tcp(&tcp_ports).map(drop))
                     .map_err(|e| format!("{e:#}"));
                 let failed = dropped.is_err();
                 let _ = dropped_tx.send(dropped);

@@ -37,7 +37,7 @@ impl Served {
 
     /// Why the container is gone, or `None` while it is not. Transient errors (a sandbox
     /// being rewritten, a permission error) never count as gone. `seen` is the sandbox
-    /// file's identity at the last check: a file not rewritten since (every save renames a
+    /// file's device and inode at the last check: a file not rewritten since (every save renames a
     /// new file into place) is not read again.
     pub fn gone(&self, seen: &mut Option<(u64, u64)>) -> Option<String> {
         match std::fs::metadata(&self.netns) {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::RecordType;
 use rand::seq::SliceRandom;
 
-use crate::index::NetworkIndex;
+use crate::network_index::NetworkIndex;
 use crate::peers::{Peers, Unavailable};
 use embedns_conf::defaults;
 
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn the_mapped_index_gives_the_outcomes_the_rules_give_in_memory() {
-        use crate::index::NetworkIndex;
+        use crate::network_index::NetworkIndex;
         use embedns_conf::paths::StatePaths;
         use embedns_conf::store::NetworkStore;
         let mut cli = me();

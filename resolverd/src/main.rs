@@ -22,7 +22,7 @@ use embedns_resolverd::hostns::HostSockets;
 use embedns_resolverd::liveness::{self, Served};
 use embedns_resolverd::log::RotatingLog;
 use embedns_resolverd::state::Resolver;
-use embedns_resolverd::{control, server, sys};
+use embedns_resolverd::{confine, control, server};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The log is rotated to `resolver.log.1` when it grows past this (so at most 2 × 1 MiB),
@@ -118,7 +118,7 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     } else {
         HostSockets::none()
     };
-    sys::enter_netns(&sb.netns)?;
+    confine::enter_netns(&sb.netns)?;
     let served = Served {
         netns_inode: Served::current_netns_inode().context("reading our netns")?,
         paths: paths.clone(),
@@ -147,7 +147,7 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let _ = st.host_netns.set(host.present());
         let nets = st.reload()?;
         let need = st.upstreams().max_inflight as u64 + 2 * server::MAX_TCP_CONNECTIONS as u64 + 64;
-        match sys::raise_nofile(need) {
+        match confine::raise_nofile(need) {
             Ok(limit) if limit < need => tracing::warn!(
                 limit,
                 need,
@@ -158,13 +158,13 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
             Err(e) => tracing::warn!("raising the open files' limit: {e:#}"),
         }
         let control = control::bind(&st).context("binding the control socket")?;
-        sys::drop_privileges(args.user).context("dropping privileges")?;
-        match sys::restrict_tcp(&tcp_ports) {
+        confine::drop_privileges(args.user).context("dropping privileges")?;
+        match confine::restrict_tcp(&tcp_ports) {
             Ok(true) => {}
             Ok(false) => tracing::info!("this kernel does not restrict TCP connects (Landlock ABI 4)"),
             Err(e) => tracing::warn!("restricting TCP connects: {e:#}"),
         }
-        sys::confine().context("confining the resolver")?;
+        confine::confine().context("confining the resolver")?;
         let fwd = Arc::new(Forwarder::new(st.clone(), host));
         let udp = tokio::net::UdpSocket::from_std(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
@@ -224,7 +224,7 @@ fn confinement_check() -> ExitCode {
     let write = || outcome(OpenOptions::new().append(true).open(path).map(drop));
     let dropped = ResolverUser::parse_from_plugin(user)
         .map_err(anyhow::Error::from)
-        .and_then(sys::drop_privileges);
+        .and_then(confine::drop_privileges);
     if let Err(e) = dropped {
         eprintln!("embedns-resolverd: {e:#}");
         return ExitCode::FAILURE;
@@ -235,7 +235,7 @@ fn confinement_check() -> ExitCode {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
-    if let Err(e) = sys::restrict_tcp(&[53]).and_then(|_| sys::confine()) {
+    if let Err(e) = confine::restrict_tcp(&[53]).and_then(|_| confine::confine()) {
         eprintln!("embedns-resolverd: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -283,7 +283,7 @@ fn confinement_check() -> ExitCode {
         }),
         // A TCP connect to a port no upstream uses (etcd's client port on loopback).
         "connectTcp": outcome(std::net::TcpStream::connect("127.0.0.1:2379").map(drop)),
-        "denied": sys::denied(),
+        "denied": confine::denied(),
         "uid": uid,
         "gid": gid,
     });
@@ -325,7 +325,7 @@ fn init_logging(paths: &StatePaths, container_id: &str, user: ResolverUser) {
         return;
     };
     // Inside a user namespace where `user` is not mapped the resolver keeps its identity
-    // (sys::drop_privileges), and so does the directory.
+    // (confine::drop_privileges), and so does the directory.
     let _ = nix::unistd::fchown(&dir_fd, owner.0, owner.1);
     let file = RotatingLog::from_files(path, current, spare, LOG_CAP);
     let level = std::env::var("EMBEDNS_RESOLVER_LOG").unwrap_or_else(|_| "info".into());

@@ -18,7 +18,7 @@ use embedns_conf::sandbox;
 use embedns_conf::store::NetworkStore;
 
 use crate::cache::Cache;
-use crate::index::NetworkIndex;
+use crate::network_index::NetworkIndex;
 
 /// One upstream nameserver and where it is reached from (R18).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Default for UpstreamSet {
 
 /// Per-resolver counters, read by `embedns status`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub struct QueryCounters {
     pub local: AtomicU64,
     pub forwarded: AtomicU64,
     pub failed: AtomicU64,
@@ -69,7 +69,7 @@ pub struct Counters {
     pub upstream_micros: AtomicU64,
 }
 
-impl Counters {
+impl QueryCounters {
     /// Adds one.
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +82,7 @@ pub struct Resolver {
     pub paths: StatePaths,
     pub networks: RwLock<Vec<NetworkIndex>>,
     upstreams: RwLock<UpstreamSet>,
-    pub counters: Counters,
+    pub counters: QueryCounters,
     /// Forwarded answers kept (R34), per resolver so one container's never reach another.
     pub cache: Mutex<Cache>,
     pub started: Instant,
@@ -101,7 +101,7 @@ impl Resolver {
             paths,
             networks: RwLock::new(Vec::new()),
             upstreams: RwLock::new(UpstreamSet::default()),
-            counters: Counters::default(),
+            counters: QueryCounters::default(),
             cache: Mutex::new(Cache::new()),
             started: Instant::now(),
             ports: OnceLock::new(),

@@ -14,8 +14,8 @@ use crate::client::Leader;
 pub(crate) struct Claim<'a> {
     /// `<prefix>/<network>/<host>`.
     pub key: String,
-    /// What the claim says: `<host id> <state directory>`.
-    pub identity: &'a str,
+    /// What the claim says, who claims: `<host id> <state directory>`.
+    pub claimant: &'a str,
     pub host: &'a str,
     pub network: &'a str,
 }
@@ -37,7 +37,7 @@ impl Claim<'_> {
         let put = || {
             TxnOp::put(
                 claim.as_str(),
-                self.identity,
+                self.claimant,
                 Some(PutOptions::new().with_lease(lease)),
             )
         };
@@ -60,8 +60,8 @@ impl Claim<'_> {
         });
         match holder {
             // Still ours under this lease (a resumed session): nothing to write.
-            Some((h, held)) if h == self.identity.as_bytes() && held == lease => Ok(()),
-            Some((h, _)) if h != self.identity.as_bytes() => {
+            Some((h, held)) if h == self.claimant.as_bytes() && held == lease => Ok(()),
+            Some((h, _)) if h != self.claimant.as_bytes() => {
                 let holder = String::from_utf8_lossy(&h).into_owned();
                 status.claim_refused = Some(holder.clone());
                 bail!(
@@ -76,7 +76,7 @@ impl Claim<'_> {
                     .when([Compare::value(
                         claim.as_str(),
                         CompareOp::Equal,
-                        self.identity,
+                        self.claimant,
                     )])
                     .and_then([put()]);
                 status.writes += 1;
@@ -118,10 +118,10 @@ pub(crate) fn host_id(paths: &StatePaths) -> String {
         .unwrap_or_default()
 }
 
-/// The host whose claim `key` is, if it is one (`shared::network_key`).
+/// The host whose claim `key` is, if it is one (`keys::parse`).
 pub(crate) fn claim_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
-    match embedns_conf::shared::network_key(prefix, key) {
-        Ok(embedns_conf::shared::NetworkKey::Claim { host }) => Some(host),
+    match embedns_conf::keys::parse(prefix, key) {
+        Ok(embedns_conf::keys::NetworkKey::Claim { host }) => Some(host),
         _ => None,
     }
 }

@@ -20,11 +20,11 @@ pub const MAX_NAMES: usize = 64;
 pub const MAX_RECORDS_PER_HOST: usize = 8192;
 
 /// A record's key of the network's prefix (R30), split into host and attachment
-/// (`embedns_conf::shared::network_key`, the one grammar): `None` for a host's claim, and for
-/// a key that is no key of ours, which is logged once and skipped.
+/// (`embedns_conf::keys::parse`, the one grammar): `None` for a host's claim, and for a key
+/// that is no key of ours, which is logged once and skipped.
 pub fn split_key<'k>(network_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
-    use embedns_conf::shared::{network_key, NetworkKey};
-    match network_key(network_prefix, key) {
+    use embedns_conf::keys::{parse, NetworkKey};
+    match parse(network_prefix, key) {
         Ok(NetworkKey::Record { host, attachment }) => Some((host, attachment)),
         Ok(NetworkKey::Claim { .. }) => None,
         Err(e) => {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use embedns_conf::fsutil::write_atomic;
+use embedns_conf::keys::Layout;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::ready::Ready;
 use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
@@ -62,7 +63,7 @@ pub struct Sync {
     from_first_endpoint: bool,
     ready: Option<File>,
     /// What this host's claim of its name says: `<machine id> <state directory>`.
-    identity: String,
+    claimant: String,
     /// The other hosts holding their name's claim on the network (alive, as far as etcd knows).
     claims: BTreeSet<String>,
     /// The TCP ports this worker may connect to (Landlock, set at its start: `main.rs`); a
@@ -103,7 +104,7 @@ impl Sync {
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
-            identity: format!("{} {}", host_id(paths), paths.root().display()),
+            claimant: format!("{} {}", host_id(paths), paths.root().display()),
         }
     }
 
@@ -184,7 +185,7 @@ impl Sync {
     ) -> anyhow::Result<End> {
         tracing::debug!(endpoint, "connecting");
         let mut client = timed(connect(&self.conf, endpoint)).await?;
-        let leader = Leader::of(&client, &self.conf.host_claim(&self.network)).await?;
+        let leader = Leader::of(&client, &self.keys().claim(self.conf.host())).await?;
         // The last session's lease, if it is still alive (an endpoint switch): kept, and with
         // it this host's keys as they are.
         // A member that cannot tell (no leader yet) ends the session with it kept for the next.
@@ -207,15 +208,15 @@ impl Sync {
             revision: resume.and_then(|r| r.revision),
         });
         let claim = Claim {
-            key: self.conf.host_claim(&self.network),
-            identity: &self.identity,
+            key: self.keys().claim(self.conf.host()),
+            claimant: &self.claimant,
             host: self.conf.host(),
             network: &self.network,
         };
         claim
             .take(&mut client, &leader, lease, &mut self.status)
             .await?;
-        let prefix = self.conf.network_prefix(&self.network);
+        let prefix = self.keys().network();
         let me = self.conf.host().to_string();
         let revision = match resume.and_then(|r| r.revision) {
             Some(revision) => revision,
@@ -288,7 +289,7 @@ impl Sync {
                         self.set_seen(kv.mod_revision());
                         if let Some(host) = kv.key_str().ok().and_then(|k| claim_of(&prefix, k)) {
                             let deleted = event.event_type() == EventType::Delete;
-                            if host == me && (deleted || kv.value() != self.identity.as_bytes()) {
+                            if host == me && (deleted || kv.value() != self.claimant.as_bytes()) {
                                 bail!("the claim of host name {me:?} was deleted or taken over");
                             }
                             if host != me {
@@ -455,13 +456,14 @@ impl Sync {
             return Ok(());
         }
         tracing::debug!(put = ?plan.put.iter().map(|p| &p.0).collect::<Vec<_>>(), delete = ?plan.delete, "publishing");
-        let host_prefix = self.conf.host_prefix(&self.network);
+        let keys = self.conf.keys(&self.network);
+        let me = self.conf.host();
         for chunk in plan.put.chunks(TXN_OPS) {
             let ops: Vec<TxnOp> = chunk
                 .iter()
                 .map(|(key, body)| {
                     TxnOp::put(
-                        format!("{host_prefix}{key}"),
+                        keys.record(me, key),
                         body.clone(),
                         Some(PutOptions::new().with_lease(lease)),
                     )
@@ -489,7 +491,7 @@ impl Sync {
             }
         }
         for (key, mod_revision) in plan.delete {
-            let full = format!("{host_prefix}{key}");
+            let full = keys.record(me, &key);
             let txn = Txn::new()
                 .when([
                     Compare::mod_revision(full.as_str(), CompareOp::Equal, mod_revision),
@@ -506,10 +508,15 @@ impl Sync {
         Ok(())
     }
 
+    /// The network's keys in etcd.
+    fn keys(&self) -> Layout<'_> {
+        self.conf.keys(&self.network)
+    }
+
     /// The condition of every write: this host's name's claim still says this host.
     fn holding_claim(&self) -> Compare {
-        let claim = self.conf.host_claim(&self.network);
-        Compare::value(claim.as_str(), CompareOp::Equal, self.identity.as_str())
+        let claim = self.keys().claim(self.conf.host());
+        Compare::value(claim.as_str(), CompareOp::Equal, self.claimant.as_str())
     }
 
     /// The network's last local container left: this host's keys go with the lease.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use embedns_conf::keys::Layout;
 use embedns_conf::shared::SyncStatus;
 use serde_json::{json, Value};
 
@@ -102,11 +103,12 @@ impl Cluster {
         let prefix = c.prefix.clone();
         for h in &c.hosts {
             let (user, password) = (h.name.as_str(), format!("pw-{}", unique("")));
-            let own = format!("{prefix}/{net}/{user}");
+            let keys = Layout::new(&prefix, net);
+            let own = keys.claim(user);
             ok(&c, &["role", "add", user]);
             // Read the whole prefix; write the claim (an exact key) and the records under
             // `<claim>/`, which host `<user>x`'s keys are not.
-            let (read_all, records) = (format!("{prefix}/"), format!("{own}/"));
+            let (read_all, records) = (format!("{prefix}/"), keys.host_records(user));
             let grants = [
                 ("--prefix=true", "read", &read_all),
                 ("--prefix=false", "readwrite", &own),
@@ -487,7 +489,7 @@ impl Cluster {
 
     /// The keys of `host`'s records on `network` in etcd (through host `i`'s member).
     pub fn record_keys(&self, i: usize, network: &str, host: &str) -> Vec<String> {
-        let prefix = format!("{}/{network}/{host}/", self.prefix);
+        let prefix = Layout::new(&self.prefix, network).host_records(host);
         let out = self.etcdctl(i, &["get", "--prefix", "--keys-only", &prefix]);
         assert!(
             out.status.success(),

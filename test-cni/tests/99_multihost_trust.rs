@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use embedns_conf::keys::Layout;
 use serde_json::json;
 use test_cni::ip_of;
 use test_cni::multihost::{Cluster, Etcd};
@@ -137,7 +138,7 @@ fn a_change_that_could_not_be_applied_is_applied_later_and_blocks_no_other(etcd:
     etcd_write(
         &c,
         1,
-        &format!("{}/mh/host3/{ghost_cid}@eth0", c.prefix),
+        &Layout::new(&c.prefix, "mh").record("host3", &format!("{ghost_cid}@eth0")),
         Some(&third),
     );
     // Host2's next container spreads all the same.
@@ -185,7 +186,7 @@ fn another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr(e
                 "\"aliases\":[]",
                 &format!("\"aliases\":[{}]", aliases.join(",")),
             );
-        let key = format!("{}/mh/host9/{cid}f{n}@eth0", c.prefix);
+        let key = Layout::new(&c.prefix, "mh").record("host9", &format!("{cid}f{n}@eth0"));
         (key, value)
     };
     let mut values = vec![
@@ -305,7 +306,7 @@ fn a_host_notices_its_claim_deleted_or_taken_and_publishes_only_while_it_holds_i
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);
     let WebAndCli { cli, .. } = web_and_cli(&c, &nets[0], &nets[1]);
-    let claim = format!("{}/mh/host1", c.prefix);
+    let claim = Layout::new(&c.prefix, "mh").claim("host1");
     let own = etcd_value(&c, 0, &claim);
     assert!(!own.is_empty());
     // Deleted by hand mid-session: host1 claims its name again.
@@ -368,7 +369,7 @@ fn with_etcd_rbac_each_host_may_write_only_its_own_keys(etcd: Etcd) {
             "{key}: {said}"
         );
     }
-    let own = format!("{}/mh/host1/probe@eth0", c.prefix);
+    let own = Layout::new(&c.prefix, "mh").record("host1", "probe@eth0");
     let out = c.etcdctl_as(0, "host1", password, &["put", &own, "x"]);
     assert!(
         out.status.success(),

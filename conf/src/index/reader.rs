@@ -33,7 +33,7 @@ pub enum ReadError {
 pub(super) struct Mapped {
     map: Mmap,
     g: Geometry,
-    /// The file's identity, to notice a replacement the writer did not announce.
+    /// The file's device and inode, to notice a replacement the writer did not announce.
     ino: (u64, u64),
 }
 

@@ -9,7 +9,7 @@ use embedns_conf::store::NetworkStore;
 use embedns_resolverd::answer::{general_reply, handle, Handled};
 use embedns_resolverd::wire::error_for_raw;
 use embedns_resolverd::fast::Simple;
-use embedns_resolverd::index::NetworkIndex;
+use embedns_resolverd::network_index::NetworkIndex;
 use embedns_resolverd::lookup::Outcome;
 use embedns_resolverd::state::Resolver;
 use hickory_proto::op::ResponseCode;

@@ -44,7 +44,7 @@ pub fn keep_running(conf: &embedns_conf::netconf::NetConf) -> anyhow::Result<()>
 }
 
 /// A sync process just started: its ready pipe.
-pub struct Starting {
+pub struct StartingSync {
     ready: ReadyPipe,
     pid: u32,
 }
@@ -57,7 +57,7 @@ pub fn ensure(
     network: &str,
     etcd: &EtcdConf,
     binary: &Path,
-) -> anyhow::Result<Option<Starting>> {
+) -> anyhow::Result<Option<StartingSync>> {
     let conf = paths.etcd_conf(network);
     let body = serde_json::to_vec_pretty(etcd).expect("an etcd config serializes");
     if std::fs::read(&conf).ok().as_deref() != Some(&body[..]) {
@@ -76,13 +76,13 @@ pub fn ensure(
         .env_remove("CNI_COMMAND");
     let Spawned { child, ready } = child::detached(&mut cmd, &[])
         .with_context(|| format!("starting the sync process {}", binary.display()))?;
-    Ok(Some(Starting {
+    Ok(Some(StartingSync {
         ready,
         pid: child.id(),
     }))
 }
 
-impl Starting {
+impl StartingSync {
     /// Waits (at most [`READY_TIMEOUT`]) for the process's first word: in step with etcd, or
     /// not reachable (logged; ADD goes on either way).
     pub fn wait(self) {

@@ -9,15 +9,15 @@ use crate::env::CniEnv;
 
 /// Who the container is on this network: name, aliases, links.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct ContainerNames {
     pub name: Option<String>,
     pub aliases: Vec<String>,
     pub links: Vec<Link>,
 }
 
-impl Identity {
-    /// The identity from CNI_ARGS, capabilities and the conf (R2-R4), validated.
-    pub fn new(env: &CniEnv, conf: &NetConf) -> Result<Identity, ConfError> {
+impl ContainerNames {
+    /// The names from CNI_ARGS, capabilities and the conf (R2-R4), validated.
+    pub fn new(env: &CniEnv, conf: &NetConf) -> Result<ContainerNames, ConfError> {
         // R2: K8S_POD_NAME (podman, CRI), then runtimeConfig.name, then CNI_ARGS name.
         let name = env
             .args
@@ -47,7 +47,7 @@ impl Identity {
         if let Some(l) = env.args.get("EMBEDNS_LINKS") {
             links.extend(links_from_args(l)?);
         }
-        Ok(Identity {
+        Ok(ContainerNames {
             name: name.map(|n| names::normalize(&n)),
             aliases,
             links,
