@@ -3,12 +3,10 @@
 
 use std::io::Write;
 
+use crate::etcd::{Created, Etcd};
 use anyhow::bail;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::SyncStatus;
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-
-use crate::client::Leader;
 
 /// This host's claim of its name on a network (R32).
 pub(crate) struct Claim<'a> {
@@ -28,41 +26,19 @@ impl Claim<'_> {
     /// the backoff, and the status says why, until the other's claim goes.
     pub(crate) async fn take(
         &self,
-        client: &mut Client,
-        leader: &Leader,
+        etcd: &mut impl Etcd,
         lease: i64,
         status: &mut SyncStatus,
     ) -> anyhow::Result<()> {
-        let claim = &self.key;
-        let put = || {
-            TxnOp::put(
-                claim.as_str(),
-                self.claimant,
-                Some(PutOptions::new().with_lease(lease)),
-            )
-        };
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                claim.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([put()])
-            .or_else([TxnOp::get(claim.as_str(), None)]);
-        let resp = leader.quick(client.txn(txn)).await?;
+        let created = etcd.create(&self.key, self.claimant, lease).await?;
         status.writes += 1;
-        if resp.succeeded() {
-            return Ok(());
-        }
-        let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.value().to_vec(), kv.lease())),
-            _ => None,
-        });
-        match holder {
+        let mine = self.claimant.as_bytes();
+        match created {
+            Created::Created => Ok(()),
             // Still ours under this lease (a resumed session): nothing to write.
-            Some((h, held)) if h == self.claimant.as_bytes() && held == lease => Ok(()),
-            Some((h, _)) if h != self.claimant.as_bytes() => {
-                let holder = String::from_utf8_lossy(&h).into_owned();
+            Created::Held { value, lease: held } if value == mine && held == lease => Ok(()),
+            Created::Held { value, .. } if value != mine => {
+                let holder = String::from_utf8_lossy(&value).into_owned();
                 status.claim_refused = Some(holder.clone());
                 bail!(
                     "host name {:?} is in use on network {} by {holder} (set a unique etcd.host on each host)",
@@ -71,21 +47,14 @@ impl Claim<'_> {
                 )
             }
             // Ours from an earlier process: taken over with this lease, if it still is.
-            Some(_) => {
-                let take = Txn::new()
-                    .when([Compare::value(
-                        claim.as_str(),
-                        CompareOp::Equal,
-                        self.claimant,
-                    )])
-                    .and_then([put()]);
+            Created::Held { .. } => {
                 status.writes += 1;
-                if !leader.quick(client.txn(take)).await?.succeeded() {
+                if !etcd.renew_claim(&self.key, self.claimant, lease).await? {
                     bail!("the claim of host name {:?} changed meanwhile", self.host);
                 }
                 Ok(())
             }
-            None => bail!("the claim of host name {:?} went meanwhile", self.host),
+            Created::Gone => bail!("the claim of host name {:?} went meanwhile", self.host),
         }
     }
 }

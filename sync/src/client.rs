@@ -1,13 +1,19 @@
-//! The etcd side of a session: the config the plugin left, connecting to one endpoint (TLS, an etcd user, keep-alive
-//! pings, require-leader), requests bounded in time, and listings in pages.
+//! The real etcd of a session (`etcd::Etcd` over etcd's gRPC API): the config the plugin
+//! left, connecting to one endpoint (TLS, an etcd user, keep-alive pings, require-leader),
+//! requests bounded in time (those that need the leader ended early when it changes),
+//! listings in pages, and the transactions of the claim and of fenced writes.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use embedns_conf::shared::EtcdConf;
 use etcd_client::{
-    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, KvClient, TlsOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    KeyValue, KvClient, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions, WatchStream,
 };
+
+use crate::etcd::{self, Cancelled, Connect, Created, Event, Fence, Kv, WatchBatch};
 
 /// How long a connection to one endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -19,10 +25,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every key under `prefix` at one revision, in pages of [`PAGE`] (a gRPC message holds at
 /// most 4 MiB; a network of thousands of containers would not fit in one).
-pub(crate) async fn list(
-    client: &mut Client,
-    prefix: &str,
-) -> anyhow::Result<(i64, Vec<KeyValue>)> {
+async fn list(client: &mut Client, prefix: &str) -> anyhow::Result<(i64, Vec<KeyValue>)> {
     let mut end = prefix.as_bytes().to_vec();
     *end.last_mut().expect("a prefix is not empty") += 1; // '/' + 1: just past the prefix
     let mut from = prefix.as_bytes().to_vec();
@@ -50,20 +53,6 @@ pub(crate) async fn list(
             return Ok((revision, out));
         }
     }
-}
-
-/// Whether `lease` is still alive (a session after an endpoint switch keeps it); an error if
-/// the member cannot tell.
-pub(crate) async fn lease_alive(
-    client: &mut Client,
-    leader: &Leader,
-    lease: i64,
-) -> anyhow::Result<bool> {
-    Ok(leader
-        .quick(client.lease_time_to_live(lease, None))
-        .await?
-        .ttl()
-        > 0)
 }
 
 /// How long a request that needs the cluster's leader may take (a lease's, the claim's, a
@@ -164,7 +153,7 @@ fn page_size() -> i64 {
 }
 
 /// A client of one endpoint (with the config's TLS), made lazily: the first request connects.
-pub(crate) async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
+async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<Client> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
@@ -191,7 +180,7 @@ pub(crate) async fn connect(conf: &EtcdConf, endpoint: &str) -> anyhow::Result<C
 }
 
 /// A request with [`REQUEST_TIMEOUT`].
-pub(crate) async fn timed<T, E: Into<anyhow::Error>>(
+async fn timed<T, E: Into<anyhow::Error>>(
     request: impl std::future::Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
@@ -206,4 +195,193 @@ pub fn read_conf(path: &std::path::Path) -> anyhow::Result<EtcdConf> {
     let conf: EtcdConf =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     Ok(conf.settle()?)
+}
+
+/// Sessions over etcd's gRPC API.
+pub struct Grpc;
+
+/// One session's endpoint: its client, and the leader its member followed at the start.
+pub struct Member {
+    client: Client,
+    leader: Leader,
+}
+
+impl Connect for Grpc {
+    type Etcd = Member;
+
+    async fn connect(
+        &self,
+        conf: &EtcdConf,
+        endpoint: &str,
+        claim: &str,
+    ) -> anyhow::Result<Member> {
+        let client = timed(connect(conf, endpoint)).await?;
+        let leader = Leader::of(&client, claim).await?;
+        Ok(Member { client, leader })
+    }
+}
+
+fn kv(kv: &KeyValue) -> Kv {
+    Kv {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    }
+}
+
+/// `fence` as a transaction's condition.
+fn holding(fence: Fence<'_>) -> Compare {
+    Compare::value(fence.claim, CompareOp::Equal, fence.claimant)
+}
+
+impl etcd::Etcd for Member {
+    type Renew = LeaseKeeper;
+    type Renewals = LeaseKeepAliveStream;
+    type Watch = WatchStream;
+
+    async fn lease_alive(&mut self, lease: i64) -> anyhow::Result<bool> {
+        let ttl = self
+            .leader
+            .quick(self.client.lease_time_to_live(lease, None));
+        Ok(ttl.await?.ttl() > 0)
+    }
+
+    async fn grant(&mut self, ttl: u64) -> anyhow::Result<i64> {
+        let granted = self.leader.quick(self.client.lease_grant(ttl as i64, None));
+        Ok(granted.await?.id())
+    }
+
+    async fn keep_alive(
+        &mut self,
+        lease: i64,
+    ) -> anyhow::Result<(LeaseKeeper, LeaseKeepAliveStream)> {
+        timed(self.client.lease_keep_alive(lease)).await
+    }
+
+    async fn revoke(&mut self, lease: i64) -> anyhow::Result<()> {
+        timed(self.client.lease_revoke(lease)).await?;
+        Ok(())
+    }
+
+    async fn create(&mut self, key: &str, value: &str, lease: i64) -> anyhow::Result<Created> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.leader.quick(self.client.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(Created::Created);
+        }
+        let held = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| Created::Held {
+                value: kv.value().to_vec(),
+                lease: kv.lease(),
+            }),
+            _ => None,
+        });
+        Ok(held.unwrap_or(Created::Gone))
+    }
+
+    async fn renew_claim(&mut self, key: &str, value: &str, lease: i64) -> anyhow::Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::value(key, CompareOp::Equal, value)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        Ok(self.leader.quick(self.client.txn(txn)).await?.succeeded())
+    }
+
+    async fn put_fenced(
+        &mut self,
+        fence: Fence<'_>,
+        puts: &[(String, Vec<u8>)],
+        lease: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        let ops: Vec<TxnOp> = puts
+            .iter()
+            .map(|(key, body)| {
+                TxnOp::put(
+                    key.as_str(),
+                    body.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+            })
+            .collect();
+        let txn = Txn::new().when([holding(fence)]).and_then(ops);
+        let resp = self.leader.quick(self.client.txn(txn)).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok(resp.succeeded().then_some(revision))
+    }
+
+    async fn delete_fenced(
+        &mut self,
+        fence: Fence<'_>,
+        key: &str,
+        mod_revision: i64,
+    ) -> anyhow::Result<()> {
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(key, CompareOp::Equal, mod_revision),
+                holding(fence),
+            ])
+            .and_then([TxnOp::delete(key, None)]);
+        self.leader.quick(self.client.txn(txn)).await?;
+        Ok(())
+    }
+
+    async fn list(&mut self, prefix: &str) -> anyhow::Result<(i64, Vec<Kv>)> {
+        let (revision, kvs) = list(&mut self.client, prefix).await?;
+        Ok((revision, kvs.iter().map(kv).collect()))
+    }
+
+    async fn watch(&mut self, prefix: &str, from: i64) -> anyhow::Result<WatchStream> {
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        timed(self.client.watch(prefix, Some(options))).await
+    }
+}
+
+impl etcd::Renew for LeaseKeeper {
+    async fn renew(&mut self) -> anyhow::Result<()> {
+        timed(self.keep_alive()).await
+    }
+}
+
+impl etcd::Renewals for LeaseKeepAliveStream {
+    async fn next(&mut self) -> anyhow::Result<Option<i64>> {
+        Ok(self.message().await?.map(|r| r.ttl()))
+    }
+}
+
+impl etcd::Watch for WatchStream {
+    async fn next(&mut self) -> anyhow::Result<Option<WatchBatch>> {
+        let Some(resp) = self.message().await? else {
+            return Ok(None);
+        };
+        let cancelled = resp.canceled().then(|| Cancelled {
+            reason: resp.cancel_reason().to_string(),
+            compact_revision: resp.compact_revision(),
+        });
+        let events = resp
+            .events()
+            .iter()
+            .filter_map(|e| {
+                Some(Event {
+                    deleted: e.event_type() == EventType::Delete,
+                    kv: kv(e.kv()?),
+                })
+            })
+            .collect();
+        Ok(Some(WatchBatch {
+            events,
+            revision: resp.header().map_or(0, |h| h.revision()),
+            cancelled,
+        }))
+    }
 }

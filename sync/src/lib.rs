@@ -9,6 +9,9 @@
 mod backoff;
 mod claim;
 pub mod client;
+pub mod etcd;
+#[cfg(test)]
+mod fake;
 pub mod local;
 pub mod mirror;
 pub mod run;

@@ -255,7 +255,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
-            end = sync.run(local) => tracing::info!("done: {end:?}"),
+            end = sync.run(&embedns_sync::client::Grpc, local) => tracing::info!("done: {end:?}"),
             _ = term.recv() => tracing::info!("SIGTERM: leaving this host's records to the lease"),
             _ = int.recv() => tracing::info!("SIGINT: leaving this host's records to the lease"),
         }

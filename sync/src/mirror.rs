@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::etcd::Kv;
 use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
 use embedns_conf::shared::RemoteHost;
 use embedns_conf::store::RemoteChange;
-use etcd_client::KeyValue;
 
 use crate::claim::claim_of;
 
@@ -60,14 +60,14 @@ pub struct Listing {
 impl Listing {
     /// Sorts the key-values listed under `prefix` as host `me` sees them; keys of no known
     /// shape are left out (R30).
-    pub fn sort(prefix: &str, me: &str, listed: &[KeyValue]) -> Listing {
+    pub fn sort(prefix: &str, me: &str, listed: &[Kv]) -> Listing {
         let mut out = Listing {
             published: BTreeMap::new(),
             claims: BTreeSet::new(),
             others: Vec::new(),
         };
         for kv in listed {
-            let Ok(k) = kv.key_str() else { continue };
+            let k = kv.key.as_str();
             if let Some(host) = claim_of(prefix, k) {
                 if host != me {
                     out.claims.insert(host.to_string());
@@ -79,13 +79,13 @@ impl Listing {
             };
             if host == me {
                 let put = Put {
-                    body: kv.value().to_vec(),
-                    mod_revision: kv.mod_revision(),
-                    lease: kv.lease(),
+                    body: kv.value.clone(),
+                    mod_revision: kv.mod_revision,
+                    lease: kv.lease,
                 };
                 out.published.insert(key.to_string(), put);
             } else {
-                let value = kv.value().to_vec();
+                let value = kv.value.clone();
                 out.others
                     .push(((host.to_string(), key.to_string()), value));
             }

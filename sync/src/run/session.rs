@@ -1,0 +1,306 @@
+//! One session with etcd (R27-R33), over any [`Etcd`]: the lease (kept from the last session
+//! if it is still alive), the claim, a listing or the resumed watch, publishing, and the loop
+//! that renews the lease, applies the watch's events, puts back this host's keys deleted by
+//! someone else, and publishes local changes. Any error ends the session (`Sync::run` starts
+//! the next one).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::bail;
+use embedns_conf::ready::Ready;
+use embedns_conf::store::read_record;
+
+use super::{End, Resume, Sync, TXN_OPS};
+use crate::claim::{claim_of, Claim};
+use crate::etcd::{Etcd, Fence, Renew, Renewals, Watch, WatchBatch};
+use crate::local::LocalWatch;
+use crate::mirror::{split_key, Listing, Put};
+
+impl Sync {
+    /// A session on `etcd`, connected to `endpoint`; `in_step` is set once it is in step
+    /// (the backoff starts over after such a session).
+    pub(super) async fn session(
+        &mut self,
+        etcd: &mut impl Etcd,
+        endpoint: &str,
+        local: &mut LocalWatch,
+        in_step: &mut bool,
+    ) -> anyhow::Result<End> {
+        // The last session's lease, if it is still alive (an endpoint switch): kept, and with
+        // it this host's keys as they are.
+        // A member that cannot tell (no leader yet) ends the session with it kept for the next.
+        let resume = match self.resume {
+            Some(r) if etcd.lease_alive(r.lease).await? => Some(r),
+            _ => None,
+        };
+        let lease = match resume {
+            Some(r) => r.lease,
+            None => etcd.grant(self.conf.ttl).await?,
+        };
+        self.status.lease = lease;
+        let (mut renew, mut renewals) = etcd.keep_alive(lease).await?;
+        // From here on a failed session leaves its lease to the next, to resume with.
+        self.resume = Some(Resume {
+            lease,
+            revision: resume.and_then(|r| r.revision),
+        });
+        let claim = Claim {
+            key: self.keys().claim(self.conf.host()),
+            claimant: &self.claimant,
+            host: self.conf.host(),
+            network: &self.network,
+        };
+        claim.take(etcd, lease, &mut self.status).await?;
+        let prefix = self.keys().network();
+        let revision = match resume.and_then(|r| r.revision) {
+            Some(revision) => revision,
+            None => match self.relist(etcd, &mut renew, &prefix).await? {
+                Some(revision) => revision,
+                None => return self.leave(etcd, lease).await,
+            },
+        };
+        self.set_seen(revision);
+        let every = self.every_key()?;
+        self.publish(etcd, lease, &every).await?;
+        let mut watch = etcd.watch(&prefix, revision + 1).await?;
+        self.status.endpoint = Some(endpoint.to_string());
+        self.status.revision = revision;
+        self.status.last_error = None;
+        self.status.claim_refused = None;
+        self.heard();
+        self.write_status();
+        *in_step = true;
+        self.tell_ready(Ready::InStep);
+        tracing::info!(
+            endpoint,
+            revision,
+            lease,
+            published = self.published.keys.len(),
+            remote = self.remote.held.len(),
+            "in step with etcd"
+        );
+
+        let period = Duration::from_millis(self.conf.ttl * 1000 / 3);
+        let mut tick = tokio::time::interval(period);
+        let mut renewed_at = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    // A member cut off from the others' majority may keep the connection and
+                    // the watch open and answer nothing: renewals unanswered for two periods
+                    // end the session (before the lease itself can expire).
+                    if renewed_at.elapsed() > period * 2 {
+                        bail!("lease renewals unanswered for {:?}", renewed_at.elapsed());
+                    }
+                    renew.renew().await?
+                }
+                renewed = renewals.next() => match renewed? {
+                    Some(ttl) if ttl > 0 => {
+                        renewed_at = tokio::time::Instant::now();
+                        self.heard();
+                        // The status's "heard from" stays within one renewal period.
+                        self.write_status();
+                    }
+                    Some(_) => bail!("lease {lease:x} expired"),
+                    None => bail!("the lease's keep-alive stream ended"),
+                },
+                message = watch.next() => {
+                    let Some(batch) = message? else { bail!("the watch ended") };
+                    if self.watched(etcd, lease, &prefix, batch).await? {
+                        return self.leave(etcd, lease).await;
+                    }
+                }
+                changed = local.changed() => {
+                    let changed = changed?;
+                    if changed.gone || self.store.is_empty()? {
+                        return self.leave(etcd, lease).await;
+                    }
+                    if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
+                        // What this host published under the old config goes with its lease.
+                        let _ = etcd.revoke(lease).await;
+                        self.resume = None;
+                        self.adopt(new);
+                        bail!("the etcd config changed; starting over with the new one");
+                    }
+                    let keys = if changed.rescan { self.every_key()? } else { changed.keys };
+                    self.publish(etcd, lease, &keys).await?;
+                    self.write_status();
+                }
+            }
+        }
+    }
+
+    /// Applies one message of the watch: the other hosts' records and claims, this host's
+    /// keys deleted by someone else (put back), its own claim deleted or taken over (the
+    /// session ends). `true` when the network's last local container has left.
+    async fn watched(
+        &mut self,
+        etcd: &mut impl Etcd,
+        lease: i64,
+        prefix: &str,
+        batch: WatchBatch,
+    ) -> anyhow::Result<bool> {
+        if let Some(c) = batch.cancelled {
+            if c.compact_revision > 0 {
+                // Events were compacted away: the next session lists again.
+                self.set_seen_lost();
+            }
+            bail!(
+                "the watch was cancelled ({}; compacted at {})",
+                c.reason,
+                c.compact_revision
+            );
+        }
+        let me = self.conf.host().to_string();
+        let mut changes = Vec::new();
+        let mut lost = BTreeSet::new();
+        for event in batch.events {
+            let kv = event.kv;
+            self.set_seen(kv.mod_revision);
+            if let Some(host) = claim_of(prefix, &kv.key) {
+                if host == me && (event.deleted || kv.value != self.claimant.as_bytes()) {
+                    bail!("the claim of host name {me:?} was deleted or taken over");
+                }
+                if host != me {
+                    if event.deleted {
+                        self.claims.remove(host);
+                    } else {
+                        self.claims.insert(host.to_string());
+                    }
+                }
+                continue;
+            }
+            let Some((host, key)) = split_key(prefix, &kv.key) else {
+                continue;
+            };
+            if host == me {
+                // Our key deleted by someone else (by hand, or a lease we no longer renew):
+                // put it back if the record is still here.
+                let ours = (self.published.keys.get(key))
+                    .is_some_and(|p| p.mod_revision < kv.mod_revision);
+                if event.deleted && ours {
+                    self.published.keys.remove(key);
+                    lost.insert(key.to_string());
+                }
+            } else if event.deleted {
+                changes.extend(self.remote.remove(host, key));
+            } else {
+                changes.extend(self.remote.put(&self.network, host, key, kv.value));
+            }
+        }
+        if batch.revision > 0 {
+            self.status.revision = batch.revision;
+        }
+        self.heard();
+        if !self.apply(&changes)? {
+            return Ok(true);
+        }
+        if !lost.is_empty() {
+            self.publish(etcd, lease, &lost).await?;
+        }
+        self.write_status();
+        Ok(false)
+    }
+
+    /// Lists the network's prefix, renewing the lease while the pages come: the other hosts'
+    /// records replace the local copy, this host's keys in etcd are taken as published. The
+    /// listing's revision, or `None` when the network's last local container has left.
+    async fn relist(
+        &mut self,
+        etcd: &mut impl Etcd,
+        renew: &mut impl Renew,
+        prefix: &str,
+    ) -> anyhow::Result<Option<i64>> {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.conf.ttl * 1000 / 3));
+        let started = tokio::time::Instant::now();
+        let listing = etcd.list(prefix);
+        tokio::pin!(listing);
+        let (revision, listing) = loop {
+            tokio::select! {
+                listed = &mut listing => break listed?,
+                _ = tick.tick() => renew.renew().await?,
+            }
+        };
+        self.status.listings += 1;
+        self.status.listing_ms = started.elapsed().as_millis() as u64;
+        let me = self.conf.host().to_string();
+        let sorted = Listing::sort(prefix, &me, &listing);
+        self.published.keys = sorted.published;
+        self.claims = sorted.claims;
+        let changes = self.remote.relist(&self.network, &me, sorted.others);
+        Ok(self.apply(&changes)?.then_some(revision))
+    }
+
+    /// Puts this host's changed records as peer records (R27; one transaction for all of
+    /// them) and deletes the removed ones (one transaction each: only if the key is still the
+    /// one we put), each only while this host holds its name's claim (R32).
+    pub(super) async fn publish(
+        &mut self,
+        etcd: &mut impl Etcd,
+        lease: i64,
+        keys: &BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        let store = &self.store;
+        let local = |key: &str| -> Option<Vec<u8>> {
+            let (cid, ifname) = key.rsplit_once('@')?;
+            let record = read_record(&store.record_path(key)).ok()??;
+            (record.container_id == cid && record.ifname == ifname)
+                .then(|| embedns_conf::peer::PeerRecord::encode(&record))
+        };
+        let plan = self.published.plan(keys, local, lease);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(put = ?plan.put.iter().map(|p| &p.0).collect::<Vec<_>>(), delete = ?plan.delete, "publishing");
+        let layout = self.conf.keys(&self.network);
+        let me = self.conf.host();
+        let claim = layout.claim(me);
+        let fence = Fence {
+            claim: &claim,
+            claimant: &self.claimant,
+        };
+        for chunk in plan.put.chunks(TXN_OPS) {
+            let puts: Vec<(String, Vec<u8>)> = chunk
+                .iter()
+                .map(|(key, body)| (layout.record(me, key), body.clone()))
+                .collect();
+            // A clone or a second host that took the claim over publishes, this one stops.
+            let put = etcd.put_fenced(fence, &puts, lease).await?;
+            self.status.writes += 1;
+            let Some(mod_revision) = put else {
+                bail!("this host no longer holds the claim of its name {me:?}");
+            };
+            for (key, body) in chunk {
+                let put = Put {
+                    body: body.clone(),
+                    mod_revision,
+                    lease,
+                };
+                self.published.keys.insert(key.clone(), put);
+            }
+        }
+        for (key, mod_revision) in plan.delete {
+            etcd.delete_fenced(fence, &layout.record(me, &key), mod_revision)
+                .await?;
+            self.status.writes += 1;
+            // Not ours any more either way: deleted, or put since by a newer sync process.
+            self.published.keys.remove(&key);
+        }
+        self.status.published = self.published.keys.len();
+        self.heard();
+        Ok(())
+    }
+
+    /// The network's last local container left: this host's keys go with the lease.
+    async fn leave(&mut self, etcd: &mut impl Etcd, lease: i64) -> anyhow::Result<End> {
+        tracing::info!(
+            lease,
+            keys = self.published.keys.len(),
+            "the network's last local container left; revoking the lease"
+        );
+        etcd.revoke(lease).await?;
+        self.status.writes += 1;
+        Ok(End::LastLeft)
+    }
+}
