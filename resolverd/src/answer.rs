@@ -1,5 +1,7 @@
-//! From query bytes to a local reply or a decision to forward (R9–R13, R16): header flags as
-//! Docker sets them, and truncation to the client's size that never cuts a record.
+//! From query bytes to a local reply or a decision to forward (R9–R13, R16), over the
+//! asking container's view of its networks (any [`Peers`]: the mapped index in production,
+//! `MemoryNetwork` in tests and fuzzing): header flags as Docker sets them, and truncation to
+//! the client's size that never cuts a record. Pure: no I/O, no counters.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -7,81 +9,98 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::fast::Simple;
 use crate::lookup::{Outcome, View};
-use crate::state::{QueryCounters, Resolver};
+use crate::peers::Peers;
 use crate::wire::{header_only, question_end, reply_limit, OUR_EDNS_PAYLOAD};
 
-/// What to do with one datagram or TCP message.
-pub enum Handled {
-    Reply(Vec<u8>),
-    /// Not answered locally: forward the bytes unchanged (R15).
-    Forward {
-        question_end: usize,
-    },
-    /// R16a: forward, and reply `local` instead if the upstream says NXDOMAIN or there is
-    /// no upstream.
-    ForwardFirst {
-        question_end: usize,
-        local: Vec<u8>,
-    },
+/// What becomes of one datagram or TCP message: the one decision of the answer path and of
+/// the server's loops. `F` is what a forward carries: an [`Ask`] here, the handler's
+/// `Forwarding` (which also asks the cache, R34) in the loops.
+pub enum Decision<F> {
+    /// Send these bytes now: a local answer (`local`, counted as one) or a reply the resolver
+    /// makes itself (FORMERR, NOTIMP, BADVERS; a cached answer in the loops).
+    Reply { bytes: Vec<u8>, local: bool },
+    /// The reply comes from upstream (R15).
+    Forward(F),
     /// Not a query (a response, or less than a header): no reply.
     Drop,
 }
 
-/// Handles one query. `tcp` lifts the size limit to 65535 (R13).
-pub fn handle(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
+/// A query to forward unchanged (R15) and, for R16a, the local answer to give instead if the
+/// upstream says NXDOMAIN or there is no upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub question_end: usize,
+    pub fallback: Option<Vec<u8>>,
+}
+
+impl<F> Decision<F> {
+    fn error(bytes: Vec<u8>) -> Self {
+        Decision::Reply {
+            bytes,
+            local: false,
+        }
+    }
+
+    fn answer(bytes: Vec<u8>) -> Self {
+        Decision::Reply { bytes, local: true }
+    }
+}
+
+/// Handles one query asked by the container whose view is `view`. `tcp` lifts the size limit
+/// to 65535 (R13).
+pub fn handle<P: Peers>(bytes: &[u8], view: &View<P>, tcp: bool) -> Decision<Ask> {
     // What is too short or not a query is never of the simple shape; the general path drops it.
     if let Some(q) = Simple::parse(bytes) {
-        let outcome = lookup(st, q.name(), q.qtype);
+        let outcome = view.lookup(q.name(), q.qtype);
         if outcome == Outcome::Forward {
-            return Handled::Forward {
+            return Decision::Forward(Ask {
                 question_end: q.question_end,
-            };
+                fallback: None,
+            });
         }
         if let Outcome::ForwardFirst(local) = &outcome {
             if let Some(local) = q.reply(local, q.size_limit(tcp)) {
-                return Handled::ForwardFirst {
+                return Decision::Forward(Ask {
                     question_end: q.question_end,
-                    local,
-                };
+                    fallback: Some(local),
+                });
             }
         }
         if let Some(reply) = q.reply(&outcome, q.size_limit(tcp)) {
-            QueryCounters::bump(&st.counters.local);
-            return Handled::Reply(reply);
+            return Decision::answer(reply);
         }
     }
-    handle_general(bytes, st, tcp)
+    handle_general(bytes, view, tcp)
 }
 
 /// Any query, through hickory-proto's `Message`: what the fast path (`fast.rs`) does not
 /// take, and the reference it is tested against.
-pub fn handle_general(bytes: &[u8], st: &Resolver, tcp: bool) -> Handled {
+pub fn handle_general<P: Peers>(bytes: &[u8], view: &View<P>, tcp: bool) -> Decision<Ask> {
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
-        return Handled::Drop;
+        return Decision::Drop;
     }
     let (msg, name) = match read_query(bytes) {
         Ok(q) => q,
-        Err(handled) => return handled,
+        Err(decided) => return decided,
     };
     if let Some(reply) = badvers(&msg) {
-        return Handled::Reply(reply);
+        return Decision::error(reply);
     }
-    let outcome = lookup(st, &name, msg.queries[0].query_type());
+    let outcome = view.lookup(&name, msg.queries[0].query_type());
     if outcome == Outcome::Forward {
         return forward(bytes);
     }
     if let Outcome::ForwardFirst(local) = &outcome {
         let local = local_reply(&msg, local, size_limit(&msg, tcp));
         return match forward(bytes) {
-            Handled::Forward { question_end } => Handled::ForwardFirst {
-                question_end,
-                local,
-            },
+            Decision::Forward(ask) => Decision::Forward(Ask {
+                fallback: Some(local),
+                ..ask
+            }),
             other => other,
         };
     }
-    QueryCounters::bump(&st.counters.local);
-    Handled::Reply(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
+    Decision::answer(local_reply(&msg, &outcome, size_limit(&msg, tcp)))
 }
 
 /// The general path's reading of `query` (the name it looks up, the type) and its reply
@@ -109,16 +128,16 @@ fn badvers(msg: &Message) -> Option<Vec<u8>> {
 
 /// A query with one question of class IN or ANY, and its name normalized for the lookup;
 /// anything else is answered (FORMERR, NOTIMP) or forwarded as it is.
-fn read_query(bytes: &[u8]) -> Result<(Message, String), Handled> {
+fn read_query(bytes: &[u8]) -> Result<(Message, String), Decision<Ask>> {
     let msg = match Message::from_vec(bytes) {
         Ok(m) => m,
-        Err(_) => return Err(Handled::Reply(header_only(bytes, ResponseCode::FormErr))),
+        Err(_) => return Err(Decision::error(header_only(bytes, ResponseCode::FormErr))),
     };
     if msg.metadata.op_code != OpCode::Query {
-        return Err(Handled::Reply(header_only(bytes, ResponseCode::NotImp)));
+        return Err(Decision::error(header_only(bytes, ResponseCode::NotImp)));
     }
     if msg.queries.len() != 1 {
-        return Err(Handled::Reply(header_only(bytes, ResponseCode::FormErr)));
+        return Err(Decision::error(header_only(bytes, ResponseCode::FormErr)));
     }
     let q = &msg.queries[0];
     if !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY) {
@@ -133,15 +152,13 @@ fn read_query(bytes: &[u8]) -> Result<(Message, String), Handled> {
     Ok((msg, name))
 }
 
-fn lookup(st: &Resolver, name: &str, qtype: RecordType) -> Outcome {
-    let nets = st.networks.read().unwrap();
-    View { networks: &nets }.lookup(name, qtype)
-}
-
-fn forward(bytes: &[u8]) -> Handled {
+fn forward(bytes: &[u8]) -> Decision<Ask> {
     match question_end(bytes) {
-        Some(question_end) => Handled::Forward { question_end },
-        None => Handled::Reply(header_only(bytes, ResponseCode::FormErr)),
+        Some(question_end) => Decision::Forward(Ask {
+            question_end,
+            fallback: None,
+        }),
+        None => Decision::error(header_only(bytes, ResponseCode::FormErr)),
     }
 }
 
@@ -271,10 +288,11 @@ mod tests {
 
     #[test]
     fn r14_edns_version_above_0_gets_badvers_and_two_opt_records_formerr() {
-        let st = Resolver::new("c", embedns_conf::paths::StatePaths::new("/nonexistent"));
+        let nets = [crate::peers::MemoryNetwork::new("n", "c", &[])];
+        let view = View { networks: &nets };
         let mut q = query("web.", RecordType::A, Some(1232));
         q.edns.as_mut().unwrap().set_version(1);
-        let Handled::Reply(bytes) = handle(&q.to_vec().unwrap(), &st, false) else {
+        let Decision::Reply { bytes, .. } = handle(&q.to_vec().unwrap(), &view, false) else {
             panic!("EDNS version 1 must be answered at once");
         };
         let r = Message::from_vec(&bytes).unwrap();
@@ -293,7 +311,7 @@ mod tests {
         let opt = two[two.len() - 11..].to_vec();
         two.extend_from_slice(&opt);
         two[11] = 2; // ARCOUNT
-        let Handled::Reply(bytes) = handle(&two, &st, false) else {
+        let Decision::Reply { bytes, .. } = handle(&two, &view, false) else {
             panic!("two OPT records must be answered at once");
         };
         assert_eq!(bytes[3] & 0x0f, u16::from(ResponseCode::FormErr) as u8);

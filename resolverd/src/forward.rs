@@ -1,16 +1,13 @@
 //! Forwarding what is not answered locally (R15, R17–R21): the query goes upstream unchanged
 //! but for a fresh random ID, over the client's transport; the answer comes back with the
 //! client's ID. Each upstream gets a timeout; on timeout, error, SERVFAIL or REFUSED the next
-//! is tried, and the client gets SERVFAIL within 5 s when all fail (R19). An upstream that
-//! timed out (or could not be reached) on several queries in a row is tried last for the next
-//! 30 s (★ over Docker); one lost datagram or a SERVFAIL for one broken domain does not move
-//! it, so split-horizon setups keep asking their first resolver. At most `maxInflight`
+//! is tried, and the client gets SERVFAIL within 5 s when all fail (R19); the order they are
+//! tried in is `failover.rs`'s (one silent on several queries in a row is tried last for a
+//! while). At most `maxInflight`
 //! queries are in flight; beyond that the answer is REFUSED at once. What comes back may be
-//! kept in the resolver's cache (R34, `cache.rs`), which answers the same question until
+//! kept in the resolver's cache (R34, `cache/`), which answers the same question until
 //! its TTL runs out or the upstreams change.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,29 +19,16 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use crate::cache::Question;
 use crate::channel::{Channel, Channels};
+use crate::failover::Failover;
 use crate::hostns::HostSockets;
 use crate::log::Limiter;
 use crate::state::{QueryCounters, Resolver, Upstream};
 use crate::wire::error_for_raw;
 
-/// How long a demoted upstream stays at the end of the list.
-const PENALTY: Duration = Duration::from_secs(30);
-/// Consecutive queries an upstream must have failed to answer before it is demoted.
-const DEMOTE_AFTER: u32 = 3;
 /// When every upstream fails, the client has its SERVFAIL within this time (glibc waits 5 s
 /// before it resends).
 const ALL_FAIL_WITHIN: Duration = Duration::from_millis(4500);
 
-/// What the forwarder remembers of an upstream that failed lately.
-#[derive(Debug, Default, Clone, Copy)]
-struct Health {
-    /// Queries in a row it did not answer at all (timeout, unreachable, unusable reply).
-    silent: u32,
-    /// When it was demoted, if it is.
-    demoted_at: Option<Instant>,
-    /// Whether the resolver has said that it cannot be reached (once until it answers again).
-    warned: bool,
-}
 /// Docker logs upstream failures at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(2);
 
@@ -54,7 +38,7 @@ pub struct Forwarder {
     host: HostSockets,
     /// Forwarded queries in flight now, against the current `maxInflight` (R20).
     inflight: AtomicUsize,
-    health: Mutex<HashMap<SocketAddr, Health>>,
+    failover: Mutex<Failover>,
     log_limit: Limiter,
     /// The UDP sockets to the upstreams, each carrying several queries.
     channels: Channels,
@@ -86,7 +70,7 @@ impl Forwarder {
             state,
             host,
             inflight: AtomicUsize::new(0),
-            health: Mutex::new(HashMap::new()),
+            failover: Mutex::default(),
             log_limit: Limiter::new(LOG_EVERY),
             channels: Channels::default(),
         }
@@ -98,7 +82,11 @@ impl Forwarder {
     pub fn prepare(&self, query: &[u8], tcp: bool, cacheable: bool) -> Prepared {
         let set = self.state.upstreams();
         let route = |keep| Route {
-            upstreams: self.ordered(&set.list),
+            upstreams: self
+                .failover
+                .lock()
+                .unwrap()
+                .ordered(&set.list, Instant::now()),
             timeout: set.timeout,
             max_inflight: set.max_inflight,
             keep,
@@ -189,7 +177,7 @@ impl Forwarder {
             let why = match result {
                 Ok(Ok(mut resp)) => {
                     // It answered: whatever it said, it is alive.
-                    self.health.lock().unwrap().remove(&up.addr);
+                    self.failover.lock().unwrap().answered(up.addr);
                     let rcode = resp[3] & 0x0f;
                     if rcode == u16::from(ResponseCode::ServFail) as u8
                         || rcode == u16::from(ResponseCode::Refused) as u8
@@ -220,47 +208,31 @@ impl Forwarder {
         error_for_raw(query, question_end, ResponseCode::ServFail)
     }
 
-    /// Notes a query an upstream did not answer; the [`DEMOTE_AFTER`]th in a row demotes it,
-    /// and that is said once (until it answers again), outside the rate limit, with where it
-    /// was asked.
+    /// Notes a query an upstream did not answer; its demotion (R19) is said once (until it
+    /// answers again), outside the rate limit, with where it was asked.
     fn silent(&self, up: &Upstream) {
-        let mut health = self.health.lock().unwrap();
-        let h = health.entry(up.addr).or_default();
-        h.silent += 1;
-        if h.silent >= DEMOTE_AFTER {
-            h.demoted_at = Some(Instant::now());
-            if !h.warned {
-                h.warned = true;
-                if up.from_host {
-                    tracing::warn!(
-                        "upstream {} cannot be reached from the runtime's host network namespace, \
-                         where a loopback nameserver of the host's resolv.conf is asked (R18); under \
-                         rootless podman that namespace is podman's, not the machine's: name a \
-                         reachable nameserver in the conf's dns.nameservers",
-                        up.addr
-                    );
-                } else {
-                    tracing::warn!(
-                        "upstream {} cannot be reached from the container's network namespace",
-                        up.addr
-                    );
-                }
-            }
+        if !self
+            .failover
+            .lock()
+            .unwrap()
+            .silent(up.addr, Instant::now())
+        {
+            return;
         }
-    }
-
-    /// Upstreams in order, those demoted in the last 30 s moved to the end.
-    fn ordered(&self, list: &[Upstream]) -> Vec<Upstream> {
-        let health = self.health.lock().unwrap();
-        let recent = |u: &Upstream| {
-            health
-                .get(&u.addr)
-                .and_then(|h| h.demoted_at)
-                .is_some_and(|t| t.elapsed() < PENALTY)
-        };
-        let mut out: Vec<Upstream> = list.iter().filter(|u| !recent(u)).copied().collect();
-        out.extend(list.iter().filter(|u| recent(u)).copied());
-        out
+        if up.from_host {
+            tracing::warn!(
+                "upstream {} cannot be reached from the runtime's host network namespace, \
+                 where a loopback nameserver of the host's resolv.conf is asked (R18); under \
+                 rootless podman that namespace is podman's, not the machine's: name a \
+                 reachable nameserver in the conf's dns.nameservers",
+                up.addr
+            );
+        } else {
+            tracing::warn!(
+                "upstream {} cannot be reached from the container's network namespace",
+                up.addr
+            );
+        }
     }
 
     async fn exchange(

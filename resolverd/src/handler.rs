@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::answer::{handle, Handled};
+use crate::answer::{handle, Ask, Decision};
 use crate::forward::{Forwarder, Prepared, Route};
-use crate::state::Resolver;
+use crate::lookup::View;
+use crate::state::{QueryCounters, Resolver};
 
 /// What the loops hand every message to.
 #[derive(Clone)]
@@ -15,16 +16,9 @@ pub struct Handler {
     fwd: Arc<Forwarder>,
 }
 
-/// What to do with one message.
-pub enum Step {
-    /// Send these bytes now.
-    Reply(Vec<u8>),
-    /// The reply comes from upstream: await [`Forwarding::reply`] (UDP in a task of its own,
-    /// TCP in the connection's).
-    Forward(Forwarding),
-    /// Not a query: no reply.
-    Drop,
-}
+/// What the loops do with one message: the answer path's decision, its forward carried out
+/// here.
+pub type Step = Decision<Forwarding>;
 
 /// A query on its way upstream.
 pub struct Forwarding {
@@ -45,28 +39,38 @@ impl Handler {
 
     /// Decides what `query` gets; `tcp` lifts the size limit (R13).
     pub fn handle(&self, query: &[u8], tcp: bool) -> Step {
-        let forwarding = |question_end, local: Option<Vec<u8>>| {
-            // Only what no peer answers is the cache's (R34: peers come first).
-            match self.fwd.prepare(query, tcp, local.is_none()) {
-                Prepared::Hit(bytes) => Step::Reply(bytes),
-                Prepared::Ask(route) => Step::Forward(Forwarding {
-                    fwd: self.fwd.clone(),
-                    query: query.to_vec(),
-                    question_end,
-                    tcp,
-                    local,
-                    route,
-                }),
-            }
+        let decided = {
+            let nets = self.st.networks.read().unwrap();
+            handle(query, &View { networks: &nets }, tcp)
         };
-        match handle(query, &self.st, tcp) {
-            Handled::Reply(bytes) => Step::Reply(bytes),
-            Handled::Forward { question_end } => forwarding(question_end, None),
-            Handled::ForwardFirst {
+        match decided {
+            Decision::Reply { bytes, local } => {
+                if local {
+                    QueryCounters::bump(&self.st.counters.local);
+                }
+                Decision::Reply { bytes, local }
+            }
+            Decision::Forward(Ask {
                 question_end,
-                local,
-            } => forwarding(question_end, Some(local)),
-            Handled::Drop => Step::Drop,
+                fallback,
+            }) => {
+                // Only what no peer answers is the cache's (R34: peers come first).
+                match self.fwd.prepare(query, tcp, fallback.is_none()) {
+                    Prepared::Hit(bytes) => Decision::Reply {
+                        bytes,
+                        local: false,
+                    },
+                    Prepared::Ask(route) => Decision::Forward(Forwarding {
+                        fwd: self.fwd.clone(),
+                        query: query.to_vec(),
+                        question_end,
+                        tcp,
+                        local: fallback,
+                        route,
+                    }),
+                }
+            }
+            Decision::Drop => Decision::Drop,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod channel;
 pub mod confine;
 pub mod control;
+pub mod failover;
 pub mod fast;
 pub mod forward;
 pub mod handler;

@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use hickory_proto::rr::RecordType;
 use rand::seq::SliceRandom;
 
-use crate::network_index::NetworkIndex;
 use crate::peers::{Peers, Unavailable};
 use embedns_conf::defaults;
 
@@ -35,7 +34,7 @@ pub enum Outcome {
 
 /// The container's view: its networks in attach order (each knows the container's own
 /// records on it).
-pub struct View<'a, P: Peers = NetworkIndex> {
+pub struct View<'a, P: Peers> {
     pub networks: &'a [P],
 }
 
@@ -227,6 +226,7 @@ mod tests {
     //! One test (or more) per rule, against networks held in memory (`MemoryNetwork`); the
     //! last checks that the mapped index, the production source, gives the same outcomes.
     use super::*;
+    use crate::network_index::NetworkIndex;
     use crate::peers::MemoryNetwork;
     use embedns_conf::record::{Link, Record};
 
@@ -468,7 +468,6 @@ mod tests {
 
     #[test]
     fn the_mapped_index_gives_the_outcomes_the_rules_give_in_memory() {
-        use crate::network_index::NetworkIndex;
         use embedns_conf::paths::StatePaths;
         use embedns_conf::store::NetworkStore;
         let mut cli = me();

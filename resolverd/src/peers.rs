@@ -1,8 +1,9 @@
 //! What Docker's naming rules (`lookup`) need of one network the asking container is on: the
 //! addresses of a name, the name of an address, and the asker's own records there (its links,
 //! TTL, search list). The shared, memory-mapped index is the production source
-//! (`index::NetworkIndex`); [`MemoryNetwork`] holds a network in memory, for the rules' unit
-//! tests; a second source of peers (another host's containers) plugs in here.
+//! (`network_index::NetworkIndex`); [`MemoryNetwork`] holds a network in memory, for the rules' unit
+//! tests. Other hosts' containers (a network shared through etcd) need no source of their
+//! own: the sync process writes them into the same index.
 
 use std::net::IpAddr;
 

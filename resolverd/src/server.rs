@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use crate::handler::{Handler, Step};
+use crate::answer::Decision;
+use crate::handler::Handler;
 
 /// Concurrent TCP clients per resolver.
 pub const MAX_TCP_CONNECTIONS: usize = 128;
@@ -62,8 +63,8 @@ pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
                 panic!("test panic point resolver:udp");
             }
             match handler.handle(query, false) {
-                Step::Reply(bytes) => replies.push((bytes, peer)),
-                Step::Forward(forwarding) => {
+                Decision::Reply { bytes, .. } => replies.push((bytes, peer)),
+                Decision::Forward(forwarding) => {
                     let sock = sock.clone();
                     tokio::spawn(async move {
                         let resp = forwarding.reply().await;
@@ -73,7 +74,7 @@ pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
                         }
                     });
                 }
-                Step::Drop => {}
+                Decision::Drop => {}
             }
         }
         let sent = send_batch(sock.as_raw_fd(), &replies).unwrap_or(0);
@@ -209,9 +210,9 @@ async fn serve_connection(mut stream: TcpStream, handler: &Handler) -> std::io::
             .await
             .map_err(|_| std::io::Error::other("half a message"))??;
         let resp = match handler.handle(&msg, true) {
-            Step::Reply(bytes) => bytes,
-            Step::Forward(forwarding) => forwarding.reply().await,
-            Step::Drop => return Ok(()),
+            Decision::Reply { bytes, .. } => bytes,
+            Decision::Forward(forwarding) => forwarding.reply().await,
+            Decision::Drop => return Ok(()),
         };
         let mut framed = Vec::with_capacity(resp.len() + 2);
         framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());

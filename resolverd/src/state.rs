@@ -1,7 +1,7 @@
 //! The resolver's shared state and the locking story: one current-thread runtime, so the
 //! locks below are never contended; they exist because tasks and the control channel share
 //! the state. The hot path takes `networks` for reading only; `reload` writes. Peers are not
-//! held here: each network's shared index is read at query time (`index.rs`), so a peer's
+//! held here: each network's shared index is read at query time (`network_index.rs`), so a peer's
 //! change reaches this resolver without waking it.
 
 use std::net::SocketAddr;

@@ -484,7 +484,7 @@ impl World {
     }
 
     /// Waits until a container's netns holds none of our rules: a DEL leaves their removal to
-    /// a remover that acts when the netns outlives it by a second (`plugin/src/later.rs`).
+    /// a remover that acts when the netns outlives it by a second (`plugin/src/redirect_remover.rs`).
     pub fn wait_redirect_gone(&self, c: &Container, what: &str) {
         let mut rules = String::new();
         let gone = crate::wait::poll_until(std::time::Duration::from_secs(5), || {

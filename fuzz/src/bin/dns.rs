@@ -6,12 +6,11 @@
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::{Link, Record};
 use embedns_conf::store::NetworkStore;
-use embedns_resolverd::answer::{general_reply, handle, Handled};
+use embedns_resolverd::answer::{general_reply, handle, Ask, Decision};
 use embedns_resolverd::wire::error_for_raw;
 use embedns_resolverd::fast::Simple;
 use embedns_resolverd::network_index::NetworkIndex;
-use embedns_resolverd::lookup::Outcome;
-use embedns_resolverd::state::Resolver;
+use embedns_resolverd::lookup::{Outcome, View};
 use hickory_proto::op::ResponseCode;
 
 fn record(cid: &str, name: &str, aliases: &[&str], ips: &[&str]) -> Record {
@@ -26,8 +25,7 @@ fn main() {
     // The network goes through the store, into a real shared index, as the plugin writes it.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let paths = StatePaths::new(dir.path());
-    let st = Resolver::new("me", paths.clone());
-    {
+    let nets = {
         let mut me = record("me", "cli", &[], &["10.0.0.1"]);
         me.links = vec![Link {
             name: "web".into(),
@@ -44,9 +42,9 @@ fn main() {
         ] {
             store.put(&lock, &r).expect("a record");
         }
-        let n = NetworkIndex::new(&paths, "n1", vec![me]);
-        st.networks.write().unwrap().push(n);
-    }
+        vec![NetworkIndex::new(&paths, "n1", vec![me])]
+    };
+    let view = View { networks: &nets };
     let many: Vec<std::net::IpAddr> = (1..60u16)
         .map(|i| std::net::IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]))
         .collect();
@@ -68,21 +66,23 @@ fn main() {
             }
         }
         for tcp in [false, true] {
-            match handle(data, &st, tcp) {
-                Handled::Reply(bytes) => {
+            match handle(data, &view, tcp) {
+                Decision::Reply { bytes, .. } => {
                     assert!(bytes.len() >= 12 && bytes.len() <= 65535);
                     assert_eq!(bytes[..2], data[..2], "the client's ID");
                 }
-                Handled::Forward { question_end } => {
+                Decision::Forward(Ask {
+                    question_end,
+                    fallback,
+                }) => {
                     assert!(question_end <= data.len());
                     let err = error_for_raw(data, question_end, ResponseCode::ServFail);
                     assert_eq!(err[..2], data[..2]);
+                    if let Some(local) = fallback {
+                        assert_eq!(local[..2], data[..2], "the client's ID");
+                    }
                 }
-                Handled::ForwardFirst { question_end, local } => {
-                    assert!(question_end <= data.len());
-                    assert_eq!(local[..2], data[..2], "the client's ID");
-                }
-                Handled::Drop => {}
+                Decision::Drop => {}
             }
         }
     });
