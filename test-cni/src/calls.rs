@@ -9,36 +9,37 @@ use serde_json::{json, Value};
 
 use crate::world::{Container, PluginOut, World};
 
+/// An attachment the plugin is called for alone ([`World::direct`]): container `container`
+/// with ID `id`, named `name`, on network `net` with address `ip`; `conf` keys are merged into
+/// the network's conf.
+pub struct Direct<'a> {
+    pub net: &'a str,
+    pub container: &'a Container,
+    pub id: &'a str,
+    pub name: &'a str,
+    pub ip: &'a str,
+    pub conf: Value,
+}
+
 impl World {
-    /// Runs the plugin alone, as a runtime would for container `id` named `name` in `c` on
-    /// network `net`: no IPAM, the address `ip` comes from a made-up prevResult; `extra`
-    /// conf keys are merged in.
-    #[allow(clippy::too_many_arguments)]
-    pub fn direct(
-        &self,
-        verb: &str,
-        net: &str,
-        c: &Container,
-        id: &str,
-        name: &str,
-        ip: &str,
-        extra: Value,
-    ) -> PluginOut {
-        let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
-                          "ips": [{"address": format!("{ip}/24"), "interface": 0}]});
+    /// Runs the plugin alone (`verb`: ADD, DEL, CHECK) for the attachment `d`, as a runtime
+    /// would: no IPAM, its address comes from a made-up prevResult.
+    pub fn direct(&self, verb: &str, d: Direct<'_>) -> PluginOut {
+        let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": d.container.path}],
+                          "ips": [{"address": format!("{}/24", d.ip), "interface": 0}]});
         let mut keys = json!({"prevResult": prev});
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        for (k, v) in d.conf.as_object().cloned().unwrap_or_default() {
             keys[k] = v;
         }
-        let conf = self.conf(net, "1.0.0", keys);
+        let conf = self.conf(d.net, "1.0.0", keys);
         self.plugin(
             &[
                 ("CNI_COMMAND", verb),
-                ("CNI_CONTAINERID", id),
-                ("CNI_NETNS", &c.path),
+                ("CNI_CONTAINERID", d.id),
+                ("CNI_NETNS", &d.container.path),
                 ("CNI_IFNAME", "eth0"),
                 ("CNI_PATH", "/x"),
-                ("CNI_ARGS", &format!("K8S_POD_NAME={name}")),
+                ("CNI_ARGS", &format!("K8S_POD_NAME={}", d.name)),
             ],
             &conf.to_string(),
         )

@@ -2,6 +2,7 @@
 //! the test's host netns; the machine's nameserver is never asked.
 
 use serde_json::json;
+use test_cni::calls::Direct;
 use test_cni::{ip_of, Mode, World};
 
 #[test]
@@ -281,12 +282,14 @@ fn r20_inflight_cap_refuses_at_once() {
     let ip = format!("{}.2", net.prefix);
     let out = w.direct(
         "ADD",
-        "n1",
-        &cli,
-        &id,
-        "cli",
-        &ip,
-        json!({"maxInflight": 64, "upstreamTimeoutMs": 1500}),
+        Direct {
+            net: "n1",
+            container: &cli,
+            id: &id,
+            name: "cli",
+            ip: &ip,
+            conf: json!({"maxInflight": 64, "upstreamTimeoutMs": 1500}),
+        },
     );
     assert!(out.success, "{} {}", out.stdout, out.stderr);
     let statuses = six_at_once("r");

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
+use test_cni::calls::Direct;
 use test_cni::World;
 
 /// How a fake control socket answers.
@@ -160,7 +161,17 @@ fn a_resolver_with_no_host_upstream_has_no_presence_in_the_host_netns() {
     let d_id = format!("{}-d", w.id);
     let d_ip = test_cni::ip_of(&w.adding(&open, &d).name("d").id(&d_id).ok());
     let pid = w.resolver_pid(&d);
-    let again = w.direct("ADD", "n2", &d, &d_id, "d", &d_ip, json!({}));
+    let again = w.direct(
+        "ADD",
+        Direct {
+            net: "n2",
+            container: &d,
+            id: &d_id,
+            name: "d",
+            ip: &d_ip,
+            conf: json!({}),
+        },
+    );
     assert!(again.success, "{again:?}");
     assert_eq!(w.resolver_pid(&d), pid);
 }

@@ -9,6 +9,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use test_cni::calls::Direct;
 use test_cni::{ip_of, wait_until, Mode, World};
 
 #[test]
@@ -252,7 +253,17 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
     let c = w.container("c");
     for (dir, want_code, what) in [(&ro, 100, "Read-only"), (&full, 11, "No space")] {
         let state = json!({"dataDir": dir.join("state")});
-        let out = w.direct("ADD", "n1", &c, "c1", "c", "10.5.0.2", state);
+        let out = w.direct(
+            "ADD",
+            Direct {
+                net: "n1",
+                container: &c,
+                id: "c1",
+                name: "c",
+                ip: "10.5.0.2",
+                conf: state,
+            },
+        );
         assert!(!out.success);
         let e = out.json();
         assert_eq!(e["code"], want_code, "{e}");
@@ -270,7 +281,17 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
     std::fs::create_dir_all(&closed).unwrap();
     std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let state = json!({"dataDir": closed.join("state")});
-    let out = w.direct("ADD", "n1", &c, "c1", "c", "10.5.0.2", state);
+    let out = w.direct(
+        "ADD",
+        Direct {
+            net: "n1",
+            container: &c,
+            id: "c1",
+            name: "c",
+            ip: "10.5.0.2",
+            conf: state,
+        },
+    );
     assert!(!out.success);
     let e = out.json();
     assert_eq!(e["code"], 7, "{e}");

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::json;
+use test_cni::calls::Direct;
 use test_cni::{ip_of, wait_until, Container, Network, World};
 
 /// Every crash point of ADD, in the order ADD reaches them.
@@ -255,7 +256,17 @@ fn a_netns_deleted_without_del_ends_its_resolver_and_gc_stops_orphans() {
 fn a_container_id_re_added_in_a_new_netns_gets_a_resolver_there() {
     let w = World::new("a_container_id_re_added_in_a_new_netns_gets_a_resolver_there");
     let ok = |verb: &str, c: &Container, id: &str, name: &str, ip: &str| {
-        let out = w.direct(verb, "n1", c, id, name, ip, json!({}));
+        let out = w.direct(
+            verb,
+            Direct {
+                net: "n1",
+                container: c,
+                id,
+                name,
+                ip,
+                conf: json!({}),
+            },
+        );
         assert!(
             out.success,
             "{verb} in {}: {} {}",
@@ -299,7 +310,19 @@ fn concurrent_add_del_check_of_one_container_id_never_leave_two_resolvers() {
     let w = World::new("concurrent_add_del_check_of_one_container_id_never_leave_two_resolvers");
     let c = w.container("c");
     let id = format!("cc{}", test_cni::unique("id"));
-    let run = |verb: &str| w.direct(verb, "n1", &c, &id, "solo", "10.77.0.2", json!({}));
+    let run = |verb: &str| {
+        w.direct(
+            verb,
+            Direct {
+                net: "n1",
+                container: &c,
+                id: &id,
+                name: "solo",
+                ip: "10.77.0.2",
+                conf: json!({}),
+            },
+        )
+    };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let most = std::thread::scope(|s| {
         let sampler = s.spawn(|| {
@@ -496,7 +519,17 @@ fn a_re_add_after_a_del_keeps_its_redirect_whatever_happened_to_the_removers_mar
     };
     let out = w.plugin(&env("DEL"), &del);
     assert!(!out.success, "the crash point killed the DEL: {out:?}");
-    let out = w.direct("ADD", "n1", &d, &d_id, "d", &d_ip, json!({}));
+    let out = w.direct(
+        "ADD",
+        Direct {
+            net: "n1",
+            container: &d,
+            id: &d_id,
+            name: "d",
+            ip: &d_ip,
+            conf: json!({}),
+        },
+    );
     assert!(out.success, "{out:?}");
     removers_done(&w);
     assert_eq!(w.resolve(&c, "d", "A"), vec![d_ip], "c asking for d");
