@@ -105,7 +105,7 @@ mod tests {
         r.netns = "/run/netns/secret-path".into();
         r.search = vec!["corp.example".into()];
         r.links = vec![crate::record::Link::parse("db:database").unwrap()];
-        r.upstreams.explicit = vec!["10.9.9.9:53".parse().unwrap()];
+        r.resolver.upstreams.explicit = vec!["10.9.9.9:53".parse().unwrap()];
         r.domain_name = Some("dns.podman".into());
         r
     }

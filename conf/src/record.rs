@@ -93,7 +93,35 @@ impl Default for CacheSettings {
     }
 }
 
-/// A container's attachment to one network.
+/// How a container's own resolver forwards what it does not answer (R15-R22, R34): settings
+/// no other container and no other host reads (`peer.rs` publishes none of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolverSettings {
+    pub upstreams: Upstreams,
+    #[serde(default = "defaults::upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    #[serde(default = "defaults::max_inflight")]
+    pub max_inflight: usize,
+    #[serde(default)]
+    pub cache: CacheSettings,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        ResolverSettings {
+            upstreams: Upstreams::default(),
+            upstream_timeout_ms: defaults::UPSTREAM_TIMEOUT_MS,
+            max_inflight: defaults::MAX_INFLIGHT,
+            cache: CacheSettings::default(),
+        }
+    }
+}
+
+/// A container's attachment to one network, as its record file in the store holds it: what
+/// the network's index is built from (its names, addresses, links) and its own resolver's
+/// settings. The file is read by resolvers of other releases (an upgrade in place leaves the
+/// old ones running): its field names and shapes are a format (`a_record_file_keeps_its_format`
+/// pins them), and what another host reads is `peer::PeerRecord`, never this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub network: String,
@@ -120,13 +148,9 @@ pub struct Record {
     pub ttl: u32,
     #[serde(default)]
     pub internal: bool,
-    pub upstreams: Upstreams,
-    #[serde(default = "defaults::upstream_timeout_ms")]
-    pub upstream_timeout_ms: u64,
-    #[serde(default = "defaults::max_inflight")]
-    pub max_inflight: usize,
-    #[serde(default)]
-    pub cache: CacheSettings,
+    /// Its own resolver's forwarding, kept in the same file under the same names.
+    #[serde(flatten)]
+    pub resolver: ResolverSettings,
 }
 
 impl Record {
@@ -160,10 +184,7 @@ impl Record {
             search: vec![],
             ttl: defaults::TTL,
             internal: false,
-            upstreams: Upstreams::default(),
-            upstream_timeout_ms: defaults::UPSTREAM_TIMEOUT_MS,
-            max_inflight: defaults::MAX_INFLIGHT,
-            cache: CacheSettings::default(),
+            resolver: ResolverSettings::default(),
         }
     }
 
@@ -181,6 +202,43 @@ pub fn attachment_key(container_id: &str, ifname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record file as this and earlier releases write it: every field under its name.
+    const FILE: &str = r#"{
+      "network": "n1", "container_id": "c1", "ifname": "eth0", "name": "web",
+      "aliases": ["www"], "links": [{"name": "db", "alias": "database"}],
+      "ips": ["10.0.0.2"], "netns": "/run/netns/c1", "domain_name": "dns.podman",
+      "search": ["corp.example"], "ttl": 600, "internal": false,
+      "upstreams": {"explicit": ["10.9.9.9:53"], "host_resolv_conf": null},
+      "upstream_timeout_ms": 2000, "max_inflight": 1024,
+      "cache": {"size": 262144, "max_ttl": 30, "max_negative_ttl": 5}
+    }"#;
+
+    #[test]
+    fn a_record_file_keeps_its_format() {
+        let r: Record = serde_json::from_str(FILE).unwrap();
+        assert_eq!(
+            r.resolver.upstreams.explicit,
+            ["10.9.9.9:53".parse().unwrap()]
+        );
+        assert_eq!(r.resolver.cache.max_ttl, 30);
+        let written = serde_json::to_value(&r).unwrap();
+        let file: Value = serde_json::from_str(FILE).unwrap();
+        assert_eq!(written, file, "the same fields, names and shapes");
+        // A file of a release before the cache and the timeouts: their defaults.
+        let mut old = file.as_object().unwrap().clone();
+        for later in ["cache", "upstream_timeout_ms", "max_inflight"] {
+            old.remove(later);
+        }
+        let r: Record = serde_json::from_value(Value::Object(old)).unwrap();
+        assert_eq!(
+            r.resolver,
+            ResolverSettings {
+                upstreams: r.resolver.upstreams.clone(),
+                ..ResolverSettings::default()
+            }
+        );
+    }
 
     #[test]
     fn links_in_all_forms() {

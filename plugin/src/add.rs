@@ -11,7 +11,7 @@ use embedns_conf::control::{ReloadReply, Request, StatusReply};
 use embedns_conf::crash;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::record::{Record, Upstreams};
+use embedns_conf::record::{Record, ResolverSettings, Upstreams};
 use embedns_conf::sandbox::{self, Attachment, Sandbox, SandboxLock};
 use embedns_conf::store::{prepare_root, resolver_user_for, NetworkLock, NetworkStore};
 use embedns_conf::user::ResolverUser;
@@ -84,16 +84,18 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
             .collect(),
         ttl: conf.ttl,
         internal: conf.internal,
-        upstreams: Upstreams {
-            explicit: conf.explicit_upstreams.clone(),
-            // R17/R21: the host's upstreams only when none are explicit and the network is
-            // not internal.
-            host_resolv_conf: (conf.explicit_upstreams.is_empty() && !conf.internal)
-                .then(|| conf.host_resolv_conf.clone()),
+        resolver: ResolverSettings {
+            upstreams: Upstreams {
+                explicit: conf.explicit_upstreams.clone(),
+                // R17/R21: the host's upstreams only when none are explicit and the network is
+                // not internal.
+                host_resolv_conf: (conf.explicit_upstreams.is_empty() && !conf.internal)
+                    .then(|| conf.host_resolv_conf.clone()),
+            },
+            upstream_timeout_ms: conf.upstream_timeout_ms,
+            max_inflight: conf.max_inflight,
+            cache: conf.cache,
         },
-        upstream_timeout_ms: conf.upstream_timeout_ms,
-        max_inflight: conf.max_inflight,
-        cache: conf.cache,
     };
 
     let paths = StatePaths::new(&conf.data_dir);
@@ -225,7 +227,7 @@ fn attach(
     // upstreams when it started (embedns-resolverd's hostns.rs): a network that needs them
     // joining one that has none gets a new resolver. Asked of the resolver only when no other
     // network of the container takes them.
-    if reuse && record.upstreams.host_resolv_conf.is_some() {
+    if reuse && record.resolver.upstreams.host_resolv_conf.is_some() {
         let others_need_host = (sb.attachments.iter())
             .filter(|a| {
                 (a.network.as_str(), a.ifname.as_str()) != (&record.network, &record.ifname)
@@ -236,7 +238,7 @@ fn attach(
                     .ok()
                     .flatten()
             })
-            .any(|r| r.upstreams.host_resolv_conf.is_some());
+            .any(|r| r.resolver.upstreams.host_resolv_conf.is_some());
         let has_host = others_need_host
             || resolver::control::<StatusReply>(paths, &env.container_id, Request::Status)
                 .is_ok_and(|s| s.host_netns);

@@ -68,76 +68,32 @@ pub fn restrict_tcp(ports: &[u16]) -> anyhow::Result<bool> {
     Ok(status.ruleset == RulesetStatus::FullyEnforced)
 }
 
-/// The kernel's `cap_user_header_t`.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-/// The kernel's `cap_user_data_t` (two of them for 64 capabilities).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
 /// Least privilege for the calling thread: the bounding and ambient sets emptied, the
 /// identity switched to `user` (groups dropped), every capability gone, no_new_privs set.
 ///
 /// Credentials and capabilities are per thread in the kernel; glibc's `setresuid` makes every
 /// thread switch, which fails in a thread that has already dropped CAP_SETUID. So each thread
-/// calls this for itself, with the raw system calls: the host-netns thread when it starts,
-/// the main thread once its sockets and control socket exist.
+/// calls this for itself, with the raw system calls for the switch (the capabilities go as
+/// the sync process's do, `embedns_conf::capabilities`): the host-netns thread when it
+/// starts, the main thread once its sockets and control socket exist.
 ///
 /// Inside a user namespace (rootless podman) the process is unprivileged on the host already;
 /// if `user` is not mapped there, the identity stays and the rest still applies.
 pub fn drop_privileges(user: ResolverUser) -> anyhow::Result<()> {
-    // SAFETY: prctl, setgroups, setresgid, setresuid and capset with valid arguments.
-    unsafe {
-        // The bounding set first: dropping it needs CAP_SETPCAP, gone after the uid switch.
-        for cap in 0..64 {
-            // EINVAL past the kernel's last capability; that is the end of the list.
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
-            {
-                break;
-            }
-        }
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
-        if let Err(e) = switch_identity(user) {
-            if in_initial_user_namespace() {
-                return Err(e);
-            }
-            tracing::warn!("staying the user namespace's {}: {e:#}", current_uid());
-        }
-        let header = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error()).context("capset");
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error()).context("PR_SET_NO_NEW_PRIVS");
-        }
+    // The bounding set first: dropping it needs CAP_SETPCAP, gone after the uid switch. A
+    // thread started without CAP_SETPCAP keeps it (no_new_privs and the seccomp filter still
+    // stop any exec from gaining anything), as before.
+    if let Err(e) = embedns_conf::capabilities::drop_bounding_and_ambient() {
+        tracing::warn!("{e}");
     }
-    Ok(())
+    // SAFETY: setgroups, setresgid and setresuid with valid arguments.
+    if let Err(e) = unsafe { switch_identity(user) } {
+        if in_initial_user_namespace() {
+            return Err(e);
+        }
+        tracing::warn!("staying the user namespace's {}: {e:#}", current_uid());
+    }
+    Ok(embedns_conf::capabilities::drop_the_rest()?)
 }
 
 /// The calling thread's groups, gid and uid (real, effective, saved) become `user`'s.

@@ -29,54 +29,35 @@ use tokio::signal::unix::{signal, SignalKind};
 /// while the resolver runs.
 const LOG_CAP: u64 = 1 << 20;
 
+/// The resolver of one container, started (and stopped) by the embedns CNI plugin.
+#[derive(clap::Parser)]
+#[command(name = "embedns-resolverd", version)]
 struct Args {
+    /// The plugin's state directory.
+    #[arg(long)]
     data_dir: PathBuf,
+    /// The container whose sandbox it serves.
+    #[arg(long)]
     container_id: String,
+    /// Where it says `READY <udp> <tcp>` (or why not), once it serves.
+    #[arg(long, default_value_t = -1)]
     ready_fd: i32,
+    /// Its UDP and TCP sockets, bound on 127.0.0.11 in the container's netns.
+    #[arg(long)]
     udp_fd: i32,
+    #[arg(long)]
     tcp_fd: i32,
+    /// The user it runs as (`uid:gid`).
+    #[arg(long, value_parser = ResolverUser::parse_from_plugin, default_value_t = DEFAULT_RESOLVER_USER)]
     user: ResolverUser,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let (mut data_dir, mut container_id, mut ready_fd) = (None, None, None);
-    let (mut udp_fd, mut tcp_fd, mut user) = (None, None, None);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--data-dir" => data_dir = Some(PathBuf::from(value)),
-            "--container-id" => container_id = Some(value),
-            "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
-            "--udp-fd" => udp_fd = Some(value.parse().context("--udp-fd")?),
-            "--tcp-fd" => tcp_fd = Some(value.parse().context("--tcp-fd")?),
-            "--user" => user = Some(ResolverUser::parse_from_plugin(&value)?),
-            _ => anyhow::bail!(
-                "unknown flag {flag} (this program is started by the embedns CNI plugin)"
-            ),
-        }
-    }
-    Ok(Args {
-        data_dir: data_dir.context("--data-dir is required")?,
-        container_id: container_id.context("--container-id is required")?,
-        ready_fd: ready_fd.unwrap_or(-1),
-        udp_fd: udp_fd.context("--udp-fd is required")?,
-        tcp_fd: tcp_fd.context("--tcp-fd is required")?,
-        user: user.unwrap_or(DEFAULT_RESOLVER_USER),
-    })
 }
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--confinement-check") {
         return confinement_check();
     }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("embedns-resolverd: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
+    // A bad command line: clap says why and exits 2.
+    let args = <Args as clap::Parser>::parse();
     // SAFETY: the plugin passes the write end of a pipe as this fd; we own it from here.
     let mut ready = (args.ready_fd >= 0).then(|| unsafe { File::from_raw_fd(args.ready_fd) });
     let paths = StatePaths::new(&args.data_dir);
@@ -104,9 +85,11 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
             net.get(&args.container_id, &a.ifname).ok().flatten()
         })
         .collect();
-    let needs_host = own.iter().any(|r| r.upstreams.host_resolv_conf.is_some());
+    let needs_host = own
+        .iter()
+        .any(|r| r.resolver.upstreams.host_resolv_conf.is_some());
     let mut tcp_ports = vec![53];
-    for addr in own.iter().flat_map(|r| &r.upstreams.explicit) {
+    for addr in own.iter().flat_map(|r| &r.resolver.upstreams.explicit) {
         if !tcp_ports.contains(&addr.port()) {
             tcp_ports.push(addr.port());
         }

@@ -212,9 +212,9 @@ fn stamp(path: &Path) -> Stamp {
 pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
     let mut set = UpstreamSet::default();
     if let Some(first) = own.first() {
-        set.timeout = Duration::from_millis(first.upstream_timeout_ms);
-        set.max_inflight = first.max_inflight;
-        set.cache = first.cache;
+        set.timeout = Duration::from_millis(first.resolver.upstream_timeout_ms);
+        set.max_inflight = first.resolver.max_inflight;
+        set.cache = first.resolver.cache;
     }
     let push = |u: Upstream, list: &mut Vec<Upstream>| {
         if !list.iter().any(|x| x.addr == u.addr) {
@@ -222,7 +222,7 @@ pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
         }
     };
     for r in own {
-        for addr in &r.upstreams.explicit {
+        for addr in &r.resolver.upstreams.explicit {
             push(
                 Upstream {
                     addr: *addr,
@@ -231,7 +231,7 @@ pub fn compute_upstreams(own: &[Record]) -> UpstreamSet {
                 &mut set.list,
             );
         }
-        if let Some(path) = &r.upstreams.host_resolv_conf {
+        if let Some(path) = &r.resolver.upstreams.host_resolv_conf {
             if !set.host_files.contains(path) {
                 // Stamped before reading: an edit in between is seen at the next check.
                 set.host_stamps.push(stamp(path));

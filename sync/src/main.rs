@@ -20,44 +20,27 @@ use embedns_sync::local::LocalWatch;
 use embedns_sync::run::Sync;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// One shared network's sync process, started by the embedns CNI plugin (ADD, CHECK, GC).
+#[derive(clap::Parser)]
+#[command(name = "embedns-syncd", version)]
 struct Args {
+    /// The plugin's state directory.
+    #[arg(long)]
     data_dir: PathBuf,
+    /// The network it shares.
+    #[arg(long)]
     network: String,
+    /// Where it says how its start went (`embedns_conf::ready`).
+    #[arg(long)]
     ready_fd: Option<i32>,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let (mut data_dir, mut network, mut ready_fd) = (None, None, None);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--data-dir" => data_dir = Some(PathBuf::from(value)),
-            "--network" => network = Some(value),
-            "--ready-fd" => ready_fd = Some(value.parse().context("--ready-fd")?),
-            _ => anyhow::bail!(
-                "unknown flag {flag} (this program is started by the embedns CNI plugin)"
-            ),
-        }
-    }
-    Ok(Args {
-        data_dir: data_dir.context("--data-dir is required")?,
-        network: network.context("--network is required")?,
-        ready_fd,
-    })
 }
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--confinement-check") {
         return confinement_check();
     }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("embedns-syncd: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
+    // A bad command line: clap says why and exits 2.
+    let args = <Args as clap::Parser>::parse();
     // SAFETY: the plugin passes the pipe's write end as this fd; nothing else owns it.
     let mut ready = args.ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
     match run(&args, &mut ready) {
@@ -78,17 +61,8 @@ fn main() -> ExitCode {
 /// from etcd cannot override file permissions, load modules, trace or signal others' processes
 /// or change the network.
 fn confine() -> anyhow::Result<()> {
-    use caps::CapSet;
-    for set in [
-        CapSet::Bounding,
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
-        caps::clear(None, set).with_context(|| format!("dropping the {set:?} capabilities"))?;
-    }
-    nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")
+    embedns_conf::capabilities::drop_bounding_and_ambient()?;
+    Ok(embedns_conf::capabilities::drop_the_rest()?)
 }
 
 /// Landlock on the worker (file system writes since kernel 5.13, TCP since 6.7), which is
