@@ -222,3 +222,59 @@ async fn serve_connection(mut stream: TcpStream, handler: &Handler) -> std::io::
             .map_err(|_| std::io::Error::other("client does not read"))??;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The UDP loop on a real socket of the test's loopback: several queries in one batch,
+    //! each answered to its sender, and a datagram that is no query dropped.
+
+    use std::time::Duration;
+
+    use hickory_proto::op::Message;
+
+    use super::*;
+    use crate::handler::tests::{handler, query};
+
+    #[tokio::test]
+    async fn a_batch_of_queries_gets_each_its_reply_and_a_response_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = handler(dir.path());
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let serving = tokio::spawn(serve_udp(server, h));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Sent first, so a reply to it would come first and take another's place below.
+        let mut not_a_query = query("web.");
+        not_a_query[..2].copy_from_slice(&999u16.to_be_bytes());
+        not_a_query[2] |= 0x80;
+        client.send_to(&not_a_query, addr).await.unwrap();
+        for id in 1..=BATCH as u16 + 3 {
+            let mut q = query(if id.is_multiple_of(2) {
+                "web."
+            } else {
+                "nothere."
+            });
+            q[..2].copy_from_slice(&id.to_be_bytes());
+            client.send_to(&q, addr).await.unwrap();
+        }
+        let mut ids = Vec::new();
+        let mut buf = [0u8; 512];
+        for _ in 1..=BATCH + 3 {
+            let got = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf));
+            let n = got.await.expect("a reply within 5 s").unwrap();
+            let reply = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(
+                reply.answers.len(),
+                usize::from(reply.metadata.id.is_multiple_of(2))
+            );
+            ids.push(reply.metadata.id);
+        }
+        ids.sort();
+        assert_eq!(
+            ids,
+            (1..=BATCH as u16 + 3).collect::<Vec<_>>(),
+            "one reply each, none to 999"
+        );
+        serving.abort();
+    }
+}
