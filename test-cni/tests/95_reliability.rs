@@ -251,9 +251,9 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
     let _ = f.write_all(&vec![0u8; 128 * 1024]);
     drop(f);
     let c = w.container("c");
-    for (dir, want_code, what) in [(&ro, 100, "Read-only"), (&full, 11, "No space")] {
-        let state = json!({"dataDir": dir.join("state")});
-        let out = w.direct(
+    // ADD of c with `state` as the network's dataDir.
+    let add = |state: serde_json::Value| {
+        w.direct(
             "ADD",
             Direct {
                 net: "n1",
@@ -261,9 +261,12 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
                 id: "c1",
                 name: "c",
                 ip: "10.5.0.2",
-                conf: state,
+                conf: json!({ "dataDir": state }),
             },
-        );
+        )
+    };
+    for (dir, want_code, what) in [(&ro, 100, "Read-only"), (&full, 11, "No space")] {
+        let out = add(json!(dir.join("state")));
         assert!(!out.success);
         let e = out.json();
         assert_eq!(e["code"], want_code, "{e}");
@@ -280,18 +283,7 @@ fn read_only_and_full_state_dirs_give_clear_errors() {
     let closed = w.path("closed");
     std::fs::create_dir_all(&closed).unwrap();
     std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let state = json!({"dataDir": closed.join("state")});
-    let out = w.direct(
-        "ADD",
-        Direct {
-            net: "n1",
-            container: &c,
-            id: "c1",
-            name: "c",
-            ip: "10.5.0.2",
-            conf: state,
-        },
-    );
+    let out = add(json!(closed.join("state")));
     assert!(!out.success);
     let e = out.json();
     assert_eq!(e["code"], 7, "{e}");

@@ -241,6 +241,24 @@ async fn r32_a_claim_deleted_or_taken_mid_session_stops_publishing_until_claimed
     .await;
 }
 
+/// The member goes away (the watch ends, connections are refused) and another host's record
+/// `db` is put meanwhile, its event compacted away if `compacted`; the member comes back once
+/// the session has ended.
+async fn away_while_db_is_put(h: &Host, fake: &Fake, compacted: bool) {
+    fake.refuse.set(true);
+    fake.drop_watches();
+    let db = keys().record("h2", "c9@eth0");
+    fake.put(&db, &peer("c9", "db", [10, 2, 0, 9]));
+    if compacted {
+        fake.compact(fake.mod_revision(&db).unwrap() + 1);
+    }
+    h.until("the session to end", |h| {
+        h.status().is_some_and(|s| s.endpoint.is_none())
+    })
+    .await;
+    fake.refuse.set(false);
+}
+
 #[tokio::test]
 async fn r28_a_session_that_ends_resumes_with_its_lease_and_its_watch() {
     let h = Host::new();
@@ -252,18 +270,7 @@ async fn r28_a_session_that_ends_resumes_with_its_lease_and_its_watch() {
         let (_, lease) = fake.get(&mine).unwrap();
         let (_, listings) = fake.counts();
         assert_eq!(listings, 1);
-        // The member goes away; another host's record is put meanwhile.
-        fake.refuse.set(true);
-        fake.drop_watches();
-        fake.put(
-            &keys().record("h2", "c9@eth0"),
-            &peer("c9", "db", [10, 2, 0, 9]),
-        );
-        h.until("the session to end", |h| {
-            h.status().is_some_and(|s| s.endpoint.is_none())
-        })
-        .await;
-        fake.refuse.set(false);
+        away_while_db_is_put(&h, &fake, false).await;
         h.until("db held here", |h| h.remote_names() == ["db"])
             .await;
         assert_eq!(fake.counts().1, 1, "no new listing");
@@ -285,19 +292,7 @@ async fn r28_events_compacted_away_make_the_next_session_list_again() {
     running(sync, &fake, local, async {
         let mine = keys().record("h1", "c1@eth0");
         fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
-        fake.refuse.set(true);
-        fake.drop_watches();
-        fake.put(
-            &keys().record("h2", "c9@eth0"),
-            &peer("c9", "db", [10, 2, 0, 9]),
-        );
-        let now = fake.mod_revision(&keys().record("h2", "c9@eth0")).unwrap();
-        fake.compact(now + 1);
-        h.until("the session to end", |h| {
-            h.status().is_some_and(|s| s.endpoint.is_none())
-        })
-        .await;
-        fake.refuse.set(false);
+        away_while_db_is_put(&h, &fake, true).await;
         h.until("db held here", |h| h.remote_names() == ["db"])
             .await;
         assert_eq!(fake.counts().1, 2, "listed again");
