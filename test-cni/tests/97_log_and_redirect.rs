@@ -1,12 +1,15 @@
 //! Faults of the host around a running resolver: a log that would grow without bound, a
 //! damaged index met by every query, a nat rule already in the container, iptables gone at
-//! DEL; and a test that cannot run here must fail, not pass.
+//! DEL, the redirect's remover against re-ADDs, GC and its own session; and a test that
+//! cannot run here must fail, not pass.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
+use test_cni::calls::Direct;
 use test_cni::{ip_of, wait_until, World};
 
 #[test]
@@ -182,4 +185,147 @@ fn a_test_that_cannot_run_fails_instead_of_passing() {
     );
     assert!(text.contains("needs root"), "{text}");
     assert!(text.contains("1 failed"), "{text}");
+}
+
+/// Waits (at most 5 s) until no redirect remover of `w`'s dataDir runs.
+fn removers_done(w: &World) {
+    let pattern = format!("remove-redirect-later {}", w.data_dir.display());
+    wait_until(Duration::from_secs(5), "the removers to finish", || {
+        test_cni::pgrep(&pattern).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_re_add_after_a_del_keeps_its_redirect_whatever_happened_to_the_removers_marker() {
+    let w = World::new(
+        "a_re_add_after_a_del_keeps_its_redirect_whatever_happened_to_the_removers_marker",
+    );
+    let net = w.network("n1", json!({}));
+    let (c, d) = (w.container("c"), w.container("d"));
+    let d_id = format!("{}-d", w.id);
+    w.adding(&net, &c).name("c").ok();
+    let d_ip = ip_of(&w.adding(&net, &d).name("d").id(&d_id).ok());
+    // The marker cannot be written (`removers` is a file): the DEL removes the rules itself
+    // instead of leaving a remover no ADD could find.
+    let removers = w.data_dir.join("removers");
+    let _ = std::fs::remove_dir_all(&removers);
+    std::fs::write(&removers, "").unwrap();
+    w.del(&net, &c, &[]);
+    w.adding(&net, &c).name("c").ok();
+    removers_done(&w);
+    assert_eq!(
+        w.resolve(&c, "d", "A"),
+        vec![d_ip.clone()],
+        "c's redirect after its re-ADD"
+    );
+
+    // embedns's DEL killed right after starting its remover, before noting its pid: the
+    // re-ADD still keeps that remover off its new rules.
+    std::fs::remove_file(&removers).unwrap();
+    let del = w.conf("n1", "1.0.0", json!({})).to_string();
+    let env = |verb| {
+        [
+            ("CNI_COMMAND", verb),
+            ("CNI_CONTAINERID", d_id.as_str()),
+            ("CNI_NETNS", d.path.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+            ("EMBEDNS_TEST_CRASH_AT", "del:remover-started"),
+        ]
+    };
+    let out = w.plugin(&env("DEL"), &del);
+    assert!(!out.success, "the crash point killed the DEL: {out:?}");
+    let out = w.direct(
+        "ADD",
+        Direct {
+            net: "n1",
+            container: &d,
+            id: &d_id,
+            name: "d",
+            ip: &d_ip,
+            conf: json!({}),
+        },
+    );
+    assert!(out.success, "{out:?}");
+    removers_done(&w);
+    assert_eq!(w.resolve(&c, "d", "A"), vec![d_ip], "c asking for d");
+    assert_eq!(
+        w.resolve(&d, "c", "A").len(),
+        1,
+        "d's redirect after its re-ADD"
+    );
+}
+
+#[test]
+fn gc_leaves_a_live_containers_redirect_alone_whatever_an_earlier_del_left_there() {
+    let w =
+        World::new("gc_leaves_a_live_containers_redirect_alone_whatever_an_earlier_del_left_there");
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    let id = format!("{}-live", w.id);
+    w.adding(&net, &c).name("c").id(&id).ok();
+    // A note, as a DEL of an earlier container in this netns leaves when its removal fails
+    // (then `podman network connect` put a new container's rules there).
+    let leftovers = w.data_dir.join("leftovers");
+    std::fs::create_dir_all(&leftovers).unwrap();
+    let note = json!({"container_id": "earlier", "netns": c.path, "error": "test"});
+    std::fs::write(leftovers.join("earlier.json"), note.to_string()).unwrap();
+    let conf = w.conf(
+        "n1",
+        "1.1.0",
+        json!({"cni.dev/valid-attachments": [{"containerID": id, "ifname": "eth0"}]}),
+    );
+    let out = w.plugin(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
+        &conf.to_string(),
+    );
+    assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
+    assert!(
+        w.nat_rules(&c).contains("EMBEDNS_OUTPUT"),
+        "{}",
+        w.nat_rules(&c)
+    );
+    assert_eq!(w.resolve(&c, "c", "A").len(), 1);
+    assert!(
+        !leftovers.join("earlier.json").exists(),
+        "the note is cleared"
+    );
+}
+
+#[test]
+fn the_redirects_remover_runs_in_its_own_session_from_the_root_dir_with_no_inherited_fds() {
+    let w = World::new(
+        "the_redirects_remover_runs_in_its_own_session_from_the_root_dir_with_no_inherited_fds",
+    );
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.adding(&net, &c).name("c").ok();
+    // The netns stays after the DEL: the remover waits a second before removing the rules.
+    w.del(&net, &c, &[]);
+    let pattern = format!("remove-redirect-later {}", w.data_dir.display());
+    let pid = wait_until(Duration::from_secs(5), "the remover", || {
+        test_cni::pgrep(&pattern).first().copied()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
+        .split(' ')
+        .collect();
+    assert_eq!(
+        fields.get(3),
+        Some(&pid.to_string().as_str()),
+        "its own session: {stat}"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        Path::new("/")
+    );
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|fd| fd.parse::<i32>().unwrap_or(0) > 2)
+        .collect();
+    assert!(fds.is_empty(), "inherited fds {fds:?}");
+    removers_done(&w);
+    w.wait_redirect_gone(&c, "the remover's removal");
 }
