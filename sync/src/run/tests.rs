@@ -101,6 +101,13 @@ fn peer(cid: &str, name: &str, ip: [u8; 4]) -> Vec<u8> {
     ))
 }
 
+/// Waits until h1's container c1 is published, and returns its key.
+async fn published(fake: &Fake) -> String {
+    let mine = keys().record("h1", "c1@eth0");
+    fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+    mine
+}
+
 /// Runs `sync` until `body` is done; the sync must not end before.
 async fn running(sync: Sync, fake: &Fake, local: LocalWatch, body: impl std::future::Future) {
     let connect = FakeConnect(fake.clone());
@@ -117,8 +124,7 @@ async fn r27_r32_a_session_claims_publishes_and_takes_in_other_hosts_records() {
     let fake = Fake::default();
     let (sync, local) = h.sync();
     running(sync, &fake, local, async {
-        let mine = keys().record("h1", "c1@eth0");
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        let mine = published(&fake).await;
         let (claim, claim_lease) = fake.get(&keys().claim("h1")).expect("the claim");
         assert!(String::from_utf8(claim)
             .unwrap()
@@ -166,8 +172,7 @@ async fn r32_a_claim_held_by_another_machine_is_refused_and_nothing_is_published
         assert!(fake.keys(&keys().host_records("h1")).is_empty());
         // Once the other's claim goes, this host claims its name and publishes.
         fake.delete(&keys().claim("h1"));
-        let mine = keys().record("h1", "c1@eth0");
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        published(&fake).await;
     })
     .await;
 }
@@ -181,8 +186,7 @@ async fn r32_a_claim_left_by_an_earlier_process_of_this_host_is_taken_over() {
     // An earlier process's claim, under a lease of its own that has not expired yet.
     fake.put(&keys().claim("h1"), claimant.as_bytes());
     running(sync, &fake, local, async {
-        let mine = keys().record("h1", "c1@eth0");
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        let mine = published(&fake).await;
         let (_, record_lease) = fake.get(&mine).unwrap();
         assert_eq!(fake.get(&keys().claim("h1")).unwrap().1, record_lease);
     })
@@ -195,8 +199,7 @@ async fn r28_a_key_of_this_host_deleted_by_someone_else_is_put_back() {
     let fake = Fake::default();
     let (sync, local) = h.sync();
     running(sync, &fake, local, async {
-        let mine = keys().record("h1", "c1@eth0");
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        let mine = published(&fake).await;
         let first = fake.mod_revision(&mine).unwrap();
         fake.delete(&mine);
         fake.until(WITHIN, |f| f.mod_revision(&mine).is_some_and(|r| r > first))
@@ -211,8 +214,8 @@ async fn r32_a_claim_deleted_or_taken_mid_session_stops_publishing_until_claimed
     let fake = Fake::default();
     let (sync, local) = h.sync();
     running(sync, &fake, local, async {
-        let (claim, mine) = (keys().claim("h1"), keys().record("h1", "c1@eth0"));
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        let claim = keys().claim("h1");
+        published(&fake).await;
         // Taken by a clone: the session ends, the next is refused, nothing more is put.
         fake.put(&claim, b"clone /run/embedns");
         h.until("the refusal", |h| {
@@ -265,8 +268,7 @@ async fn r28_a_session_that_ends_resumes_with_its_lease_and_its_watch() {
     let fake = Fake::default();
     let (sync, local) = h.sync();
     running(sync, &fake, local, async {
-        let mine = keys().record("h1", "c1@eth0");
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        let mine = published(&fake).await;
         let (_, lease) = fake.get(&mine).unwrap();
         let (_, listings) = fake.counts();
         assert_eq!(listings, 1);
@@ -290,8 +292,7 @@ async fn r28_events_compacted_away_make_the_next_session_list_again() {
     let fake = Fake::default();
     let (sync, local) = h.sync();
     running(sync, &fake, local, async {
-        let mine = keys().record("h1", "c1@eth0");
-        fake.until(WITHIN, |f| f.get(&mine).is_some()).await;
+        published(&fake).await;
         away_while_db_is_put(&h, &fake, true).await;
         h.until("db held here", |h| h.remote_names() == ["db"])
             .await;
