@@ -9,6 +9,7 @@
 //! drop alike; namespaces, iptables and processes live in the binaries.
 
 pub mod capabilities;
+pub mod catch;
 pub mod cni;
 pub mod control;
 pub mod crash;

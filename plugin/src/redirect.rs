@@ -17,55 +17,23 @@
 //! container's netns (given by path) for exactly the execs it makes, fallback included.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+pub use embedns_conf::catch::Catch;
+use embedns_conf::catch::CATCH_CHAIN;
 
 use crate::error::{PluginError, REDIRECT_FAILED};
 use crate::netns;
 
 const OUTPUT_CHAIN: &str = "EMBEDNS_OUTPUT";
 const POSTROUTING_CHAIN: &str = "EMBEDNS_POSTROUTING";
-const CATCH_CHAIN: &str = "EMBEDNS_CATCH";
 const RESOLVER_IP: &str = "127.0.0.11";
 /// The nameserver addresses attachments name (127.0.0.11-15, `sandbox::NAMESERVERS`), all
 /// redirected to the resolver.
 const NAMESERVERS: &str = "127.0.0.8/29";
-
-/// The nameservers whose queries the resolver answers (R26), and who is exempt: the resolvers'
-/// identity, whose queries to those servers are the forwarded ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Catch {
-    pub servers: Vec<Ipv4Addr>,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Catch {
-    /// The exempt `(uid, gid)`, as the sandbox records it.
-    pub fn owner(&self) -> (u32, u32) {
-        (self.uid, self.gid)
-    }
-
-    /// The rules of [`CATCH_CHAIN`] for a resolver on `udp`/`tcp` (none without servers).
-    fn rules(&self, udp: u16, tcp: u16) -> String {
-        if self.servers.is_empty() {
-            return String::new();
-        }
-        let (uid, gid) = (self.uid, self.gid);
-        let mut rules =
-            format!("-A {CATCH_CHAIN} -m owner --uid-owner {uid} --gid-owner {gid} -j RETURN\n");
-        for s in &self.servers {
-            rules += &format!(
-                "-A {CATCH_CHAIN} -d {s}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
-                 -A {CATCH_CHAIN} -d {s}/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n"
-            );
-        }
-        rules
-    }
-}
 
 /// Starts installing the rules for a resolver listening on `udp`/`tcp` and returns without
 /// waiting (the caller overlaps it with the resolver's start and calls [`Pending::wait`]).
@@ -115,16 +83,7 @@ pub fn set_catch(
     catch: &Catch,
     jump: bool,
 ) -> anyhow::Result<()> {
-    let jump = if jump {
-        format!("-I OUTPUT 2 -j {CATCH_CHAIN}\n")
-    } else {
-        String::new()
-    };
-    // Declaring a chain that exists flushes it (iptables-restore --noflush, legacy and nft).
-    let batch = format!(
-        "*nat\n:{CATCH_CHAIN} - [0:0]\n{jump}{}COMMIT\n",
-        catch.rules(udp, tcp)
-    );
+    let batch = catch.set_batch(udp, tcp, jump);
     Pending {
         child: restore_start(netns_path, &batch)?,
         netns: netns_path.to_string(),
