@@ -10,6 +10,7 @@
 
 pub mod capabilities;
 pub mod catch;
+pub mod cgroup;
 pub mod cni;
 pub mod control;
 pub mod crash;
@@ -30,6 +31,7 @@ pub mod resolv;
 pub mod sandbox;
 pub mod shared;
 pub mod store;
+pub mod supervision;
 pub mod user;
 
 pub use error::ConfError;

@@ -65,6 +65,9 @@ struct RawRuntimeConfig {
     links: Option<Vec<Value>>,
     #[serde(default)]
     name: Option<String>,
+    /// The `cgroupPath` capability: the pod's cgroup parent (containerd's CRI).
+    #[serde(default, rename = "cgroupPath")]
+    cgroup_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +105,8 @@ struct RawNetConf {
     resolver_path: Option<PathBuf>,
     #[serde(default)]
     resolver_user: Option<String>,
+    #[serde(default)]
+    cgroup_parent: Option<String>,
     #[serde(default)]
     upstream_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -161,6 +166,12 @@ pub struct NetConf {
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
     pub resolver_path: Option<PathBuf>,
+    /// The cgroup beneath which the resolver's leaf lies, relative to a hierarchy's root: the
+    /// `cgroupPath` capability's (the pod's), else `cgroupParent`, else `/embedns`
+    /// (`crate::cgroup`).
+    pub cgroup_parent: PathBuf,
+    /// Whether `cgroup_parent` is the runtime's `cgroupPath`.
+    pub cgroup_from_runtime: bool,
     pub resolver_user: ResolverUser,
     /// Whether `resolverUser` was set (else the default: `user::default_resolver_user`).
     pub resolver_user_set: bool,
@@ -304,6 +315,12 @@ impl NetConf {
             log_file: raw.log_file,
             log_level: raw.log_level,
             resolver_path: raw.resolver_path,
+            cgroup_parent: match (&rc.cgroup_path, &raw.cgroup_parent) {
+                (Some(p), _) if !p.is_empty() => crate::cgroup::parent(p)?,
+                (_, Some(p)) => crate::cgroup::parent(p)?,
+                _ => crate::cgroup::parent(crate::cgroup::DEFAULT_PARENT)?,
+            },
+            cgroup_from_runtime: rc.cgroup_path.as_ref().is_some_and(|p| !p.is_empty()),
             resolver_user_set: raw.resolver_user.is_some(),
             resolver_user: match &raw.resolver_user {
                 Some(u) => ResolverUser::parse(u)?,

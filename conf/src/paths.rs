@@ -116,6 +116,12 @@ impl StatePaths {
         PathBuf::from(format!("/proc/self/fd/{}/control.sock", dir.as_raw_fd()))
     }
 
+    /// `sandboxes/<cid>/supervisor.json`: what the resolver's supervisor says of its
+    /// restarts (`embedns_conf::supervision`).
+    pub fn supervision(&self, container_id: &str) -> PathBuf {
+        self.sandbox(container_id).join("supervisor.json")
+    }
+
     /// Where DEL notes what it could not remove.
     pub fn leftovers(&self) -> PathBuf {
         self.root.join("leftovers")

@@ -76,6 +76,10 @@ pub struct ContainerReport {
     pub resolver: ResolverHealth,
     /// R26: the nameservers besides 127.0.0.11 whose queries its resolver answers.
     pub caught: Vec<Ipv4Addr>,
+    /// What the resolver's supervisor says of restarts (absent for a resolver of an earlier
+    /// release, which has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<crate::supervision::Supervision>,
 }
 
 /// One of a container's attachments.

@@ -110,6 +110,10 @@ pub struct Sandbox {
     pub catch_owner: Option<(u32, u32)>,
     #[serde(default)]
     pub files: Vec<WrittenFile>,
+    /// The cgroups made for the resolver (its leaves, then parents made for them, deepest
+    /// first), removed by DEL once it is stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<PathBuf>,
 }
 
 fn settled() -> bool {
@@ -127,6 +131,7 @@ impl Default for Sandbox {
             redirect_settled: true,
             catch_owner: None,
             files: Vec::new(),
+            cgroups: Vec::new(),
         }
     }
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::container_names::ContainerNames;
 use crate::env::CniEnv;
 use crate::error::{PluginError, RESOLVER_FAILED};
-use crate::{del, files, netns, probe, redirect, redirect_remover, resolver, sync_process};
+use crate::{cgroup, del, files, netns, probe, redirect, redirect_remover, resolver, sync_process};
 
 /// How long ADD waits for a new resolver to answer through the redirect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,6 +105,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     let spawn = Spawn {
         binary: &binary,
         user,
+        cgroup: embedns_conf::cgroup::leaf(&conf.cgroup_parent, &env.container_id),
     };
     let attached = attach(
         &paths,
@@ -146,10 +147,12 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
     ))
 }
 
-/// How to start a resolver: its binary and the identity it runs as.
+/// How to start a resolver: its binary, the identity it runs as, its leaf cgroup (relative to
+/// each hierarchy's root).
 struct Spawn<'a> {
     binary: &'a std::path::Path,
     user: ResolverUser,
+    cgroup: std::path::PathBuf,
 }
 
 /// `attaching`: the record, and the nameservers this attachment catches (R26).
@@ -252,6 +255,13 @@ fn attach(
     }
     let previous = sb.resolver.is_some();
     sb.redirect_settled = reuse;
+    // A new resolver's cgroups are made, and recorded for DEL, before it starts.
+    let placement = (!reuse).then(|| cgroup::prepare(&spawn.cgroup));
+    for dir in placement.iter().flat_map(|p| &p.made) {
+        if !sb.cgroups.contains(dir) {
+            sb.cgroups.push(dir.clone());
+        }
+    }
     // The sandbox is saved before the files are written and before the resolver starts, so
     // that an undo after a failure knows what to restore and what to stop.
     files::write(&mut sb, targets, resolv_conf)?;
@@ -301,6 +311,7 @@ fn attach(
             &env.container_id,
             udp.into(),
             tcp.into(),
+            placement.as_ref().map_or(&[], |p| &p.procs),
         );
         // Record the resolver before waiting for anything: a plugin killed from here on
         // leaves a resolver its sandbox names, which DEL stops. (Killed between the fork

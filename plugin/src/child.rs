@@ -33,9 +33,23 @@ pub struct Spawned {
 /// The read end of a child's ready pipe.
 pub struct ReadyPipe(OwnedFd);
 
+/// Where a child is charged and how the OOM killer ranks it, set between its fork and its
+/// exec, so it runs not one instruction of its own elsewhere.
+#[derive(Default)]
+pub struct Placement<'a> {
+    /// `cgroup.procs` files, open for writing: the child writes "0" (itself) into each.
+    pub cgroup_procs: &'a [File],
+    /// Its `oom_score_adj` (lowering it takes CAP_SYS_RESOURCE: without, it keeps the caller's).
+    pub oom_score_adj: Option<i32>,
+}
+
 /// Starts `cmd` detached, with the write end of a new ready pipe as its fd 3 and `fds` as
-/// its fds 4, 5, …; every other fd is closed in it.
-pub fn detached(cmd: &mut Command, fds: &[RawFd]) -> anyhow::Result<Spawned> {
+/// its fds 4, 5, …; every other fd is closed in it. `placement` moves it first.
+pub fn detached(
+    cmd: &mut Command,
+    fds: &[RawFd],
+    placement: &Placement,
+) -> anyhow::Result<Spawned> {
     if fds.len() > MAX_FDS {
         anyhow::bail!("a child is given at most {MAX_FDS} fds besides its ready pipe");
     }
@@ -44,15 +58,35 @@ pub fn detached(cmd: &mut Command, fds: &[RawFd]) -> anyhow::Result<Spawned> {
     let mut given = vec![ready_w.as_raw_fd()];
     given.extend_from_slice(fds);
     let first_closed = 3 + given.len() as u32;
+    let procs: Vec<RawFd> = placement
+        .cgroup_procs
+        .iter()
+        .map(AsRawFd::as_raw_fd)
+        .collect();
+    let adj = placement.oom_score_adj.map(|a| a.to_string().into_bytes());
     // The runtime reads our stdout until EOF: a child must hold none of it.
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, dup2,
-    // close_range), on memory allocated before the fork.
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, write, open, fcntl,
+    // dup2, close_range), on memory allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            // Best effort: a hierarchy that refuses leaves it where it was (the caller checks).
+            for fd in &procs {
+                libc::write(*fd, b"0".as_ptr().cast(), 1);
+            }
+            if let Some(adj) = &adj {
+                let f = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if f >= 0 {
+                    libc::write(f, adj.as_ptr().cast(), adj.len());
+                    libc::close(f);
+                }
+            }
             // Every fd moved above the targets first, so no dup2 overwrites a later source.
             let mut high = [0; MAX_FDS + 1];
             for (i, fd) in given.iter().enumerate() {

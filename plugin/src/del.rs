@@ -12,7 +12,7 @@ use embedns_conf::sandbox::{self, Leftover, Sandbox, SandboxLock};
 use embedns_conf::store::NetworkStore;
 
 use crate::env::CniEnv;
-use crate::{files, netns, redirect, redirect_remover, resolver};
+use crate::{cgroup, files, netns, redirect, redirect_remover, resolver};
 
 /// DEL: the attachment goes; with the last one the resolver stops (the rules: see `redirect_remover`).
 pub fn del(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
@@ -147,6 +147,7 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox, when: Removal) {
         match redirect_remover::spawn(paths, &sb.container_id, &sb.netns, inode) {
             Ok(()) => {
                 stop_resolver(paths, sb);
+                cgroup::remove(&sb.cgroups);
                 tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped, redirect left to the remover");
                 files::restore(sb);
                 return;
@@ -160,6 +161,7 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox, when: Removal) {
         })
     });
     stop_resolver(paths, sb);
+    cgroup::remove(&sb.cgroups);
     tracing::debug!(elapsed = ?started.elapsed(), "resolver stopped");
     match removal {
         Some(pending) => {

@@ -181,14 +181,16 @@ fn stop_if_orphan(paths: &StatePaths, r: &resolver::Running) -> anyhow::Result<(
     } else {
         None
     };
-    let recorded = match &lock {
-        Some(_) => sandbox::load(paths, cid)
-            .ok()
-            .flatten()
-            .and_then(|sb| sb.resolver),
+    let sb = match &lock {
+        Some(_) => sandbox::load(paths, cid).ok().flatten(),
         None => None,
     };
-    let ours = recorded.is_some_and(|i| i.pid == r.info.pid && i.start_time == r.info.start_time);
+    let recorded = sb.as_ref().and_then(|sb| sb.resolver.as_ref());
+    let ours = recorded.is_some_and(|i| {
+        (i.pid == r.info.pid && i.start_time == r.info.start_time)
+            // A resolver whose supervisor was killed keeps serving its container until DEL.
+            || (!resolver::alive(i) && sb.as_ref().is_some_and(|sb| resolver::serves(&r.info, &sb.netns)))
+    });
     if !ours {
         tracing::warn!(pid = r.info.pid, container = %cid, "GC: stopping an orphan resolver");
         resolver::stop(&r.info);

@@ -13,6 +13,7 @@
 //! redirect needs `iptables-restore` (nft or legacy) on PATH or in /usr/sbin.
 
 mod add;
+mod cgroup;
 mod check;
 mod child;
 mod container_names;

@@ -23,10 +23,17 @@ use crate::child::{self, read_line_until, ReadyPipe, Spawned};
 use crate::error::{PluginError, RESOLVER_FAILED};
 use crate::processes;
 
+/// The `argv[0]` a resolver's supervisor shows (embedns-resolverd's `SUPERVISOR_ARGV0`).
+const SUPERVISOR_ARGV0: &[u8] = b"embedns-resolverd:supervisor";
 /// How long a resolver may take to bind and report its ports.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long it may take to exit on SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The resolver's (and its supervisor's) `oom_score_adj`: below every container process's
+/// (kubelet gives a Guaranteed pod's -997, podman and Docker 0), so within its cgroup and on
+/// the host the OOM killer takes those first; the node's own daemons (kubelet, containerd:
+/// -999) still rank below it.
+pub const OOM_SCORE_ADJ: i32 = -998;
 
 /// `embedns-resolverd`: the conf's `resolverPath`, else next to this executable.
 pub fn binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -57,6 +64,7 @@ pub fn start(
     container_id: &str,
     udp: OwnedFd,
     tcp: OwnedFd,
+    cgroup_procs: &[File],
 ) -> anyhow::Result<StartingResolver> {
     let udp_port = local_port(&udp)?;
     let tcp_port = local_port(&tcp)?;
@@ -77,8 +85,15 @@ pub fn start(
             cmd.env(var, value);
         }
     }
-    let Spawned { child, ready } = child::detached(&mut cmd, &[udp.as_raw_fd(), tcp.as_raw_fd()])
-        .map_err(|e| {
+    let Spawned { child, ready } = child::detached(
+        &mut cmd,
+        &[udp.as_raw_fd(), tcp.as_raw_fd()],
+        &child::Placement {
+            cgroup_procs,
+            oom_score_adj: Some(OOM_SCORE_ADJ),
+        },
+    )
+    .map_err(|e| {
         PluginError::new(
             RESOLVER_FAILED,
             format!("cannot start the resolver {}: {e:#}", binary.display()),
@@ -170,19 +185,54 @@ fn tail(log: &Path) -> String {
     out
 }
 
-/// Start time of a process (/proc/PID/stat field 22), `None` if it is gone.
-pub fn start_time(pid: i32) -> Option<u64> {
+/// What `/proc/<pid>/stat` says of a process that embedns acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub ppid: i32,
+    pub zombie: bool,
+    /// Start time in clock ticks since boot (field 22).
+    pub start_time: u64,
+}
+
+/// `/proc/<pid>/stat`, `None` if the process is gone.
+pub fn stat(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and ')' : parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let rest: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    Some(Stat {
+        zombie: *rest.first()? == "Z",
+        ppid: rest.get(1)?.parse().ok()?,
+        start_time: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Start time of a process (/proc/PID/stat field 22), `None` if it is gone.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|s| s.start_time)
+}
+
+/// The children of process `pid` (a supervisor's resolver), each pinned by a pidfd.
+fn children(pid: i32) -> Vec<(i32, OwnedFd)> {
+    let list =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter_map(|c| Some((c, processes::pidfd(c)?)))
+        // Still a child of `pid` once pinned: not a pid reused meanwhile.
+        .filter(|(c, _)| stat(*c).is_some_and(|s| s.ppid == pid))
+        .collect()
 }
 
 /// The file-system `(uid, gid)` a resolver runs as (/proc/PID/status), which its sockets carry:
 /// what R26's catch must exempt. A resolver of an earlier release runs as its identity, not
 /// necessarily the one a new resolver would take.
 pub fn user_of(info: &ResolverInfo) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", info.pid)).ok()?;
+    // A supervisor (root) serves through its child: the child's identity is the resolver's.
+    let serving = children(info.pid)
+        .first()
+        .map(|(c, _)| *c)
+        .unwrap_or(info.pid);
+    let status = std::fs::read_to_string(format!("/proc/{serving}/status")).ok()?;
     let fs_id = |key: &str| -> Option<u32> {
         let line = status.lines().find(|l| l.starts_with(key))?;
         line.split_whitespace().nth(4)?.parse().ok()
@@ -194,7 +244,7 @@ pub fn user_of(info: &ResolverInfo) -> Option<(u32, u32)> {
 
 /// Whether the recorded resolver is still that process and not a zombie.
 pub fn alive(info: &ResolverInfo) -> bool {
-    start_time(info.pid) == Some(info.start_time) && !is_zombie(info.pid)
+    stat(info.pid).is_some_and(|s| s.start_time == info.start_time && !s.zombie)
 }
 
 /// Whether the recorded resolver is alive and inside the namespace that `netns_path` names
@@ -220,13 +270,17 @@ pub struct Running {
 
 /// Every running resolver started for the state directory `paths` (GC, and DEL when the
 /// sandbox does not name one): the processes whose command line is
-/// `embedns-resolverd --data-dir <root> --container-id <id> ...`.
+/// `embedns-resolverd --data-dir <root> --container-id <id> ...`, but the serving children of
+/// a supervisor that is itself listed (they share its command line; stopping it stops them).
 pub fn running(paths: &StatePaths) -> Vec<Running> {
     let root = paths.root().as_os_str().as_encoded_bytes();
-    let mut found = Vec::new();
+    let mut found: Vec<(Running, i32)> = Vec::new();
     for (pid, args) in processes::all() {
         let arg = |i: usize| args.get(i).map(Vec::as_slice);
-        let ours = arg(0).is_some_and(|a| a.ends_with(b"embedns-resolverd"))
+        // A supervisor retitles itself (embedns-resolverd's supervisor.rs); its child keeps
+        // the command line it was started with.
+        let ours = arg(0)
+            .is_some_and(|a| a.ends_with(b"embedns-resolverd") || a == SUPERVISOR_ARGV0)
             && arg(1) == Some(b"--data-dir")
             && arg(2) == Some(root)
             && arg(3) == Some(b"--container-id");
@@ -236,27 +290,30 @@ pub fn running(paths: &StatePaths) -> Vec<Running> {
         else {
             continue;
         };
-        let Some(start_time) = start_time(pid).filter(|_| !is_zombie(pid)) else {
+        let Some(st) = stat(pid).filter(|s| !s.zombie) else {
             continue;
         };
-        found.push(Running {
+        let running = Running {
             container_id: container_id.to_string(),
             info: ResolverInfo {
                 pid,
-                start_time,
+                start_time: st.start_time,
                 udp_port: 0,
                 tcp_port: 0,
             },
-        });
+        };
+        found.push((running, st.ppid));
     }
+    let supervised = |r: &Running, ppid: i32| {
+        found
+            .iter()
+            .any(|(p, _)| p.info.pid == ppid && p.container_id == r.container_id)
+    };
     found
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(true)
+        .iter()
+        .filter(|(r, ppid)| !supervised(r, *ppid))
+        .map(|(r, _)| r.clone())
+        .collect()
 }
 
 /// Stops the recorded resolver if it is still ours: a pidfd pins the process, its start time
@@ -272,6 +329,8 @@ pub fn stop(info: &ResolverInfo) {
         );
         return;
     }
+    // A supervisor stops its resolver itself; pinned now, they are killed if it could not.
+    let children = children(info.pid);
     let signal = |sig: i32| processes::signal(&pidfd, sig);
     if !signal(libc::SIGTERM) {
         return;
@@ -280,6 +339,17 @@ pub fn stop(info: &ResolverInfo) {
         tracing::warn!(pid = info.pid, "resolver ignored SIGTERM; sending SIGKILL");
         signal(libc::SIGKILL);
         wait_exit(&pidfd, STOP_TIMEOUT);
+    }
+    kill_left(children);
+}
+
+/// SIGKILL to each pinned process still alive, and a short wait for it.
+fn kill_left(pinned: Vec<(i32, OwnedFd)>) {
+    for (pid, fd) in pinned {
+        if processes::signal(&fd, libc::SIGKILL) {
+            tracing::warn!(pid, "a resolver outlived its supervisor: killed");
+            wait_exit(&fd, STOP_TIMEOUT);
+        }
     }
 }
 
@@ -313,8 +383,10 @@ pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
 }
 
 fn kill_pid(pid: i32) {
+    let children = children(pid);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    kill_left(children);
 }
 
 /// How long a control exchange may take in all.

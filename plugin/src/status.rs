@@ -19,6 +19,7 @@ use embedns_conf::report::{
 use embedns_conf::sandbox::{self, Sandbox};
 use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{self, NetworkStore};
+use embedns_conf::supervision::Supervision;
 use embedns_conf::user::default_data_dir;
 
 use crate::resolver;
@@ -138,6 +139,7 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Report> {
             .collect();
         containers.push(ContainerReport {
             resolver: resolver_health(paths, &id, sb.as_ref()),
+            supervisor: supervision(paths, &id, sb.as_ref()),
             name: records.iter().find_map(|r| r.name.clone()),
             netns: records.first().map(|r| r.netns.clone()),
             id,
@@ -160,6 +162,15 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Report> {
         containers,
         leftovers,
     })
+}
+
+/// What the sandbox's live supervisor wrote of its restarts (its own file, root's, in the
+/// sandbox directory; one of another pid is stale).
+fn supervision(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Option<Supervision> {
+    let info = sb?.resolver.as_ref().filter(|i| resolver::alive(i))?;
+    let text = std::fs::read(paths.supervision(id)).ok()?;
+    let s: Supervision = serde_json::from_slice(&text[..text.len().min(64 * 1024)]).ok()?;
+    (s.pid == info.pid as u32).then_some(s)
 }
 
 /// A shared network's sync: its config and last status, whether its process runs; `None`
@@ -273,6 +284,30 @@ fn print_text(r: &Report) {
                 println!("  resolver UNHEALTHY: {error}")
             }
         }
+        if let Some(s) = &c.supervisor {
+            print_supervisor(s);
+        }
+    }
+}
+
+fn print_supervisor(s: &Supervision) {
+    if s.restarts > 0 {
+        println!(
+            "  restarted {} times; the last resolver before this one {}",
+            s.restarts,
+            s.last_exit.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(ms) = s.next_start_in_ms.filter(|_| s.resolver_pid == 0) {
+        println!(
+            "  WARNING: no resolver runs ({} ended in a row); the next starts {ms} ms after the last end",
+            s.failures_in_a_row
+        );
+    }
+    if s.catch_cleared {
+        println!(
+            "  WARNING: no resolver answers: the runtime's nameservers are asked directly until one does (R26 fails open)"
+        );
     }
 }
 

@@ -74,7 +74,7 @@ pub fn ensure(
         .args(["--network", network, "--ready-fd", "3"])
         .current_dir("/")
         .env_remove("CNI_COMMAND");
-    let Spawned { child, ready } = child::detached(&mut cmd, &[])
+    let Spawned { child, ready } = child::detached(&mut cmd, &[], &child::Placement::default())
         .with_context(|| format!("starting the sync process {}", binary.display()))?;
     Ok(Some(StartingSync {
         ready,

@@ -9,7 +9,8 @@
 //! `handler` decides between the two for each message; `server` owns the sockets and only
 //! receives and sends; `control` is the plugin's channel (`reload`, `status`); `hostns`
 //! makes sockets in the host's netns (R18); `log` rotates the log by size and rate-limits
-//! what a query can log; `liveness` ends a resolver whose container is gone.
+//! what a query can log; `liveness` ends a resolver whose container is gone; `supervisor` is
+//! the process the plugin starts, which forks each resolver and restarts one that dies.
 
 pub mod answer;
 pub mod cache;
@@ -28,4 +29,5 @@ pub mod network_index;
 pub mod peers;
 pub mod server;
 pub mod state;
+pub mod supervisor;
 pub mod wire;

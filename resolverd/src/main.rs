@@ -22,7 +22,7 @@ use embedns_resolverd::hostns::HostSockets;
 use embedns_resolverd::liveness::{self, Served};
 use embedns_resolverd::log::RotatingLog;
 use embedns_resolverd::state::Resolver;
-use embedns_resolverd::{confine, control, server};
+use embedns_resolverd::{confine, control, server, supervisor};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The log is rotated to `resolver.log.1` when it grows past this (so at most 2 × 1 MiB),
@@ -59,10 +59,38 @@ fn main() -> ExitCode {
     // A bad command line: clap says why and exits 2.
     let args = <Args as clap::Parser>::parse();
     // SAFETY: the plugin passes the write end of a pipe as this fd; we own it from here.
-    let mut ready = (args.ready_fd >= 0).then(|| unsafe { File::from_raw_fd(args.ready_fd) });
+    let plugin_ready = (args.ready_fd >= 0).then(|| unsafe { File::from_raw_fd(args.ready_fd) });
+    let setup = supervisor::Setup {
+        paths: StatePaths::new(&args.data_dir),
+        container_id: args.container_id.clone(),
+        plugin_ready,
+        udp_fd: args.udp_fd,
+        tcp_fd: args.tcp_fd,
+    };
+    // This process supervises; each resolver is a child it forks (and forks again when one
+    // dies), which runs `serve`.
+    supervisor::run(setup, |ready, previous| serve(&args, ready, previous))
+}
+
+/// One resolver, in a child of the supervisor: logs, serves until stopped or its container is
+/// gone, and says how its start went on `ready`.
+fn serve(args: &Args, ready: File, previous: Option<supervisor::Previous>) -> ExitCode {
     let paths = StatePaths::new(&args.data_dir);
     init_logging(&paths, &args.container_id, args.user);
-    match run(&args, paths, &mut ready) {
+    if let Some(p) = &previous {
+        tracing::warn!(
+            restarts = p.restarts,
+            "restarting: the resolver before this one {}",
+            p.last_exit
+        );
+    }
+    let mut ready = Some(ready);
+    if previous.is_some() && embedns_conf::crash::armed("resolver:restart") {
+        let _ = Ready::Failed("test crash point resolver:restart".into())
+            .write_to(ready.as_mut().unwrap());
+        return ExitCode::FAILURE;
+    }
+    match run(args, paths, &mut ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

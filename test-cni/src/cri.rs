@@ -318,6 +318,22 @@ impl Containerd {
     /// RunPodSandbox (namespace `default`, with `dns` as kubelet's dns_config), then one
     /// busybox container in it, created and started.
     pub fn run_pod(&self, name: &str, dns: Option<DnsConfig>) -> Pod {
+        self.run_pod_in(name, dns, None)
+    }
+
+    /// [`Containerd::run_pod`] with kubelet's cgroup parent for the pod (`linux.cgroup_parent`:
+    /// a cgroupfs path, `/kubepods/burstable/pod<uid>`), which the CRI passes to CNI as the
+    /// `cgroupPath` capability.
+    pub fn run_pod_in(
+        &self,
+        name: &str,
+        dns: Option<DnsConfig>,
+        cgroup_parent: Option<&str>,
+    ) -> Pod {
+        let linux = cgroup_parent.map(|p| k8s_cri::v1::LinuxPodSandboxConfig {
+            cgroup_parent: p.to_string(),
+            ..Default::default()
+        });
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_string(),
@@ -327,6 +343,7 @@ impl Containerd {
             }),
             hostname: name.to_string(),
             dns_config: dns,
+            linux,
             ..Default::default()
         };
         let mut client = self.client();

@@ -34,7 +34,21 @@ fn resolver_pattern(data_dir: &Path) -> String {
     format!("embedns-resolverd --data-dir {}", data_dir.display())
 }
 
-/// PIDs of the resolvers serving state dir `data_dir`.
+/// The command-line pattern of the resolvers' supervisors (each retitles itself so; its
+/// serving child shows the command line the plugin gave).
+fn supervisor_pattern(data_dir: &Path) -> String {
+    format!(
+        "embedns-resolverd:supervisor --data-dir {}",
+        data_dir.display()
+    )
+}
+
+/// PIDs of the resolvers' supervisors of state dir `data_dir` (one per container).
+pub fn supervisor_pids(data_dir: &Path) -> Vec<i32> {
+    pgrep(&supervisor_pattern(data_dir))
+}
+
+/// PIDs of the resolvers serving state dir `data_dir` (one per container, a supervisor's child).
 pub fn resolver_pids(data_dir: &Path) -> Vec<i32> {
     pgrep(&resolver_pattern(data_dir))
 }
@@ -63,7 +77,13 @@ fn sync_pattern(data_dir: &Path) -> String {
 
 /// SIGKILLs whatever resolvers and sync processes of `data_dir` a failed test left running.
 pub fn kill_resolvers(data_dir: &Path) {
-    for pattern in [resolver_pattern(data_dir), sync_pattern(data_dir)] {
+    // Supervisors first: one left would start its resolver again.
+    let patterns = [
+        supervisor_pattern(data_dir),
+        resolver_pattern(data_dir),
+        sync_pattern(data_dir),
+    ];
+    for pattern in patterns {
         let _ = Command::new("pkill")
             .args(["-KILL", "-f", &pattern])
             .status();
@@ -106,4 +126,18 @@ pub fn context_switches(pid: i32) -> u64 {
                 .collect::<Vec<_>>()
         })
         .sum()
+}
+
+/// Removes cgroup directories (a leaf, then its parents), each once its processes are gone:
+/// a killed process leaves its cgroup a moment after the kill.
+pub fn remove_cgroups(dirs: &[std::path::PathBuf]) {
+    for dir in dirs {
+        crate::wait::poll_until(
+            std::time::Duration::from_secs(2),
+            || match std::fs::remove_dir(dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => None,
+                _ => Some(()),
+            },
+        );
+    }
 }

@@ -161,7 +161,7 @@ impl World {
             "hostResolvConf": self.resolv_conf,
             // Tests run their clients with `ip netns exec`, as the cnitool example does.
             "etcNetns": true,
-            "capabilities": {"aliases": true, "dns": true, "links": true, "name": true},
+            "capabilities": {"aliases": true, "dns": true, "links": true, "name": true, "cgroupPath": true},
         });
         for (k, v) in opts {
             embedns[k] = v;
@@ -242,12 +242,13 @@ impl World {
     }
 
     /// Runs `cnitool VERB NET NETNS` in the host netns with `env` (CNI_ARGS defaults to
-    /// `IgnoreUnknown=1`, as runtimes send).
+    /// `IgnoreUnknown=1`, as runtimes send). Through nsenter, not `ip netns exec`: a runtime
+    /// runs plugins in the host's mount namespace, where /sys/fs/cgroup is mounted (`ip netns
+    /// exec` mounts a fresh /sys over it).
     pub fn cnitool(&self, verb: &str, net: &str, c: &Container, env: &[(&str, &str)]) -> Output {
         let tool = self.cnitool.get().cloned().unwrap_or_else(bins::cnitool);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.host])
-            .arg(tool)
+        let mut cmd = crate::host::command_in(Some(&self.host), &tool.to_string_lossy());
+        cmd.args([verb, net, &c.path])
             .args([verb, net, &c.path])
             .env("NETCONFPATH", &self.net_dir)
             .env("CNI_PATH", &self.bin_dir)
@@ -543,6 +544,19 @@ impl Drop for World {
             let _ = self.cnitool("del", net, c, &env);
         }
         crate::host::kill_resolvers(&self.data_dir);
+        // The cgroups a failed test's sandboxes still name (their processes are gone now).
+        for sb in std::fs::read_dir(self.data_dir.join("sandboxes"))
+            .into_iter()
+            .flatten()
+        {
+            let Ok(sb) = sb else { continue };
+            let Ok(text) = std::fs::read(sb.path().join("sandbox.json")) else {
+                continue;
+            };
+            if let Ok(sb) = serde_json::from_slice::<embedns_conf::sandbox::Sandbox>(&text) {
+                crate::host::remove_cgroups(&sb.cgroups);
+            }
+        }
         for ns in &inner.containers {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])

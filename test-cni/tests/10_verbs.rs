@@ -288,11 +288,12 @@ fn check_fails_when_resolver_is_dead() {
     w.adding(&net, &c).name("web").ok();
     let pids = w.resolver_pids();
     assert_eq!(pids.len(), 1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pids[0]),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
+    // The supervisor first: a resolver killed alone is started again (91_always_answered).
+    let supervisors = test_cni::host::supervisor_pids(&w.data_dir);
+    assert_eq!(supervisors.len(), 1);
+    for pid in [supervisors[0], pids[0]] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    }
     test_cni::wait_until(
         std::time::Duration::from_secs(5),
         "the resolver to die",

@@ -263,3 +263,89 @@ fn r17_a_pod_dns_config_naming_127_0_0_11(v: Version) {
     }
     assert!(test_cni::resolver_pids(&ctd.data_dir).is_empty());
 }
+
+on_both!(r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_a_kill);
+fn r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_a_kill(v: Version) {
+    let ctd = containerd(
+        "r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_a_kill",
+        v,
+    );
+    // kubelet's cgroupfs layout, under a top of the test's own.
+    let top = format!("embedns-cri-{}", test_cni::host::unique(""));
+    let parent = format!("/{top}/burstable/pod1");
+    let web = ctd.run_pod_in("web", None, Some(&parent));
+    let cli = ctd.run_pod("cli", None);
+    let pids = test_cni::resolver_pids(&ctd.data_dir);
+    let in_pod: Vec<i32> = pids
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains(&web.sandbox))
+        })
+        .collect();
+    assert_eq!(in_pod.len(), 1, "web's resolver");
+    // containerd 2.x passes the pod's cgroup parent as `cgroupPath`; 1.6 passes none, and the
+    // resolver goes beneath embedns's own parent (never containerd's cgroup).
+    let leaf = match v {
+        Version::V2 => format!("{parent}/embedns-{}", web.sandbox),
+        Version::Debian => format!("/embedns/embedns-{}", web.sandbox),
+    };
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", in_pod[0])).unwrap();
+    for line in cgroups.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        assert_eq!(path, leaf, "{cgroups}");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let pids_mount = mounts
+        .lines()
+        .find(|l| l.ends_with(" - cgroup cgroup rw,pids") || l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4))
+        .expect("a pids or v2 hierarchy");
+    assert!(
+        std::path::Path::new(pids_mount)
+            .join(leaf.trim_start_matches('/'))
+            .is_dir(),
+        "{pids_mount}{leaf}"
+    );
+
+    // SIGKILL: the pod answers again (through 127.0.0.11 on 1.6, through R26's catch of its
+    // runtime-written nameserver on 2.x), from a new resolver in the same leaf.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(in_pod[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "web answering again", || {
+        (nslookup_addresses(&nslookup(&ctd, &web, "cli")) == vec![cli.ip.clone()]).then_some(())
+    });
+    let again: Vec<i32> = test_cni::resolver_pids(&ctd.data_dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains(&web.sandbox))
+        })
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0], in_pod[0]);
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", again[0])).unwrap();
+    assert!(cgroups.lines().all(|l| l.ends_with(&leaf)), "{cgroups}");
+
+    // StopPodSandbox (DEL) removes the leaf.
+    ctd.stop_pod(&web);
+    ctd.remove_pod(&web);
+    let leaf_dir = std::path::Path::new(pids_mount).join(leaf.trim_start_matches('/'));
+    wait_until(Duration::from_secs(5), "the leaf removed", || {
+        (!leaf_dir.exists()).then_some(())
+    });
+    // What kubelet would remove: the pod's parents (runc's cgroups inside are gone with the pod).
+    for line in mounts.lines().filter(|l| l.contains(" - cgroup")) {
+        let mount = std::path::Path::new(line.split(' ').nth(4).unwrap());
+        for dir in [
+            parent.as_str(),
+            &format!("/{top}/burstable"),
+            &format!("/{top}"),
+        ] {
+            let _ = std::fs::remove_dir(mount.join(dir.trim_start_matches('/')));
+        }
+    }
+}

@@ -43,9 +43,19 @@ fn status_reports_containers_resolvers_and_health() {
     );
     assert!(!text.contains("container cli"), "{text}");
 
-    // A dead resolver makes status fail.
+    // A dead resolver makes status fail: its supervisor killed first, which would start it
+    // again (91_always_answered), then the resolver.
     let pid = w.resolver_pids()[0];
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let parent: i32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    for p in [parent, pid] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL).unwrap();
+    }
     test_cni::wait_until(
         std::time::Duration::from_secs(5),
         "a resolver to die",

@@ -452,21 +452,39 @@ fn gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state() {
 }
 
 #[test]
-fn a_panic_in_the_udp_task_ends_the_resolver_so_check_and_status_see_it() {
-    let w = World::new("a_panic_in_the_udp_task_ends_the_resolver_so_check_and_status_see_it");
+fn a_panic_in_the_udp_task_ends_the_resolver_and_its_supervisor_starts_another() {
+    let w =
+        World::new("a_panic_in_the_udp_task_ends_the_resolver_and_its_supervisor_starts_another");
     let net = w.network("n1", json!({}));
     let c = w.container("c");
     let armed = [("EMBEDNS_TEST_CRASH_AT", "resolver:udp")];
     w.adding(&net, &c).name("c").env(&armed).ok();
     let pid = w.resolver_pid(&c);
-    // The query that panics the UDP task (armed crash point): no answer comes.
-    let d = w.dig(&c, &["panic.embedns.test"]);
+    // The query that panics the UDP task (armed crash point): no answer comes, and the
+    // resolver ends (never half-serving), then a new one serves.
+    let d = w.dig(&c, &["+tries=1", "panic.embedns.test"]);
     assert!(d.status.is_empty(), "{d:?}");
     wait_until(Duration::from_secs(5), "the resolver to exit", || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        (!alive(pid)).then_some(())
     });
-    let (code, out) = w.status_text(&["c"]);
-    assert_ne!(code, 0, "{out}");
+    wait_until(Duration::from_secs(5), "a new resolver answering", || {
+        (w.resolve(&c, "c", "A").len() == 1).then_some(())
+    });
+    assert_ne!(w.resolver_pid(&c), pid);
+    let (code, report) = w.status();
+    assert_eq!(code, 0, "{report:?}");
+    let sup = report.containers[0]
+        .supervisor
+        .clone()
+        .expect("its supervisor's account");
+    assert_eq!(
+        (sup.restarts, sup.last_exit.as_deref()),
+        (1, Some("exited with 1"))
+    );
     let check = w.cnitool("check", &net.name, &c, &[]);
-    assert!(!check.status.success());
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
