@@ -129,6 +129,35 @@ pub fn remove(made: &[PathBuf]) {
     }
 }
 
+/// How old an orphan leaf must be before GC removes it.
+const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// GC: removes the empty leaves, a minute old or more, beneath `parent` (conf's `cgroupParent`) whose names are in
+/// none of `live` (the leaves of the sandboxes that exist): a sandbox removed by other means
+/// than DEL (a runtime restarted without its state dir) leaves its leaf. A leaf beneath a
+/// pod's cgroup goes with the pod's (runtimes remove a pod's cgroup tree).
+pub fn sweep(parent: &Path, live: &[PathBuf]) {
+    for h in hierarchies() {
+        let dir = h.mount.join(parent);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let rel = parent.join(e.file_name());
+            let ours = e.file_name().to_string_lossy().starts_with("embedns-");
+            // A minute old at least: another state directory's ADD (sharing the parent) may
+            // have just made it, its supervisor not yet moved in.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a >= SWEEP_AFTER));
+            if ours && old && !live.contains(&rel) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                // A leaf still holding a process stays (rmdir refuses).
+                if std::fs::remove_dir(e.path()).is_ok() {
+                    tracing::info!(cgroup = %e.path().display(), "GC: an orphan resolver cgroup removed");
+                }
+            }
+        }
+    }
+}
+
 /// The cgroup hierarchies mounted here, each once, from /proc/self/mountinfo: the root of the
 /// hierarchy mounted (not a subtree of it, as a container's cgroup namespace shows).
 fn hierarchies() -> Vec<Hierarchy> {

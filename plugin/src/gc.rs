@@ -27,7 +27,7 @@ use embedns_conf::store::NetworkStore;
 use embedns_conf::ConfError;
 
 use crate::error::{PluginError, GC_INCOMPLETE, NOT_AVAILABLE};
-use crate::{del, netns, redirect, resolver, sync_process};
+use crate::{cgroup, del, netns, redirect, resolver, sync_process};
 
 /// GC (CNI 1.1): everything not in `cni.dev/valid-attachments`, and what faults left.
 pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
@@ -82,6 +82,10 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
             failed(format!("resolver pid {}", r.info.pid), e);
         }
     }
+    let live: Vec<std::path::PathBuf> = (sandbox::list(&paths).unwrap_or_default().iter())
+        .map(|cid| embedns_conf::cgroup::leaf(&conf.cgroup_parent, cid))
+        .collect();
+    cgroup::sweep(&conf.cgroup_parent, &live);
     // The netns inodes live sandboxes serve: rules there are theirs now (a later ADD into the
     // same namespace, `podman network connect`), whatever an earlier DEL left.
     let live: Vec<u64> = (sandbox::list(&paths).unwrap_or_default().iter())

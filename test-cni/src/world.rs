@@ -65,6 +65,8 @@ struct Inner {
     /// (network, container, env) of every successful ADD not yet deleted.
     attached: Vec<Attached>,
     networks: u32,
+    /// Cgroups of sandboxes a test removed by hand, removed at the end as a runtime would.
+    cgroups: Vec<PathBuf>,
 }
 
 /// A test's world (see the module docs).
@@ -501,6 +503,18 @@ impl World {
             .into_owned()
     }
 
+    /// Removes container `id`'s sandbox directory by hand (a runtime restarted without its
+    /// state dir); the cgroups it named are removed when the world ends, as a runtime removes
+    /// its pods' cgroups.
+    pub fn remove_sandbox_by_hand(&self, id: &str) {
+        let dir = self.data_dir.join("sandboxes").join(id);
+        let text = std::fs::read(dir.join("sandbox.json")).unwrap_or_default();
+        if let Ok(sb) = serde_json::from_slice::<embedns_conf::sandbox::Sandbox>(&text) {
+            self.inner.lock().unwrap().cgroups.extend(sb.cgroups);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// A path in the world's directory.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
@@ -544,6 +558,7 @@ impl Drop for World {
             let _ = self.cnitool("del", net, c, &env);
         }
         crate::host::kill_resolvers(&self.data_dir);
+        crate::host::remove_cgroups(&inner.cgroups);
         // The cgroups a failed test's sandboxes still name (their processes are gone now).
         for sb in std::fs::read_dir(self.data_dir.join("sandboxes"))
             .into_iter()

@@ -266,12 +266,14 @@ fn r17_a_pod_dns_config_naming_127_0_0_11(v: Version) {
 
 on_both!(r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_a_kill);
 fn r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_a_kill(v: Version) {
+    // kubelet's cgroupfs layout, under a top of the test's own, removed (as kubelet removes
+    // a pod's) after containerd is gone, also when the test fails.
+    let top = format!("embedns-cri-{}", test_cni::host::unique(""));
+    let _cleanup = CgroupTree(top.clone());
     let ctd = containerd(
         "r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_a_kill",
         v,
     );
-    // kubelet's cgroupfs layout, under a top of the test's own.
-    let top = format!("embedns-cri-{}", test_cni::host::unique(""));
     let parent = format!("/{top}/burstable/pod1");
     let web = ctd.run_pod_in("web", None, Some(&parent));
     let cli = ctd.run_pod("cli", None);
@@ -337,15 +339,34 @@ fn r25_a_cri_pods_resolver_lives_beneath_its_cgroup_parent_and_comes_back_after_
     wait_until(Duration::from_secs(5), "the leaf removed", || {
         (!leaf_dir.exists()).then_some(())
     });
-    // What kubelet would remove: the pod's parents (runc's cgroups inside are gone with the pod).
-    for line in mounts.lines().filter(|l| l.contains(" - cgroup")) {
-        let mount = std::path::Path::new(line.split(' ').nth(4).unwrap());
-        for dir in [
-            parent.as_str(),
-            &format!("/{top}/burstable"),
-            &format!("/{top}"),
-        ] {
-            let _ = std::fs::remove_dir(mount.join(dir.trim_start_matches('/')));
+}
+
+/// A cgroup tree `/<name>` in every hierarchy, removed deepest first on drop (a directory
+/// that runc empties a moment later is waited for).
+struct CgroupTree(String);
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        fn dirs(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs(&e.path(), out);
+                }
+            }
+            out.push(d.to_path_buf());
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines().filter(|l| l.contains(" - cgroup")) {
+            let root = std::path::Path::new(line.split(' ').nth(4).unwrap_or("/")).join(&self.0);
+            let mut all = Vec::new();
+            if root.exists() {
+                dirs(&root, &mut all);
+            }
+            for d in all {
+                test_cni::wait::poll_until(Duration::from_secs(5), || {
+                    (std::fs::remove_dir(&d).is_ok() || !d.exists()).then_some(())
+                });
+            }
         }
     }
 }

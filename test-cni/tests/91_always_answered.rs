@@ -352,3 +352,54 @@ fn r25_the_resolver_lives_in_a_leaf_beneath_the_runtimes_cgroup_path_else_embedn
         }
     }
 }
+
+#[test]
+fn r25_gc_removes_old_empty_leaves_no_sandbox_names_and_keeps_the_others() {
+    let w = World::new("r25_gc_removes_old_empty_leaves_no_sandbox_names_and_keeps_the_others");
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.adding(&net, &c).name("c").ok();
+    let id = sandbox_of(&w, &c);
+    let live = leaves_of(&w, &id);
+    // A leaf whose sandbox went without DEL (a runtime restarted without its state dir), and a
+    // fresh one (another state dir's ADD may have just made it).
+    let unique = test_cni::host::unique("");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let hierarchy = |l: &&str| l.contains(" - cgroup");
+    let dirs = |name: &str| -> Vec<PathBuf> {
+        mounts
+            .lines()
+            .filter(hierarchy)
+            .map(|l| {
+                Path::new(l.split(' ').nth(4).unwrap())
+                    .join("embedns")
+                    .join(name)
+            })
+            .collect()
+    };
+    let (orphan, fresh) = (
+        dirs(&format!("embedns-orphan{unique}")),
+        dirs(&format!("embedns-fresh{unique}")),
+    );
+    for d in orphan.iter().chain(&fresh) {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let two_minutes_ago = |d: &PathBuf| {
+        let ok = std::process::Command::new("touch")
+            .args(["-d", "2 minutes ago"])
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    orphan.iter().chain(&live).for_each(two_minutes_ago);
+    let out = w.gc("n1", &[(&id, "eth0")]);
+    assert!(out.success, "{}", out.stdout);
+    for d in &orphan {
+        assert!(!d.exists(), "{} removed", d.display());
+    }
+    for d in fresh.iter().chain(&live) {
+        assert!(d.exists(), "{} kept", d.display());
+    }
+    test_cni::host::remove_cgroups(&fresh);
+}

@@ -220,7 +220,7 @@ fn a_netns_deleted_without_del_ends_its_resolver_and_gc_stops_orphans() {
         args[i + 1].clone()
     };
     let (sb_c, sb_d) = (sandbox_of(pid_c), sandbox_of(pid_d));
-    std::fs::remove_dir_all(w.data_dir.join("sandboxes").join(&sb_c)).unwrap();
+    w.remove_sandbox_by_hand(&sb_c);
     wait_until(
         Duration::from_secs(4),
         "a's resolver to exit (1 s period)",
@@ -238,7 +238,7 @@ fn a_netns_deleted_without_del_ends_its_resolver_and_gc_stops_orphans() {
     );
 
     // d: the same, but its resolver checks only hourly: GC finds the orphan.
-    std::fs::remove_dir_all(w.data_dir.join("sandboxes").join(&sb_d)).unwrap();
+    w.remove_sandbox_by_hand(&sb_d);
     assert!(alive(pid_d));
     let out = w.gc("n1", &[]);
     assert!(out.success, "GC: {}", out.stdout);
@@ -426,7 +426,7 @@ fn gc_goes_on_past_a_failure_and_the_last_del_removes_the_networks_state() {
     std::fs::remove_file(&b_record).unwrap();
     std::fs::create_dir(&b_record).unwrap();
     std::fs::write(b_record.join("x"), b"").unwrap();
-    std::fs::remove_dir_all(w.data_dir.join("sandboxes").join(&id_c)).unwrap();
+    w.remove_sandbox_by_hand(&id_c);
 
     let out = w.gc("n1", &[(&id_a, "eth0")]);
     assert!(!out.success, "GC hid a failure");
