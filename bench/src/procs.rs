@@ -46,7 +46,24 @@ impl Perf {
 
 /// dnsperf with the baselines' parameters (`-c 4 -T 1 -q 200`), from inside `netns`.
 pub fn dnsperf(netns: &str, server: SocketAddr, qfile: &std::path::Path, secs: u64) -> Perf {
-    let enter = if netns.starts_with('/') {
+    dnsperf_in(netns, server, qfile, secs, None)
+}
+
+/// [`dnsperf`], moved first into the cgroups whose `cgroup.procs` are given.
+pub fn dnsperf_in(
+    netns: &str,
+    server: SocketAddr,
+    qfile: &std::path::Path,
+    secs: u64,
+    cgroups: Option<&[std::path::PathBuf]>,
+) -> Perf {
+    let mut enter = String::new();
+    for procs in cgroups.unwrap_or_default() {
+        enter += &format!("echo $$ > {} && ", procs.display());
+    }
+    // exec: dnsperf stays the shell's process, in its cgroups.
+    enter += "exec ";
+    enter += &if netns.starts_with('/') {
         format!("nsenter --net={netns}")
     } else {
         format!("ip netns exec {netns}")
