@@ -14,6 +14,7 @@ use etcd_client::{
 };
 
 use crate::etcd::{self, Cancelled, Connect, Created, Event, Fence, Kv, WatchBatch};
+use crate::mirror::MAX_VALUE_BYTES;
 
 /// How long a connection to one endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -23,22 +24,54 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// within interval + timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// Every key under `prefix` at one revision, in pages of [`PAGE`] (a gRPC message holds at
-/// most 4 MiB; a network of thousands of containers would not fit in one).
-async fn list(client: &mut Client, prefix: &str) -> anyhow::Result<(i64, Vec<KeyValue>)> {
+/// The largest gRPC message taken from etcd (tonic's default is 4 MiB): room for a listing
+/// page or a watch message of values under etcd's 1.5 MiB request limit. A message over it
+/// is met by smaller pages (a listing) or a listing (a watch): [`too_large`].
+pub(crate) const DECODE_LIMIT: usize = 16 << 20;
+
+/// Every key under `prefix` at one revision, in pages of [`PAGE`] keys at most; a page over
+/// [`DECODE_LIMIT`] is asked again half as long, and a single value over it is skipped (its
+/// key kept, with a value R31 refuses, so it is counted and any held value goes). Values are
+/// kept up to R31's cap, so a listing holds at most that much per key whatever etcd holds.
+async fn list(client: &mut Client, prefix: &str) -> anyhow::Result<(i64, Vec<Kv>)> {
+    let mut kv_client = client.kv_client().max_decoding_message_size(DECODE_LIMIT);
     let mut end = prefix.as_bytes().to_vec();
     *end.last_mut().expect("a prefix is not empty") += 1; // '/' + 1: just past the prefix
     let mut from = prefix.as_bytes().to_vec();
     let mut revision = 0;
     let mut out = Vec::new();
+    let mut limit = page_size();
     loop {
-        let mut options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(page_size());
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut page = timed(client.get(from.clone(), Some(options))).await?;
+        let mut page = match timed(kv_client.get(from.clone(), Some(options.clone()))).await {
+            Ok(page) => page,
+            Err(e) if too_large(&e) && limit > 1 => {
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            Err(e) if too_large(&e) => {
+                // One value alone: its key only, and on past it.
+                let mut key =
+                    timed(kv_client.get(from.clone(), Some(options.with_keys_only()))).await?;
+                let Some(kv) = key.take_kvs().into_iter().next() else {
+                    return Err(e);
+                };
+                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "a value over {DECODE_LIMIT} bytes");
+                out.push(Kv {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    value: vec![0; MAX_VALUE_BYTES + 1],
+                    mod_revision: kv.mod_revision(),
+                    lease: kv.lease(),
+                });
+                from = kv.key().to_vec();
+                from.push(0);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if revision == 0 {
             revision = page.header().map_or(0, |h| h.revision());
         }
@@ -48,11 +81,22 @@ async fn list(client: &mut Client, prefix: &str) -> anyhow::Result<(i64, Vec<Key
             from = last.key().to_vec();
             from.push(0); // the next key after it
         }
-        out.extend(kvs);
+        out.extend(kvs.iter().map(kv));
+        limit = page_size();
         if !more {
             return Ok((revision, out));
         }
     }
+}
+
+/// Whether `e` is a gRPC message over [`DECODE_LIMIT`] (tonic's OutOfRange on decoding).
+pub(crate) fn too_large(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<etcd_client::Error>(),
+            Some(etcd_client::Error::GRpcStatus(s)) if s.message().contains("message length too large")
+        )
+    })
 }
 
 /// How long a request that needs the cluster's leader may take (a lease's, the claim's, a
@@ -221,10 +265,13 @@ impl Connect for Grpc {
     }
 }
 
+/// A key and its value, cut one byte past R31's cap (R31 refuses it whole; nothing larger
+/// is held).
 fn kv(kv: &KeyValue) -> Kv {
+    let value = kv.value();
     Kv {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: kv.value().to_vec(),
+        value: value[..value.len().min(MAX_VALUE_BYTES + 1)].to_vec(),
         mod_revision: kv.mod_revision(),
         lease: kv.lease(),
     }
@@ -337,13 +384,16 @@ impl etcd::Etcd for Member {
     }
 
     async fn list(&mut self, prefix: &str) -> anyhow::Result<(i64, Vec<Kv>)> {
-        let (revision, kvs) = list(&mut self.client, prefix).await?;
-        Ok((revision, kvs.iter().map(kv).collect()))
+        list(&mut self.client, prefix).await
     }
 
     async fn watch(&mut self, prefix: &str, from: i64) -> anyhow::Result<WatchStream> {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        timed(self.client.watch(prefix, Some(options))).await
+        let mut watch = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(DECODE_LIMIT);
+        timed(watch.watch(prefix, Some(options))).await
     }
 }
 

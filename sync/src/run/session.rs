@@ -106,6 +106,11 @@ impl Sync {
                     None => bail!("the lease's keep-alive stream ended"),
                 },
                 message = watch.next() => {
+                    if message.as_ref().is_err_and(crate::client::too_large) {
+                        // A catch-up over many large values: the next session lists anew,
+                        // in pages it can take, instead of resuming into the same message.
+                        self.set_seen_lost();
+                    }
                     let Some(batch) = message? else { bail!("the watch ended") };
                     if self.watched(etcd, lease, &prefix, batch).await? {
                         return self.leave(etcd, lease).await;
