@@ -168,16 +168,24 @@ impl<P: Peers> View<'_, P> {
     }
 
     /// R10: the container name on the network, for an address of a container.
+    /// R10 across the asker's networks in attach order, but a container of this host holding
+    /// the address on any of them wins over another host's record holding it too (R31).
     fn reverse(&self, ip: &IpAddr) -> Result<Outcome, Unavailable> {
+        let mut remote = None;
         for net in self.networks {
-            if let Some(name) = net.pointer(ip)? {
-                return Ok(Outcome::Pointer(
-                    format!("{name}.{}.", net.network()),
-                    self.ttl(Some(net)),
-                ));
+            match net.pointer(ip)? {
+                Some(p) if p.local => return Ok(self.pointer(net, &p.name)),
+                Some(p) => {
+                    remote.get_or_insert_with(|| self.pointer(net, &p.name));
+                }
+                None => {}
             }
         }
-        Ok(Outcome::Forward)
+        Ok(remote.unwrap_or(Outcome::Forward))
+    }
+
+    fn pointer(&self, net: &P, name: &str) -> Outcome {
+        Outcome::Pointer(format!("{name}.{}.", net.network()), self.ttl(Some(net)))
     }
 
     /// R11: the TTL configured on the asker's own record of that network.
@@ -228,6 +236,7 @@ mod tests {
     use super::*;
     use crate::network_index::NetworkIndex;
     use crate::peers::MemoryNetwork;
+    use embedns_conf::index::Entry;
     use embedns_conf::record::{Link, Record};
 
     fn rec(net: &str, cid: &str, name: Option<&str>, aliases: &[&str], ips: &[&str]) -> Record {
@@ -389,6 +398,38 @@ mod tests {
         assert_eq!(v.lookup("web", RecordType::AAAA), Outcome::NoData(600));
         assert_eq!(v.lookup("web", RecordType::MX), Outcome::NoData(600));
         assert_eq!(v.lookup("web", RecordType::TXT), Outcome::NoData(600));
+    }
+
+    #[test]
+    fn r31_a_local_container_keeps_its_ptr_on_every_network_of_the_asker() {
+        // n1, attached first, holds another host's record claiming the address; n2 holds
+        // the local container that has it.
+        let mut n1 = net("n1", "me", &[me()]);
+        let mut forged = Entry::of(&rec("n1", "x1", Some("forged"), &[], &["10.0.0.7"]));
+        forged.key = format!("host9/{}", forged.key);
+        n1.entries.push(forged);
+        let n2 = net(
+            "n2",
+            "me",
+            &[
+                rec("n2", "me", Some("cli"), &[], &["10.2.0.1"]),
+                rec("n2", "c7", Some("db"), &[], &["10.0.0.7"]),
+            ],
+        );
+        let nets = [n1, n2];
+        let v = View { networks: &nets };
+        assert_eq!(
+            v.lookup("7.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Pointer("db.n2.".into(), 600)
+        );
+        // Without the local one, the other host's record answers.
+        let v = View {
+            networks: &nets[..1],
+        };
+        assert_eq!(
+            v.lookup("7.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Pointer("forged.n1.".into(), 600)
+        );
     }
 
     #[test]

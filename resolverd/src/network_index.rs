@@ -19,7 +19,7 @@ use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;
 
 use crate::log::Limiter;
-use crate::peers::{addresses_in, pointer_in, Peers, Unavailable};
+use crate::peers::{addresses_in, pointer_in, Peers, Pointer, Unavailable};
 
 /// How old the records read in place of a damaged index may be.
 const FALLBACK_FRESH: Duration = Duration::from_secs(1);
@@ -62,7 +62,7 @@ impl NetworkIndex {
     }
 
     /// [`Peers::pointer`], from the index (or, while it is damaged, the records).
-    pub fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
+    pub fn pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable> {
         self.read(|r| r.pointer(ip), |entries| pointer_in(entries, ip))
     }
 
@@ -141,7 +141,7 @@ impl Peers for NetworkIndex {
         NetworkIndex::addresses(self, name)
     }
 
-    fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
+    fn pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable> {
         NetworkIndex::pointer(self, ip)
     }
 

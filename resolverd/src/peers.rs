@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use embedns_conf::index::Entry;
+pub use embedns_conf::index::Pointer;
 use embedns_conf::record::Record;
 
 /// Neither the network's index nor its records could be read: the query gets SERVFAIL,
@@ -22,8 +23,8 @@ pub trait Peers {
     /// Every address of the attachments answering to a normalized name (container name,
     /// alias, `name.<domain>`), sorted; `None` when none does.
     fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable>;
-    /// The container name of an attachment holding `ip`.
-    fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable>;
+    /// The container name of an attachment holding `ip`, this host's first.
+    fn pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable>;
     /// The asking container's own records on the network (one per interface).
     fn own(&self) -> &[Record];
 }
@@ -58,7 +59,7 @@ impl Peers for MemoryNetwork {
         Ok(addresses_in(&self.entries, name))
     }
 
-    fn pointer(&self, ip: &IpAddr) -> Result<Option<String>, Unavailable> {
+    fn pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable> {
         Ok(pointer_in(&self.entries, ip))
     }
 
@@ -81,7 +82,7 @@ pub fn addresses_in(entries: &[Entry], name: &str) -> Option<Vec<IpAddr>> {
 
 /// [`Peers::pointer`] over a list of entries: this host's attachment first, as the index
 /// answers (another host's keys have a `/`).
-pub fn pointer_in(entries: &[Entry], ip: &IpAddr) -> Option<String> {
+pub fn pointer_in(entries: &[Entry], ip: &IpAddr) -> Option<Pointer> {
     let holding = || {
         entries
             .iter()
@@ -90,5 +91,10 @@ pub fn pointer_in(entries: &[Entry], ip: &IpAddr) -> Option<String> {
     holding()
         .find(|e| !e.key.contains('/'))
         .or_else(|| holding().next())
-        .and_then(|e| e.name.clone())
+        .and_then(|e| {
+            Some(Pointer {
+                name: e.name.clone()?,
+                local: !e.key.contains('/'),
+            })
+        })
 }

@@ -318,15 +318,28 @@ impl Remote {
 /// Whether another host's record can be answered as this host's are: names and aliases
 /// valid DNS names (normalized), as the plugin makes them. An older or hand-written value
 /// could hold anything.
+/// Whether `ip` is an address a container on a network could have: not loopback,
+/// unspecified, multicast, link-local (169.254.0.0/16, where clouds serve their metadata;
+/// fe80::/10), nor an IPv4 address written as IPv6 (`::ffff:127.0.0.1` is loopback to a
+/// client that takes it).
+fn a_containers(ip: &std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let special = ip.is_loopback() || ip.is_unspecified() || ip.is_multicast();
+    let other = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.to_ipv4_mapped().is_some(),
+    };
+    !special && !other
+}
+
 fn answerable(r: &Record) -> Result<(), embedns_conf::ConfError> {
     use embedns_conf::names::{normalize, served_name};
     let bad = |m: String| Err(embedns_conf::ConfError::InvalidConfig(m));
     if r.names().count() > MAX_NAMES {
         return bad(format!("over {MAX_NAMES} names"));
     }
-    // No address a container could not have: loopback, unspecified, multicast.
     for ip in &r.ips {
-        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+        if !a_containers(ip) {
             return bad(format!("address {ip} is no container's"));
         }
     }
@@ -358,6 +371,25 @@ mod tests {
             vec!["10.1.0.2".parse().unwrap()],
         );
         serde_json::to_vec(&r).unwrap()
+    }
+
+    #[test]
+    fn r31_addresses_no_container_has_are_refused() {
+        for bad in [
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "169.254.169.254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.0.2",
+        ] {
+            assert!(!a_containers(&bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["10.1.0.2", "192.0.2.7", "fd00::2", "2001:db8::5"] {
+            assert!(a_containers(&good.parse().unwrap()), "{good}");
+        }
     }
 
     #[test]

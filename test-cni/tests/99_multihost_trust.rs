@@ -193,6 +193,10 @@ fn another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr(e
         forge(1, "loop", "127.0.0.1", 0),
         forge(2, "many", "10.77.9.2", 80),
         forge(3, "impostor", &web_ip, 0),
+        // Loopback written as IPv6, the cloud metadata address, a link-local IPv6 one.
+        forge(5, "mapped", "::ffff:127.0.0.1", 0),
+        forge(6, "metadata", "169.254.169.254", 0),
+        forge(7, "linklocal", "fe80::1", 0),
     ];
     let (key, mut big) = forge(4, "big", "10.77.9.4", 0);
     big = big.replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(20_000)), 1);
@@ -206,11 +210,14 @@ fn another_hosts_values_are_checked_like_local_ones_and_never_take_a_local_ptr(e
     wait_until(SPREAD, "host1 to answer late", || {
         (h1.resolve(&web, "late", "A") == vec![late_ip.clone()]).then_some(())
     });
-    for name in ["loop", "many", "a1", "big"] {
+    for name in ["loop", "many", "a1", "big", "metadata"] {
         assert!(absent(h1, &web, name), "{name}");
     }
+    for name in ["mapped", "linklocal"] {
+        assert!(h1.resolve(&web, name, "AAAA").is_empty(), "{name}");
+    }
     let skipped = c.sync_status(0, "mh").unwrap().skipped;
-    assert!(skipped >= 3, "skipped {skipped}");
+    assert!(skipped >= 6, "skipped {skipped}");
     // The impostor claiming web's address resolves by its name, but web keeps its PTR,
     // and status says the address is held twice.
     assert_eq!(h1.resolve(&web, "impostor", "A"), vec![web_ip.clone()]);

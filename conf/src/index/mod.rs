@@ -35,7 +35,7 @@ mod writer;
 
 pub use entry::Entry;
 pub use layout::{index_path, INDEX_FILE};
-pub use reader::{IndexReader, ReadError};
+pub use reader::{IndexReader, Pointer, ReadError};
 pub use writer::{IndexWriter, Source};
 
 #[cfg(test)]
@@ -86,7 +86,9 @@ mod tests {
             record: Box::new(rec("x1", "forged", &[], &["10.0.0.2"])),
         };
         assert!(store.apply_remote(&lock, &[forged]).unwrap().is_empty());
-        let ptr = |r: &mut IndexReader| r.pointer(&"10.0.0.2".parse().unwrap()).unwrap();
+        let ptr = |r: &mut IndexReader| {
+            (r.pointer(&"10.0.0.2".parse().unwrap()).unwrap()).map(|p| p.name)
+        };
         assert_eq!(ptr(&mut reader).as_deref(), Some("forged"));
         store
             .put(&lock, &rec("c1", "web", &[], &["10.0.0.2"]))
@@ -126,6 +128,7 @@ mod tests {
             reader
                 .pointer(&"10.0.0.3".parse().unwrap())
                 .unwrap()
+                .map(|p| p.name)
                 .as_deref(),
             Some("api")
         );

@@ -92,6 +92,14 @@ impl Mapped {
     }
 }
 
+/// A PTR answer: the container name holding an address, and whether that container is on
+/// this host (a local one wins, on every network of the asker: R31).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    pub name: String,
+    pub local: bool,
+}
+
 /// A resolver's read-only view of one network's index, re-opened when superseded.
 pub struct IndexReader {
     path: PathBuf,
@@ -178,10 +186,10 @@ impl IndexReader {
         })
     }
 
-    /// The container name of an attachment holding `ip` (R10). This host's attachment wins
+    /// The container name of an attachment holding `ip` (R10), and whether it is this host's. This host's attachment wins
     /// over another host's (a key with a `/`): a record from etcd claiming a local
     /// container's address, by mistake (overlapping subnets) or not, never takes its PTR.
-    pub fn pointer(&mut self, ip: &IpAddr) -> Result<Option<String>, ReadError> {
+    pub fn pointer(&mut self, ip: &IpAddr) -> Result<Option<Pointer>, ReadError> {
         let h = addr_hash(ip);
         self.read(|mem, g| {
             let (mut local, mut remote) = (None, None);
@@ -203,7 +211,8 @@ impl IndexReader {
                 }
                 Ok(true)
             })?;
-            Ok(local.or(remote))
+            let local = local.map(|name| Pointer { name, local: true });
+            Ok(local.or(remote.map(|name| Pointer { name, local: false })))
         })
     }
 
