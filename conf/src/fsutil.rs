@@ -51,6 +51,51 @@ pub fn open_nofollow(path: &Path, dir: bool) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Reads a regular file another party may write (a container's resolv.conf), as root may:
+/// not through a symlink, never blocking on a FIFO or device, and at most `max` bytes (more is
+/// an error, not a partial read).
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = open_nofollow(path, false)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("over {max} bytes"),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Opens `path` for appending as root may open a file at a path another party could plant
+/// a link at: a symlink as its last component is refused, a FIFO does not block, only a
+/// regular file is kept, one made here is 0600.
+pub fn open_append_nofollow(path: &Path) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(
+            (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).bits(),
+        )
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// The lock file inside a locked directory.
 pub const LOCK_FILE: &str = ".lock";
 

@@ -18,6 +18,9 @@ use crate::error::{PluginError, CHECK_FAILED};
 use crate::{netns, probe, redirect, resolver, sync_process};
 
 /// CHECK: the record, the index, the files, the rules and a live, answering resolver.
+/// The largest resolv.conf CHECK reads (glibc reads a few KiB of one).
+const MAX_RESOLV_CONF: u64 = 64 * 1024;
+
 pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     let failed = |msg: String| -> anyhow::Error { PluginError::new(CHECK_FAILED, msg).into() };
     let paths = StatePaths::new(&conf.data_dir);
@@ -56,7 +59,9 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> anyhow::Result<()> {
     let sb = sandbox::load(&paths, &env.container_id)?
         .ok_or_else(|| failed(format!("no sandbox for container {}", env.container_id)))?;
     for f in &sb.files {
-        let text = std::fs::read_to_string(&f.path).unwrap_or_default();
+        // The container may write (or replace) the file: read as data, bounded.
+        let text = embedns_conf::fsutil::read_bounded(&f.path, MAX_RESOLV_CONF)
+            .map_err(|e| failed(format!("reading {}: {e}", f.path.display())))?;
         if !text.lines().any(|l| l.trim() == "nameserver 127.0.0.11") {
             return Err(failed(format!(
                 "{} does not name 127.0.0.11 as its nameserver",

@@ -1,7 +1,6 @@
 //! Logs go to stderr (the runtime shows them with a failure) or to the conf's `logFile`;
 //! stdout carries only the result.
 
-use std::fs::OpenOptions;
 use std::sync::Mutex;
 
 use embedns_conf::netconf::NetConf;
@@ -14,10 +13,10 @@ pub fn init(conf: &NetConf) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    let file = conf
-        .log_file
-        .as_ref()
-        .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
+    // Not through a link planted at its path, never a FIFO, a new one 0600 (as the
+    // resolvers' logs are opened); one that cannot be opened so leaves the log on stderr.
+    let file =
+        (conf.log_file.as_ref()).and_then(|p| embedns_conf::fsutil::open_append_nofollow(p).ok());
     let _ = match file {
         Some(f) => builder
             .with_ansi(false)

@@ -6,12 +6,16 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// Every process now: its pid and its command line (a process that exits while it is read
 /// is skipped).
 pub fn all() -> impl Iterator<Item = (i32, Vec<Vec<u8>>)> {
+    pids().filter_map(|pid| Some((pid, cmdline(pid)?)))
+}
+
+/// Every pid in /proc now.
+pub fn pids() -> impl Iterator<Item = i32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| Some((pid, cmdline(pid)?)))
 }
 
 /// Process `pid`'s command line, its arguments split at their NULs; `None` if it is gone.

@@ -275,7 +275,15 @@ pub struct Running {
 pub fn running(paths: &StatePaths) -> Vec<Running> {
     let root = paths.root().as_os_str().as_encoded_bytes();
     let mut found: Vec<(Running, i32)> = Vec::new();
-    for (pid, args) in processes::all() {
+    for pid in processes::pids() {
+        // Pinned first: its command line and start time are then of one process, never of
+        // one that took over the pid between the two reads.
+        let Some(pinned) = processes::pidfd(pid) else {
+            continue;
+        };
+        let Some(args) = processes::cmdline(pid) else {
+            continue;
+        };
         let arg = |i: usize| args.get(i).map(Vec::as_slice);
         // A supervisor retitles itself (embedns-resolverd's supervisor.rs); its child keeps
         // the command line it was started with.
@@ -293,6 +301,9 @@ pub fn running(paths: &StatePaths) -> Vec<Running> {
         let Some(st) = stat(pid).filter(|s| !s.zombie) else {
             continue;
         };
+        if exited(&pinned) {
+            continue; // it exited while it was read
+        }
         let running = Running {
             container_id: container_id.to_string(),
             info: ResolverInfo {
@@ -358,6 +369,12 @@ pub fn wait_pid(pid: i32, deadline: Instant) {
     if let Some(pidfd) = processes::pidfd(pid) {
         wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now()));
     }
+}
+
+/// Whether the process a pidfd pins has exited (its pidfd is readable), now.
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(pidfd), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// A pidfd becomes readable when its process exits.

@@ -376,7 +376,7 @@ fn print_shared(shared: &SharedReport) {
             "NOT RUNNING (the next ADD, CHECK or GC starts it)".into()
         }
     );
-    if let Some(holder) = &s.claim_refused {
+    if let Some(holder) = s.claim_refused.as_deref().map(printable) {
         println!(
             "  CLAIM REFUSED: host name {host:?} on this network is held by {holder}; this host \
              publishes nothing until it is free (give each host its own etcd.host)"
@@ -394,7 +394,7 @@ fn print_shared(shared: &SharedReport) {
         None if s.claim_refused.is_some() => {}
         None => println!(
             "  etcd UNREACHABLE ({}); {} records of {} other hosts kept as last known",
-            s.last_error.as_deref().unwrap_or("not connected yet"),
+            printable(s.last_error.as_deref().unwrap_or("not connected yet")),
             s.remote_records,
             s.remote_hosts
         ),
@@ -404,7 +404,7 @@ fn print_shared(shared: &SharedReport) {
         let changed = Some(h.changed_at_ms).filter(|t| *t > 0);
         println!(
             "    host {:<20} {} records, {}; last change seen {}",
-            h.name,
+            printable(&h.name),
             h.records,
             if h.claimed {
                 "alive (holds its claim)"
@@ -443,6 +443,21 @@ fn print_leftovers(r: &Report) {
     }
 }
 
+/// What came from etcd or another host (a claim's value, an error quoting one), as text a
+/// terminal shows and does not obey: control characters escaped (`\u{1b}`).
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_unicode().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()
@@ -453,4 +468,18 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(24)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_etcd_is_printed_with_its_control_characters_escaped() {
+        assert_eq!(
+            printable("host\u{1b}[2J\r\nEVIL é"),
+            "host\\u{1b}[2J\\u{d}\\u{a}EVIL é"
+        );
+        assert_eq!(printable("claimant 3f/var/run"), "claimant 3f/var/run");
+    }
 }

@@ -296,3 +296,52 @@ fn a_store_an_earlier_version_made_for_nobody_keeps_its_group_through_an_upgrade
     assert_eq!((ids("Uid:"), ids("Gid:")), ("65530".into(), "65534".into()));
     assert_eq!(w.resolve(&c, "c", "A").len(), 1);
 }
+
+#[test]
+fn check_reads_a_resolv_conf_the_container_may_write_bounded_and_never_blocks() {
+    let w =
+        World::new("check_reads_a_resolv_conf_the_container_may_write_bounded_and_never_blocks");
+    let net = w.network("n1", json!({}));
+    let c = w.container("c");
+    w.adding(&net, &c).name("c").ok();
+    // etcNetns: the file `ip netns exec` shows the container as its /etc/resolv.conf.
+    let file = Path::new("/etc/netns").join(&c.netns).join("resolv.conf");
+    assert!(w.cnitool("check", &net.name, &c, &[]).status.success());
+    // Grown past any resolv.conf (still naming 127.0.0.11): read up to a bound, then refused.
+    std::fs::write(&file, "nameserver 127.0.0.11\n".repeat(10_000)).unwrap();
+    let out = w.cnitool("check", &net.name, &c, &[]);
+    let err =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("over 65536 bytes"),
+        "{err}"
+    );
+    // Replaced by a FIFO: CHECK fails at once instead of waiting for a writer.
+    let fifo = plant_fifo(file.parent().unwrap(), "resolv.conf");
+    let (out, hung) = unless_hung(&w, &[fifo], || w.cnitool("check", &net.name, &c, &[]));
+    assert!(!hung, "CHECK blocked on a FIFO");
+    let err =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_plugins_log_file_follows_no_link() {
+    let w = World::new("the_plugins_log_file_follows_no_link");
+    let target = root_only(&w, "target", "root's\n");
+    let log = w.path("plugin.log");
+    std::os::unix::fs::symlink(&target, &log).unwrap();
+    let net = w.network("n1", json!({"logFile": log, "logLevel": "debug"}));
+    let c = w.container("c");
+    w.adding(&net, &c).name("c").ok();
+    untouched(&target, "root's\n");
+    // A log file of its own is made 0600.
+    std::fs::remove_file(&log).unwrap();
+    w.del(&net, &c, &[]);
+    let m = std::fs::metadata(&log).unwrap();
+    assert!(m.is_file() && m.len() > 0);
+    assert_eq!(m.mode() & 0o777, 0o600);
+}
