@@ -47,6 +47,50 @@ pub struct EtcdConf {
     /// own keys (the README's RBAC recipe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<EtcdAuth>,
+    /// R30's bounds on what this host takes in from the other hosts of the network (absent:
+    /// the defaults, [`NetworkBounds::DEFAULT`]). Written only when set, so a sync process of
+    /// an earlier release still reads the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<NetworkBounds>,
+}
+
+/// `etcd.bounds`: how much of the other hosts' records one host holds, in all, whatever
+/// they write (R30). Past a bound, values are skipped and counted, and `embedns status` says
+/// which bound was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkBounds {
+    /// Records of all other hosts together.
+    #[serde(default = "NetworkBounds::default_records")]
+    pub records: usize,
+    /// Bytes of their values together (each is at most 16 KiB: R31).
+    #[serde(default = "NetworkBounds::default_bytes")]
+    pub bytes: usize,
+    /// Other hosts with records here, and host-name claims held (R32).
+    #[serde(default = "NetworkBounds::default_hosts")]
+    pub hosts: usize,
+}
+
+impl NetworkBounds {
+    /// 65,536 records, 128 MiB, 1,024 hosts: past what a real network meets (a 1,000-host
+    /// cluster of 60 pods each), within what /run and memory take on any host.
+    pub const DEFAULT: NetworkBounds = NetworkBounds {
+        records: 65_536,
+        bytes: 128 << 20,
+        hosts: 1024,
+    };
+
+    fn default_records() -> usize {
+        Self::DEFAULT.records
+    }
+
+    fn default_bytes() -> usize {
+        Self::DEFAULT.bytes
+    }
+
+    fn default_hosts() -> usize {
+        Self::DEFAULT.hosts
+    }
 }
 
 /// `etcd.auth`: an etcd user and the file holding its password (root's, 0600: a password in
@@ -82,8 +126,18 @@ fn default_ttl() -> u64 {
 
 impl EtcdConf {
     /// Validates the config and settles the host name (the machine's when unset).
+    /// The bounds in force (R30).
+    pub fn bounds(&self) -> NetworkBounds {
+        self.bounds.unwrap_or(NetworkBounds::DEFAULT)
+    }
+
     pub fn settle(mut self) -> Result<EtcdConf, ConfError> {
         let bad = |m: String| Err(ConfError::InvalidConfig(format!("etcd: {m}")));
+        if let Some(b) = &self.bounds {
+            if b.records == 0 || b.bytes == 0 || b.hosts == 0 {
+                return bad("bounds.records, bounds.bytes and bounds.hosts must be over 0".into());
+            }
+        }
         if self.endpoints.is_empty() {
             return bad("endpoints must name at least one etcd client URL".into());
         }
@@ -219,6 +273,10 @@ pub struct SyncStatus {
     /// publishes nothing).
     #[serde(default)]
     pub claim_refused: Option<String>,
+    /// The network's bound (R30) that last made a value be skipped (`65536 records`, `…
+    /// bytes`, `… hosts`); absent from earlier releases' status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_reached: Option<String>,
     /// Every other host seen on the network.
     #[serde(default)]
     pub hosts: Vec<RemoteHost>,

@@ -373,7 +373,10 @@ pub fn wait_pid(pid: i32, deadline: Instant) {
 
 /// Whether the process a pidfd pins has exited (its pidfd is readable), now.
 fn exited(pidfd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(pidfd), PollFlags::POLLIN)];
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(pidfd),
+        PollFlags::POLLIN,
+    )];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 

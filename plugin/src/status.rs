@@ -423,6 +423,11 @@ fn print_shared(shared: &SharedReport) {
             s.skipped
         );
     }
+    if let Some(bound) = &s.bound_reached {
+        println!(
+            "  WARNING: the network's bound of {bound} held from other hosts is reached: further              values are skipped (etcd.bounds)"
+        );
+    }
     if !shared.overlaps.is_empty() {
         println!(
             "  WARNING: addresses held here and by another host (overlapping subnets?): {}; \

@@ -2,6 +2,7 @@
 //! logic: which of this host's records to put or delete ([`Published`]), and which changes to
 //! the other hosts' records a listing or a watch event means ([`Remote`]).
 
+use embedns_conf::shared::NetworkBounds;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::etcd::Kv;
@@ -141,6 +142,12 @@ pub struct Remote {
     pub skipped: u64,
     /// When a change of each host's records was last seen (ms since the epoch).
     pub changed_at: BTreeMap<String, u64>,
+    /// R30's bounds on all of the above together ([`Remote::with_bounds`]; unset: none).
+    pub bounds: Option<NetworkBounds>,
+    /// Bytes of the values held.
+    pub bytes: usize,
+    /// The last bound that made a value be skipped, for `embedns status`.
+    pub bound_reached: Option<String>,
 }
 
 impl Remote {
@@ -161,9 +168,37 @@ impl Remote {
             held.insert((host.to_string(), key.to_string()), body);
         }
         Remote {
+            bytes: held.values().map(Vec::len).sum(),
             held,
             ..Remote::default()
         }
+    }
+
+    /// These records, held within `bounds` from now on.
+    pub fn with_bounds(mut self, bounds: NetworkBounds) -> Remote {
+        self.bounds = Some(bounds);
+        self
+    }
+
+    /// Which bound taking `len` bytes into `slot` would pass, if any.
+    fn over_bounds(&self, slot: &(String, String), len: usize) -> Option<String> {
+        let b = self.bounds?;
+        let old = self.held.get(slot).map(Vec::len);
+        let host_held = || {
+            (self.held.range((slot.0.clone(), String::new())..))
+                .next()
+                .is_some_and(|((h, _), _)| *h == slot.0)
+        };
+        if old.is_none() && self.held.len() >= b.records {
+            return Some(format!("{} records", b.records));
+        }
+        if self.bytes - old.unwrap_or(0) + len > b.bytes {
+            return Some(format!("{} bytes", b.bytes));
+        }
+        if old.is_none() && !host_held() && self.hosts() >= b.hosts {
+            return Some(format!("{} hosts", b.hosts));
+        }
+        None
     }
 
     /// A listing of the whole network prefix (at a (re)connection): the changes that make the
@@ -230,6 +265,16 @@ impl Remote {
             self.skipped += 1;
             return self.remove(host, key);
         }
+        if let Some(bound) = self.over_bounds(&slot, body.len()) {
+            tracing::warn!(
+                host,
+                key,
+                "skipped: the network's bound of {bound} is reached"
+            );
+            self.skipped += 1;
+            self.bound_reached = Some(bound);
+            return None;
+        }
         if !self.held.contains_key(&slot) && held_of_host() >= MAX_RECORDS_PER_HOST {
             tracing::warn!(
                 host,
@@ -267,7 +312,10 @@ impl Remote {
                 return self.remove(host, key);
             }
         };
-        self.held.insert(slot, body);
+        self.bytes += body.len();
+        if let Some(old) = self.held.insert(slot, body) {
+            self.bytes -= old.len();
+        }
         self.changed_at
             .insert(host.to_string(), embedns_conf::shared::now_ms());
         Some(RemoteChange::Put {
@@ -278,14 +326,15 @@ impl Remote {
 
     /// A delete of another host's key: the change, if it was held.
     pub fn remove(&mut self, host: &str, key: &str) -> Option<RemoteChange> {
+        let old = self.held.remove(&(host.to_string(), key.to_string()))?;
+        self.bytes -= old.len();
+        // Only for a host held here: deletes of hosts never held grow nothing (R30).
         self.changed_at
             .insert(host.to_string(), embedns_conf::shared::now_ms());
-        self.held
-            .remove(&(host.to_string(), key.to_string()))
-            .map(|_| RemoteChange::Remove {
-                host: host.to_string(),
-                key: key.to_string(),
-            })
+        Some(RemoteChange::Remove {
+            host: host.to_string(),
+            key: key.to_string(),
+        })
     }
 
     /// Every other host seen: those with records held here and those holding their claim
@@ -390,6 +439,45 @@ mod tests {
         for good in ["10.1.0.2", "192.0.2.7", "fd00::2", "2001:db8::5"] {
             assert!(a_containers(&good.parse().unwrap()), "{good}");
         }
+    }
+
+    #[test]
+    fn r30_past_a_network_bound_values_are_skipped_counted_and_named() {
+        let bounds = NetworkBounds {
+            records: 3,
+            bytes: 1 << 20,
+            hosts: 2,
+        };
+        let mut remote = Remote::default().with_bounds(bounds);
+        let put = |r: &mut Remote, host: &str, cid: &str| {
+            r.put("n", host, &format!("{cid}@eth0"), body("n", cid, cid))
+        };
+        assert!(put(&mut remote, "a", "c1").is_some());
+        assert!(put(&mut remote, "a", "c2").is_some());
+        assert!(put(&mut remote, "b", "c3").is_some());
+        // A fourth record, and a third host: skipped, counted, named.
+        assert!(put(&mut remote, "a", "c4").is_none());
+        assert_eq!(remote.bound_reached.as_deref(), Some("3 records"));
+        assert!(remote.remove("a", "c2@eth0").is_some());
+        assert!(put(&mut remote, "c", "c5").is_none());
+        assert_eq!(remote.bound_reached.as_deref(), Some("2 hosts"));
+        assert_eq!(remote.skipped, 2);
+        // Bytes: a value that would take the total past the bound.
+        let mut small = Remote::default().with_bounds(NetworkBounds {
+            bytes: body("n", "c1", "c1").len() + 10,
+            ..bounds
+        });
+        assert!(put(&mut small, "a", "c1").is_some());
+        assert!(put(&mut small, "a", "c2").is_none());
+        assert!(small.bound_reached.as_deref().unwrap().ends_with("bytes"));
+        // Replacing a held value counts its old bytes out.
+        assert_eq!(
+            small.bytes,
+            small.held.values().map(Vec::len).sum::<usize>()
+        );
+        // A delete of a host never held grows nothing.
+        assert!(small.remove("z", "c9@eth0").is_none());
+        assert!(!small.changed_at.contains_key("z"));
     }
 
     #[test]

@@ -58,3 +58,60 @@ fn r31_values_as_large_as_etcd_takes_never_stop_a_listing(etcd: Etcd) {
         "host2's name on host1"
     );
 }
+
+on_both!(r30_past_the_networks_bounds_values_are_skipped_and_status_says_so);
+fn r30_past_the_networks_bounds_values_are_skipped_and_status_says_so(etcd: Etcd) {
+    let c = Cluster::new(etcd, "network_bounds", 2, 6);
+    // host1 holds at most 3 records and 2 hosts of the others'.
+    let nets: Vec<_> = (0..2)
+        .map(|i| {
+            let mut o = c.etcd_options(i);
+            o["etcd"]["bounds"] = serde_json::json!({"records": 3, "hosts": 2});
+            c.hosts[i]
+                .w
+                .network_in("mh", &format!("10.77.{}", i + 1), o)
+        })
+        .collect();
+    let h1 = &c.hosts[0].w;
+    let WebAndCli { web, .. } = web_and_cli(&c, &nets[0], &nets[1]);
+    // host2's cli is one; a writer of the prefix adds forty under host9 and two more hosts.
+    let template_key = c.record_keys(1, "mh", "host2").remove(0);
+    let template = common::etcd_value(&c, 1, &template_key);
+    let cid = template_key
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    for (host, n) in [("host9", 40), ("host8", 1), ("host7", 1)] {
+        for k in 0..n {
+            let forged = format!("{cid}{host}x{k}");
+            let value = template
+                .replace(&cid, &forged)
+                .replace("\"name\":\"cli\"", &format!("\"name\":\"{host}x{k}\""));
+            let key = format!("{}/mh/{host}/{forged}@eth0", c.prefix);
+            let out = c.etcdctl_with_input(0, &["put", &key], &value);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    wait_until(SPREAD * 2, "host1 to skip past its bounds", || {
+        let s = c.sync_status(0, "mh")?;
+        (s.skipped >= 40 && s.remote_records == 3).then_some(())
+    });
+    let s = c.sync_status(0, "mh").unwrap();
+    assert!(s.bound_reached.is_some(), "{s:?}");
+    assert!(s.remote_hosts <= 2, "{s:?}");
+    let (_, text) = h1.status_text(&[]);
+    assert!(
+        text.contains("bound of") && text.contains("is reached"),
+        "{text}"
+    );
+    // The records held answer; host2's own stay answered whatever came after them.
+    assert_eq!(h1.resolve(&web, "cli", "A").len(), 1);
+}

@@ -49,14 +49,18 @@ pub(super) struct Geometry {
 
 impl Geometry {
     /// Room for twice `peers`, `buckets` and `heap` (tables at most half full before a
-    /// rebuild, a quarter after one).
-    pub(super) fn for_content(peers: usize, buckets: usize, heap: usize) -> Geometry {
-        let pow = |n: usize, min: usize| n.max(min).next_power_of_two() as u32;
-        Geometry {
-            peer_cap: pow(2 * peers, 64),
-            buckets: pow(4 * buckets, 512),
-            heap_cap: pow(2 * heap, 16 << 10),
-        }
+    /// rebuild, a quarter after one); `None` past what the format's 32-bit sizes and offsets
+    /// hold (2 GiB of heap: far past any bound of a network, R30's included).
+    pub(super) fn for_content(peers: usize, buckets: usize, heap: usize) -> Option<Geometry> {
+        let pow = |n: usize, min: usize| -> Option<u32> {
+            let v = n.checked_mul(2)?.max(min).checked_next_power_of_two()?;
+            (v <= 1 << 31).then_some(v as u32)
+        };
+        Some(Geometry {
+            peer_cap: pow(peers, 64)?,
+            buckets: pow(buckets.checked_mul(2)?, 512)?,
+            heap_cap: pow(heap, 16 << 10)?,
+        })
     }
 
     pub(super) fn peers_at(&self) -> usize {
@@ -184,4 +188,21 @@ pub(super) fn counters_sane(mem: Mem, g: &Geometry) -> bool {
         && field(H_FREE_HEAD) <= g.peer_cap
         && field(H_USED_BUCKETS) <= g.buckets
         && field(H_HEAP_USED) <= g.heap_cap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r30_a_size_past_the_formats_32_bits_is_refused_not_wrapped() {
+        let g = Geometry::for_content(10, 40, 1 << 20).unwrap();
+        assert_eq!((g.peer_cap, g.buckets, g.heap_cap), (64, 512, 2 << 20));
+        // A heap of 1 GiB + 1 would need 4 GiB: it wrapped to 0 before (and the writer's
+        // first put panicked).
+        assert!(Geometry::for_content(10, 40, (1 << 30) + 1).is_none());
+        assert!(Geometry::for_content(usize::MAX, 1, 1).is_none());
+        assert!(Geometry::for_content(1 << 31, 1, 1).is_none());
+        assert!(Geometry::for_content(1, 1, 1 << 30).is_some());
+    }
 }

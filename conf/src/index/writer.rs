@@ -96,7 +96,14 @@ impl<'l> IndexWriter<'l> {
             entries.len() + 1,
             entries.iter().map(Entry::buckets).sum::<usize>() + 8,
             blobs.iter().map(Vec::len).sum::<usize>() + 256,
-        );
+        )
+        .ok_or_else(|| {
+            let why = std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "the network's records would make an index over the format's 2 GiB",
+            );
+            ConfError::io(index_path(source.dir()), why)
+        })?;
         let dir = source.dir();
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-index-")

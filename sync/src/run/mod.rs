@@ -88,6 +88,7 @@ impl Sync {
     /// The sync of `network` under `paths`, telling `ready` (the plugin's pipe) once the
     /// first session is in step, or that no endpoint answered.
     pub fn new(paths: &StatePaths, network: &str, conf: EtcdConf, ready: Option<File>) -> Sync {
+        let bounds = conf.bounds();
         Sync {
             network: network.to_string(),
             status: SyncStatus {
@@ -100,7 +101,7 @@ impl Sync {
             status_path: paths.sync_status(network),
             conf_path: paths.etcd_conf(network),
             published: Published::default(),
-            remote: Remote::default(),
+            remote: Remote::default().with_bounds(bounds),
             claims: BTreeSet::new(),
             tcp_ports: None,
             resume: None,
@@ -115,7 +116,9 @@ impl Sync {
     /// container leaves.
     pub async fn run(mut self, connect: &impl Connect, mut local: LocalWatch) -> End {
         match self.store.list_remote() {
-            Ok(listed) => self.remote = Remote::held_in_store(listed),
+            Ok(listed) => {
+                self.remote = Remote::held_in_store(listed).with_bounds(self.conf.bounds())
+            }
             Err(e) => tracing::warn!("reading the other hosts' records left here: {e}"),
         }
         let mut backoff = Backoff::default();
@@ -231,6 +234,7 @@ impl Sync {
         }
         tracing::info!(host = new.host(), endpoints = ?new.endpoints, prefix = %new.prefix, "the etcd config changed");
         self.status.host = new.host().to_string();
+        self.remote.bounds = Some(new.bounds());
         self.from_first_endpoint = true;
         self.conf = new;
     }
@@ -252,6 +256,7 @@ impl Sync {
     fn apply(&mut self, changes: &[RemoteChange]) -> anyhow::Result<bool> {
         self.status.remote_records = self.remote.held.len();
         self.status.skipped = self.remote.skipped;
+        self.status.bound_reached = self.remote.bound_reached.clone();
         self.status.remote_hosts = self.remote.hosts();
         if !self.store.dir().exists() {
             return Ok(false);

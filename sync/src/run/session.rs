@@ -171,7 +171,16 @@ impl Sync {
                     if event.deleted {
                         self.claims.remove(host);
                     } else {
-                        self.claims.insert(host.to_string());
+                        // R30: at most as many claims as hosts are held.
+                        if self.claims.contains(host)
+                            || self.claims.len() < self.conf.bounds().hosts
+                        {
+                            self.claims.insert(host.to_string());
+                        } else {
+                            self.remote.skipped += 1;
+                            self.remote.bound_reached =
+                                Some(format!("{} hosts", self.conf.bounds().hosts));
+                        }
                     }
                 }
                 continue;
