@@ -9,6 +9,7 @@
 mod backoff;
 mod claim;
 pub mod client;
+pub mod doors;
 pub mod etcd;
 #[cfg(test)]
 mod fake;

@@ -58,8 +58,9 @@ fn main() -> ExitCode {
 /// Every capability dropped (bounding set first, while CAP_SETPCAP is still there) and
 /// no_new_privs set, before any thread starts (threads inherit both). The process stays uid 0,
 /// the owner of the store it writes, so it needs none: a process taken over through a value
-/// from etcd cannot override file permissions, load modules, trace or signal others' processes
-/// or change the network.
+/// from etcd cannot override file permissions, load modules, trace processes or change the
+/// network. What uid 0 may still do without a capability (signal other uid-0 processes,
+/// connect to root's UNIX sockets, exec) the worker's seccomp filter refuses (`doors`).
 fn confine() -> anyhow::Result<()> {
     embedns_conf::capabilities::drop_bounding_and_ambient()?;
     Ok(embedns_conf::capabilities::drop_the_rest()?)
@@ -102,15 +103,21 @@ fn restrict(paths: &StatePaths, network: &str, ports: &[u16]) -> anyhow::Result<
     Ok(status.ruleset == RulesetStatus::FullyEnforced)
 }
 
-/// `embedns-syncd --confinement-check DATA_DIR NETWORK PATH`: confines and restricts itself as
-/// a worker of NETWORK does (one endpoint, port 2379), then tries what a worker taken over
-/// through a value from etcd would: append to PATH (a root file), create a file in /tmp,
-/// connect to 127.0.0.1:2; and what it must still do: create a file in its network's
-/// directory. Prints each outcome (`ok` or the error) as one JSON object.
+/// `embedns-syncd --confinement-check DATA_DIR NETWORK PATH SOCKET PID`: confines and
+/// restricts itself as a worker of NETWORK does (one endpoint, port 2379), then tries what a
+/// worker taken over through a value from etcd would: append to PATH (a root file), create a
+/// file in /tmp, connect to 127.0.0.1:2, connect to SOCKET (a root UNIX socket), signal PID
+/// (another root process; signal 0, which only checks the permission), run a program; and
+/// what it must still do: create a file in its network's directory, open a TCP socket.
+/// Prints each outcome (`ok` or the error) as one JSON object.
 fn confinement_check() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let [data_dir, network, path] = &args[..] else {
-        eprintln!("usage: embedns-syncd --confinement-check DATA_DIR NETWORK PATH");
+    let [data_dir, network, path, socket, pid] = &args[..] else {
+        eprintln!("usage: embedns-syncd --confinement-check DATA_DIR NETWORK PATH SOCKET PID");
+        return ExitCode::from(2);
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        eprintln!("embedns-syncd: PID {pid:?} is not a number");
         return ExitCode::from(2);
     };
     let paths = StatePaths::new(std::path::Path::new(data_dir));
@@ -118,7 +125,9 @@ fn confinement_check() -> ExitCode {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
-    let restricted = confine().and_then(|()| restrict(&paths, network, &[2379]));
+    let restricted = confine()
+        .and_then(|()| restrict(&paths, network, &[2379]))
+        .and_then(|_| embedns_sync::doors::shut());
     if let Err(e) = restricted {
         eprintln!("embedns-syncd: {e:#}");
         return ExitCode::FAILURE;
@@ -129,6 +138,22 @@ fn confinement_check() -> ExitCode {
         "createTmp": create(std::env::temp_dir().join(format!("embedns-sync-check-{}", std::process::id()))),
         "createOwn": create(paths.network(network).join(format!(".check-{}", std::process::id()))),
         "connectTcp": outcome(std::net::TcpStream::connect("127.0.0.1:2").map(drop)),
+        "tcpSocket": outcome(std::net::TcpListener::bind("127.0.0.1:0").map(drop).or_else(|e| {
+            // Landlock refuses the bind, not the socket: only EPERM is the filter's.
+            if e.raw_os_error() == Some(libc::EACCES) { Ok(()) } else { Err(e) }
+        })),
+        "connectUnix": outcome(std::os::unix::net::UnixStream::connect(socket).map(drop)),
+        "signal": outcome(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).map_err(std::io::Error::from)
+        ),
+        "exec": outcome({
+            let prog = c"/bin/true";
+            let argv = [prog.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            // SAFETY: NUL-terminated program, argv and envp; returns only on failure.
+            unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            Err(std::io::Error::last_os_error())
+        }),
     });
     println!("{report}");
     ExitCode::SUCCESS
@@ -218,6 +243,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!("restricting writes and TCP connects: {e:#}"),
     }
+    embedns_sync::doors::shut()?;
     tracing::info!(network = %args.network, host = conf.host(), endpoints = ?conf.endpoints, "started");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

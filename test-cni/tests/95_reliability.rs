@@ -540,8 +540,37 @@ fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endp
     std::fs::write(&root_file, "root's\n").unwrap();
     let data_dir = w.data_dir.display().to_string();
     let file = root_file.display().to_string();
+    // A root UNIX socket (a container runtime's API is one) and another root process.
+    let socket = w.path("root.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
     let syncd = test_cni::bins::bin_dir().join("embedns-syncd");
-    let report = confinement_report(&syncd, &[&data_dir, "n1", &file]);
+    let report = confinement_report(
+        &syncd,
+        &[
+            &data_dir,
+            "n1",
+            &file,
+            &socket.display().to_string(),
+            &other.id().to_string(),
+        ],
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    // What uid 0 may do without any capability, refused by the worker's seccomp filter.
+    for what in ["connectUnix", "signal", "exec"] {
+        assert!(
+            report[what]
+                .as_str()
+                .unwrap()
+                .contains("Operation not permitted"),
+            "{what}: {report}"
+        );
+    }
+    assert_eq!(report["tcpSocket"], "ok", "{report}");
     // uid 0 without capabilities, yet Landlock refuses writes outside its state and TCP to a
     // port that is no endpoint's (etcd's own 2379 stays reachable).
     for what in ["write", "createTmp", "connectTcp"] {
