@@ -19,6 +19,26 @@ pub struct Report {
     pub networks: Vec<NetworkReport>,
     pub containers: Vec<ContainerReport>,
     pub leftovers: Vec<LeftoverReport>,
+    /// This kernel's Landlock ABI (0: none), which decides what the resolvers' and sync
+    /// workers' confinement holds: TCP rules need ABI 4 (Linux 6.7).
+    #[serde(default, rename = "landlockAbi")]
+    pub landlock_abi: u32,
+}
+
+/// The first Landlock ABI with TCP rules (Linux 6.7).
+pub const LANDLOCK_TCP_ABI: u32 = 4;
+
+impl Report {
+    /// What the kernel's Landlock leaves out of the daemons' confinement, if anything.
+    pub fn confinement_warning(&self) -> Option<String> {
+        (self.landlock_abi < LANDLOCK_TCP_ABI).then(|| {
+            format!(
+                "this kernel's Landlock (ABI {}) has no TCP rules (Linux 6.7+): resolvers and \
+                 sync workers may connect TCP to any port their netns reaches",
+                self.landlock_abi
+            )
+        })
+    }
 }
 
 /// A network and what the store holds of it on this host.
@@ -196,5 +216,27 @@ mod tests {
             let back: ResolverHealth = serde_json::from_value(json).unwrap();
             assert_eq!(back, health);
         }
+    }
+
+    #[test]
+    fn a_kernel_without_landlocks_tcp_rules_is_warned_about() {
+        let mut r = Report {
+            data_dir: PathBuf::new(),
+            networks: vec![],
+            containers: vec![],
+            leftovers: vec![],
+            landlock_abi: 3,
+        };
+        assert!(r.confinement_warning().unwrap().contains("Linux 6.7+"));
+        r.landlock_abi = 0;
+        assert!(r.confinement_warning().is_some());
+        r.landlock_abi = LANDLOCK_TCP_ABI;
+        assert_eq!(r.confinement_warning(), None);
+        // Earlier releases' reports have no field: read as none.
+        let old: Report = serde_json::from_str(
+            r#"{"dataDir":"/x","networks":[],"containers":[],"leftovers":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.landlock_abi, 0);
     }
 }

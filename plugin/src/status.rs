@@ -161,7 +161,23 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Report> {
         networks,
         containers,
         leftovers,
+        landlock_abi: landlock_abi(),
     })
+}
+
+/// The kernel's Landlock ABI version (0: none or disabled).
+fn landlock_abi() -> u32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns the ABI version.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(v).unwrap_or(0)
 }
 
 /// What the sandbox's live supervisor wrote of its restarts (its own file, root's, in the
@@ -234,6 +250,10 @@ fn resolver_health(paths: &StatePaths, id: &str, sb: Option<&Sandbox>) -> Resolv
 
 fn print_text(r: &Report) {
     println!("state: {}", r.data_dir.display());
+    let daemons = !r.containers.is_empty() || r.networks.iter().any(|n| n.shared.is_some());
+    if let Some(w) = r.confinement_warning().filter(|_| daemons) {
+        println!("WARNING: {w}");
+    }
     for net in &r.networks {
         println!(
             "\nnetwork {} ({} attachments)",
