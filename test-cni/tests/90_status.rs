@@ -45,7 +45,12 @@ fn status_reports_containers_resolvers_and_health() {
     // The kernel's Landlock: without TCP rules (ABI 4, Linux 6.7) status warns.
     let (_, report) = w.status();
     let warned = text.contains("has no TCP rules (Linux 6.7+)");
-    assert_eq!(warned, report.landlock_abi < 4, "ABI {}: {text}", report.landlock_abi);
+    assert_eq!(
+        warned,
+        report.landlock_abi < 4,
+        "ABI {}: {text}",
+        report.landlock_abi
+    );
 
     // A dead resolver makes status fail: its supervisor killed first, which would start it
     // again (91_always_answered), then the resolver.
