@@ -86,7 +86,7 @@ test: deps newer
 	$(CARGO) build --locked --bins
 	$(MAKE) cnitool
 	EMBEDNS_BIN_DIR=$(CURDIR)/target/debug EMBEDNS_CNITOOL=$(CURDIR)/$(CNITOOL) \
-	  $(CARGO) test --locked --workspace -- --test-threads=4
+	  $(CARGO) test --locked --workspace --no-fail-fast -- --test-threads=4
 
 demo: deps release cnitool
 	./demo/demo.sh
