@@ -36,3 +36,19 @@ pub fn drop_the_rest() -> Result<(), DropError> {
         reason: e.to_string(),
     })
 }
+
+/// What both daemons' `--confinement-check` tries to show a confined process cannot run a
+/// program: `execve("/bin/true")` itself (std's spawn blocks every signal around its clone,
+/// and a call the resolver's filter traps while SIGSYS is blocked kills the process: the
+/// kernel's rule for SECCOMP_RET_TRAP). Returns only with the refusal.
+pub fn try_exec() -> std::io::Result<()> {
+    let prog = c"/bin/true";
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<std::ffi::c_char>()];
+    // SAFETY: NUL-terminated program, argv and envp; execve returns only on failure.
+    nix::errno::Errno::result(unsafe {
+        nix::libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr())
+    })
+    .map(drop)
+    .map_err(std::io::Error::from)
+}

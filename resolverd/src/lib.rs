@@ -30,4 +30,5 @@ pub mod peers;
 pub mod server;
 pub mod state;
 pub mod supervisor;
+pub mod title;
 pub mod wire;

@@ -265,16 +265,7 @@ fn confinement_check() -> ExitCode {
             .map(drop)
             .map_err(std::io::Error::from)
         ),
-        // execve itself: std's spawn blocks every signal around its clone, and a refused call
-        // while SIGSYS is blocked kills the process (the kernel's rule for SECCOMP_RET_TRAP).
-        "exec": outcome({
-            let prog = c"/bin/true";
-            let argv = [prog.as_ptr(), std::ptr::null()];
-            let envp = [std::ptr::null::<libc::c_char>()];
-            // SAFETY: NUL-terminated program, argv and envp; returns only on failure.
-            unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-            Err(std::io::Error::last_os_error())
-        }),
+        "exec": outcome(embedns_conf::capabilities::try_exec()),
         // A rename that replaces a file (the log's own names: the one rename it may make is
         // their exchange), and asking for another process to be signalled.
         "renameOver": outcome(

@@ -160,11 +160,11 @@ impl Supervisor {
             .into();
         crate::confine::enter_netns(&sb.netns)?;
         let netns_inode = crate::liveness::Served::current_netns_inode()?;
-        let title = arg_area().map(|(start, end)| {
+        let title = crate::title::area().map(|(start, end)| {
             // SAFETY: this process's own argument area, readable.
             unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }.to_vec()
         });
-        retitle(&[
+        crate::title::set(&[
             SUPERVISOR_ARGV0,
             "--data-dir",
             &setup.paths.root().to_string_lossy(),
@@ -415,7 +415,7 @@ impl Supervisor {
             }
             ForkResult::Child => {
                 drop(r);
-                write_area(&self.title);
+                crate::title::restore(&self.title);
                 // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
                 unsafe { libc::prctl(libc::PR_SET_NAME, c"embedns-resolve".as_ptr()) };
                 let _ = nix::sys::signal::sigprocmask(
@@ -507,41 +507,6 @@ impl Supervisor {
             );
         }
     }
-}
-
-/// Rewrites this process's command line (what /proc/<pid>/cmdline shows: the kernel reads
-/// the argument area of its stack) to `args`, and its name to `embedns-superv`, as
-/// setproctitle does; skipped when `args` do not fit in the area the plugin's arguments took.
-/// Call only once nothing reads `std::env::args` any more.
-fn retitle(args: &[&str]) {
-    // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"embedns-superv".as_ptr()) };
-    let mut text = args.join("\0").into_bytes();
-    text.push(0);
-    write_area(&text);
-}
-
-/// Writes `text` over the argument area, NUL-padded; nothing if it does not fit.
-fn write_area(text: &[u8]) {
-    let Some((start, end)) = arg_area() else {
-        return;
-    };
-    let len = end.saturating_sub(start);
-    if text.len() > len || text.is_empty() {
-        return;
-    }
-    let mut text = text.to_vec();
-    text.resize(len, 0);
-    // SAFETY: [arg_start, arg_end) is this process's own argument area on its stack, mapped
-    // writable, which Rust's `args` (already parsed into owned values) no longer reads.
-    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), start as *mut u8, len) };
-}
-
-/// `arg_start` and `arg_end` of /proc/self/stat (fields 48 and 49).
-fn arg_area() -> Option<(usize, usize)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    Some((rest.get(45)?.parse().ok()?, rest.get(46)?.parse().ok()?))
 }
 
 /// Reads what the child wrote on its ready pipe: `Some` once a line (or its end) is there.

@@ -146,14 +146,7 @@ fn confinement_check() -> ExitCode {
         "signal": outcome(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).map_err(std::io::Error::from)
         ),
-        "exec": outcome({
-            let prog = c"/bin/true";
-            let argv = [prog.as_ptr(), std::ptr::null()];
-            let envp = [std::ptr::null::<libc::c_char>()];
-            // SAFETY: NUL-terminated program, argv and envp; returns only on failure.
-            unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-            Err(std::io::Error::last_os_error())
-        }),
+        "exec": outcome(embedns_conf::capabilities::try_exec()),
     });
     println!("{report}");
     ExitCode::SUCCESS
