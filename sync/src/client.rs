@@ -411,7 +411,12 @@ impl etcd::Renewals for LeaseKeepAliveStream {
 
 impl etcd::Watch for WatchStream {
     async fn next(&mut self) -> anyhow::Result<Option<WatchBatch>> {
-        let Some(resp) = self.message().await? else {
+        let message = self.message().await.map_err(anyhow::Error::from);
+        let message = message.map_err(|e| match too_large(&e) {
+            true => anyhow::Error::new(etcd::TooLarge(DECODE_LIMIT)),
+            false => e,
+        });
+        let Some(resp) = message? else {
             return Ok(None);
         };
         let cancelled = resp.canceled().then(|| Cancelled {

@@ -131,3 +131,10 @@ pub trait Connect {
         claim: &str,
     ) -> Result<Self::Etcd>;
 }
+
+/// A message from etcd over what the client takes in one (`client::DECODE_LIMIT`): a watch's
+/// catch-up over many large values. The session ends and the next lists anew, in pages it can
+/// take, instead of resuming into the same message.
+#[derive(Debug, thiserror::Error)]
+#[error("a message from etcd over {0} bytes")]
+pub struct TooLarge(pub usize);

@@ -44,6 +44,8 @@ pub struct Fake {
     changed: Rc<Notify>,
     /// Connections are refused while set.
     pub refuse: Rc<Cell<bool>>,
+    /// The next message of a watch is one over the client's limit (once).
+    pub too_large: Rc<Cell<bool>>,
 }
 
 impl Fake {
@@ -192,7 +194,7 @@ impl Connect for FakeConnect {
 
 pub struct FakeRenew(Fake, i64);
 pub struct FakeRenewals(mpsc::UnboundedReceiver<i64>);
-pub struct FakeWatch(mpsc::UnboundedReceiver<WatchBatch>);
+pub struct FakeWatch(mpsc::UnboundedReceiver<WatchBatch>, Rc<Cell<bool>>);
 
 impl Etcd for Member {
     type Renew = FakeRenew;
@@ -309,7 +311,7 @@ impl Etcd for Member {
                 }),
                 ..WatchBatch::default()
             });
-            return Ok(FakeWatch(rx));
+            return Ok(FakeWatch(rx, self.0.too_large.clone()));
         }
         let events: Vec<Event> = (s.history.iter())
             .filter(|e| e.kv.mod_revision >= from && e.kv.key.starts_with(prefix))
@@ -324,7 +326,7 @@ impl Etcd for Member {
             });
         }
         s.watchers.push((prefix.to_string(), tx));
-        Ok(FakeWatch(rx))
+        Ok(FakeWatch(rx, self.0.too_large.clone()))
     }
 }
 
@@ -347,6 +349,10 @@ impl Renewals for FakeRenewals {
 
 impl Watch for FakeWatch {
     async fn next(&mut self) -> Result<Option<WatchBatch>> {
-        Ok(self.0.recv().await)
+        let batch = self.0.recv().await;
+        if self.1.replace(false) {
+            return Err(crate::etcd::TooLarge(16 << 20).into());
+        }
+        Ok(batch)
     }
 }

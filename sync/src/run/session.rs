@@ -106,7 +106,7 @@ impl Sync {
                     None => bail!("the lease's keep-alive stream ended"),
                 },
                 message = watch.next() => {
-                    if message.as_ref().is_err_and(crate::client::too_large) {
+                    if message.as_ref().is_err_and(|e| e.is::<crate::etcd::TooLarge>()) {
                         // A catch-up over many large values: the next session lists anew,
                         // in pages it can take, instead of resuming into the same message.
                         self.set_seen_lost();

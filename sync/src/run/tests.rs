@@ -287,6 +287,25 @@ async fn r28_a_session_that_ends_resumes_with_its_lease_and_its_watch() {
 }
 
 #[tokio::test]
+async fn r31_a_watch_message_too_large_to_take_makes_the_next_session_list_again() {
+    let h = Host::new();
+    let fake = Fake::default();
+    let (sync, local) = h.sync();
+    running(sync, &fake, local, async {
+        published(&fake).await;
+        // The next watch message (db's put) is over the client's limit: resuming would meet
+        // the same message; the next session lists instead.
+        fake.too_large.set(true);
+        let db = keys().record("h2", "c9@eth0");
+        fake.put(&db, &peer("c9", "db", [10, 2, 0, 9]));
+        h.until("db held here", |h| h.remote_names() == ["db"])
+            .await;
+        assert_eq!(fake.counts().1, 2, "listed again");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn r28_events_compacted_away_make_the_next_session_list_again() {
     let h = Host::new();
     let fake = Fake::default();
