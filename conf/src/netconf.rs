@@ -172,6 +172,10 @@ pub struct NetConf {
     pub cgroup_parent: PathBuf,
     /// Whether `cgroup_parent` is the runtime's `cgroupPath`.
     pub cgroup_from_runtime: bool,
+    /// Top-level keys of the conf that embedns does not know and that no CNI convention
+    /// names (`catchNameServers` for `catchNameservers`): ignored, as the conventions let
+    /// other tools add keys, but warned about in the log and `embedns status`.
+    pub unknown_keys: Vec<String>,
     pub resolver_user: ResolverUser,
     /// Whether `resolverUser` was set (else the default: `user::default_resolver_user`).
     pub resolver_user_set: bool,
@@ -185,10 +189,37 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
+/// Top-level keys the CNI spec and conventions give a plugin's conf that embedns reads no
+/// field of (other plugins' keys, as libcni and runtimes pass them on).
+const CNI_KEYS: &[&str] = &[
+    "args",
+    "capabilities",
+    "ipMasq",
+    "ipam",
+    "cni.dev/attachments",
+];
+
+/// Of the paths serde ignored, the top-level keys no CNI convention names.
+fn unknown_keys(ignored: Vec<String>) -> Vec<String> {
+    let mut keys: Vec<String> = ignored
+        .into_iter()
+        .filter(|p| !p.contains('.') || p.starts_with("cni.dev/"))
+        .filter(|p| !CNI_KEYS.contains(&p.as_str()))
+        .collect();
+    keys.dedup();
+    keys
+}
+
 impl NetConf {
     /// Parses and validates stdin. Errors are CNI code 6 (not JSON) or 7 (invalid values).
     pub fn parse(stdin: &[u8]) -> Result<NetConf, ConfError> {
-        let raw: RawNetConf = serde_json::from_slice(stdin).map_err(|source| {
+        let mut ignored = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(stdin);
+        let raw: RawNetConf = serde_ignored::deserialize(&mut de, |path| {
+            ignored.push(path.to_string());
+        })
+        .and_then(|raw| de.end().map(|()| raw))
+        .map_err(|source| {
             if source.is_data() {
                 ConfError::InvalidConfig(source.to_string())
             } else {
@@ -198,6 +229,7 @@ impl NetConf {
                 }
             }
         })?;
+        let unknown_keys = unknown_keys(ignored);
         names::network(&raw.name)?;
         let rc = raw.runtime_config.unwrap_or_default();
         let dns = raw.dns.unwrap_or_default();
@@ -334,6 +366,7 @@ impl NetConf {
             etcd: raw.etcd.map(EtcdConf::settle).transpose()?,
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments,
+            unknown_keys,
         })
     }
 
@@ -506,6 +539,21 @@ mod tests {
         assert_eq!(explicit.runtime_nameservers(&host), hosts);
         let off = conf(r#","catchNameservers":false"#).unwrap();
         assert!(off.runtime_nameservers(&host).is_empty());
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_named_and_cni_ones_are_not() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"embedns","catchNameServers":false,
+                "ipMasq":true,"capabilities":{"dns":true},"args":{"x":1},
+                "runtimeConfig":{"portMappings":[],"dns":{"servers":["10.0.0.1"]}},
+                "dns":{"nameservers":["10.0.0.2"]},"cacheSize":0}"#,
+        )
+        .unwrap();
+        assert_eq!(c.unknown_keys, vec!["catchNameServers"]);
+        // Still a warning only: the key is ignored, the known ones apply.
+        assert!(c.catch_nameservers);
+        assert_eq!(c.cache.size, 0);
     }
 
     #[test]

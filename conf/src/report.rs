@@ -48,6 +48,9 @@ pub struct NetworkReport {
     pub containers: Vec<Member>,
     /// Its sync, for a network shared through etcd.
     pub shared: Option<SharedReport>,
+    /// Keys of its conf embedns does not know, as the last ADD saw them (ignored).
+    #[serde(default, rename = "unknownKeys", skip_serializing_if = "Vec::is_empty")]
+    pub unknown_keys: Vec<String>,
 }
 
 /// One attachment's record on a network, or why it could not be read.

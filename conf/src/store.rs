@@ -38,6 +38,9 @@ pub enum RemoteChange {
     Remove { host: String, key: String },
 }
 
+/// The note of a network conf's unknown keys, beside its records (not one: a dot file).
+const UNKNOWN_KEYS_FILE: &str = ".unknown-keys.json";
+
 /// The records of one network.
 #[derive(Debug, Clone)]
 pub struct NetworkStore {
@@ -104,6 +107,22 @@ impl NetworkStore {
 
     /// Removes the directory of a network that has no record left: its index, name claims
     /// and lock. Writers waiting on the lock notice (see [`lock_dir`]) and start over.
+    /// Notes the keys of the network's conf embedns does not know (none: the note goes), for
+    /// `embedns status`.
+    pub fn note_unknown_keys(&self, _lock: &NetworkLock, keys: &[String]) -> Result<(), ConfError> {
+        let path = self.dir.join(UNKNOWN_KEYS_FILE);
+        if keys.is_empty() {
+            return remove_if_exists(&path);
+        }
+        write_atomic(&path, &serde_json::to_vec(keys).expect("strings serialize"))
+    }
+
+    /// The keys [`NetworkStore::note_unknown_keys`] noted.
+    pub fn unknown_keys(&self) -> Vec<String> {
+        let text = std::fs::read(self.dir.join(UNKNOWN_KEYS_FILE)).unwrap_or_default();
+        serde_json::from_slice(&text).unwrap_or_default()
+    }
+
     pub fn remove_if_empty(&self, lock: NetworkLock) -> Result<bool, ConfError> {
         if !self.is_empty()? {
             return Ok(false);

@@ -140,6 +140,14 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
             return Err(e);
         }
     };
+    // The conf's keys embedns does not know, for `embedns status` (a note only: never fatal).
+    let net = NetworkStore::new(&paths, &conf.name);
+    if let Err(e) = net
+        .lock()
+        .and_then(|l| net.note_unknown_keys(&l, &conf.unknown_keys))
+    {
+        tracing::warn!("noting the conf's unknown keys: {e}");
+    }
     Ok(cni::add_result(
         Some(prev),
         &conf.cni_version,

@@ -82,6 +82,9 @@ fn run(command: &str, stdin: &[u8]) -> anyhow::Result<Option<Value>> {
     logging::init(&conf);
     let env = CniEnv::from_process(command)?;
     tracing::debug!(command, network = %conf.name, container = %env.container_id, "invoked");
+    for key in &conf.unknown_keys {
+        tracing::warn!(network = %conf.name, key, "a key of the network configuration embedns does not know (a typo?): ignored");
+    }
     match command {
         "ADD" => add::add(&env, &conf).map(Some),
         "DEL" => del::del(&env, &conf).map(|()| None),

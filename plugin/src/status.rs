@@ -110,6 +110,7 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Report> {
         }
         networks.push(NetworkReport {
             shared: shared(paths, &net),
+            unknown_keys: NetworkStore::new(paths, &net).unknown_keys(),
             name: net,
             containers: members,
         });
@@ -260,6 +261,12 @@ fn print_text(r: &Report) {
             net.name,
             net.containers.len()
         );
+        if !net.unknown_keys.is_empty() {
+            println!(
+                "  WARNING: its configuration has keys embedns does not know (ignored; a typo?): {}",
+                net.unknown_keys.join(", ")
+            );
+        }
         for m in &net.containers {
             match m {
                 Member::Record {

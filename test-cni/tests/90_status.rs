@@ -74,3 +74,34 @@ fn status_reports_containers_resolvers_and_health() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("UNHEALTHY"), "{text}");
 }
+
+#[test]
+fn unknown_conf_keys_are_warned_about_in_the_log_and_status_never_refused() {
+    let w = World::new("unknown_conf_keys_are_warned_about_in_the_log_and_status_never_refused");
+    let log = w.path("plugin.log");
+    // `catchNameServers` for `catchNameservers`: a typo that did nothing, silently.
+    let net = w.network(
+        "n1",
+        serde_json::json!({"catchNameServers": false, "logFile": log}),
+    );
+    let c = w.container("c");
+    w.adding(&net, &c).name("c").ok();
+    let (code, text) = w.status_text(&[]);
+    assert_eq!(code, 0, "a warning, not trouble: {text}");
+    assert!(
+        text.contains("keys embedns does not know (ignored; a typo?): catchNameServers"),
+        "{text}"
+    );
+    let (_, report) = w.status();
+    assert_eq!(
+        report.network("n1").unwrap().unknown_keys,
+        ["catchNameServers"]
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("key=\"catchNameServers\"") || logged.contains("key=catchNameServers"),
+        "{logged}"
+    );
+    // The harness's own keys (capabilities, CNI's) are not warned about.
+    assert!(!text.contains("capabilities"), "{text}");
+}
