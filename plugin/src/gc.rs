@@ -82,10 +82,7 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
             failed(format!("resolver pid {}", r.info.pid), e);
         }
     }
-    let live: Vec<std::path::PathBuf> = (sandbox::list(&paths).unwrap_or_default().iter())
-        .map(|cid| embedns_conf::cgroup::leaf(&conf.cgroup_parent, cid))
-        .collect();
-    cgroup::sweep(&conf.cgroup_parent, &live);
+    sweep_cgroups(&paths, conf);
     // The netns inodes live sandboxes serve: rules there are theirs now (a later ADD into the
     // same namespace, `podman network connect`), whatever an earlier DEL left.
     let live: Vec<u64> = (sandbox::list(&paths).unwrap_or_default().iter())
@@ -170,6 +167,14 @@ fn sweep_sandbox(
         }
     }
     Ok(())
+}
+
+/// Removes the orphan leaves beneath the conf's `cgroupParent`: those of no sandbox.
+fn sweep_cgroups(paths: &StatePaths, conf: &NetConf) {
+    let live: Vec<std::path::PathBuf> = (sandbox::list(paths).unwrap_or_default().iter())
+        .map(|cid| embedns_conf::cgroup::leaf(&conf.cgroup_parent, cid))
+        .collect();
+    cgroup::sweep(&conf.cgroup_parent, &live);
 }
 
 /// Stops a resolver that its container's sandbox does not record (under the sandbox's lock,

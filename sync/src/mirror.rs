@@ -180,22 +180,25 @@ impl Remote {
         self
     }
 
-    /// Which bound taking `len` bytes into `slot` would pass, if any.
+    /// Which bound taking `len` bytes into `slot` would pass, if any: the host's
+    /// [`MAX_RECORDS_PER_HOST`], then the network's (R30).
     fn over_bounds(&self, slot: &(String, String), len: usize) -> Option<String> {
-        let b = self.bounds?;
         let old = self.held.get(slot).map(Vec::len);
-        let host_held = || {
-            (self.held.range((slot.0.clone(), String::new())..))
-                .next()
-                .is_some_and(|((h, _), _)| *h == slot.0)
-        };
+        let of_host = (self.held.range((slot.0.clone(), String::new())..))
+            .take_while(|((h, _), _)| *h == slot.0)
+            .take(MAX_RECORDS_PER_HOST)
+            .count();
+        if old.is_none() && of_host >= MAX_RECORDS_PER_HOST {
+            return Some(format!("{MAX_RECORDS_PER_HOST} records of host {}", slot.0));
+        }
+        let b = self.bounds?;
         if old.is_none() && self.held.len() >= b.records {
             return Some(format!("{} records", b.records));
         }
         if self.bytes - old.unwrap_or(0) + len > b.bytes {
             return Some(format!("{} bytes", b.bytes));
         }
-        if old.is_none() && !host_held() && self.hosts() >= b.hosts {
+        if old.is_none() && of_host == 0 && self.hosts() >= b.hosts {
             return Some(format!("{} hosts", b.hosts));
         }
         None
@@ -248,13 +251,6 @@ impl Remote {
         if self.held.get(&slot) == Some(&body) {
             return None;
         }
-        let held_of_host = || {
-            self.held
-                .range((host.to_string(), String::new())..)
-                .take_while(|((h, _), _)| h == host)
-                .take(MAX_RECORDS_PER_HOST)
-                .count()
-        };
         if body.len() > MAX_VALUE_BYTES {
             tracing::warn!(
                 host,
@@ -266,22 +262,9 @@ impl Remote {
             return self.remove(host, key);
         }
         if let Some(bound) = self.over_bounds(&slot, body.len()) {
-            tracing::warn!(
-                host,
-                key,
-                "skipped: the network's bound of {bound} is reached"
-            );
+            tracing::warn!(host, key, "skipped: the bound of {bound} is reached");
             self.skipped += 1;
             self.bound_reached = Some(bound);
-            return None;
-        }
-        if !self.held.contains_key(&slot) && held_of_host() >= MAX_RECORDS_PER_HOST {
-            tracing::warn!(
-                host,
-                key,
-                "skipped: the host has {MAX_RECORDS_PER_HOST} records here already"
-            );
-            self.skipped += 1;
             return None;
         }
         let record = match PeerRecord::decode(&body) {
