@@ -140,14 +140,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
             return Err(e);
         }
     };
-    // The conf's keys embedns does not know, for `embedns status` (a note only: never fatal).
-    let net = NetworkStore::new(&paths, &conf.name);
-    if let Err(e) = net
-        .lock()
-        .and_then(|l| net.note_unknown_keys(&l, &conf.unknown_keys))
-    {
-        tracing::warn!("noting the conf's unknown keys: {e}");
-    }
+    note_unknown_keys(&paths, conf);
     Ok(cni::add_result(
         Some(prev),
         &conf.cni_version,
@@ -263,13 +256,7 @@ fn attach(
     }
     let previous = sb.resolver.is_some();
     sb.redirect_settled = reuse;
-    // A new resolver's cgroups are made, and recorded for DEL, before it starts.
-    let placement = (!reuse).then(|| cgroup::prepare(&spawn.cgroup));
-    for dir in placement.iter().flat_map(|p| &p.made) {
-        if !sb.cgroups.contains(dir) {
-            sb.cgroups.push(dir.clone());
-        }
-    }
+    let placement = (!reuse).then(|| place(&mut sb, &spawn.cgroup));
     // The sandbox is saved before the files are written and before the resolver starts, so
     // that an undo after a failure knows what to restore and what to stop.
     files::write(&mut sb, targets, resolv_conf)?;
@@ -356,6 +343,29 @@ fn attach(
         sandbox::save(paths, lock, &sb)?;
     }
     Ok(attachment)
+}
+
+/// The conf's keys embedns does not know, noted for `embedns status` (a note only: never
+/// fatal).
+fn note_unknown_keys(paths: &StatePaths, conf: &NetConf) {
+    let net = NetworkStore::new(paths, &conf.name);
+    let noted = net
+        .lock()
+        .and_then(|l| net.note_unknown_keys(&l, &conf.unknown_keys));
+    if let Err(e) = noted {
+        tracing::warn!("noting the conf's unknown keys: {e}");
+    }
+}
+
+/// A new resolver's cgroups, made and recorded in the sandbox (for DEL) before it starts.
+fn place(sb: &mut Sandbox, leaf: &std::path::Path) -> cgroup::Placement {
+    let placement = cgroup::prepare(leaf);
+    for dir in &placement.made {
+        if !sb.cgroups.contains(dir) {
+            sb.cgroups.push(dir.clone());
+        }
+    }
+    placement
 }
 
 /// Whether a sandbox belongs to an earlier netns of the container: another path, the same

@@ -108,12 +108,7 @@ fn collect(paths: &StatePaths, only: Option<&str>) -> anyhow::Result<Report> {
                 }),
             }
         }
-        networks.push(NetworkReport {
-            shared: shared(paths, &net),
-            unknown_keys: NetworkStore::new(paths, &net).unknown_keys(),
-            name: net,
-            containers: members,
-        });
+        networks.push(network_report(paths, net, members));
     }
     let mut containers = Vec::new();
     for (id, records) in by_container {
@@ -179,6 +174,16 @@ fn landlock_abi() -> u32 {
         )
     };
     u32::try_from(v).unwrap_or(0)
+}
+
+/// A network, its attachments, its sync (shared) and its conf's unknown keys.
+fn network_report(paths: &StatePaths, name: String, containers: Vec<Member>) -> NetworkReport {
+    NetworkReport {
+        shared: shared(paths, &name),
+        unknown_keys: NetworkStore::new(paths, &name).unknown_keys(),
+        name,
+        containers,
+    }
 }
 
 /// What the sandbox's live supervisor wrote of its restarts (its own file, root's, in the

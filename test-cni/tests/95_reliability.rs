@@ -397,15 +397,8 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
             .contains("Permission denied"),
         "{report}"
     );
-    for what in ["write", "create", "netlink", "exec", "renameOver", "setown"] {
-        assert!(
-            report[what]
-                .as_str()
-                .unwrap()
-                .contains("Operation not permitted"),
-            "{what}: {report}"
-        );
-    }
+    let blocked = ["write", "create", "netlink", "exec", "renameOver", "setown"];
+    refused(&report, &blocked, "Operation not permitted");
     // Landlock (kernel 6.7+): a TCP connect to a port no upstream uses, etcd's on loopback.
     assert!(
         report["connectTcp"]
@@ -561,26 +554,28 @@ fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endp
     let _ = other.kill();
     let _ = other.wait();
     // What uid 0 may do without any capability, refused by the worker's seccomp filter.
-    for what in ["connectUnix", "signal", "exec"] {
-        assert!(
-            report[what]
-                .as_str()
-                .unwrap()
-                .contains("Operation not permitted"),
-            "{what}: {report}"
-        );
-    }
+    refused(
+        &report,
+        &["connectUnix", "signal", "exec"],
+        "Operation not permitted",
+    );
     assert_eq!(report["tcpSocket"], "ok", "{report}");
     // uid 0 without capabilities, yet Landlock refuses writes outside its state and TCP to a
     // port that is no endpoint's (etcd's own 2379 stays reachable).
-    for what in ["write", "createTmp", "connectTcp"] {
-        assert!(
-            report[what].as_str().unwrap().contains("Permission denied"),
-            "{what}: {report}"
-        );
-    }
+    refused(
+        &report,
+        &["write", "createTmp", "connectTcp"],
+        "Permission denied",
+    );
     assert_eq!(report["createOwn"], "ok", "{report}");
     assert_eq!(std::fs::read_to_string(&root_file).unwrap(), "root's\n");
+}
+
+/// Each of `what` in a confinement report failed with `error`.
+fn refused(report: &serde_json::Value, what: &[&str], error: &str) {
+    for w in what {
+        assert!(report[w].as_str().unwrap().contains(error), "{w}: {report}");
+    }
 }
 
 /// `PROGRAM --confinement-check ARGS`: the JSON report of what it could do once confined.
