@@ -96,6 +96,8 @@ struct RawNetConf {
     #[serde(default)]
     catch_nameservers: Option<bool>,
     #[serde(default)]
+    scope_by_namespace: Option<bool>,
+    #[serde(default)]
     domain_name: Option<String>,
     #[serde(default)]
     log_file: Option<PathBuf>,
@@ -162,6 +164,8 @@ pub struct NetConf {
     /// Answer the queries sent to the nameservers a runtime writes itself (R26); on unless
     /// `catchNameservers` is false.
     pub catch_nameservers: bool,
+    /// Scope a pod's names to its namespace (R35): on unless `scopeByNamespace` is false.
+    pub scope_by_namespace: bool,
     pub domain_name: Option<String>,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -343,6 +347,7 @@ impl NetConf {
             resolv_conf_path: raw.resolv_conf_path,
             etc_netns: raw.etc_netns,
             catch_nameservers: raw.catch_nameservers.unwrap_or(true),
+            scope_by_namespace: raw.scope_by_namespace.unwrap_or(true),
             domain_name: raw.domain_name.map(|d| names::normalize(&d)),
             log_file: raw.log_file,
             log_level: raw.log_level,

@@ -37,6 +37,9 @@ pub struct PeerRecord {
     pub ips: Vec<IpAddr>,
     #[serde(default)]
     pub domain_name: Option<String>,
+    /// Its pod namespace (R35); absent from values of releases before it, and when unscoped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 impl PeerRecord {
@@ -51,6 +54,7 @@ impl PeerRecord {
             aliases: r.aliases.clone(),
             ips: r.ips.clone(),
             domain_name: r.domain_name.clone(),
+            namespace: r.namespace.clone(),
         }
     }
 
@@ -86,6 +90,7 @@ impl PeerRecord {
         r.ifname = self.ifname;
         r.aliases = self.aliases;
         r.domain_name = self.domain_name;
+        r.namespace = self.namespace;
         r
     }
 }

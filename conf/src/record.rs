@@ -148,6 +148,11 @@ pub struct Record {
     pub ttl: u32,
     #[serde(default)]
     pub internal: bool,
+    /// The pod namespace its names are scoped to (R35): CNI_ARGS `K8S_POD_NAMESPACE`,
+    /// normalized, unless the conf's `scopeByNamespace` is false. `None`: the network's whole
+    /// set of names (R1), as every attachment of a release before R35.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Its own resolver's forwarding, kept in the same file under the same names.
     #[serde(flatten)]
     pub resolver: ResolverSettings,
@@ -184,6 +189,7 @@ impl Record {
             search: vec![],
             ttl: defaults::TTL,
             internal: false,
+            namespace: None,
             resolver: ResolverSettings::default(),
         }
     }
@@ -192,6 +198,12 @@ impl Record {
     pub fn key(&self) -> String {
         attachment_key(&self.container_id, &self.ifname)
     }
+}
+
+/// The index's name for `name` within pod namespace `namespace` (R35): a `/` no DNS name
+/// the index holds can contain, so a scoped name never meets a plain one.
+pub fn scoped_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// `CID@IFNAME`: both are validated to contain no `@` or `/`.

@@ -84,6 +84,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> anyhow::Result<Value> {
             .collect(),
         ttl: conf.ttl,
         internal: conf.internal,
+        namespace: names.namespace,
         resolver: ResolverSettings {
             upstreams: Upstreams {
                 explicit: conf.explicit_upstreams.clone(),

@@ -13,6 +13,8 @@ pub struct ContainerNames {
     pub name: Option<String>,
     pub aliases: Vec<String>,
     pub links: Vec<Link>,
+    /// The pod namespace its names are scoped to (R35), normalized.
+    pub namespace: Option<String>,
 }
 
 impl ContainerNames {
@@ -47,10 +49,27 @@ impl ContainerNames {
         if let Some(l) = env.args.get("EMBEDNS_LINKS") {
             links.extend(links_from_args(l)?);
         }
+        // R35: a pod's peers are the pods of its namespace (CRI passes K8S_POD_NAMESPACE;
+        // podman and cnitool do not). A Kubernetes namespace is one DNS label.
+        let namespace = match env.args.get("K8S_POD_NAMESPACE") {
+            Some(ns) if conf.scope_by_namespace && !ns.is_empty() => {
+                if ns.contains('.') || !names::served_name("pod namespace", ns)? {
+                    return Err(ConfError::InvalidEnv {
+                        var: "CNI_ARGS",
+                        reason: format!(
+                            "K8S_POD_NAMESPACE {ns:?} is not a DNS label (set \"scopeByNamespace\": false to ignore it)"
+                        ),
+                    });
+                }
+                Some(names::normalize(ns))
+            }
+            _ => None,
+        };
         Ok(ContainerNames {
             name: name.map(|n| names::normalize(&n)),
             aliases,
             links,
+            namespace,
         })
     }
 }

@@ -151,7 +151,7 @@ impl<P: Peers> View<'_, P> {
         };
         for net in nets() {
             if let Some(target) = link_target(net) {
-                if let Some(ips) = net.addresses(&target)? {
+                if let Some(ips) = net.visible_addresses(&target)? {
                     return Ok(Some((ips, self.ttl(Some(net)))));
                 }
             }
@@ -160,7 +160,7 @@ impl<P: Peers> View<'_, P> {
             if link_target(net).is_some() {
                 continue;
             }
-            if let Some(ips) = net.addresses(name)? {
+            if let Some(ips) = net.visible_addresses(name)? {
                 return Ok(Some((ips, self.ttl(Some(net)))));
             }
         }
@@ -173,7 +173,7 @@ impl<P: Peers> View<'_, P> {
     fn reverse(&self, ip: &IpAddr) -> Result<Outcome, Unavailable> {
         let mut remote = None;
         for net in self.networks {
-            match net.pointer(ip)? {
+            match net.visible_pointer(ip)? {
                 Some(p) if p.local => return Ok(self.pointer(net, &p.name)),
                 Some(p) => {
                     remote.get_or_insert_with(|| self.pointer(net, &p.name));
@@ -553,6 +553,89 @@ mod tests {
                 "{name} {t}"
             );
         }
+    }
+
+    /// R35: two pods named `web` in namespaces `a` and `b`, a client in `a`; and an
+    /// unscoped asker (cnitool, podman) on the same network.
+    fn namespaced() -> Vec<Record> {
+        let scoped = |cid: &str, name: &str, ns: &str, ip: &str| {
+            let mut r = rec("n1", cid, Some(name), &[], &[ip]);
+            r.namespace = Some(ns.into());
+            r.search = vec![
+                format!("{ns}.svc.cluster.local"),
+                "svc.cluster.local".into(),
+            ];
+            r
+        };
+        vec![
+            scoped("me", "client", "a", "10.0.0.1"),
+            scoped("wa", "web", "a", "10.0.0.2"),
+            scoped("wb", "web", "b", "10.0.0.3"),
+            scoped("ob", "only-b", "b", "10.0.0.4"),
+            rec("n1", "plain", Some("plain"), &[], &["10.0.0.5"]),
+        ]
+    }
+
+    fn r35_outcomes<P: Peers>(client: &[P], plain: &[P]) {
+        let v = View { networks: client };
+        assert_eq!(a(v.lookup("web", RecordType::A)), vec!["10.0.0.2"]);
+        assert_eq!(v.lookup("only-b", RecordType::A), Outcome::NoData(600));
+        assert_eq!(v.lookup("plain", RecordType::A), Outcome::NoData(600));
+        // R16a: b's `web` through b's search domain is never a's pod, nor b's.
+        assert_eq!(
+            v.lookup("web.b.svc.cluster.local", RecordType::A),
+            Outcome::Forward
+        );
+        assert!(matches!(
+            v.lookup("web.a.svc.cluster.local", RecordType::A),
+            Outcome::ForwardFirst(_)
+        ));
+        // PTR follows the scope: b's pod's address has no name here.
+        assert_eq!(
+            v.lookup("3.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Forward
+        );
+        assert_eq!(
+            v.lookup("2.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Pointer("web.n1.".into(), 600)
+        );
+        // An asker without a namespace sees the whole network, as R1 says.
+        let v = View { networks: plain };
+        assert_eq!(
+            a(v.lookup("web", RecordType::A)),
+            vec!["10.0.0.2", "10.0.0.3"]
+        );
+        assert_eq!(a(v.lookup("only-b", RecordType::A)), vec!["10.0.0.4"]);
+    }
+
+    #[test]
+    fn r35_a_pod_sees_the_pods_of_its_namespace_only() {
+        let recs = namespaced();
+        r35_outcomes(&[net("n1", "me", &recs)], &[net("n1", "plain", &recs)]);
+    }
+
+    #[test]
+    fn r35_holds_on_the_mapped_index_too() {
+        use embedns_conf::paths::StatePaths;
+        use embedns_conf::store::NetworkStore;
+        let recs = namespaced();
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(tmp.path());
+        let store = NetworkStore::new(&paths, "n1");
+        let lock = store.lock().unwrap();
+        for r in &recs {
+            store.put(&lock, r).unwrap();
+        }
+        let own = |cid: &str| {
+            recs.iter()
+                .filter(|r| r.container_id == cid)
+                .cloned()
+                .collect()
+        };
+        r35_outcomes(
+            &[NetworkIndex::new(&paths, "n1", own("me"))],
+            &[NetworkIndex::new(&paths, "n1", own("plain"))],
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use embedns_conf::index::Entry;
 pub use embedns_conf::index::Pointer;
-use embedns_conf::record::Record;
+use embedns_conf::record::{scoped_name, Record};
 
 /// Neither the network's index nor its records could be read: the query gets SERVFAIL,
 /// never a wrong answer.
@@ -27,6 +27,35 @@ pub trait Peers {
     fn pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable>;
     /// The asking container's own records on the network (one per interface).
     fn own(&self) -> &[Record];
+
+    /// R35: the pod namespace the asker's names are scoped to on this network, if any.
+    fn scope(&self) -> Option<&str> {
+        self.own().first().and_then(|r| r.namespace.as_deref())
+    }
+
+    /// [`Peers::addresses`] as the asker may see them (R35): within its pod namespace when it
+    /// has one, else the whole network.
+    fn visible_addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
+        match self.scope() {
+            Some(ns) => self.addresses(&scoped_name(ns, name)),
+            None => self.addresses(name),
+        }
+    }
+
+    /// [`Peers::pointer`] as the asker may see it (R35): an address of another namespace's
+    /// pod has no name for a scoped asker.
+    fn visible_pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable> {
+        let Some(p) = self.pointer(ip)? else {
+            return Ok(None);
+        };
+        match self.scope() {
+            Some(ns) => {
+                let held = self.addresses(&scoped_name(ns, &p.name))?;
+                Ok(held.is_some_and(|ips| ips.contains(ip)).then_some(p))
+            }
+            None => Ok(Some(p)),
+        }
+    }
 }
 
 /// A network held in memory: its attachments' entries and the asker's own records.

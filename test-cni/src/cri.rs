@@ -330,6 +330,33 @@ impl Containerd {
         dns: Option<DnsConfig>,
         cgroup_parent: Option<&str>,
     ) -> Pod {
+        self.start_pod(name, "default", dns, cgroup_parent)
+    }
+
+    /// [`Containerd::run_pod`] in Kubernetes namespace `namespace` (CRI passes it to CNI as
+    /// `K8S_POD_NAMESPACE`), with the dns_config kubelet gives a ClusterFirst pod there: the
+    /// cluster DNS at `cluster_dns`, searches `<namespace>.svc.cluster.local svc.cluster.local
+    /// cluster.local`, ndots:5.
+    pub fn run_pod_ns(&self, name: &str, namespace: &str, cluster_dns: &str) -> Pod {
+        let dns = DnsConfig {
+            servers: vec![cluster_dns.to_string()],
+            searches: vec![
+                format!("{namespace}.svc.cluster.local"),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        };
+        self.start_pod(name, namespace, Some(dns), None)
+    }
+
+    fn start_pod(
+        &self,
+        name: &str,
+        namespace: &str,
+        dns: Option<DnsConfig>,
+        cgroup_parent: Option<&str>,
+    ) -> Pod {
         let linux = cgroup_parent.map(|p| k8s_cri::v1::LinuxPodSandboxConfig {
             cgroup_parent: p.to_string(),
             ..Default::default()
@@ -338,7 +365,7 @@ impl Containerd {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_string(),
                 uid: crate::host::unique("uid"),
-                namespace: "default".into(),
+                namespace: namespace.into(),
                 attempt: 0,
             }),
             hostname: name.to_string(),

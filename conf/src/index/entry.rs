@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::layout::*;
-use crate::record::Record;
+use crate::record::{scoped_name, Record};
 use crate::ConfError;
 
 /// What a lookup needs of one attachment.
@@ -33,6 +33,13 @@ impl Entry {
         if let Some(domain) = &r.domain_name {
             let qualified: Vec<String> = names.iter().map(|n| format!("{n}.{domain}")).collect();
             names.extend(qualified);
+        }
+        // R35: a scoped attachment answers its own namespace's askers under `ns/name`, and
+        // keeps its plain names for askers without a namespace (and resolvers of releases
+        // before R35, which know no other form).
+        if let Some(ns) = &r.namespace {
+            let scoped: Vec<String> = names.iter().map(|n| scoped_name(ns, n)).collect();
+            names.extend(scoped);
         }
         names.sort();
         names.dedup();
