@@ -14,6 +14,7 @@
 
 mod add;
 mod cgroup;
+mod chain;
 mod check;
 mod child;
 mod container_names;
@@ -46,6 +47,9 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.first().map(String::as_str) == Some("status") {
             return ExitCode::from(status::run(&args[1..]) as u8);
+        }
+        if let Some(verb @ ("chain" | "unchain")) = args.first().map(String::as_str) {
+            return ExitCode::from(chain::run(verb == "unchain", &args[1..]) as u8);
         }
         if args.first().map(String::as_str) == Some(redirect_remover::SUBCOMMAND) {
             return ExitCode::from(redirect_remover::run(&args[1..]) as u8);
@@ -155,7 +159,10 @@ fn about(arg: Option<&str>) -> ExitCode {
             "{about}\n\nUsage: add {{\"type\": \"embedns\", \"capabilities\": {{\"aliases\": true, \"dns\": true}}}}\n\
              to a conflist after an IP-assigning plugin; the runtime runs it with CNI_COMMAND set.\n\
              See the README for every configuration key.\n\n\
-             embedns status [--json] [--data-dir DIR] [CONTAINER]: networks, containers, resolvers"
+             embedns status [--json] [--data-dir DIR] [CONTAINER]: networks, containers, resolvers\n\
+             embedns chain [--conf-dir DIR] [--file NAME] [--set KEY=VALUE]... [--watch]: add embedns to\n\
+             \x20 the conf file the runtime uses (another plugin's), and keep it there with --watch\n\
+             embedns unchain [--conf-dir DIR] [--file NAME] [--data-dir DIR]: take it out again"
         ),
         None => eprintln!("{about}"),
         Some(other) => {
