@@ -129,6 +129,16 @@ pub fn remove(made: &[PathBuf]) {
     }
 }
 
+/// Moves this process to the root cgroup of every hierarchy (a process started from a
+/// resolver's leaf that is to remove that leaf); a hierarchy that refuses is skipped.
+pub fn leave() {
+    for h in hierarchies() {
+        if let Err(e) = std::fs::write(h.mount.join("cgroup.procs"), "0") {
+            tracing::debug!(cgroup = %h.mount.display(), "staying in this hierarchy's cgroup: {e}");
+        }
+    }
+}
+
 /// How old an orphan leaf must be before GC removes it.
 const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 

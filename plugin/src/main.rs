@@ -29,6 +29,7 @@ mod probe;
 mod processes;
 mod redirect;
 mod redirect_remover;
+mod release_gone;
 mod resolver;
 mod status;
 mod sync_process;
@@ -50,6 +51,9 @@ fn main() -> ExitCode {
         }
         if let Some(verb @ ("chain" | "unchain")) = args.first().map(String::as_str) {
             return ExitCode::from(chain::run(verb == "unchain", &args[1..]) as u8);
+        }
+        if args.first().map(String::as_str) == Some(release_gone::SUBCOMMAND) {
+            return ExitCode::from(release_gone::run(&args[1..]) as u8);
         }
         if args.first().map(String::as_str) == Some(redirect_remover::SUBCOMMAND) {
             return ExitCode::from(redirect_remover::run(&args[1..]) as u8);

@@ -53,6 +53,10 @@ const CHILD_STOP: Duration = Duration::from_millis(1500);
 /// …"` show one resolver per container (the serving child, which keeps the command line the
 /// plugin gave), and the plugin's process scan tells the two apart.
 pub const SUPERVISOR_ARGV0: &str = "embedns-resolverd:supervisor";
+/// How often the supervisor looks whether its container is gone (`Supervisor::container_gone`).
+pub const GONE_CHECK: Duration = Duration::from_secs(2);
+/// The plugin's subcommand for a container gone without a DEL (plugin/src/release_gone.rs).
+const RELEASE_GONE: &str = "release-gone";
 /// The longest ready line taken from a child.
 const MAX_READY_LINE: usize = 4096;
 
@@ -142,6 +146,9 @@ struct Supervisor {
     old_mask: SigSet,
     host_netns: OwnedFd,
     netns_inode: u64,
+    /// The netns path the sandbox recorded at the start, and when it is next looked at.
+    netns_path: String,
+    next_gone_check: Instant,
     /// The command line the plugin gave, which each child shows again.
     title: Vec<u8>,
     ports: (u16, u16),
@@ -191,6 +198,8 @@ impl Supervisor {
             old_mask,
             host_netns,
             netns_inode,
+            netns_path: sb.netns.clone(),
+            next_gone_check: Instant::now() + GONE_CHECK,
             title: title.unwrap_or_default(),
             ports: (port(setup.udp_fd), port(setup.tcp_fd)),
             state: Supervision {
@@ -232,11 +241,15 @@ impl Supervisor {
             if ready_event {
                 self.take_ready_line(&mut run);
             }
-            if self.stop_asked() {
+            let gone = self.container_gone(&run);
+            if gone || self.stop_asked() {
                 if let Some(c) = run.child.take() {
                     stop_child(c.pid);
                 }
                 let _ = std::fs::remove_file(self.paths.supervision(&self.container_id));
+                if gone {
+                    self.release();
+                }
                 return ExitCode::SUCCESS;
             }
             if let Err(code) = self.reap(&mut run) {
@@ -284,7 +297,10 @@ impl Supervisor {
             .down_since
             .filter(|_| !self.state.catch_cleared && !run.first)
             .map(|t| t + CLEAR_CATCH_AFTER);
-        let deadline = [self.next_start, clear_at].into_iter().flatten().min();
+        let deadline = [self.next_start, clear_at, Some(self.next_gone_check)]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = match deadline {
             Some(t) => PollTimeout::try_from(
                 t.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
@@ -441,6 +457,57 @@ impl Supervisor {
                 // Flush nothing of the supervisor's: leave at once.
                 std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
             }
+        }
+    }
+
+    /// Whether the container is gone without a DEL: looked at every [`GONE_CHECK`] once the
+    /// ADD has its answer, it is when the netns path the sandbox recorded no longer
+    /// names the namespace this supervisor lives in (the runtime removed it). containerd's CRI
+    /// and podman run DEL with the conf they hold now: after `embedns unchain` they never call
+    /// embedns for the containers it started.
+    fn container_gone(&mut self, run: &Run) -> bool {
+        let now = Instant::now();
+        // Not while the plugin's ADD still waits for the first answer.
+        if now < self.next_gone_check || run.plugin_ready.is_some() {
+            return false;
+        }
+        self.next_gone_check = now + GONE_CHECK;
+        match std::fs::metadata(&self.netns_path) {
+            Ok(m) => std::os::unix::fs::MetadataExt::ino(&m) != self.netns_inode,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Runs the plugin's `release-gone` (the binary beside this one's), detached: it removes
+    /// the container's records, sandbox and cgroup leaf, as DEL would have.
+    fn release(&self) {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+        let exe = exe.to_string_lossy();
+        let exe = std::path::Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
+        let plugin = exe.with_file_name("embedns");
+        let old_mask = self.old_mask;
+        let mut cmd = Command::new(&plugin);
+        cmd.arg(RELEASE_GONE)
+            .arg("--data-dir")
+            .arg(self.paths.root())
+            .args(["--container-id", &self.container_id])
+            .env_remove("CNI_COMMAND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: async-signal-safe calls only, between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                let _ = nix::unistd::setsid();
+                let _ =
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                Ok(())
+            });
+        }
+        if let Err(e) = cmd.spawn() {
+            eprintln!(
+                "embedns-resolverd: running {} {RELEASE_GONE}: {e}",
+                plugin.display()
+            );
         }
     }
 

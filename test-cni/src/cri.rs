@@ -110,6 +110,12 @@ impl Containerd {
         Containerd::new_in(test, None, version, embedns)
     }
 
+    /// [`Containerd::new`] with the primary's conflist only (`<dir>/net.d/10-cri-net.conflist`:
+    /// bridge + portmap), for `embedns chain` to chain into.
+    pub fn without_embedns(test: &str, version: Version) -> Containerd {
+        Containerd::new_in(test, None, version, |_| Value::Null)
+    }
+
     /// [`Containerd::new`] running in the network namespace `netns` (a test's host: the
     /// pods' bridge is made there, and shared networks' sync processes reach etcd from there).
     pub fn in_netns(
@@ -150,9 +156,11 @@ impl Containerd {
         let (net, subnet_claim) = claim_subnet();
         let gateway = format!("10.78.{net}.1");
         let bridge = format!("ecd{}", &crate::host::unique("")[..8]);
-        embedns["dataDir"] = json!(data_dir);
-        embedns["hostResolvConf"] = json!(dir.join("host-resolv.conf"));
-        let list = json!({
+        if !embedns["type"].is_null() {
+            embedns["dataDir"] = json!(data_dir);
+            embedns["hostResolvConf"] = json!(dir.join("host-resolv.conf"));
+        }
+        let mut list = json!({
             "cniVersion": "1.0.0",
             "name": "cri-net",
             "plugins": [
@@ -161,9 +169,11 @@ impl Containerd {
                  "ipam": {"type": "host-local", "subnet": format!("10.78.{net}.0/24"),
                           "dataDir": dir.join("ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": true}},
-                embedns,
             ],
         });
+        if !embedns["type"].is_null() {
+            list["plugins"].as_array_mut().unwrap().push(embedns);
+        }
         std::fs::create_dir_all(dir.join("net.d")).unwrap();
         std::fs::write(
             dir.join("net.d/10-cri-net.conflist"),

@@ -332,3 +332,99 @@ fn chain_watch_puts_the_entry_back_after_each_rewrite_and_ends_its_own_exchange(
     );
     assert_eq!(plugins(&file).last().unwrap()["type"], "embedns");
 }
+
+/// A pod run after a change of the conf dir, once containerd has read it: pods are run (and
+/// removed again) until one has an embedns resolver (`chained`) or has none.
+fn pod_once_read(ctd: &test_cni::cri::Containerd, name: &str, chained: bool) -> test_cni::cri::Pod {
+    let mut attempt = 0;
+    wait_until(
+        Duration::from_secs(20),
+        "containerd to read the conf dir",
+        || {
+            attempt += 1;
+            let pod = ctd.run_pod(&format!("{name}{attempt}"), None);
+            let has = ctd.data_dir.join("sandboxes").join(&pod.sandbox).exists();
+            if has == chained {
+                return Some(pod);
+            }
+            ctd.stop_pod(&pod);
+            ctd.remove_pod(&pod);
+            None
+        },
+    )
+}
+
+#[test]
+fn chain_under_containerd_2_cri_survives_the_primarys_rewrite_and_unchain_leaves_it_clean() {
+    use test_cni::cri::{Containerd, Version};
+    let test =
+        "chain_under_containerd_2_cri_survives_the_primarys_rewrite_and_unchain_leaves_it_clean";
+    let ctd = Containerd::without_embedns(test, Version::V2);
+    let netd = ctd.dir.join("net.d");
+    let file = netd.join("10-cri-net.conflist");
+    let primary = std::fs::read(&file).unwrap();
+    let data_dir = format!("dataDir={}", ctd.data_dir.display());
+    let host_rc = format!(
+        "hostResolvConf={}",
+        ctd.dir.join("host-resolv.conf").display()
+    );
+    let watcher = Watcher::start(&netd, &["--set", &data_dir, "--set", &host_rc]);
+    watcher.wait_for("embedns already chained", 1);
+
+    // Pods created after the chain resolve each other.
+    let web = pod_once_read(&ctd, "web", true);
+    let cli = ctd.run_pod("cli", None);
+    let ask = |pod, name: &str| test_cni::nslookup_addresses(&ctd.exec(pod, &["nslookup", name]).1);
+    assert_eq!(ask(&cli, &web.name), vec![web.ip.clone()]);
+
+    // The primary writes its file again, as at its restart: the entry is back, and a pod
+    // created after that resolves too.
+    let tmp = netd.join(".primary-tmp");
+    std::fs::write(&tmp, &primary).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    wait_until(Duration::from_secs(5), "the entry back", || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        embedns_conf::conflist::has_entry(&text).then_some(())
+    });
+    let api = pod_once_read(&ctd, "api", true);
+    assert_eq!(ask(&cli, &api.name), vec![api.ip.clone()]);
+
+    // The DaemonSet's end: the watch stops, unchain takes the entry out, the file is the
+    // primary's again.
+    assert_eq!(watcher.stop(), Some(0));
+    let d = netd.to_str().unwrap();
+    let (code, out, err) = embedns(&["unchain", "--conf-dir", d, "--data-dir", &data_dir[8..]]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("3 container(s) still have an embedns resolver"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), primary);
+    // A new pod's DNS is the runtime's own: no resolver, CRI's nameserver.
+    let plain = pod_once_read(&ctd, "plain", false);
+    let rc = ctd.exec(&plain, &["cat", "/etc/resolv.conf"]).1;
+    assert!(rc.contains(&format!("nameserver {}", ctd.gateway)), "{rc}");
+
+    // Pods started before keep their DNS, and their removal still cleans up after them.
+    assert_eq!(ask(&cli, &api.name), vec![api.ip.clone()]);
+    for pod in [&web, &api, &cli] {
+        ctd.stop_pod(pod);
+        ctd.remove_pod(pod);
+    }
+    let count = |dir: &str| {
+        let entries = std::fs::read_dir(ctd.data_dir.join(dir));
+        let named = |e: &std::fs::DirEntry| !e.file_name().to_string_lossy().starts_with('.');
+        entries
+            .map(|d| d.filter_map(Result::ok).filter(named).count())
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "every resolver, sandbox and record gone",
+        || {
+            let resolvers = test_cni::resolver_pids(&ctd.data_dir);
+            (resolvers.is_empty() && count("sandboxes") == 0 && count("networks") == 0)
+                .then_some(())
+        },
+    );
+}
