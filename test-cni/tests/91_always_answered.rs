@@ -221,6 +221,40 @@ fn r25_a_del_during_restarts_leaves_nothing_behind() {
     }
 }
 
+#[test]
+fn r25_a_container_whose_netns_goes_without_a_del_is_released() {
+    // containerd and podman run DEL with the conf they hold now: after `embedns unchain`
+    // (or a hand edit) the runtime removes a container's netns without calling embedns.
+    let Setup { w, net, cli, .. } = setup(
+        "r25_a_container_whose_netns_goes_without_a_del_is_released",
+        false,
+    );
+    let cli_id = sandbox_of(&w, &cli);
+    let leaves = leaves_of(&w, &cli_id);
+    assert!(!leaves.is_empty(), "the resolver has cgroups of its own");
+    let other = w.container("other");
+    w.adding(&net, &other).name("other").ok();
+    assert_eq!(w.resolve(&other, "cli", "A").len(), 1);
+    w.remove_netns(&cli);
+    wait_until(
+        Duration::from_secs(10),
+        "cli's resolver, sandbox and record gone",
+        || {
+            let gone = w.sandboxes() == 2
+                && w.resolver_pids().len() == 2
+                && !w.records("n1").iter().any(|r| r.starts_with(&cli_id));
+            gone.then_some(())
+        },
+    );
+    assert!(
+        w.resolve(&other, "cli", "A").is_empty(),
+        "a released name answers no more"
+    );
+    for leaf in leaves {
+        assert!(!leaf.exists(), "{} removed", leaf.display());
+    }
+}
+
 /// The ID of the container whose sandbox names `c`'s netns.
 fn sandbox_of(w: &World, c: &Container) -> String {
     let dir = w.data_dir.join("sandboxes");
