@@ -81,9 +81,7 @@ fn plugins(path: &Path) -> Vec<Value> {
 /// A primary's restart: its file written again whole, as it writes it (a temporary file
 /// renamed over it).
 fn primary_rewrites(dir: &ConfDir, name: &str) {
-    let tmp = dir.path(&format!(".{name}.primary-tmp"));
-    std::fs::copy(fixture(name), &tmp).unwrap();
-    std::fs::rename(&tmp, dir.path(name)).unwrap();
+    primary_rewrites_in(&dir.0, name)
 }
 
 #[test]
@@ -427,4 +425,99 @@ fn chain_under_containerd_2_cri_survives_the_primarys_rewrite_and_unchain_leaves
                 .then_some(())
         },
     );
+}
+
+#[test]
+fn the_install_containers_steps_on_a_directory_standing_in_for_the_node() {
+    // deploy/install.sh as the DaemonSet runs it, against a node's /opt/cni/bin,
+    // /etc/cni/net.d and /run/embedns made here.
+    let node = ConfDir::new(&[]);
+    let (bin, netd, state) = (
+        node.path("opt/cni/bin"),
+        node.path("etc/cni/net.d"),
+        node.path("run/embedns"),
+    );
+    for d in [&bin, &netd, &state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(
+        fixture("10-flannel.conflist"),
+        netd.join("10-flannel.conflist"),
+    )
+    .unwrap();
+    // An older embedns already installed: replaced.
+    std::fs::write(bin.join("embedns"), "old").unwrap();
+    let script = test_cni::bins::workspace().join("deploy/install.sh");
+    let mut child = Command::new("sh")
+        .arg(&script)
+        .env("HOST_CNI_BIN", &bin)
+        .env("HOST_CNI_NETD", &netd)
+        .env("HOST_DATA_DIR", &state)
+        .env("EMBEDNS_SRC", test_cni::bins::bin_dir())
+        .env("EMBEDNS_CHAIN_ARGS", "--set ttl=30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = netd.join("10-flannel.conflist");
+    wait_until(
+        Duration::from_secs(10),
+        "the entry chained by the install container",
+        || {
+            let text = std::fs::read_to_string(&file).ok()?;
+            embedns_conf::conflist::has_entry(&text).then_some(())
+        },
+    );
+    for b in ["embedns", "embedns-resolverd", "embedns-syncd"] {
+        let installed = std::fs::read(bin.join(b)).unwrap();
+        assert!(
+            installed == std::fs::read(test_cni::bins::bin_dir().join(b)).unwrap(),
+            "{b} installed"
+        );
+        let mode = std::fs::metadata(bin.join(b)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{b}");
+    }
+    assert_eq!(plugins(&file).last().unwrap()["ttl"], 30);
+    // The primary restarts: the entry comes back.
+    primary_rewrites_in(&netd, "10-flannel.conflist");
+    wait_until(Duration::from_secs(5), "the entry back", || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        embedns_conf::conflist::has_entry(&text).then_some(())
+    });
+    // The pod ends: unchained, the primary's file as it wrote it, the binaries kept.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("embedns unchained"), "{said}");
+    assert!(said.contains("0 container(s)"), "{said}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(fixture("10-flannel.conflist")).unwrap()
+    );
+    assert!(
+        bin.join("embedns-resolverd").is_file(),
+        "binaries stay for the pods started before"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&bin)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 3, "no temporary file left: {leftovers:?}");
+}
+
+fn primary_rewrites_in(dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.primary-tmp"));
+    std::fs::copy(fixture(name), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
