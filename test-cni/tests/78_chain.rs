@@ -448,7 +448,7 @@ fn the_install_containers_steps_on_a_directory_standing_in_for_the_node() {
     // An older embedns already installed: replaced.
     std::fs::write(bin.join("embedns"), "old").unwrap();
     let script = test_cni::bins::workspace().join("deploy/install.sh");
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg(&script)
         .env("HOST_CNI_BIN", &bin)
         .env("HOST_CNI_NETD", &netd)
