@@ -556,7 +556,7 @@ mod tests {
     }
 
     /// R35: two pods named `web` in namespaces `a` and `b`, a client in `a`; and an
-    /// unscoped asker (cnitool, podman) on the same network.
+    /// unscoped attachment (cnitool, podman), `plain`, on the same network.
     fn namespaced() -> Vec<Record> {
         let scoped = |cid: &str, name: &str, ns: &str, ip: &str| {
             let mut r = rec("n1", cid, Some(name), &[], &[ip]);
@@ -580,7 +580,12 @@ mod tests {
         let v = View { networks: client };
         assert_eq!(a(v.lookup("web", RecordType::A)), vec!["10.0.0.2"]);
         assert_eq!(v.lookup("only-b", RecordType::A), Outcome::NoData(600));
-        assert_eq!(v.lookup("plain", RecordType::A), Outcome::NoData(600));
+        // An attachment without a namespace (a cnitool or podman container) is everyone's.
+        assert_eq!(a(v.lookup("plain", RecordType::A)), vec!["10.0.0.5"]);
+        assert_eq!(
+            v.lookup("5.0.0.10.in-addr.arpa", RecordType::PTR),
+            Outcome::Pointer("plain.n1.".into(), 600)
+        );
         // R16a: b's `web` through b's search domain is never a's pod, nor b's.
         assert_eq!(
             v.lookup("web.b.svc.cluster.local", RecordType::A),

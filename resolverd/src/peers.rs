@@ -33,24 +33,34 @@ pub trait Peers {
         self.own().first().and_then(|r| r.namespace.as_deref())
     }
 
-    /// [`Peers::addresses`] as the asker may see them (R35): within its pod namespace when it
-    /// has one, else the whole network.
+    /// [`Peers::addresses`] as the asker may see them (R35): with a pod namespace, its own
+    /// namespace's attachments and those without one; else the whole network.
     fn visible_addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>, Unavailable> {
-        match self.scope() {
-            Some(ns) => self.addresses(&scoped_name(ns, name)),
-            None => self.addresses(name),
-        }
+        let Some(ns) = self.scope() else {
+            return self.addresses(name);
+        };
+        let own = self.addresses(&scoped_name(ns, name))?;
+        let unscoped = self.addresses(&scoped_name("", name))?;
+        Ok(match (own, unscoped) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                a.sort();
+                a.dedup();
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        })
     }
 
     /// [`Peers::pointer`] as the asker may see it (R35): an address of another namespace's
-    /// pod has no name for a scoped asker.
+    /// pod has no name for a scoped asker (an unscoped attachment's has).
     fn visible_pointer(&self, ip: &IpAddr) -> Result<Option<Pointer>, Unavailable> {
         let Some(p) = self.pointer(ip)? else {
             return Ok(None);
         };
         match self.scope() {
-            Some(ns) => {
-                let held = self.addresses(&scoped_name(ns, &p.name))?;
+            Some(_) => {
+                let held = self.visible_addresses(&p.name)?;
                 Ok(held.is_some_and(|ips| ips.contains(ip)).then_some(p))
             }
             None => Ok(Some(p)),

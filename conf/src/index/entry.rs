@@ -34,13 +34,13 @@ impl Entry {
             let qualified: Vec<String> = names.iter().map(|n| format!("{n}.{domain}")).collect();
             names.extend(qualified);
         }
-        // R35: a scoped attachment answers its own namespace's askers under `ns/name`, and
-        // keeps its plain names for askers without a namespace (and resolvers of releases
-        // before R35, which know no other form).
-        if let Some(ns) = &r.namespace {
-            let scoped: Vec<String> = names.iter().map(|n| scoped_name(ns, n)).collect();
-            names.extend(scoped);
-        }
+        // R35: a scoped attachment answers its own namespace's askers under `ns/name`, an
+        // unscoped one every scoped asker under `/name`; both keep their plain names for
+        // askers without a namespace (and resolvers of releases before R35, which know no
+        // other form).
+        let ns = r.namespace.as_deref().unwrap_or("");
+        let scoped: Vec<String> = names.iter().map(|n| scoped_name(ns, n)).collect();
+        names.extend(scoped);
         names.sort();
         names.dedup();
         let mut ips = r.ips.clone();

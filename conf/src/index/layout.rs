@@ -28,6 +28,14 @@ pub(super) const H_LIVE: usize = 36;
 pub(super) const H_USED_BUCKETS: usize = 40;
 pub(super) const H_GARBAGE: usize = 44;
 pub(super) const H_FREE_HEAD: usize = 48;
+/// Which name forms the entries carry ([`FORMS`]); 0 in a file of a release before R35, whose
+/// readers ignore the field (the header's bytes past it were always zero).
+pub(super) const H_FORMS: usize = 52;
+
+/// The name forms this build writes: 1, R35's `ns/name` of a scoped attachment and `/name`
+/// of an unscoped one beside the plain names. A writer finding fewer rebuilds the index from
+/// the records, so scoped askers see the attachments added before it.
+pub(super) const FORMS: u32 = 1;
 
 pub(super) const PEER: usize = 8;
 pub(super) const BUCKET: usize = 12;

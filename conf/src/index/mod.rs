@@ -104,6 +104,44 @@ mod tests {
     }
 
     #[test]
+    fn an_index_of_a_release_before_r35_is_rebuilt_with_its_name_forms() {
+        use std::os::unix::fs::FileExt;
+        let (_tmp, store) = network();
+        let lock = store.lock().unwrap();
+        let mut reader = IndexReader::new(store.dir());
+        store
+            .put(&lock, &rec("c1", "old", &[], &["10.0.0.2"]))
+            .unwrap();
+        assert_eq!(sorted(reader.addresses("/old").unwrap()), ["10.0.0.2"]);
+        // What an earlier release wrote: no forms field (zero). The record changed on disk
+        // behind the index's back shows whether the next writer rebuilt it from the records.
+        let mut renamed = rec("c1", "renamed", &[], &["10.0.0.2"]);
+        renamed.ifname = "eth0".into();
+        let record_file = store.dir().join(format!("{}.json", renamed.key()));
+        assert!(record_file.exists(), "{}", record_file.display());
+        std::fs::write(&record_file, serde_json::to_vec(&renamed).unwrap()).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(index_path(store.dir()))
+            .unwrap();
+        file.write_all_at(&0u32.to_ne_bytes(), layout::H_FORMS as u64)
+            .unwrap();
+        let mut scoped = rec("c2", "new", &[], &["10.0.0.3"]);
+        scoped.namespace = Some("a".into());
+        store.put(&lock, &scoped).unwrap();
+        let mut reader = IndexReader::new(store.dir());
+        assert_eq!(
+            reader.addresses("old").unwrap(),
+            None,
+            "rebuilt from the records"
+        );
+        assert_eq!(sorted(reader.addresses("/renamed").unwrap()), ["10.0.0.2"]);
+        assert_eq!(sorted(reader.addresses("a/new").unwrap()), ["10.0.0.3"]);
+        assert_eq!(sorted(reader.addresses("new").unwrap()), ["10.0.0.3"]);
+        assert_eq!(reader.addresses("/new").unwrap(), None);
+    }
+
+    #[test]
     fn insert_lookup_replace_remove() {
         let (_tmp, store) = network();
         let lock = store.lock().unwrap();

@@ -52,7 +52,13 @@ impl<'l> IndexWriter<'l> {
             let even = mem.seq().load(Ordering::Acquire) & 1 == 0;
             match mem.geometry() {
                 Ok(g) if mem.magic() == MAGIC && even && counters_sane(mem, &g) => {
-                    return Ok(IndexWriter { source, map, g })
+                    if mem.u32(H_FORMS).is_ok_and(|f| f == FORMS) {
+                        return Ok(IndexWriter { source, map, g });
+                    }
+                    tracing::info!(path = %path.display(), "an index of an earlier release: rebuilding it with R35's name forms");
+                    let w = Self::rebuild(source, None)?;
+                    mem.superseded().store(1, Ordering::Release);
+                    return Ok(w);
                 }
                 _ => {
                     tracing::warn!(path = %path.display(), "the network index is damaged or was left mid-change; rebuilding it");
@@ -128,6 +134,7 @@ impl<'l> IndexWriter<'l> {
             mem.set_u32(g.peers_at() + PEER * s as usize, next);
         }
         mem.set_u32(H_FREE_HEAD, 1);
+        mem.set_u32(H_FORMS, FORMS);
         for (e, blob) in entries.iter().zip(&blobs) {
             w.put(e, blob)
                 .expect("a new index is sized for its entries");
