@@ -507,10 +507,20 @@ mod tests {
         );
     }
 
+    /// `recs` in the store (network `n1`) of a fresh state dir, kept while the guard lives.
+    fn stored(recs: &[Record]) -> (tempfile::TempDir, embedns_conf::paths::StatePaths) {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = embedns_conf::paths::StatePaths::new(tmp.path());
+        let store = embedns_conf::store::NetworkStore::new(&paths, "n1");
+        let lock = store.lock().unwrap();
+        for r in recs {
+            store.put(&lock, r).unwrap();
+        }
+        (tmp, paths)
+    }
+
     #[test]
     fn the_mapped_index_gives_the_outcomes_the_rules_give_in_memory() {
-        use embedns_conf::paths::StatePaths;
-        use embedns_conf::store::NetworkStore;
         let mut cli = me();
         cli.links = vec![link("web", "db")];
         cli.search = vec!["corp.example".into()];
@@ -519,13 +529,7 @@ mod tests {
             rec("n1", "c2", Some("web"), &["www"], &["10.0.0.2"]),
             rec("n1", "c3", Some("db"), &["www"], &["10.0.0.3", "fd00::3"]),
         ];
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = StatePaths::new(tmp.path());
-        let store = NetworkStore::new(&paths, "n1");
-        let lock = store.lock().unwrap();
-        for r in &recs {
-            store.put(&lock, r).unwrap();
-        }
+        let (_tmp, paths) = stored(&recs);
         let mapped = [NetworkIndex::new(&paths, "n1", vec![cli])];
         let memory = [net("n1", "me", &recs)];
         let (mapped, memory) = (View { networks: &mapped }, View { networks: &memory });
@@ -621,16 +625,8 @@ mod tests {
 
     #[test]
     fn r35_holds_on_the_mapped_index_too() {
-        use embedns_conf::paths::StatePaths;
-        use embedns_conf::store::NetworkStore;
         let recs = namespaced();
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = StatePaths::new(tmp.path());
-        let store = NetworkStore::new(&paths, "n1");
-        let lock = store.lock().unwrap();
-        for r in &recs {
-            store.put(&lock, r).unwrap();
-        }
+        let (_tmp, paths) = stored(&recs);
         let own = |cid: &str| {
             recs.iter()
                 .filter(|r| r.container_id == cid)

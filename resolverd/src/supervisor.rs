@@ -21,9 +21,9 @@
 //! nameservers directly (fail open); a resolver that answers again puts it back.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -32,6 +32,8 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::ready::Ready;
 use embedns_conf::sandbox;
 use embedns_conf::supervision::Supervision;
+
+use crate::gone;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
@@ -53,10 +55,6 @@ const CHILD_STOP: Duration = Duration::from_millis(1500);
 /// …"` show one resolver per container (the serving child, which keeps the command line the
 /// plugin gave), and the plugin's process scan tells the two apart.
 pub const SUPERVISOR_ARGV0: &str = "embedns-resolverd:supervisor";
-/// How often the supervisor looks whether its container is gone (`Supervisor::container_gone`).
-pub const GONE_CHECK: Duration = Duration::from_secs(2);
-/// The plugin's subcommand for a container gone without a DEL (plugin/src/release_gone.rs).
-const RELEASE_GONE: &str = "release-gone";
 /// The longest ready line taken from a child.
 const MAX_READY_LINE: usize = 4096;
 
@@ -199,7 +197,7 @@ impl Supervisor {
             host_netns,
             netns_inode,
             netns_path: sb.netns.clone(),
-            next_gone_check: Instant::now() + GONE_CHECK,
+            next_gone_check: Instant::now() + gone::CHECK_EVERY,
             title: title.unwrap_or_default(),
             ports: (port(setup.udp_fd), port(setup.tcp_fd)),
             state: Supervision {
@@ -248,7 +246,7 @@ impl Supervisor {
                 }
                 let _ = std::fs::remove_file(self.paths.supervision(&self.container_id));
                 if gone {
-                    self.release();
+                    gone::release(&self.paths, &self.container_id, self.old_mask);
                 }
                 return ExitCode::SUCCESS;
             }
@@ -460,55 +458,15 @@ impl Supervisor {
         }
     }
 
-    /// Whether the container is gone without a DEL: looked at every [`GONE_CHECK`] once the
-    /// ADD has its answer, it is when the netns path the sandbox recorded no longer
-    /// names the namespace this supervisor lives in (the runtime removed it). containerd's CRI
-    /// and podman run DEL with the conf they hold now: after `embedns unchain` they never call
-    /// embedns for the containers it started.
+    /// Whether the container is gone without a DEL (`crate::gone`), looked at every
+    /// [`gone::CHECK_EVERY`] once the ADD has its answer.
     fn container_gone(&mut self, run: &Run) -> bool {
         let now = Instant::now();
-        // Not while the plugin's ADD still waits for the first answer.
         if now < self.next_gone_check || run.plugin_ready.is_some() {
             return false;
         }
-        self.next_gone_check = now + GONE_CHECK;
-        match std::fs::metadata(&self.netns_path) {
-            Ok(m) => std::os::unix::fs::MetadataExt::ino(&m) != self.netns_inode,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        }
-    }
-
-    /// Runs the plugin's `release-gone` (the binary beside this one's), detached: it removes
-    /// the container's records, sandbox and cgroup leaf, as DEL would have.
-    fn release(&self) {
-        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
-        let exe = exe.to_string_lossy();
-        let exe = std::path::Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
-        let plugin = exe.with_file_name("embedns");
-        let old_mask = self.old_mask;
-        let mut cmd = Command::new(&plugin);
-        cmd.arg(RELEASE_GONE)
-            .arg("--data-dir")
-            .arg(self.paths.root())
-            .args(["--container-id", &self.container_id])
-            .env_remove("CNI_COMMAND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        // SAFETY: async-signal-safe calls only, between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                let _ = nix::unistd::setsid();
-                let _ =
-                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-                Ok(())
-            });
-        }
-        if let Err(e) = cmd.spawn() {
-            eprintln!(
-                "embedns-resolverd: running {} {RELEASE_GONE}: {e}",
-                plugin.display()
-            );
-        }
+        self.next_gone_check = now + gone::CHECK_EVERY;
+        gone::netns_gone(&self.netns_path, self.netns_inode)
     }
 
     /// Whether a resolver should still run: the sandbox records this supervisor, and its netns
@@ -547,7 +505,7 @@ impl Supervisor {
         } else {
             catch::clear_batch()
         };
-        match iptables_restore(&batch) {
+        match crate::iptables::restore(&batch) {
             Ok(()) => {
                 self.state.catch_cleared = !on;
                 self.save();
@@ -618,35 +576,6 @@ fn stop_child(pid: Pid) {
     }
     let _ = kill(pid, Signal::SIGKILL);
     let _ = waitpid(pid, None);
-}
-
-/// One `iptables-restore --noflush` batch in the supervisor's netns (the container's).
-fn iptables_restore(batch: &str) -> anyhow::Result<()> {
-    let tool = ["/usr/sbin/iptables-restore", "/sbin/iptables-restore"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("iptables-restore");
-    let mut child = Command::new(tool)
-        .args(["--noflush", "-w"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {tool}"))?;
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(batch.as_bytes());
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "iptables-restore failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
