@@ -254,18 +254,17 @@ pub fn unchain(text: &str) -> Result<Edited, ChainError> {
     Ok(Edited::List(out))
 }
 
+/// The value of `key` in embedns's entry of the conf file `text`, if it has one.
+pub fn entry_setting(text: &str, key: &str) -> Option<Value> {
+    let shape: Shape = serde_json::from_str(text).ok()?;
+    let list = plugins(text, shape.plugins.as_deref()?).ok()?;
+    let ours = list.into_iter().find(Plugin::is_embedns)?;
+    ours.value.get(key).cloned()
+}
+
 /// Whether `text` is a conf file holding embedns's entry.
 pub fn has_entry(text: &str) -> bool {
-    serde_json::from_str::<Shape>(text)
-        .ok()
-        .and_then(|s| {
-            let raw = s.plugins?;
-            Some(raw.iter().any(|r| {
-                serde_json::from_str::<Value>(r.get())
-                    .is_ok_and(|v| v.get("type").and_then(Value::as_str) == Some(ENTRY_TYPE))
-            }))
-        })
-        .unwrap_or(false)
+    entry_setting(text, "type").is_some()
 }
 
 #[cfg(test)]
@@ -366,6 +365,11 @@ mod tests {
         assert_eq!(v["plugins"][0]["type"], "bridge");
         assert_eq!(v["plugins"][1]["type"], "embedns");
         assert!(has_entry(&chained) && !has_entry(conf));
+        assert_eq!(
+            entry_setting(&chained, "capabilities").unwrap()["dns"],
+            true
+        );
+        assert_eq!(entry_setting(&chained, "dataDir"), None);
         assert_eq!(
             unchain(&chained).unwrap(),
             Edited::Single {

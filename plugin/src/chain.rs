@@ -53,7 +53,8 @@ struct Options {
     /// The entry's keys: `type`, the capabilities embedns uses, and `--set`'s.
     entry: Map<String, Value>,
     watch: bool,
-    data_dir: PathBuf,
+    /// `--data-dir`; else the entry's `dataDir`, else the default.
+    data_dir: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -66,14 +67,14 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         .expect("an object")
         .clone(),
         watch: false,
-        data_dir: default_data_dir(),
+        data_dir: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
             "--conf-dir" => o.conf_dir = value("--conf-dir")?.into(),
-            "--data-dir" => o.data_dir = value("--data-dir")?.into(),
+            "--data-dir" => o.data_dir = Some(value("--data-dir")?.into()),
             "--file" => {
                 let f = value("--file")?;
                 if f.contains('/') || f.starts_with('.') {
@@ -194,6 +195,12 @@ fn unchain_once(o: &Options) -> anyhow::Result<String> {
     let text = read(&path)?;
     let edited =
         conflist::unchain(&text).with_context(|| format!("{} left as it is", path.display()))?;
+    // The state dir the entry named, unless one was given.
+    let data_dir = o.data_dir.clone().unwrap_or_else(|| {
+        conflist::entry_setting(&text, "dataDir")
+            .and_then(|v| v.as_str().map(PathBuf::from))
+            .unwrap_or_else(default_data_dir)
+    });
     let said = match edited {
         Edited::Unchanged => format!("{}: embedns was not chained", path.display()),
         Edited::List(new) => {
@@ -206,17 +213,21 @@ fn unchain_once(o: &Options) -> anyhow::Result<String> {
             }
             let single = o.conf_dir.join(&file);
             write_like(&path, &single, &text)?;
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            if single != path {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
             format!("{}: embedns unchained, {file} put back", path.display())
         }
     };
-    let left = sandbox::list(&StatePaths::new(&o.data_dir))
+    let left = sandbox::list(&StatePaths::new(&data_dir))
         .map(|l| l.len())
         .unwrap_or(0);
     Ok(format!(
         "{said}\n{left} container(s) still have an embedns resolver ({}); keep the embedns \
-         binaries installed until `embedns status` lists none",
-        o.data_dir.display()
+         binaries installed until `embedns status --data-dir {}` lists none",
+        data_dir.display(),
+        data_dir.display()
     ))
 }
 
