@@ -10,7 +10,7 @@
 //!
 //! A host's records share the prefix `<prefix>/<network>/<host>/`, which is no prefix of
 //! another host's (`<host>x/`), and its claim is a key of its own, not a prefix: etcd's
-//! prefix-based RBAC can grant each host exactly its keys (the README's recipe).
+//! prefix-based RBAC can grant each host exactly its keys (docs/multihost.md's recipe).
 
 /// The keys of one network under one prefix.
 #[derive(Debug, Clone, Copy)]

@@ -44,7 +44,7 @@ pub struct EtcdConf {
     #[serde(default)]
     pub tls: Option<EtcdTls>,
     /// An etcd user (`etcdctl auth enable`): with a role per host, each host may write only its
-    /// own keys (the README's RBAC recipe).
+    /// own keys (docs/multihost.md's RBAC recipe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<EtcdAuth>,
     /// R30's bounds on what this host takes in from the other hosts of the network (absent:

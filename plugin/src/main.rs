@@ -162,7 +162,7 @@ fn about(arg: Option<&str>) -> ExitCode {
         Some("--help") | Some("-h") | Some("help") => println!(
             "{about}\n\nUsage: add {{\"type\": \"embedns\", \"capabilities\": {{\"aliases\": true, \"dns\": true}}}}\n\
              to a conflist after an IP-assigning plugin; the runtime runs it with CNI_COMMAND set.\n\
-             See the README for every configuration key.\n\n\
+             See docs/configuration.md for every configuration key.\n\n\
              embedns status [--json] [--data-dir DIR] [CONTAINER]: networks, containers, resolvers\n\
              embedns chain [--conf-dir DIR] [--file NAME] [--set KEY=VALUE]... [--watch]: add embedns to\n\
              \x20 the conf file the runtime uses (another plugin's), and keep it there with --watch\n\

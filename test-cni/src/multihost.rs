@@ -75,7 +75,7 @@ impl Cluster {
         Cluster::build(etcd, test, n, ttl, true)
     }
 
-    /// [`Cluster::new`] with etcd's authentication on and the README's RBAC recipe: host `i`
+    /// [`Cluster::new`] with etcd's authentication on and docs/multihost.md's RBAC recipe: host `i`
     /// is etcd user `host<i>` (password in its world's `etcd-password`), whose role may read
     /// the prefix `<prefix>/` and write only its claim `<prefix>/<net>/host<i>` and the prefix
     /// `<prefix>/<net>/host<i>/` of network `net`.

@@ -1,5 +1,6 @@
-//! The README's shell blocks, run as written: extracted from README.md at
-//! test time, so they cannot drift from what a user types. A block preceded by
+//! The shell blocks of every page (README.md, then docs/*.md and bench/README.md in name
+//! order), run as written: extracted at test time, so they cannot drift from what a user
+//! types. The skipped blocks are printed with their reasons. A block preceded by
 //! `<!-- readme-test: skip (REASON) -->` is not run (the reason is required). The blocks run
 //! in order in one `bash -euo pipefail` from the repository root, inside a private mount and
 //! network namespace where tmpfs covers every system directory they write (/opt/cni/bin, the
@@ -48,15 +49,37 @@ const PRIVATE: &[&str] = &[
     "/run/libpod",
 ];
 
+/// The pages whose blocks run: README.md first, then docs/ and bench/README.md.
+fn pages(root: &std::path::Path) -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| format!("docs/{}", e.file_name().to_string_lossy()))
+        .filter(|n| n.ends_with(".md"))
+        .collect();
+    docs.sort();
+    let mut all = vec!["README.md".to_string()];
+    all.extend(docs);
+    all.push("bench/README.md".into());
+    all
+}
+
 #[test]
 fn every_readme_shell_block_runs_as_written() {
     test_cni::require_root("every_readme_shell_block_runs_as_written");
     let root = bins::workspace();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let all = blocks(&readme);
+    let mut all = Vec::new();
+    for page in pages(&root) {
+        let text = std::fs::read_to_string(root.join(&page)).unwrap();
+        all.extend(
+            blocks(&text)
+                .into_iter()
+                .map(|(line, text, skip)| (page.clone(), line, text, skip)),
+        );
+    }
     assert!(
-        all.len() >= 4,
-        "the README's sh blocks were found: {}",
+        all.len() >= 10,
+        "the pages' sh blocks were found: {}",
         all.len()
     );
     let mut script = String::from("set -euo pipefail\n");
@@ -71,14 +94,17 @@ fn every_readme_shell_block_runs_as_written() {
          cp -a /etc/containers/. $copy/ && mount --bind $copy /etc/containers\n",
     );
     let mut ran = 0;
-    for (line, text, skip) in &all {
+    for (page, line, text, skip) in &all {
         match skip {
-            Some(reason) => assert!(
-                reason.starts_with('(') && reason.len() > 2,
-                "README line {line}: a skipped block says why"
-            ),
+            Some(reason) => {
+                assert!(
+                    reason.starts_with('(') && reason.len() > 2,
+                    "{page} line {line}: a skipped block says why"
+                );
+                eprintln!("skipped: {page} line {line} {reason}");
+            }
             None => {
-                script.push_str(&format!("echo '>>> README.md line {line}'\n{text}\n"));
+                script.push_str(&format!("echo '>>> {page} line {line}'\n{text}\n"));
                 ran += 1;
             }
         }

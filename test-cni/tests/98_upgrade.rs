@@ -1,7 +1,7 @@
 //! An upgrade in place: containers started by the previous release keep
 //! their resolvers while the binaries are replaced, and those resolvers, the new plugin and
 //! the new resolvers work together: every container resolves every other, the new plugin
-//! checks, reports and deletes the old containers. (Docs: the README's "Upgrades".)
+//! checks, reports and deletes the old containers. (Docs: docs/operations.md, "Upgrades".)
 
 use serde_json::json;
 use test_cni::{bins, ip_of, World};

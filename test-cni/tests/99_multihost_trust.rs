@@ -344,7 +344,7 @@ fn a_host_notices_its_claim_deleted_or_taken_and_publishes_only_while_it_holds_i
 
 on_both!(with_etcd_rbac_each_host_may_write_only_its_own_keys);
 fn with_etcd_rbac_each_host_may_write_only_its_own_keys(etcd: Etcd) {
-    // The README's recipe: etcd users, a role per host.
+    // docs/multihost.md's recipe: etcd users, a role per host.
     let c = Cluster::with_rbac(etcd, "rbac", 2, 6, "mh");
     let nets = c.network("mh");
     let (h1, h2) = (&c.hosts[0].w, &c.hosts[1].w);

@@ -36,7 +36,7 @@ pub fn absent(w: &World, c: &Container, name: &str) -> bool {
     d.status == "NOERROR" && d.answers.is_empty()
 }
 
-/// The bound the README states for a dead or cut-off host's names: the lease TTL + 4 s (etcd
+/// The bound docs/multihost.md states for a dead or cut-off host's names: the lease TTL + 4 s (etcd
 /// may first elect a new leader, which extends every lease).
 pub const EXPIRY_SLACK_SECS: u64 = 4;
 
