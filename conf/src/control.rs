@@ -111,6 +111,10 @@ pub struct Counters {
     /// Queries answered from the cache (R34), not counted in `forwarded`.
     #[serde(default)]
     pub cached: u64,
+    /// Queries that joined the same question in flight, to be answered with its reply (R34a),
+    /// not counted in `forwarded`.
+    #[serde(default)]
+    pub coalesced: u64,
 }
 
 #[cfg(test)]

@@ -375,8 +375,8 @@ fn print_resolver(s: &StatusReply, caught: &[std::net::Ipv4Addr]) {
         println!("  also answers queries to: {}", join(caught));
     }
     println!(
-        "  queries: {} local, {} from the cache, {} forwarded, {} failed, {} refused; upstream mean {} µs",
-        k.local, k.cached, k.forwarded, k.failed, k.refused, k.upstream_mean_micros
+        "  queries: {} local, {} from the cache, {} forwarded ({} more joined one in flight), {} failed, {} refused; upstream mean {} µs",
+        k.local, k.cached, k.forwarded, k.coalesced, k.failed, k.refused, k.upstream_mean_micros
     );
     let cache = &s.cache;
     if cache.size == 0 {

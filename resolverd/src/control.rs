@@ -109,6 +109,7 @@ fn status(st: &Resolver) -> StatusReply {
                 .checked_div(answered_upstream)
                 .unwrap_or(0),
             cached: load(&c.cached),
+            coalesced: load(&c.coalesced),
         },
     }
 }

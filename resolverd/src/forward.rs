@@ -19,6 +19,7 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use crate::cache::Question;
 use crate::channel::{Channel, Channels};
+use crate::coalesce::{self, InFlight, Turn};
 use crate::failover::Failover;
 use crate::hostns::HostSockets;
 use crate::log::Limiter;
@@ -42,6 +43,8 @@ pub struct Forwarder {
     log_limit: Limiter,
     /// The UDP sockets to the upstreams, each carrying several queries.
     channels: Channels,
+    /// The questions being forwarded now, and who waits for each (R34a).
+    questions: InFlight,
 }
 
 /// The upstream set as one query sees it: read once per query, since reading it stats the
@@ -51,6 +54,8 @@ pub struct Route {
     upstreams: Vec<Upstream>,
     timeout: Duration,
     max_inflight: usize,
+    /// The upstream set's generation: a question asked of another set is another (R34a).
+    generation: u64,
     /// R34: keep the answer, which is asked under this upstream set (its generation).
     keep: Option<u64>,
 }
@@ -73,6 +78,7 @@ impl Forwarder {
             failover: Mutex::default(),
             log_limit: Limiter::new(LOG_EVERY),
             channels: Channels::default(),
+            questions: InFlight::default(),
         }
     }
 
@@ -89,6 +95,7 @@ impl Forwarder {
                 .ordered(&set.list, Instant::now()),
             timeout: set.timeout,
             max_inflight: set.max_inflight,
+            generation: set.generation,
             keep,
         };
         let mut cache = self.state.cache.lock().unwrap();
@@ -159,6 +166,37 @@ impl Forwarder {
             ));
             return error_for_raw(query, question_end, ResponseCode::Refused);
         };
+        // R34a: a question already in flight is not asked again.
+        let key = coalesce::key(query, tcp, route.generation);
+        let turn = key.map_or(Turn::Alone, |k| self.questions.join(k));
+        let leader = match turn {
+            Turn::Wait(reply) => match {
+                QueryCounters::bump(&self.state.counters.coalesced);
+                tokio::time::timeout(ALL_FAIL_WITHIN, reply).await
+            } {
+                Ok(Ok(reply)) => match coalesce::reply_for(&reply, query, question_end) {
+                    Some(mine) => return mine,
+                    None => None,
+                },
+                // The leader's task ended without a reply: this one is asked on its own.
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    QueryCounters::bump(&self.state.counters.failed);
+                    return error_for_raw(query, question_end, ResponseCode::ServFail);
+                }
+            },
+            Turn::Lead(leader) => Some(leader),
+            Turn::Alone => None,
+        };
+        let resp = self.ask(query, question_end, tcp, route).await;
+        if let Some(leader) = leader {
+            leader.finish(&resp);
+        }
+        resp
+    }
+
+    /// Asks the upstreams in `route`'s order (R19) and returns the bytes to send the client.
+    async fn ask(&self, query: &[u8], question_end: usize, tcp: bool, route: &Route) -> Vec<u8> {
         QueryCounters::bump(&self.state.counters.forwarded);
         let client_id = [query[0], query[1]];
         let deadline = Instant::now() + ALL_FAIL_WITHIN;

@@ -15,6 +15,7 @@
 pub mod answer;
 pub mod cache;
 pub mod channel;
+pub mod coalesce;
 pub mod confine;
 pub mod control;
 pub mod failover;

@@ -66,6 +66,9 @@ pub struct QueryCounters {
     pub refused: AtomicU64,
     /// Forwarded queries answered from the cache (R34); not counted in `forwarded`.
     pub cached: AtomicU64,
+    /// Queries that joined the same question in flight, to be answered with its reply
+    /// (R34a); not counted in `forwarded`.
+    pub coalesced: AtomicU64,
     pub upstream_micros: AtomicU64,
 }
 

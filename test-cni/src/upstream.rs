@@ -29,6 +29,9 @@ pub enum Mode {
     /// Over TCP, a 65535-byte reply (right ID and question, then junk); over UDP, a
     /// 4000-byte one.
     Oversized,
+    /// Over UDP, answers as `Answer` does but holds each reply until the mode changes (a slow
+    /// upstream whose queries a test can see in flight).
+    Held,
 }
 
 struct Shared {
@@ -40,6 +43,8 @@ struct Shared {
     last_query: Mutex<Option<Vec<u8>>>,
     /// Where the last query came from.
     last_source: Mutex<Option<SocketAddr>>,
+    /// UDP replies held while in [`Mode::Held`], and where they go.
+    held: Mutex<Vec<(Vec<u8>, SocketAddr)>>,
     stop: AtomicBool,
 }
 
@@ -88,6 +93,7 @@ impl FakeUpstream {
             queries: AtomicUsize::new(0),
             last_query: Mutex::new(None),
             last_source: Mutex::new(None),
+            held: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -151,12 +157,22 @@ impl Drop for FakeUpstream {
 fn serve_udp(sock: UdpSocket, sh: Arc<Shared>) {
     let mut buf = [0u8; 4096];
     while !sh.stop.load(Ordering::SeqCst) {
+        let holding = *sh.mode.lock().unwrap() == Mode::Held;
+        if !holding {
+            for (resp, peer) in sh.held.lock().unwrap().drain(..) {
+                let _ = sock.send_to(&resp, peer);
+            }
+        }
         let Ok((n, peer)) = sock.recv_from(&mut buf) else {
             continue;
         };
         *sh.last_source.lock().unwrap() = Some(peer);
         if let Some(resp) = respond(&buf[..n], &sh, 512) {
-            let _ = sock.send_to(&resp, peer);
+            if *sh.mode.lock().unwrap() == Mode::Held {
+                sh.held.lock().unwrap().push((resp, peer));
+            } else {
+                let _ = sock.send_to(&resp, peer);
+            }
         }
     }
 }

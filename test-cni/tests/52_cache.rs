@@ -243,3 +243,63 @@ fn r34_cache_size_0_turns_it_off() {
     let (_, text) = w.status_text(&["cli"]);
     assert!(text.contains("cache: off"), "{text}");
 }
+
+#[test]
+fn r34a_the_same_question_in_flight_is_forwarded_once_and_each_client_gets_its_answer() {
+    let w = World::new("r34a_the_same_question_in_flight_is_forwarded_once");
+    let up = w.upstream("127.0.0.53:53", "up.test", &[("slow.up.test", "10.9.9.7")]);
+    // No cache: the queries meet only while the first is in flight.
+    let net = w.network("n1", json!({"cacheSize": 0}));
+    let cli = w.container("cli");
+    w.adding(&net, &cli).name("cli").ok();
+    let coalesced = || {
+        let (_, report) = w.status();
+        report.containers[0]
+            .resolver
+            .status()
+            .map(|s| s.counters.coalesced)
+    };
+    up.set_mode(Mode::Held);
+    let names = [
+        "slow.up.test",
+        "SLOW.up.test",
+        "Slow.Up.Test",
+        "slow.UP.TEST",
+    ];
+    let answers = std::thread::scope(|s| {
+        let first = s.spawn(|| w.dig(&cli, &["+time=5", "+tries=1", names[0]]));
+        wait_until(Duration::from_secs(5), "the first query upstream", || {
+            (up.queries() == 1).then_some(())
+        });
+        // The same question, asked while the first is held upstream: they wait for it.
+        let others: Vec<_> = names[1..]
+            .iter()
+            .map(|n| {
+                let (w, cli) = (&w, &cli);
+                s.spawn(move || w.dig(cli, &["+time=5", "+tries=1", n]))
+            })
+            .collect();
+        wait_until(Duration::from_secs(5), "three queries waiting", || {
+            (coalesced() == Some(3)).then_some(())
+        });
+        assert_eq!(
+            up.queries(),
+            1,
+            "the waiting queries were not sent upstream"
+        );
+        up.set_mode(Mode::Answer);
+        let mut all = vec![first.join().unwrap()];
+        all.extend(others.into_iter().map(|h| h.join().unwrap()));
+        all
+    });
+    for (d, name) in answers.iter().zip(names) {
+        // dig checks the ID; the answer names the client's own question, its case kept.
+        assert_eq!(d.data(), vec!["10.9.9.7"], "{name}: {d:?}");
+        assert_eq!(d.answers[0].name, format!("{name}."), "{name}");
+    }
+    assert_eq!(up.queries(), 1, "one question, forwarded once");
+    assert_eq!(coalesced(), Some(3));
+    // A question asked after the answer came is forwarded again (no cache here).
+    assert_eq!(w.dig(&cli, &[names[0]]).data(), vec!["10.9.9.7"]);
+    assert_eq!(up.queries(), 2);
+}

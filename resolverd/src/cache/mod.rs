@@ -114,6 +114,16 @@ impl<'a> Question<'a> {
             edns_payload,
         })
     }
+
+    /// The cache's key: the question lower-cased and the flags that change the answer.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The payload size of the client's OPT record, if it sent one.
+    pub fn edns_payload(&self) -> Option<u16> {
+        self.edns_payload
+    }
 }
 
 /// One kept answer.
@@ -286,6 +296,34 @@ fn without_options(
         })
         .collect();
     (kept, moved)
+}
+
+/// The upstream's `reply` as another client asking the same question may have it (R34a): the
+/// options of its OPT record (a COOKIE answered one client's exchange) taken out, as a kept
+/// answer's are; `None` if it does not read to its end.
+pub fn for_another_client(reply: &[u8], question_end: usize) -> Option<Vec<u8>> {
+    let u16_at = |i: usize| wire::u16_at(reply, i);
+    if reply.len() < question_end {
+        return None;
+    }
+    let sections = [u16_at(6)?, u16_at(8)?, u16_at(10)?];
+    let mut opt_rdata = None;
+    let mut i = question_end;
+    for (section, &count) in sections.iter().enumerate() {
+        for _ in 0..count {
+            i = skip_name(reply, i)?;
+            let rdata = i + 10;
+            let end = rdata + usize::from(u16_at(i + 8)?);
+            if end > reply.len() {
+                return None;
+            }
+            if u16_at(i)? == TYPE_OPT && section == 2 && end > rdata {
+                opt_rdata = Some(rdata..end);
+            }
+            i = end;
+        }
+    }
+    (i == reply.len()).then(|| without_options(reply, opt_rdata, Vec::new()).0)
 }
 
 /// Reads an upstream's reply to the end; `None` if it is not to be kept.
