@@ -32,10 +32,13 @@ pub fn key(query: &[u8], tcp: bool, generation: u64) -> Option<Vec<u8>> {
     Some(key)
 }
 
+/// Where a waiting query is handed the reply.
+type Waiter = oneshot::Sender<Arc<Vec<u8>>>;
+
 /// The questions being forwarded now, with the queries waiting for each.
 #[derive(Default)]
 pub struct InFlight {
-    table: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<Arc<Vec<u8>>>>>>,
+    table: Mutex<HashMap<Vec<u8>, Vec<Waiter>>>,
 }
 
 /// A query's part in its question's forwarding.
@@ -183,7 +186,11 @@ mod tests {
         reply.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
         let end = waiter.len() - 11;
         let mine = reply_for(&reply, &waiter, end).unwrap();
-        assert_eq!(mine.len(), waiter.len(), "the OPT record without its option");
+        assert_eq!(
+            mine.len(),
+            waiter.len(),
+            "the OPT record without its option"
+        );
         assert_eq!(&mine[mine.len() - 2..], &[0, 0]);
         assert_eq!(&mine[..2], &2u16.to_be_bytes());
         // A reply that does not read to its end is not shared.

@@ -170,21 +170,21 @@ impl Forwarder {
         let key = coalesce::key(query, tcp, route.generation);
         let turn = key.map_or(Turn::Alone, |k| self.questions.join(k));
         let leader = match turn {
-            Turn::Wait(reply) => match {
+            Turn::Wait(reply) => {
                 QueryCounters::bump(&self.state.counters.coalesced);
-                tokio::time::timeout(ALL_FAIL_WITHIN, reply).await
-            } {
-                Ok(Ok(reply)) => match coalesce::reply_for(&reply, query, question_end) {
-                    Some(mine) => return mine,
-                    None => None,
-                },
-                // The leader's task ended without a reply: this one is asked on its own.
-                Ok(Err(_)) => None,
-                Err(_) => {
-                    QueryCounters::bump(&self.state.counters.failed);
-                    return error_for_raw(query, question_end, ResponseCode::ServFail);
+                match tokio::time::timeout(ALL_FAIL_WITHIN, reply).await {
+                    Ok(Ok(reply)) => match coalesce::reply_for(&reply, query, question_end) {
+                        Some(mine) => return mine,
+                        None => None,
+                    },
+                    // The leader's task ended without a reply: this one is asked on its own.
+                    Ok(Err(_)) => None,
+                    Err(_) => {
+                        QueryCounters::bump(&self.state.counters.failed);
+                        return error_for_raw(query, question_end, ResponseCode::ServFail);
+                    }
                 }
-            },
+            }
             Turn::Lead(leader) => Some(leader),
             Turn::Alone => None,
         };
