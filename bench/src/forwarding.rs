@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use test_cni::{Container, World};
 
-use crate::load::{self, Ask, LoadResult};
+use crate::load::{self, Ask};
 use crate::peers::{Aardvark, DnsmasqForwarder, Upstream};
 use crate::procs;
 use crate::report::{Goal, Row};
@@ -18,6 +18,10 @@ use crate::settings::Settings;
 const CPU_CONCURRENCY: usize = 8;
 /// Names asked to fill a cache of the default size (about 1,100 such answers fit).
 const FILL_NAMES: usize = 1100;
+/// Names the distinct-name CPU run takes turns over: with no cache anywhere and 8 in flight,
+/// every query is forwarded, by embedns and by dnsmasq alike (neither meets the same question
+/// in flight twice).
+const DISTINCT_NAMES: usize = 20_000;
 
 fn ask(name: &str) -> Vec<Ask> {
     vec![Ask {
@@ -92,46 +96,59 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         "  a local answer p50 {local} µs, a cached one p50 {cached} µs ({rounds} rounds each)"
     );
 
-    // CPU per forwarded query, 8 in flight, no cache anywhere.
-    let cpu_of = |pid: Option<i32>, ns: Option<&str>, addr| -> (Option<f64>, LoadResult) {
+    // CPU per forwarded query, 8 in flight, no cache anywhere: distinct names (every query
+    // forwarded by every server), then one name (dnsmasq and embedns forward a question in
+    // flight once, R34a; aardvark-dns forwards each).
+    let distinct: Vec<Ask> = (0..DISTINCT_NAMES)
+        .map(|i| Ask {
+            name: format!("d{i}.fwd.test."),
+            expect: None,
+        })
+        .collect();
+    let cpu_of = |pid: Option<i32>, ns: Option<&str>, addr, asks: &[Ask]| -> Option<f64> {
         let before = pid.and_then(procs::cpu_micros);
-        let r = load::run(ns, addr, &x, CPU_CONCURRENCY, secs);
+        let r = load::run(ns, addr, asks, CPU_CONCURRENCY, secs);
         let after = pid.and_then(procs::cpu_micros);
-        let cpu = match (before, after) {
+        match (before, after) {
             (Some(b), Some(a)) if r.answered > 0 => Some((a - b) as f64 / r.answered as f64),
             _ => None,
-        };
-        (cpu, r)
+        }
     };
     let cli_pid = w.resolver_pid(&cli);
     let before_cpu_run = procs::memory(&[cli_pid]);
-    let (ours_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), dns);
+    let ours_cpu = cpu_of(Some(cli_pid), netns(&cli), dns, &distinct);
+    let ours_same = cpu_of(Some(cli_pid), netns(&cli), dns, &x);
     // The same on the resolver's own port, as every peer is asked on its own address: without
     // the redirect's NAT (R24), which every query to 127.0.0.11 pays, local ones too.
     let port =
         std::net::SocketAddr::new([127, 0, 0, 11].into(), w.resolver_status("fwdcli").udp_port);
-    let (direct_cpu, _) = cpu_of(Some(cli_pid), netns(&cli), port);
+    let direct_cpu = cpu_of(Some(cli_pid), netns(&cli), port, &distinct);
     let after_cpu_run = procs::memory(&[cli_pid]);
     println!(
         "  the resolver without a cache: private {:.0} KiB before the CPU run, {:.0} KiB after",
         before_cpu_run.private_kib, after_cpu_run.private_kib
     );
-    let (aard_cpu, _) = match &aardvark {
-        Some(a) => cpu_of(
-            procs::udp_owner(&w.host, a.addr.ip(), Some(a.addr.port())),
-            Some(&host),
-            a.addr,
-        ),
-        None => (None, LoadResult::default()),
+    let aard_pid = aardvark
+        .as_ref()
+        .map(|a| procs::udp_owner(&w.host, a.addr.ip(), Some(a.addr.port())));
+    let aard_cpu = match (&aardvark, aard_pid) {
+        (Some(a), Some(pid)) => cpu_of(pid, Some(&host), a.addr, &distinct),
+        _ => None,
     };
-    let (plain_cpu, _) = cpu_of(plain.pid, Some(&host), plain.addr);
+    let plain_cpu = cpu_of(plain.pid, Some(&host), plain.addr, &distinct);
+    let plain_same = cpu_of(plain.pid, Some(&host), plain.addr, &x);
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
     println!(
-        "  CPU per forwarded query ({CPU_CONCURRENCY} in flight): embedns {} µs (on its own port {} µs), aardvark-dns {} µs, dnsmasq (no cache) {} µs",
+        "  CPU per forwarded query ({CPU_CONCURRENCY} in flight, {DISTINCT_NAMES} names): embedns {} µs (on its own port {} µs), aardvark-dns {} µs, dnsmasq (no cache) {} µs",
         show(ours_cpu),
         show(direct_cpu),
         show(aard_cpu),
         show(plain_cpu)
+    );
+    println!(
+        "  CPU per query, one name {CPU_CONCURRENCY} in flight (both coalesce): embedns {} µs, dnsmasq (no cache) {} µs",
+        show(ours_same),
+        show(plain_same)
     );
 
     // A full cache: more names than fit, then the resolver's memory.
@@ -183,15 +200,21 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             Goal::AtMost(1.1),
         ),
         Row::ratio(
-            "forwarding: CPU per query vs aardvark-dns",
+            "forwarding: CPU per query, distinct names, vs aardvark-dns",
             ours_cpu.unwrap_or(f64::NAN),
             aard_cpu,
             Goal::AtMost(0.5),
         ),
         Row::ratio(
-            "forwarding: CPU per query vs dnsmasq (no cache)",
+            "forwarding: CPU per query, distinct names, vs dnsmasq (no cache)",
             ours_cpu.unwrap_or(f64::NAN),
             plain_cpu,
+            Goal::AtMost(1.0),
+        ),
+        Row::ratio(
+            "forwarding: CPU per query, one name in flight (both coalesce), vs dnsmasq (no cache)",
+            ours_same.unwrap_or(f64::NAN),
+            plain_same,
             Goal::AtMost(1.0),
         ),
         Row::ratio(
@@ -214,7 +237,8 @@ pub fn forwarding(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let d = json!({
         "direct": direct.json(), "embedns": ours.json(), "aardvark": aard.map(|a| a.json()),
         "localP50Us": local_p50, "cachedP50Us": cached_p50,
-        "cpuMicrosPerQuery": {"embedns": ours_cpu, "embedns_direct_port": direct_cpu, "aardvark": aard_cpu, "dnsmasqNoCache": plain_cpu},
+        "cpuMicrosPerQuery": {"embedns": ours_cpu, "embedns_direct_port": direct_cpu, "aardvark": aard_cpu, "dnsmasqNoCache": plain_cpu,
+                              "oneName": {"embedns": ours_same, "dnsmasqNoCache": plain_same}},
         "mixQps": {"embedns": ours_qps, "dnsmasq": dnsmasq_qps},
         "memory": {"idle": idle.json(), "fullCache": full.json(), "cache": status.cache},
     });
