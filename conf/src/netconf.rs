@@ -8,7 +8,7 @@
 //! `runtimeConfig.links`, `runtimeConfig.name`, and `prevResult`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -378,10 +378,12 @@ impl NetConf {
     /// R26 (ours): the nameservers a runtime that writes the container's resolv.conf itself
     /// puts there, whose queries the resolver answers: the `dns` capability's servers when it
     /// has any (a pod's `dns_config`, `podman --dns`), else the nameservers of `host` (the
-    /// host resolv.conf, which containerd and nerdctl copy). IPv4 only (the redirect is
-    /// iptables'), never 127.0.0.8/29 (redirected anyway); none when `catchNameservers` is
-    /// false. A conf's `dns.nameservers` are ours to ask, not the runtime's to write.
-    pub fn runtime_nameservers(&self, host: &crate::resolv::ResolvConf) -> Vec<Ipv4Addr> {
+    /// host resolv.conf, which containerd and nerdctl copy). IPv4 and IPv6 (caught by
+    /// iptables and ip6tables), never 127.0.0.8/29 (redirected anyway), an unspecified,
+    /// multicast or broadcast address, nor an IPv6 link-local one (it needs a zone); none when
+    /// `catchNameservers` is false. A conf's `dns.nameservers` are ours to ask, not the
+    /// runtime's to write.
+    pub fn runtime_nameservers(&self, host: &crate::resolv::ResolvConf) -> Vec<IpAddr> {
         if !self.catch_nameservers {
             return Vec::new();
         }
@@ -395,13 +397,15 @@ impl NetConf {
         };
         let mut out = Vec::new();
         for ip in given {
-            let IpAddr::V4(v4) = ip else { continue };
             let caught = !redirected_in_container(SocketAddr::new(ip, 53))
-                && !v4.is_unspecified()
-                && !v4.is_multicast()
-                && !v4.is_broadcast();
-            if caught && !out.contains(&v4) {
-                out.push(v4);
+                && !ip.is_unspecified()
+                && !ip.is_multicast()
+                && match ip {
+                    IpAddr::V4(v4) => !v4.is_broadcast(),
+                    IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+                };
+            if caught && !out.contains(&ip) {
+                out.push(ip);
             }
         }
         out
@@ -523,12 +527,13 @@ mod tests {
     }
 
     #[test]
-    fn r26_runtime_nameservers_are_the_capabilitys_else_the_hosts_ipv4_ones() {
+    fn r26_runtime_nameservers_are_the_capabilitys_else_the_hosts() {
         let host = crate::resolv::ResolvConf::parse(
-            "nameserver 10.255.255.53\nnameserver 127.0.0.11\nnameserver fd00::1\nnameserver 127.0.0.53\n",
+            "nameserver 10.255.255.53\nnameserver 127.0.0.11\nnameserver fd00::1\nnameserver fe80::1\nnameserver 127.0.0.53\n",
         );
-        let hosts: Vec<Ipv4Addr> = vec![
+        let hosts: Vec<IpAddr> = vec![
             "10.255.255.53".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
             "127.0.0.53".parse().unwrap(),
         ];
         assert_eq!(conf("").unwrap().runtime_nameservers(&host), hosts);
@@ -537,7 +542,7 @@ mod tests {
         );
         assert_eq!(
             pod.unwrap().runtime_nameservers(&host),
-            vec!["10.96.0.10".parse::<Ipv4Addr>().unwrap()]
+            vec!["10.96.0.10".parse::<IpAddr>().unwrap()]
         );
         // Explicit conf upstreams are ours to ask, not the runtime's to write.
         let explicit = conf(r#","dns":{"nameservers":["10.0.0.1"]}"#).unwrap();

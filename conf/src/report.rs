@@ -3,7 +3,7 @@
 //! with its resolver's health; the redirects a DEL left in place. The plugin writes it and
 //! the tests and the bench read it, with these types.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -98,7 +98,7 @@ pub struct ContainerReport {
     pub attachments: Vec<Attachment>,
     pub resolver: ResolverHealth,
     /// R26: the nameservers besides 127.0.0.11 whose queries its resolver answers.
-    pub caught: Vec<Ipv4Addr>,
+    pub caught: Vec<IpAddr>,
     /// What the resolver's supervisor says of restarts (absent for a resolver of an earlier
     /// release, which has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,6 +28,9 @@ pub struct Attachment {
     /// the resolver answers too (R26): the `dns` capability's servers, else the host's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caught: Vec<std::net::Ipv4Addr>,
+    /// The IPv6 ones (a field of their own: releases before them read `caught` as IPv4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caught6: Vec<std::net::Ipv6Addr>,
 }
 
 /// The embedded resolver's address, Docker's.
@@ -51,12 +54,22 @@ impl Sandbox {
     }
 
     /// The nameservers caught for the container (R26): its attachments' together, in attach
-    /// order, each once.
-    pub fn caught(&self) -> Vec<std::net::Ipv4Addr> {
+    /// order (IPv4 first), each once.
+    pub fn caught(&self) -> Vec<std::net::IpAddr> {
+        let v4 = self
+            .attachments
+            .iter()
+            .flat_map(|a| &a.caught)
+            .map(|ip| (*ip).into());
+        let v6 = self
+            .attachments
+            .iter()
+            .flat_map(|a| &a.caught6)
+            .map(|ip| (*ip).into());
         let mut all = Vec::new();
-        for ip in self.attachments.iter().flat_map(|a| &a.caught) {
-            if !all.contains(ip) {
-                all.push(*ip);
+        for ip in v4.chain(v6) {
+            if !all.contains(&ip) {
+                all.push(ip);
             }
         }
         all
@@ -72,6 +85,19 @@ pub struct ResolverInfo {
     pub start_time: u64,
     pub udp_port: u16,
     pub tcp_port: u16,
+    /// Its sockets on `[::1]` for the IPv6 nameservers caught (R26); `None` where the netns has
+    /// no IPv6 (or a release before them started it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp6_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp6_port: Option<u16>,
+}
+
+impl ResolverInfo {
+    /// Its IPv6 ports, when it has both sockets.
+    pub fn ports6(&self) -> Option<(u16, u16)> {
+        self.udp6_port.zip(self.tcp6_port)
+    }
 }
 
 /// A file embedns wrote for the container, and what to put back on DEL.
@@ -108,6 +134,9 @@ pub struct Sandbox {
     /// the next change of the container's networks adds it.
     #[serde(default)]
     pub catch_owner: Option<(u32, u32)>,
+    /// Whether the IPv6 catch (R26, ip6tables: its chain and jump) is in the netns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catch6: bool,
     #[serde(default)]
     pub files: Vec<WrittenFile>,
     /// The cgroups made for the resolver (its leaves, then parents made for them, deepest
@@ -130,6 +159,7 @@ impl Default for Sandbox {
             resolver: None,
             redirect_settled: true,
             catch_owner: None,
+            catch6: false,
             files: Vec::new(),
             cgroups: Vec::new(),
         }

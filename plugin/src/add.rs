@@ -21,7 +21,9 @@ use serde_json::Value;
 use crate::container_names::ContainerNames;
 use crate::env::CniEnv;
 use crate::error::{PluginError, RESOLVER_FAILED};
-use crate::{cgroup, del, files, netns, probe, redirect, redirect_remover, resolver, sync_process};
+use crate::{
+    catch6, cgroup, del, files, netns, probe, redirect, redirect_remover, resolver, sync_process,
+};
 
 /// How long ADD waits for a new resolver to answer through the redirect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -162,7 +164,7 @@ fn attach(
     paths: &StatePaths,
     lock: &SandboxLock,
     env: &CniEnv,
-    (record, caught): (&Record, Vec<std::net::Ipv4Addr>),
+    (record, caught): (&Record, Vec<std::net::IpAddr>),
     targets: &[std::path::PathBuf],
     resolv_conf: &str,
     spawn: &Spawn,
@@ -201,9 +203,10 @@ fn attach(
     sb.netns_inode = inode;
     let caught_before = sb.caught();
     let same = |a: &&mut Attachment| a.network == record.network && a.ifname == record.ifname;
+    let (v4, v6) = split_families(&caught);
     let attachment = match sb.attachments.iter_mut().find(same) {
         Some(a) => {
-            a.caught = caught;
+            (a.caught, a.caught6) = (v4, v6);
             a.clone()
         }
         None => {
@@ -211,7 +214,8 @@ fn attach(
                 network: record.network.clone(),
                 ifname: record.ifname.clone(),
                 nameserver: sb.free_nameserver(),
-                caught,
+                caught: v4,
+                caught6: v6,
             };
             sb.attachments.push(a.clone());
             a
@@ -280,22 +284,33 @@ fn attach(
             // Its remover may have run: the rules are put back whole.
             redirect::install(&env.netns, info.udp_port, info.tcp_port, true, &catch)?.wait()?;
             sb.catch_owner = Some(catch.owner());
+            if let Some(ports6) = info.ports6() {
+                catch6::remove(&env.netns);
+                sb.catch6 = catch6::set_or_warn(&env.netns, ports6, &catch, false);
+            }
             sandbox::save(paths, lock, &sb)?;
         } else if catch.servers != caught_before || sb.catch_owner != Some(catch.owner()) {
             let jump = sb.catch_owner.is_none();
             redirect::set_catch(&env.netns, info.udp_port, info.tcp_port, &catch, jump)?;
             sb.catch_owner = Some(catch.owner());
+            if let Some(ports6) = info.ports6() {
+                sb.catch6 = catch6::set_or_warn(&env.netns, ports6, &catch, sb.catch6);
+            }
             sandbox::save(paths, lock, &sb)?;
         }
     } else {
         // Bind the resolver's sockets here, in the container's netns, so the redirect
         // (an iptables-restore exec) runs while the resolver starts.
-        let (udp, tcp) = {
+        let (udp, tcp, v6) = {
             let _in = netns::enter(&env.netns)?;
             netns::loopback_up()?;
             let udp = UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
             let tcp = TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
-            (udp, tcp)
+            // For the IPv6 nameservers caught (R26): none where the netns has no IPv6.
+            let v6 = UdpSocket::bind("[::1]:0")
+                .and_then(|u| Ok((u, TcpListener::bind("[::1]:0")?)))
+                .ok();
+            (udp, tcp, v6)
         };
         let (u, t) = (udp.local_addr()?.port(), tcp.local_addr()?.port());
         let redirect = redirect::install(&env.netns, u, t, previous || left, &catch)?;
@@ -305,8 +320,8 @@ fn attach(
             spawn.user,
             paths,
             &env.container_id,
-            udp.into(),
-            tcp.into(),
+            [udp.into(), tcp.into()],
+            v6.map(|(u, t)| [u.into(), t.into()]),
             placement.as_ref().map_or(&[], |p| &p.procs),
         );
         // Record the resolver before waiting for anything: a plugin killed from here on
@@ -332,6 +347,9 @@ fn attach(
         tracing::debug!(elapsed = ?started.elapsed(), "redirect installed");
         let info = ready?;
         installed?;
+        if let Some(ports6) = info.ports6() {
+            sb.catch6 = catch6::set_or_warn(&env.netns, ports6, &catch, false);
+        }
         {
             let _in = netns::enter(&env.netns)?;
             probe::wait_answers(PROBE_TIMEOUT)
@@ -344,6 +362,21 @@ fn attach(
         sandbox::save(paths, lock, &sb)?;
     }
     Ok(attachment)
+}
+
+/// The nameservers caught, by family (the sandbox keeps them apart: `Attachment::caught6`).
+fn split_families(
+    caught: &[std::net::IpAddr],
+) -> (Vec<std::net::Ipv4Addr>, Vec<std::net::Ipv6Addr>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for ip in caught {
+        match ip {
+            std::net::IpAddr::V4(a) => v4.push(*a),
+            std::net::IpAddr::V6(a) => v6.push(*a),
+        }
+    }
+    (v4, v6)
 }
 
 /// The conf's keys embedns does not know, noted for `embedns status` (a note only: never

@@ -101,6 +101,13 @@ pub fn detach_locked(
                 if let Err(e) = set {
                     tracing::warn!(netns = %sb.netns, "the nameservers caught are unchanged: {e:#}");
                 }
+                if let Some(ports6) = info.ports6() {
+                    let now = crate::catch6::set_or_warn(&sb.netns, ports6, &catch, sb.catch6);
+                    if now != sb.catch6 {
+                        sb.catch6 = now;
+                        sandbox::save(paths, &lock, &sb)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -154,6 +161,9 @@ pub fn stop_and_restore(paths: &StatePaths, sb: &Sandbox, when: Removal) {
             }
             Err(e) => tracing::warn!("{e:#}; removing the redirect now"),
         }
+    }
+    if sb.catch6 && netns::exists(&sb.netns) {
+        crate::catch6::remove(&sb.netns);
     }
     let removal = netns::exists(&sb.netns).then(|| {
         redirect::remove_start(&sb.netns).map_err(|e| {

@@ -13,6 +13,7 @@
 //! redirect needs `iptables-restore` (nft or legacy) on PATH or in /usr/sbin.
 
 mod add;
+mod catch6;
 mod cgroup;
 mod chain;
 mod check;

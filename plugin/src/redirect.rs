@@ -297,14 +297,19 @@ pub fn present(netns_path: &str) -> bool {
 }
 
 fn restore_start(netns_path: &str, batch: &str) -> anyhow::Result<Child> {
+    restore_start_with("iptables-restore", netns_path, batch)
+}
+
+/// `restore` (iptables-restore or ip6tables-restore) started in the netns with `batch`.
+pub fn restore_start_with(restore: &str, netns_path: &str, batch: &str) -> anyhow::Result<Child> {
     let _in = netns::enter(netns_path)?;
-    let mut child = Command::new(tool("iptables-restore"))
+    let mut child = Command::new(tool(restore))
         .args(["--noflush", "-w"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running iptables-restore (is the iptables package installed?)")?;
+        .with_context(|| format!("running {restore} (is the iptables package installed?)"))?;
     let written = child
         .stdin
         .take()
@@ -324,7 +329,7 @@ fn restore_start(netns_path: &str, batch: &str) -> anyhow::Result<Child> {
 }
 
 /// iptables tools from PATH, falling back to /usr/sbin (runtimes may pass a short PATH).
-fn tool(name: &str) -> String {
+pub fn tool(name: &str) -> String {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
         .unwrap_or(false);

@@ -173,6 +173,8 @@ fn wait_then_remove(
         return 0; // a newer DEL's remover owns the netns now
     }
     let removed = if same_netns() {
+        // The IPv6 catch (R26), if the container had one: what is not there is no error.
+        crate::catch6::remove(netns_path);
         redirect::remove_start(netns_path).and_then(redirect::Pending::wait)
     } else {
         Ok(())

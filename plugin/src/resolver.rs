@@ -54,26 +54,36 @@ pub struct StartingResolver {
 }
 
 /// Starts the resolver of a sandbox whose `sandbox.json` is written, handing it its two
-/// listening sockets (bound on 127.0.0.11 in the container's netns) as fds 4 and 5. It runs in
-/// its own session with stdio on /dev/null, so it outlives the runtime process that called the
-/// plugin (R25). [`StartingResolver::ready`] waits until it serves.
+/// listening sockets (UDP and TCP, bound on 127.0.0.11 in the container's netns) as fds 4 and
+/// 5, and those on `[::1]` for the IPv6 nameservers caught (R26), if any, as 6 and 7. It runs
+/// in its own session with stdio on /dev/null, so it outlives the runtime process that called
+/// the plugin (R25). [`StartingResolver::ready`] waits until it serves.
 pub fn start(
     binary: &Path,
     user: ResolverUser,
     paths: &StatePaths,
     container_id: &str,
-    udp: OwnedFd,
-    tcp: OwnedFd,
+    [udp, tcp]: [OwnedFd; 2],
+    v6: Option<[OwnedFd; 2]>,
     cgroup_procs: &[File],
 ) -> anyhow::Result<StartingResolver> {
     let udp_port = local_port(&udp)?;
     let tcp_port = local_port(&tcp)?;
+    let ports6 = match &v6 {
+        Some([u, t]) => Some((local_port(u)?, local_port(t)?)),
+        None => None,
+    };
     let mut cmd = Command::new(binary);
     cmd.arg("--data-dir")
         .arg(paths.root())
         .args(["--container-id", container_id])
         .args(["--ready-fd", "3", "--udp-fd", "4", "--tcp-fd", "5"])
         .args(["--user", &user.to_string()])
+        .args(if v6.is_some() {
+            &["--udp6-fd", "6", "--tcp6-fd", "7"][..]
+        } else {
+            &[]
+        })
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for var in [
@@ -85,9 +95,11 @@ pub fn start(
             cmd.env(var, value);
         }
     }
+    let mut fds = vec![udp.as_raw_fd(), tcp.as_raw_fd()];
+    fds.extend(v6.iter().flatten().map(AsRawFd::as_raw_fd));
     let Spawned { child, ready } = child::detached(
         &mut cmd,
-        &[udp.as_raw_fd(), tcp.as_raw_fd()],
+        &fds,
         &child::Placement {
             cgroup_procs,
             oom_score_adj: Some(OOM_SCORE_ADJ),
@@ -99,7 +111,7 @@ pub fn start(
             format!("cannot start the resolver {}: {e:#}", binary.display()),
         )
     })?;
-    drop((udp, tcp));
+    drop((udp, tcp, v6));
     let pid = child.id() as i32;
     // The start time is set by fork and kept by exec: readable at once, until it is reaped.
     let Some(start_time) = start_time(pid) else {
@@ -113,6 +125,8 @@ pub fn start(
             start_time,
             udp_port,
             tcp_port,
+            udp6_port: ports6.map(|p| p.0),
+            tcp6_port: ports6.map(|p| p.1),
         },
         ready,
         log: paths.resolver_log(container_id),
@@ -151,7 +165,8 @@ fn local_port(fd: &OwnedFd) -> anyhow::Result<u16> {
         nix::sys::socket::getsockname(fd.as_raw_fd()).context("getsockname")?;
     addr.as_sockaddr_in()
         .map(|a| a.port())
-        .context("the resolver's socket is not IPv4")
+        .or_else(|| addr.as_sockaddr_in6().map(|a| a.port()))
+        .context("the resolver's socket is not an IP socket")
 }
 
 /// The last lines of the resolver's log, to explain a failure.
@@ -311,6 +326,8 @@ pub fn running(paths: &StatePaths) -> Vec<Running> {
                 start_time: st.start_time,
                 udp_port: 0,
                 tcp_port: 0,
+                udp6_port: None,
+                tcp6_port: None,
             },
         };
         found.push((running, st.ppid));

@@ -343,7 +343,7 @@ fn print_supervisor(s: &Supervision) {
     }
 }
 
-fn print_resolver(s: &StatusReply, caught: &[std::net::Ipv4Addr]) {
+fn print_resolver(s: &StatusReply, caught: &[std::net::IpAddr]) {
     let ups: Vec<String> = s
         .upstreams
         .iter()

@@ -5,13 +5,20 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
-/// One `iptables-restore --noflush` batch in the caller's netns (the supervisor's: the
-/// container's).
-pub fn restore(batch: &str) -> anyhow::Result<()> {
-    let tool = ["/usr/sbin/iptables-restore", "/sbin/iptables-restore"]
+/// One `iptables-restore --noflush` batch (`ip6tables-restore` with `v6`) in the caller's
+/// netns (the supervisor's: the container's).
+pub fn restore(batch: &str, v6: bool) -> anyhow::Result<()> {
+    let name = if v6 {
+        "ip6tables-restore"
+    } else {
+        "iptables-restore"
+    };
+    let tool = ["/usr/sbin", "/sbin"]
         .into_iter()
+        .map(|d| format!("{d}/{name}"))
         .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("iptables-restore");
+        .unwrap_or_else(|| name.to_string());
+    let tool = tool.as_str();
     let mut child = Command::new(tool)
         .args(["--noflush", "-w"])
         .stdin(Stdio::piped())
@@ -27,7 +34,7 @@ pub fn restore(batch: &str) -> anyhow::Result<()> {
     let out = child.wait_with_output()?;
     if !out.status.success() {
         anyhow::bail!(
-            "iptables-restore failed ({}): {}",
+            "{tool} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -27,6 +27,9 @@ pub struct Served {
     pub netns: String,
     /// The inode of the namespace it entered.
     pub netns_inode: u64,
+    /// The supervisor that forked it (its parent at the start), which the sandbox records in
+    /// its place.
+    pub supervisor: u32,
 }
 
 impl Served {
@@ -60,7 +63,7 @@ impl Served {
                 Some(format!("the sandbox now serves {}", sb.netns))
             }
             Ok(Some(sb)) => match sb.resolver {
-                Some(r) if r.pid as u32 == std::process::id() => None,
+                Some(r) if [std::process::id(), self.supervisor].contains(&(r.pid as u32)) => None,
                 Some(r) => Some(format!(
                     "the sandbox records another resolver (pid {})",
                     r.pid
@@ -97,4 +100,49 @@ pub fn period() -> Duration {
         .filter(|s| *s > 0)
         .map(Duration::from_secs)
         .unwrap_or(CHECK_EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedns_conf::sandbox::{ResolverInfo, Sandbox};
+
+    #[test]
+    fn a_resolver_whose_supervisor_the_sandbox_records_is_not_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(tmp.path());
+        let netns = "/proc/self/ns/net".to_string();
+        let served = |supervisor| Served {
+            paths: paths.clone(),
+            container_id: "c1".into(),
+            netns: netns.clone(),
+            netns_inode: Served::current_netns_inode().unwrap(),
+            supervisor,
+        };
+        let lock = sandbox::lock(&paths, "c1").unwrap();
+        let recorded = |pid| Sandbox {
+            container_id: "c1".into(),
+            netns: netns.clone(),
+            resolver: Some(ResolverInfo {
+                pid,
+                start_time: 1,
+                udp_port: 1,
+                tcp_port: 2,
+                udp6_port: None,
+                tcp6_port: None,
+            }),
+            ..Sandbox::default()
+        };
+        // The sandbox records the supervisor, as the plugin does: the forked resolver serves.
+        sandbox::save(&paths, &lock, &recorded(4242)).unwrap();
+        assert_eq!(served(4242).gone(&mut None), None);
+        // Another supervisor recorded in its place: gone.
+        assert!(served(1)
+            .gone(&mut None)
+            .unwrap()
+            .contains("another resolver"));
+        // A resolver of an earlier release, recorded itself.
+        sandbox::save(&paths, &lock, &recorded(std::process::id() as i32)).unwrap();
+        assert_eq!(served(1).gone(&mut None), None);
+    }
 }

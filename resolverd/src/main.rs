@@ -47,6 +47,11 @@ struct Args {
     udp_fd: i32,
     #[arg(long)]
     tcp_fd: i32,
+    /// Its UDP and TCP sockets on `[::1]`, for the IPv6 nameservers caught (R26), if any.
+    #[arg(long)]
+    udp6_fd: Option<i32>,
+    #[arg(long)]
+    tcp6_fd: Option<i32>,
     /// The user it runs as (`uid:gid`).
     #[arg(long, value_parser = ResolverUser::parse_from_plugin, default_value_t = DEFAULT_RESOLVER_USER)]
     user: ResolverUser,
@@ -135,6 +140,7 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         paths: paths.clone(),
         container_id: args.container_id.clone(),
         netns: sb.netns.clone(),
+        supervisor: std::os::unix::process::parent_id(),
     };
     // SAFETY: the plugin passes sockets it bound on 127.0.0.11 in the container's netns as
     // these fds; we own them from here.
@@ -147,6 +153,19 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
     let ports = (udp.local_addr()?.port(), tcp.local_addr()?.port());
+    // SAFETY: as above, the sockets the plugin bound on [::1], when it could.
+    let v6 = match (args.udp6_fd, args.tcp6_fd) {
+        (Some(u), Some(t)) => unsafe {
+            let (u, t) = (
+                std::net::UdpSocket::from_raw_fd(u),
+                std::net::TcpListener::from_raw_fd(t),
+            );
+            u.set_nonblocking(true)?;
+            t.set_nonblocking(true)?;
+            Some((u, t))
+        },
+        _ => None,
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,11 +202,20 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         let mut int = signal(SignalKind::interrupt())?;
         let handler = Handler::new(st.clone(), fwd);
         let (handler_tcp, st_control) = (handler.clone(), st.clone());
+        let (h6, h6_tcp) = (handler.clone(), handler.clone());
         // Each task serves for as long as the resolver runs: one that ends (a panic) ends the
         // resolver, so CHECK and `embedns status` see it gone, never a half-serving one.
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move { server::serve_udp(udp, handler.clone()).await; "udp" });
         tasks.spawn(async move { server::serve_tcp(tcp, handler_tcp).await; "tcp" });
+        if let Some((udp6, tcp6)) = v6 {
+            let (udp6, tcp6) = (
+                tokio::net::UdpSocket::from_std(udp6)?,
+                tokio::net::TcpListener::from_std(tcp6)?,
+            );
+            tasks.spawn(async move { server::serve_udp(udp6, h6).await; "udp6" });
+            tasks.spawn(async move { server::serve_tcp(tcp6, h6_tcp).await; "tcp6" });
+        }
         tasks.spawn(async move { control::serve(control, st_control).await; "control" });
         tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
         if let Some(mut r) = ready.take() {

@@ -3,7 +3,7 @@
 //! deadlines per connection, so a client that connects and sends nothing (or half a
 //! message) costs one slot for a bounded time and never blocks anyone else.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +44,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
     let sock = Arc::new(sock);
     let mut bufs = vec![0u8; BATCH * SLOT];
-    let mut got: Vec<(usize, SocketAddrV4)> = Vec::with_capacity(BATCH);
-    let mut replies: Vec<(Vec<u8>, SocketAddrV4)> = Vec::with_capacity(BATCH);
+    let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
         got.clear();
         let received = sock
@@ -69,8 +69,8 @@ pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
                     tokio::spawn(async move {
                         let resp = forwarding.reply().await;
                         // The socket takes a reply at once unless its buffer is full.
-                        if sock.try_send_to(&resp, SocketAddr::V4(peer)).is_err() {
-                            let _ = sock.send_to(&resp, SocketAddr::V4(peer)).await;
+                        if sock.try_send_to(&resp, peer).is_err() {
+                            let _ = sock.send_to(&resp, peer).await;
                         }
                     });
                 }
@@ -80,25 +80,34 @@ pub async fn serve_udp(sock: UdpSocket, handler: Handler) {
         let sent = send_batch(sock.as_raw_fd(), &replies).unwrap_or(0);
         // What the socket buffer could not take now is sent when it can.
         for (bytes, peer) in replies.drain(..).skip(sent) {
-            let _ = sock.send_to(&bytes, SocketAddr::V4(peer)).await;
+            let _ = sock.send_to(&bytes, peer).await;
         }
     }
 }
 
 /// One `recvmmsg`: up to BATCH datagrams into their slots, as (length, sender). A datagram
-/// longer than its slot is cut (its tail is not a query we answer anyway).
+/// longer than its slot is cut (its tail is not a query we answer anyway). The socket is on
+/// 127.0.0.11 or, for R26's IPv6 nameservers, on [::1]: each name has room for either.
 fn recv_batch(
     fd: RawFd,
     bufs: &mut [u8],
-    got: &mut Vec<(usize, SocketAddrV4)>,
+    got: &mut Vec<(usize, SocketAddr)>,
 ) -> std::io::Result<()> {
     // SAFETY: all-zero is a valid value for these C structs.
-    let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
+    let mut names: [libc::sockaddr_in6; BATCH] = unsafe { std::mem::zeroed() };
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for i in 0..BATCH {
         let slot = bufs[i * SLOT..].as_mut_ptr();
-        point(&mut hdrs[i], &mut iovs[i], &mut names[i], slot, SLOT);
+        let name_len = std::mem::size_of::<libc::sockaddr_in6>();
+        point(
+            &mut hdrs[i],
+            &mut iovs[i],
+            &mut names[i],
+            name_len,
+            slot,
+            SLOT,
+        );
     }
     // SAFETY: every header points at live buffers of the lengths given; the kernel writes at
     // most that much.
@@ -115,34 +124,78 @@ fn recv_batch(
         return Err(std::io::Error::last_os_error());
     }
     for i in 0..n as usize {
-        if names[i].sin_family != libc::AF_INET as libc::sa_family_t {
+        let Some(peer) = peer_of(&names[i]) else {
             continue;
-        }
-        let peer = SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr)),
-            u16::from_be(names[i].sin_port),
-        );
+        };
         got.push(((hdrs[i].msg_len as usize).min(SLOT), peer));
     }
     Ok(())
 }
 
+/// The address the kernel wrote into `name` (an IPv4 one sits in its first bytes).
+fn peer_of(name: &libc::sockaddr_in6) -> Option<SocketAddr> {
+    match i32::from(name.sin6_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in there, which is smaller.
+            let v4 = unsafe { &*(name as *const libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                u16::from_be(v4.sin_port),
+            )))
+        }
+        libc::AF_INET6 => Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(name.sin6_addr.s6_addr),
+            u16::from_be(name.sin6_port),
+            name.sin6_flowinfo,
+            name.sin6_scope_id,
+        ))),
+        _ => None,
+    }
+}
+
+/// `peer` written into `name`; returns the length of what was written.
+fn write_peer(name: &mut libc::sockaddr_in6, peer: &SocketAddr) -> usize {
+    match peer {
+        SocketAddr::V4(p) => {
+            // SAFETY: a sockaddr_in fits in a sockaddr_in6's room, both zeroed C structs.
+            let v4 = unsafe { &mut *(name as *mut libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
+            v4.sin_family = libc::AF_INET as libc::sa_family_t;
+            v4.sin_port = p.port().to_be();
+            v4.sin_addr.s_addr = u32::from(*p.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(p) => {
+            name.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            name.sin6_port = p.port().to_be();
+            name.sin6_addr.s6_addr = p.ip().octets();
+            name.sin6_flowinfo = p.flowinfo();
+            name.sin6_scope_id = p.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    }
+}
+
 /// One `sendmmsg` of the replies; returns how many the socket took.
-fn send_batch(fd: RawFd, replies: &[(Vec<u8>, SocketAddrV4)]) -> std::io::Result<usize> {
+fn send_batch(fd: RawFd, replies: &[(Vec<u8>, SocketAddr)]) -> std::io::Result<usize> {
     if replies.is_empty() {
         return Ok(0);
     }
     let k = replies.len().min(BATCH);
     // SAFETY: all-zero is a valid value for these C structs.
-    let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
+    let mut names: [libc::sockaddr_in6; BATCH] = unsafe { std::mem::zeroed() };
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for (i, (bytes, peer)) in replies.iter().take(k).enumerate() {
-        names[i].sin_family = libc::AF_INET as libc::sa_family_t;
-        names[i].sin_port = peer.port().to_be();
-        names[i].sin_addr.s_addr = u32::from(*peer.ip()).to_be();
+        let name_len = write_peer(&mut names[i], peer);
         let data = bytes.as_ptr() as *mut u8; // only read by sendmmsg
-        point(&mut hdrs[i], &mut iovs[i], &mut names[i], data, bytes.len());
+        point(
+            &mut hdrs[i],
+            &mut iovs[i],
+            &mut names[i],
+            name_len,
+            data,
+            bytes.len(),
+        );
     }
     // SAFETY: every header points at live buffers of the lengths given; the kernel only reads.
     let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), k as u32, libc::MSG_DONTWAIT) };
@@ -152,11 +205,12 @@ fn send_batch(fd: RawFd, replies: &[(Vec<u8>, SocketAddrV4)]) -> std::io::Result
     Ok(n as usize)
 }
 
-/// Points a message header at one buffer and one IPv4 address.
+/// Points a message header at one buffer and one address of `name_len` bytes.
 fn point(
     hdr: &mut libc::mmsghdr,
     iov: &mut libc::iovec,
-    name: &mut libc::sockaddr_in,
+    name: &mut libc::sockaddr_in6,
+    name_len: usize,
     data: *mut u8,
     len: usize,
 ) {
@@ -164,8 +218,8 @@ fn point(
     iov.iov_len = len;
     hdr.msg_hdr.msg_iov = iov;
     hdr.msg_hdr.msg_iovlen = 1;
-    hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_in).cast();
-    hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_in6).cast();
+    hdr.msg_hdr.msg_namelen = name_len as u32;
 }
 
 /// Failed accepts, logged at most every 2 s.

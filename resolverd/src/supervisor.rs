@@ -487,25 +487,36 @@ impl Supervisor {
     }
 
     /// Takes R26's catch away (`on` false) or puts it back, for the servers and the owner the
-    /// sandbox records now.
+    /// sandbox records now, IPv6 ones included.
     fn set_catch(&mut self, on: bool) {
-        let batch = if on {
-            let Ok(Some(sb)) = sandbox::load(&self.paths, &self.container_id) else {
-                return;
-            };
+        let Ok(Some(sb)) = sandbox::load(&self.paths, &self.container_id) else {
+            return;
+        };
+        // The IPv6 catch, where the plugin installed one, for the resolver's [::1] sockets.
+        let ports6 = sb
+            .resolver
+            .as_ref()
+            .and_then(|r| r.ports6())
+            .filter(|_| sb.catch6);
+        let batches = if on {
             let Some((uid, gid)) = sb.catch_owner else {
                 return;
             };
-            Catch {
+            let catch = Catch {
                 servers: sb.caught(),
                 uid,
                 gid,
-            }
-            .set_batch(self.ports.0, self.ports.1, false)
+            };
+            let v6 = ports6.map(|(u, t)| catch.set_batch6(u, t, false));
+            (catch.set_batch(self.ports.0, self.ports.1, false), v6)
         } else {
-            catch::clear_batch()
+            (catch::clear_batch(), ports6.map(|_| catch::clear_batch()))
         };
-        match crate::iptables::restore(&batch) {
+        let done = crate::iptables::restore(&batches.0, false).and_then(|()| match &batches.1 {
+            Some(v6) => crate::iptables::restore(v6, true),
+            None => Ok(()),
+        });
+        match done {
             Ok(()) => {
                 self.state.catch_cleared = !on;
                 self.save();
