@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # make bench / make bench-quick: builds the release binaries and the bench, then runs it.
-# Peers it measures, installed if missing: dnsperf, aardvark-dns, dnsmasq, dnsname, Docker;
-# etcd for the multi-host phase.
+# Peers it measures, installed if missing: dnsperf, dnsmasq, dnsname (Debian 12's); Docker
+# 28.5 and aardvark-dns 1.17 from Debian's newer suites (test-cni/newer/fetch.sh peers, cached;
+# dockerd runs with Debian 12's runc); etcd for the multi-host phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespaces, iptables)"; exit 1; }
 missing=""
-for p in dnsperf aardvark-dns dnsmasq-base golang-github-containernetworking-plugin-dnsname docker.io etcd-server etcd-client; do
+for p in dnsperf dnsmasq-base golang-github-containernetworking-plugin-dnsname runc busybox-static etcd-server etcd-client; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 fi
+./test-cni/newer/fetch.sh peers
 cargo build --release --locked --bins -p embedns -p embedns-resolverd -p embedns-sync -p embedns-bench
 export EMBEDNS_BIN_DIR="$PWD/target/release" EMBEDNS_CNITOOL="$PWD/test-cni/cnitool/bin/cnitool"
 

@@ -39,6 +39,22 @@ impl LoadResult {
             "p99Us": self.p99_us.round(),
         })
     }
+
+    /// Back from [`LoadResult::json`] (a paced client run as a process of its own).
+    fn from_json(v: &serde_json::Value) -> LoadResult {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        LoadResult {
+            sent: n("sent"),
+            answered: n("answered"),
+            lost: n("lost"),
+            wrong: n("wrong"),
+            qps: f("qps"),
+            mean_us: f("meanUs"),
+            p50_us: f("p50Us"),
+            p99_us: f("p99Us"),
+        }
+    }
 }
 
 const LOST_AFTER: Duration = Duration::from_secs(1);
@@ -168,6 +184,57 @@ pub fn run_paced(
 ) -> LoadResult {
     let name = name.to_string();
     in_netns(netns, move || pace(server, &name, rate, duration))
+}
+
+/// [`run_paced`] as a process of its own (this binary's `paced` mode, [`paced_main`]) that
+/// first enters the cgroups whose `cgroup.procs` files are `cgroups`: a container's client
+/// where a runtime puts the container.
+pub fn run_paced_in(
+    cgroups: &[std::path::PathBuf],
+    netns: &str,
+    server: SocketAddr,
+    name: &str,
+    rate: u32,
+    duration: Duration,
+) -> LoadResult {
+    let exe = std::env::current_exe().expect("the bench's path");
+    let mut script = String::new();
+    for procs in cgroups {
+        script += &format!("echo $$ > {} && ", procs.display());
+    }
+    script += &format!(
+        "exec {} paced {netns} {server} {name} {rate} {}",
+        exe.display(),
+        duration.as_millis()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("running the paced client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "paced client: {e}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    LoadResult::from_json(&v)
+}
+
+/// The `paced` mode's main: `paced NETNS ADDR NAME RATE MILLIS` prints [`run_paced`]'s
+/// figures as JSON.
+pub fn paced_main(args: &[String]) {
+    let [netns, server, name, rate, ms] = args else {
+        panic!("paced NETNS ADDR NAME RATE MILLIS, not {args:?}");
+    };
+    let r = run_paced(
+        Some(netns),
+        server.parse().expect("ADDR"),
+        name,
+        rate.parse().expect("RATE"),
+        Duration::from_millis(ms.parse().expect("MILLIS")),
+    );
+    println!("{}", r.json());
 }
 
 fn pace(server: SocketAddr, name: &str, rate: u32, duration: Duration) -> LoadResult {

@@ -32,6 +32,11 @@ use crate::report::{progress, Goal, Row};
 use crate::settings::Settings;
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "paced") {
+        load::paced_main(&args[1..]);
+        return;
+    }
     let s = Settings::from_env();
     let w = World::new("bench");
     if std::env::var("BENCH_SOAK").is_ok_and(|v| v == "1") {
@@ -117,8 +122,9 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     w.adding(&net, &cli).name("cli").ok();
     procs::must(&format!("ip netns exec {} ip link set lo up", peer.netns));
     let direct = w.resolver_status("cli").udp_port;
-    let peers = peers::start_local(w, &peer, web_ip);
-    let docker = peers::Docker::start(w);
+    let today = peers::Today::find();
+    let peers = peers::start_local(w, &today, &peer, web_ip);
+    let docker = peers::Docker::start(w, &today);
 
     let qfile = w.path("queries");
     std::fs::write(&qfile, "web A\n".repeat(1000)).unwrap();
@@ -133,13 +139,13 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             cli.netns.clone(),
             SocketAddr::new([127, 0, 0, 11].into(), direct),
         ),
-        ("aardvark-dns 1.4", peer.netns.clone(), peers.aardvark),
+        (peers::AARDVARK, peer.netns.clone(), peers.aardvark),
         ("dnsmasq", peer.netns.clone(), peers.dnsmasq),
         ("trivial responder", peer.netns.clone(), peers.trivial),
     ];
     if let Some(d) = &docker {
         targets.push((
-            "Docker 20.10 embedded DNS",
+            peers::DOCKER,
             d.netns_path.clone(),
             "127.0.0.11:53".parse().unwrap(),
         ));
@@ -216,7 +222,7 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         aardvark: peers.aardvark,
         docker: docker.as_ref(),
     };
-    let noisy = noisy::measure(w, &net, &cli, others, &qfile, s);
+    let noisy = noisy::measure(w, &net, others, &qfile, s);
     results.insert("noisyNeighbour".into(), noisy);
     drop(peers);
     drop(docker);
@@ -249,15 +255,15 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
     let direct = q("embedns (direct port)").unwrap_or(0.0);
     let mut rows = vec![
         Row::ratio(
-            "local q/s vs Docker",
+            "local q/s vs Docker 28.5",
             ours,
-            q("Docker 20.10 embedded DNS"),
+            q(peers::DOCKER),
             Goal::AtLeast(2.0),
         ),
         Row::ratio(
-            "local q/s vs aardvark-dns",
+            "local q/s vs aardvark-dns 1.17",
             ours,
-            q("aardvark-dns 1.4"),
+            q(peers::AARDVARK),
             Goal::AtLeast(2.0),
         ),
         Row::ratio("local q/s vs dnsmasq", ours, q("dnsmasq"), Goal::None),
@@ -270,9 +276,9 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         // Like for like: aardvark-dns, dnsmasq and the trivial responder are asked on their
         // own address, without a DNAT; so is embedns's direct port.
         Row::ratio(
-            "direct-port q/s vs aardvark-dns (no DNAT)",
+            "direct-port q/s vs aardvark-dns 1.17 (no DNAT)",
             direct,
-            q("aardvark-dns 1.4"),
+            q(peers::AARDVARK),
             Goal::AtLeast(2.0),
         ),
         Row::ratio(
@@ -283,15 +289,15 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
         ),
         Row::value("local CPU per answered query (µs)", ours_cpu, Goal::None),
         Row::ratio(
-            "local CPU per query vs Docker (lower is better)",
+            "local CPU per query vs Docker 28.5 (lower is better)",
             ours_cpu,
-            cpu("Docker 20.10 embedded DNS"),
+            cpu(peers::DOCKER),
             Goal::AtMost(0.5),
         ),
         Row::ratio(
-            "local CPU per query vs aardvark-dns (lower is better)",
+            "local CPU per query vs aardvark-dns 1.17 (lower is better)",
             ours_cpu,
-            cpu("aardvark-dns 1.4"),
+            cpu(peers::AARDVARK),
             Goal::AtMost(0.5),
         ),
         Row::ratio(
@@ -317,13 +323,13 @@ fn local_names(w: &World, s: &Settings) -> (Vec<Row>, Value) {
             Goal::AtMost(0.0),
         ),
         Row::value(
-            "noisy neighbour: B's p99 flooded / quiet, aardvark-dns",
-            slowdown("aardvark-dns 1.4").unwrap_or(f64::NAN),
+            "noisy neighbour: B's p99 flooded / quiet, aardvark-dns 1.17",
+            slowdown(peers::AARDVARK).unwrap_or(f64::NAN),
             Goal::None,
         ),
         Row::value(
-            "noisy neighbour: B's p99 flooded / quiet, Docker",
-            slowdown("Docker 20.10 embedded DNS").unwrap_or(f64::NAN),
+            "noisy neighbour: B's p99 flooded / quiet, Docker 28.5",
+            slowdown(peers::DOCKER).unwrap_or(f64::NAN),
             Goal::None,
         ),
         Row::value(

@@ -7,7 +7,7 @@
 //! the cgroups. B's p99 and loss, quiet and flooded, are the figures.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -25,95 +25,114 @@ pub struct Peers<'a> {
     pub docker: Option<&'a peers::Docker>,
 }
 
-/// Runs the phase for embedns (`cli` as B, a new container as A on `net`) and `others`;
-/// `qfile` is A's dnsperf input.
-pub fn measure(
-    w: &World,
-    net: &Network,
-    cli: &Container,
-    others: Peers,
-    qfile: &Path,
-    s: &Settings,
-) -> Value {
+/// Runs the phase for embedns (two new containers on `net`, A and B) and `others`; `qfile` is
+/// A's dnsperf input.
+pub fn measure(w: &World, net: &Network, others: Peers, qfile: &Path, s: &Settings) -> Value {
     let Peers {
         peer,
         aardvark,
         docker,
     } = others;
-    // Noisy neighbour: B asks at a steady 500 q/s, quiet and then while A floods at full
-    // rate. embedns: A and B are two containers, each with its own resolver. aardvark-dns
-    // (one per network) and Docker (dockerd for every container) serve both from one process.
-    let noisy = w.container("noisy");
-    // A weight counts against the group's siblings: A's pod sits at the top, beside
-    // /embedns, where B's resolver lives (no cgroupPath: the default parent, 1024), as kubelet's
-    // pods sit side by side under their QoS class.
-    let pod = PodCgroup::new(&format!("/embedns-bench-{}-podA", std::process::id()));
-    w.adding(net, &noisy)
-        .name("noisy")
-        .cap(json!({"cgroupPath": pod.path}))
-        .ok();
-    pod.set_weight(128);
-    let mut neighbours: Vec<(&str, String, String, SocketAddr)> = vec![
-        (
-            "embedns",
-            noisy.netns.clone(),
-            cli.netns.clone(),
-            "127.0.0.11:53".parse().unwrap(),
-        ),
-        (
-            "aardvark-dns 1.4",
-            peer.netns.clone(),
-            peer.netns.clone(),
-            aardvark,
-        ),
+    // Two pods side by side at the top of the hierarchy, as kubelet's sit side by side under
+    // their QoS class: A (a BestEffort-like 128 shares) and B (1024), each with its resolver
+    // (its `cgroupPath`) and its client (a leaf of the pod) inside.
+    let id = std::process::id();
+    let (pod_a, pod_b) = (
+        PodCgroup::new(&format!("/embedns-bench-{id}-podA")),
+        PodCgroup::new(&format!("/embedns-bench-{id}-podB")),
+    );
+    let (a, b) = (w.container("noisy"), w.container("quiet"));
+    for (c, name, pod, weight) in [(&a, "noisy", &pod_a, 128), (&b, "quiet", &pod_b, 1024)] {
+        w.adding(net, c)
+            .name(name)
+            .cap(json!({"cgroupPath": pod.path}))
+            .ok();
+        pod.set_weight(weight);
+    }
+    let dns: SocketAddr = "127.0.0.11:53".parse().unwrap();
+    let mut neighbours = vec![
+        Neighbour {
+            label: "embedns",
+            a_ns: a.netns.clone(),
+            b_ns: b.netns.clone(),
+            addr: dns,
+            cgroups: Some((pod_a.client_procs(), pod_b.client_procs())),
+        },
+        Neighbour {
+            label: peers::AARDVARK,
+            a_ns: peer.netns.clone(),
+            b_ns: peer.netns.clone(),
+            addr: aardvark,
+            cgroups: None,
+        },
     ];
     if let Some(d) = docker {
-        neighbours.push((
-            "Docker 20.10 embedded DNS",
-            d.netns_path.clone(),
-            d.netns_path.clone(),
-            "127.0.0.11:53".parse().unwrap(),
-        ));
+        neighbours.push(Neighbour {
+            label: peers::DOCKER,
+            a_ns: d.netns_path.clone(),
+            b_ns: d.netns_path.clone(),
+            addr: dns,
+            cgroups: None,
+        });
     }
-    let noisy_secs = s.perf_secs.min(5);
     let mut noisy_json = serde_json::Map::new();
-    for (label, a_ns, b_ns, addr) in &neighbours {
-        let rounds = if *label == "embedns" { ROUNDS } else { 1 };
-        let client = (*label == "embedns").then(|| pod.client_procs());
+    for n in &neighbours {
+        noisy_json.insert(n.label.to_string(), n.measure(qfile, s.perf_secs.min(5)));
+    }
+    w.del(net, &a, &[]);
+    w.del(net, &b, &[]);
+    pod_a.remove();
+    pod_b.remove();
+    Value::Object(noisy_json)
+}
+
+/// One server's measure: A floods from `a_ns`, B asks from `b_ns`, both at `addr`; with
+/// `cgroups` (A's and B's clients' `cgroup.procs`), each client in its pod.
+struct Neighbour {
+    label: &'static str,
+    a_ns: String,
+    b_ns: String,
+    addr: SocketAddr,
+    cgroups: Option<(Vec<PathBuf>, Vec<PathBuf>)>,
+}
+
+impl Neighbour {
+    /// Three rounds for embedns, one for a peer: B quiet, then B while A floods; the worst
+    /// round's figures, with every round's.
+    fn measure(&self, qfile: &Path, secs: u64) -> Value {
+        let rounds = if self.cgroups.is_some() { ROUNDS } else { 1 };
+        let (a_procs, b_procs) = self.cgroups.clone().unwrap_or_default();
+        let b_ns = netns_path(&self.b_ns);
+        let span = Duration::from_secs(secs);
         let mut all = Vec::new();
         for round in 1..=rounds {
-            let span = Duration::from_secs(noisy_secs);
-            let quiet = load::run_paced(Some(&netns_path(b_ns)), *addr, "web.", 500, span);
+            let quiet = load::run_paced_in(&b_procs, &b_ns, self.addr, "web.", 500, span);
             let flood = {
-                let (a_ns, addr, qfile) = (a_ns.clone(), *addr, qfile.to_path_buf());
-                let client = client.clone();
+                let (a_ns, addr, qfile) = (self.a_ns.clone(), self.addr, qfile.to_path_buf());
+                let a_procs = a_procs.clone();
                 std::thread::spawn(move || {
-                    procs::dnsperf_in(&a_ns, addr, &qfile, noisy_secs + 1, client.as_deref())
+                    procs::dnsperf_in(&a_ns, addr, &qfile, secs + 1, Some(&a_procs))
                 })
             };
-            let loud = load::run_paced(Some(&netns_path(b_ns)), *addr, "web.", 500, span);
+            let loud = load::run_paced_in(&b_procs, &b_ns, self.addr, "web.", 500, span);
             let a = flood.join().unwrap();
             println!(
-                "  noisy neighbour, {label:<26} round {round}: B quiet p99 {:>6} µs lost {:>3} | A at {:>7.0} q/s: B p99 {:>6} µs lost {:>3}",
-                quiet.p99_us, quiet.lost, a.qps, loud.p99_us, loud.lost
+                "  noisy neighbour, {:<26} round {round}: B quiet p99 {:>6} µs lost {:>3} | A at {:>7.0} q/s: B p99 {:>6} µs lost {:>3}",
+                self.label, quiet.p99_us, quiet.lost, a.qps, loud.p99_us, loud.lost
             );
             all.push(
                 json!({"quiet": quiet.json(), "flooded": loud.json(), "floodQps": a.qps.round()}),
             );
         }
         // The worst round's figures stand for the server (one round for the peers).
-        let worst = all
+        let mut entry = all
             .iter()
             .max_by(|x, y| ratio(x).total_cmp(&ratio(y)))
             .cloned()
             .unwrap_or(Value::Null);
-        let mut entry = worst;
         entry["rounds"] = json!(all);
-        noisy_json.insert(label.to_string(), entry);
+        entry
     }
-    w.del(net, &noisy, &[]);
-    pod.remove();
-    Value::Object(noisy_json)
 }
 
 /// Rounds of the embedns measurement (every one must stay within the goal).

@@ -69,7 +69,7 @@ pub struct LocalPeers {
 }
 
 /// aardvark-dns, dnsmasq and the trivial responder in `peer`, each knowing `web`.
-pub fn start_local(w: &World, peer: &Container, web_ip: IpAddr) -> LocalPeers {
+pub fn start_local(w: &World, today: &Today, peer: &Container, web_ip: IpAddr) -> LocalPeers {
     let dir = w.path("peers");
     std::fs::create_dir_all(dir.join("aardvark")).unwrap();
     // aardvark answers only askers it knows: register the client's 127.0.0.1.
@@ -87,11 +87,12 @@ pub fn start_local(w: &World, peer: &Container, web_ip: IpAddr) -> LocalPeers {
     let trivial_bin = std::env::current_exe()
         .unwrap()
         .with_file_name("trivial-responder");
+    let aardvark_bin = today.aardvark();
     let running = vec![
         spawn_in(
             &peer.netns,
             &[
-                "/usr/lib/podman/aardvark-dns",
+                aardvark_bin.to_str().unwrap(),
                 "-c",
                 &adir,
                 "-p",
@@ -132,35 +133,95 @@ pub fn start_local(w: &World, peer: &Container, web_ip: IpAddr) -> LocalPeers {
     }
 }
 
-/// dockerd 20.10 with private roots, no host iptables and no default bridge; one internal
-/// network with `web` and `cli` (how to run Docker offline beside the bench: bench/README.md).
+/// The peers' labels in rows and results: today's versions, which [`Today::find`] checks.
+pub const AARDVARK: &str = "aardvark-dns 1.17";
+pub const DOCKER: &str = "Docker 28.5 embedded DNS";
+
+/// Today's peers, fetched by `test-cni/newer/fetch.sh peers` (bench.sh runs it) from Debian's
+/// newer suites: Docker 28.5 (run with sid's containerd 2.x as its private containerd and
+/// Debian 12's runc) and aardvark-dns 1.17.
+#[derive(Clone)]
+pub struct Today {
+    /// The newer suites' cache (`peers/` and `root/` inside).
+    dir: PathBuf,
+}
+
+impl Today {
+    /// Finds the fetched peers and checks their versions against the labels.
+    pub fn find() -> Today {
+        let today = Today {
+            dir: test_cni::bins::newer_peers(),
+        };
+        for (bin, want) in [
+            (today.dockerd(), "version 28.5"),
+            (today.aardvark(), "aardvark-dns 1.17"),
+        ] {
+            let out = Command::new(&bin).arg("--version").output();
+            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            let text = text.unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+            assert!(
+                text.contains(want),
+                "{} says {text:?}, not {want}: run test-cni/newer/fetch.sh peers again",
+                bin.display()
+            );
+        }
+        today
+    }
+
+    pub fn aardvark(&self) -> PathBuf {
+        self.dir.join("peers/usr/lib/podman/aardvark-dns")
+    }
+
+    fn dockerd(&self) -> PathBuf {
+        self.dir.join("peers/usr/sbin/dockerd")
+    }
+
+    fn docker(&self) -> PathBuf {
+        self.dir.join("peers/usr/bin/docker")
+    }
+
+    /// PATH for dockerd and its containerd: containerd 2.x and its shim, docker-init, then
+    /// the host's (Debian 12's runc).
+    fn path(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.dir.join("root/usr/bin").display(),
+            self.dir.join("peers/usr/sbin").display(),
+            self.dir.join("peers/usr/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+}
+
+/// dockerd 28 with private roots, its own containerd, no host iptables and no default
+/// bridge; one internal network with `web` and `cli` (bench/README.md says how).
 pub struct Docker {
     dir: PathBuf,
+    /// The docker CLI.
+    cli: PathBuf,
     /// cli's netns, as a path (/proc/PID/ns/net).
     pub netns_path: String,
-    _daemon: Running,
+    _daemons: [Running; 2],
 }
 
 impl Docker {
-    /// Starts dockerd and its two containers; `None` if Docker cannot run here.
-    pub fn start(w: &World) -> Option<Docker> {
-        if Command::new("dockerd").arg("--version").output().is_err() {
-            println!(
-                "  (Docker not measured: dockerd is not installed; apt-get install docker.io)"
-            );
-            return None;
-        }
+    /// Starts containerd, dockerd and its two containers; `None` if Docker cannot run here.
+    pub fn start(w: &World, today: &Today) -> Option<Docker> {
         let dir = w.path("docker");
         std::fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
+        let containerd = Self::containerd(&dir, today)?;
         let sock = format!("unix://{}/docker.sock", dir.display());
-        let daemon = Command::new("dockerd")
+        let daemon = Command::new(today.dockerd())
+            .env("PATH", today.path())
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
             .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("pid"))
+            .arg(format!("--containerd={}", dir.join("ctd.sock").display()))
             .args([
+                "--containerd-namespace=embedns-bench",
                 "-H",
                 &sock,
                 "--bridge=none",
@@ -175,14 +236,15 @@ impl Docker {
             child: Some(daemon),
             pattern: None,
         };
-        let docker = |args: &str| sh(&format!("docker -H {sock} {args} 2>&1"));
+        let cli = today.docker().display().to_string();
+        let docker = |args: &str| sh(&format!("{cli} -H {sock} {args} 2>&1"));
         wait_until(Duration::from_secs(60), "dockerd to start", || {
             docker("info").contains("Server Version").then_some(())
         });
         std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).unwrap();
         let _ = std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin/sh"));
         must(&format!(
-            "tar -C {}/rootfs -c . | docker -H {sock} import - local/busybox",
+            "tar -C {}/rootfs -c . | {cli} -H {sock} import - local/busybox",
             dir.display()
         ));
         docker("network create --internal --subnet 10.231.21.0/24 refnet");
@@ -195,9 +257,40 @@ impl Docker {
             return None;
         }
         Some(Docker {
-            dir,
             netns_path: format!("/proc/{pid}/ns/net"),
-            _daemon: running,
+            _daemons: [running, containerd],
+            cli: today.docker(),
+            dir,
+        })
+    }
+
+    /// containerd 2.x for dockerd alone: its own root, state and socket, the CRI and NRI
+    /// plugins off. Its shims are killed with it (their command lines name `dir`).
+    fn containerd(dir: &std::path::Path, today: &Today) -> Option<Running> {
+        let d = dir.display();
+        let config = format!(
+            "version = 3\nroot = \"{d}/ctd/root\"\nstate = \"{d}/ctd/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.cri.v1.runtime\", \
+             \"io.containerd.cri.v1.images\", \"io.containerd.nri.v1.nri\"]\n\
+             [grpc]\n  address = \"{d}/ctd.sock\"\n[ttrpc]\n  address = \"{d}/ctd.sock.ttrpc\"\n\
+             [debug]\n  address = \"{d}/ctd-debug.sock\"\n"
+        );
+        std::fs::write(dir.join("containerd.toml"), config).ok()?;
+        let child = Command::new(today.dir.join("root/usr/bin/containerd"))
+            .env("PATH", today.path())
+            .arg("--config")
+            .arg(dir.join("containerd.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).ok()?)
+            .spawn()
+            .ok()?;
+        let sock = dir.join("ctd.sock");
+        wait_until(Duration::from_secs(30), "containerd to start", || {
+            sock.exists().then_some(())
+        });
+        Some(Running {
+            child: Some(child),
+            pattern: Some(format!("{d}/ctd")),
         })
     }
 }
@@ -205,13 +298,14 @@ impl Docker {
 impl Drop for Docker {
     fn drop(&mut self) {
         let sock = format!("unix://{}/docker.sock", self.dir.display());
+        let cli = self.cli.display();
         let _ = sh(&format!(
-            "docker -H {sock} rm -f web cli; docker -H {sock} network rm refnet"
+            "{cli} -H {sock} rm -f web cli; {cli} -H {sock} network rm refnet"
         ));
-        // The daemon is killed by `_daemon`; its mounts go with the exec and data roots.
+        // The daemons are killed by `_daemons`; the mounts go with the exec and data roots.
         let _ = sh(&format!(
             "kill $(cat {0}/pid) 2>/dev/null; for i in $(seq 100); do [ -e {0}/pid ] || break; sleep 0.1; done; \
-             umount -R {0}/exec {0}/data 2>/dev/null; true",
+             umount -R {0}/exec {0}/data {0}/ctd 2>/dev/null; true",
             self.dir.display()
         ));
     }
@@ -298,7 +392,7 @@ pub struct Aardvark {
 
 impl Aardvark {
     /// Starts aardvark-dns forwarding to the same upstream; `None` if it cannot run.
-    pub fn start_forwarding(w: &World) -> Option<Aardvark> {
+    pub fn start_forwarding(w: &World, today: &Today) -> Option<Aardvark> {
         let dir = w.path("aardvark-fwd");
         std::fs::create_dir_all(&dir).ok()?;
         std::fs::write(dir.join("fwd"), "127.0.0.2\nc11e 127.0.0.1  cli\n").ok()?;
@@ -306,16 +400,10 @@ impl Aardvark {
         std::fs::create_dir_all(&etc).ok()?;
         std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.53\n").ok()?;
         let d = dir.display().to_string();
+        let bin = today.aardvark();
         let r = spawn_in(
             &w.host,
-            &[
-                "/usr/lib/podman/aardvark-dns",
-                "-c",
-                &d,
-                "-p",
-                "5533",
-                "run",
-            ],
+            &[bin.to_str().unwrap(), "-c", &d, "-p", "5533", "run"],
             Some(format!("aardvark-dns -c {d}")),
         );
         let addr: SocketAddr = "127.0.0.2:5533".parse().unwrap();

@@ -52,7 +52,31 @@ pub fn reference_plugins() -> PathBuf {
 /// cnitool). `EMBEDNS_NEWER`, default `${XDG_CACHE_HOME:-$HOME/.cache}/embedns-newer`; a test
 /// needing them fails when they are missing.
 pub fn newer() -> PathBuf {
-    let dir = std::env::var_os("EMBEDNS_NEWER")
+    let dir = newer_cache();
+    assert!(
+        dir.join("root/.done").is_file() && dir.join("cnitool-libcni13").is_file(),
+        "{} lacks the newer runtimes: run test-cni/newer/fetch.sh (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Today's peers that `test-cni/newer/fetch.sh peers` fetched (`make bench` runs it) beside
+/// the newer runtimes: `peers/` holds Docker 28 and aardvark-dns 1.17, `root/` containerd 2.x.
+pub fn newer_peers() -> PathBuf {
+    let dir = newer_cache();
+    assert!(
+        dir.join("root/.done").is_file() && dir.join("peers/.done").is_file(),
+        "{} lacks today's peers: run test-cni/newer/fetch.sh peers (make bench does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The newer suites' cache: `EMBEDNS_NEWER`, default
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/embedns-newer`.
+fn newer_cache() -> PathBuf {
+    std::env::var_os("EMBEDNS_NEWER")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -61,13 +85,7 @@ pub fn newer() -> PathBuf {
                     PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
                 });
             cache.join("embedns-newer")
-        });
-    assert!(
-        dir.join("root/.done").is_file() && dir.join("cnitool-libcni13").is_file(),
-        "{} lacks the newer runtimes: run test-cni/newer/fetch.sh (make test does)",
-        dir.display()
-    );
-    dir
+        })
 }
 
 /// The binaries of Debian's newer suites ([`newer`]): containerd 2.x, ctr, its shim, etcd 3.5.
