@@ -33,6 +33,8 @@ pub struct Pod {
     pub sandbox: String,
     pub container: String,
     pub ip: String,
+    /// Its IPv6 address, on a dual-stack network.
+    pub ip6: Option<String>,
 }
 
 /// Which containerd a test runs.
@@ -107,13 +109,13 @@ impl Containerd {
     /// the test when not root or when containerd, ctr, runc or podman is missing (`make test`
     /// installs them): a test that cannot run never passes.
     pub fn new(test: &str, version: Version, embedns: impl FnOnce(&Path) -> Value) -> Containerd {
-        Containerd::new_in(test, None, version, embedns)
+        Containerd::new_in(test, None, version, false, embedns)
     }
 
     /// [`Containerd::new`] with the primary's conflist only (`<dir>/net.d/10-cri-net.conflist`:
     /// bridge + portmap), for `embedns chain` to chain into.
     pub fn without_embedns(test: &str, version: Version) -> Containerd {
-        Containerd::new_in(test, None, version, |_| Value::Null)
+        Containerd::new_in(test, None, version, false, |_| Value::Null)
     }
 
     /// [`Containerd::new`] running in the network namespace `netns` (a test's host: the
@@ -124,13 +126,26 @@ impl Containerd {
         version: Version,
         embedns: impl FnOnce(&Path) -> Value,
     ) -> Containerd {
-        Containerd::new_in(test, Some(netns), version, embedns)
+        Containerd::new_in(test, Some(netns), version, false, embedns)
+    }
+
+    /// [`Containerd::in_netns`] with dual-stack pods: besides `10.78.<n>.0/24`, host-local
+    /// gives each an address of `fd00:78:<n>::/64` (the bridge holds `::1`) and a default
+    /// IPv6 route through the bridge.
+    pub fn in_netns_dual_stack(
+        test: &str,
+        netns: &str,
+        version: Version,
+        embedns: impl FnOnce(&Path) -> Value,
+    ) -> Containerd {
+        Containerd::new_in(test, Some(netns), version, true, embedns)
     }
 
     fn new_in(
         test: &str,
         netns: Option<&str>,
         version: Version,
+        dual_stack: bool,
         embedns: impl FnOnce(&Path) -> Value,
     ) -> Containerd {
         crate::host::require_root(test);
@@ -160,14 +175,20 @@ impl Containerd {
             embedns["dataDir"] = json!(data_dir);
             embedns["hostResolvConf"] = json!(dir.join("host-resolv.conf"));
         }
+        let mut ipam = json!({"type": "host-local", "subnet": format!("10.78.{net}.0/24"),
+                              "dataDir": dir.join("ipam")});
+        if dual_stack {
+            ipam = json!({"type": "host-local", "dataDir": dir.join("ipam"),
+                          "ranges": [[{"subnet": format!("10.78.{net}.0/24")}],
+                                     [{"subnet": format!("fd00:78:{net}::/64")}]],
+                          "routes": [{"dst": "::/0"}]});
+        }
         let mut list = json!({
             "cniVersion": "1.0.0",
             "name": "cri-net",
             "plugins": [
                 {"type": "bridge", "bridge": bridge,
-                 "isGateway": true, "ipMasq": false,
-                 "ipam": {"type": "host-local", "subnet": format!("10.78.{net}.0/24"),
-                          "dataDir": dir.join("ipam")}},
+                 "isGateway": true, "ipMasq": false, "ipam": ipam},
                 {"type": "portmap", "capabilities": {"portMappings": true}},
             ],
         });
@@ -428,16 +449,19 @@ impl Containerd {
             }))
             .expect("PodSandboxStatus")
             .into_inner();
-        let ip = status
+        let network = status
             .status
             .and_then(|s| s.network)
-            .map(|n| n.ip)
             .expect("the pod has an address");
+        let ip6 = (network.additional_ips.iter())
+            .map(|a| a.ip.clone())
+            .find(|a| a.contains(':'));
         Pod {
             name: name.to_string(),
             sandbox,
             container,
-            ip,
+            ip: network.ip,
+            ip6,
         }
     }
 

@@ -3,11 +3,14 @@
 //! queries are answered by its resolver through ip6tables, on an IPv6-only network and on a
 //! dual-stack one; a netns with IPv6 disabled gets what it got before. cnitool, real netns,
 //! ip6tables and dig; each "upstream" is a fake server on the bridge in the test's host netns.
+//! Last, a containerd 2.x CRI pod whose dns_config names an IPv6 cluster DNS.
 
 use std::time::Duration;
 
+use k8s_cri::v1::DnsConfig;
 use serde_json::{json, Value};
-use test_cni::{wait_until, Container, World};
+use test_cni::cri::{example_entry, Containerd, Version};
+use test_cni::{line_starting, nslookup_addresses, wait_until, Container, World};
 
 /// A conflist of network `name`: bridge + host-local over `ranges`, then embedns.
 fn conflist(w: &World, name: &str, ranges: Value) -> Value {
@@ -166,4 +169,75 @@ fn r26_a_netns_without_ipv6_gets_what_it_got_before() {
     let (_, report) = w.status();
     let r = report.container("cli").unwrap();
     assert!(r.resolver.status().is_some(), "a healthy resolver: {r:?}");
+}
+
+/// A containerd 2.x CRI pod on a dual-stack network whose dns_config names an IPv6 cluster DNS
+/// (what kubelet sends in an IPv6 single-stack cluster): containerd writes that server into the
+/// pod's resolv.conf after the ADD, and the pod's queries to it reach its resolver (R26 through
+/// ip6tables): a peer pod's name is answered, the rest forwarded to that server from the pod's
+/// netns (R18).
+#[test]
+fn r26_a_cri_pods_ipv6_cluster_dns_is_caught() {
+    let test = "r26_a_cri_pods_ipv6_cluster_dns_is_caught";
+    let w = World::new(test);
+    no_dad(&w, None);
+    let cluster_dns = "fd00:10:96::a";
+    let lo = [
+        "ip",
+        "addr",
+        "add",
+        &format!("{cluster_dns}/128"),
+        "dev",
+        "lo",
+    ];
+    assert!(w.exec_host(&lo).status.success());
+    let v = Version::V2;
+    let ctd = Containerd::in_netns_dual_stack(test, &w.host, v, example_entry(v));
+    let up = w.upstream(
+        &format!("[{cluster_dns}]:53"),
+        "cluster.local",
+        &[("kubernetes.default.svc.cluster.local", "10.96.0.1")],
+    );
+    let dns = DnsConfig {
+        servers: vec![cluster_dns.into()],
+        searches: vec![
+            "default.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+            "cluster.local".into(),
+        ],
+        options: vec!["ndots:5".into()],
+    };
+    let web = ctd.run_pod("web", Some(dns.clone()));
+    let pod = ctd.run_pod("pod", Some(dns));
+    let rc = ctd.exec(&pod, &["cat", "/etc/resolv.conf"]).1;
+    assert_eq!(
+        line_starting(&rc, "nameserver"),
+        format!("nameserver {cluster_dns}"),
+        "{rc}"
+    );
+
+    // A peer through the IPv6 cluster DNS's address: the resolver answers it (R16a after the
+    // cluster DNS's NXDOMAIN for the search-qualified names busybox asks first).
+    let out = wait_until(
+        Duration::from_secs(10),
+        "web through the IPv6 server",
+        || {
+            let out = ctd.exec(&pod, &["nslookup", "web"]).1;
+            nslookup_addresses(&out).contains(&web.ip).then_some(out)
+        },
+    );
+    let web6 = web.ip6.clone().expect("web has an IPv6 address");
+    assert!(nslookup_addresses(&out).contains(&web6), "{out}");
+    // An outside name: forwarded to the cluster DNS, asked from the pod's netns over IPv6.
+    let out = ctd.exec(&pod, &["nslookup", "kubernetes"]).1;
+    assert_eq!(nslookup_addresses(&out), vec!["10.96.0.1"], "{out}");
+    assert_eq!(
+        up.last_source().map(|s| s.ip().to_string()),
+        pod.ip6.clone(),
+        "the cluster DNS is asked from the pod's netns"
+    );
+    ctd.stop_pod(&pod);
+    ctd.remove_pod(&pod);
+    ctd.stop_pod(&web);
+    ctd.remove_pod(&web);
 }
