@@ -287,6 +287,19 @@ mod tests {
     }
 
     #[test]
+    fn r13_truncation_compresses_names_so_30_a_records_fit_as_in_docker_28() {
+        let q = query("web.", RecordType::A, None);
+        let ips: Vec<std::net::IpAddr> = (0..40u8)
+            .map(|i| std::net::IpAddr::from([10, 0, 0, i]))
+            .collect();
+        let bytes = local_reply(&q, &Outcome::Addresses(ips, 600), 512);
+        let r = Message::from_vec(&bytes).unwrap();
+        assert!(bytes.len() <= 512 && r.metadata.truncation);
+        // Docker 28.5: 30 (names compressed); Docker 20.10: 24 (uncompressed).
+        assert_eq!(r.answers.len(), 30);
+    }
+
+    #[test]
     fn r14_edns_version_above_0_gets_badvers_and_two_opt_records_formerr() {
         let nets = [crate::peers::MemoryNetwork::new("n", "c", &[])];
         let view = View { networks: &nets };
