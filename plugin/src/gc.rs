@@ -39,78 +39,122 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
     let paths = StatePaths::new(&conf.data_dir);
-    let mut failures = Vec::new();
-    let mut failed = |what: String, e: anyhow::Error| {
-        tracing::error!("GC: {what}: {e:#}");
-        failures.push(format!("{what}: {e:#}"));
-    };
-
+    let mut failures = Failures::default();
     let net = NetworkStore::new(&paths, &conf.name);
     match net.list() {
         Ok(listed) => {
-            for (key, _) in listed {
-                let Some((cid, ifname)) = key.rsplit_once('@') else {
-                    continue;
-                };
-                if !valid.contains(&(cid.to_string(), ifname.to_string())) {
-                    tracing::info!(container = cid, ifname, "GC: removing a stale attachment");
-                    if let Err(e) = del::detach(&paths, cid, &conf.name, ifname, del::Removal::Now)
-                    {
-                        failed(format!("removing {key}"), e);
-                    }
-                }
+            let keys = listed.into_iter().map(|(key, _)| key);
+            for (cid, ifname) in not_valid(keys, &valid) {
+                tracing::info!(container = cid, ifname, "GC: removing a stale attachment");
+                let removed = del::detach(&paths, &cid, &conf.name, &ifname, del::Removal::Now);
+                failures.note(|| format!("removing {cid}@{ifname}"), removed);
             }
         }
-        Err(e) => failed(format!("listing network {}", conf.name), e.into()),
+        Err(e) => failures.note(|| format!("listing network {}", conf.name), Err(e.into())),
     }
-    if let Err(e) = reconcile(&net) {
-        failed(format!("reconciling the index of {}", conf.name), e);
-    }
-
+    let reconciled = reconcile(&net);
+    failures.note(
+        || format!("reconciling the index of {}", conf.name),
+        reconciled,
+    );
     match sandbox::list(&paths) {
         Ok(ids) => {
             for cid in ids {
-                if let Err(e) = sweep_sandbox(&paths, &conf.name, &valid, &cid) {
-                    failed(format!("sandbox {cid}"), e);
-                }
+                let swept = sweep_sandbox(&paths, &conf.name, &valid, &cid);
+                failures.note(|| format!("sandbox {cid}"), swept);
             }
         }
-        Err(e) => failed("listing sandboxes".into(), e.into()),
+        Err(e) => failures.note(|| "listing sandboxes".into(), Err(e.into())),
     }
     for r in resolver::running(&paths) {
-        if let Err(e) = stop_if_orphan(&paths, &r) {
-            failed(format!("resolver pid {}", r.info.pid), e);
-        }
+        let stopped = stop_if_orphan(&paths, &r);
+        failures.note(|| format!("resolver pid {}", r.info.pid), stopped);
     }
     sweep_cgroups(&paths, conf);
-    // The netns inodes live sandboxes serve: rules there are theirs now (a later ADD into the
-    // same namespace, `podman network connect`), whatever an earlier DEL left.
-    let live: Vec<u64> = (sandbox::list(&paths).unwrap_or_default().iter())
-        .filter_map(|cid| sandbox::load(&paths, cid).ok().flatten())
-        .filter_map(|sb| sb.netns_inode)
-        .collect();
-    for note in sandbox::leftovers(&paths) {
-        let inode = netns::inode(&note.netns);
-        let same = inode.is_some() && note.netns_inode.is_none_or(|i| Some(i) == inode);
-        let retried = if same && !inode.is_some_and(|i| live.contains(&i)) {
-            redirect::remove_now(&note.netns)
-        } else {
-            Ok(()) // the rules went with the namespace, or belong to a live sandbox now
-        };
-        match retried.and_then(|()| Ok(sandbox::clear_leftover(&paths, &note.container_id)?)) {
-            Ok(()) => tracing::info!(netns = %note.netns, "GC: leftover redirect gone"),
-            Err(e) => failed(format!("leftover redirect in {}", note.netns), e),
+    retry_leftovers(&paths, &mut failures);
+    let kept = sync_process::keep_running(conf);
+    failures.note(|| format!("the sync process of {}", conf.name), kept);
+    failures.into_result()
+}
+
+/// GC's failures: each logged as it happens and listed in the error returned at the end.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    /// Notes `result`'s error, if any, as a failure of `what`.
+    fn note(&mut self, what: impl FnOnce() -> String, result: anyhow::Result<()>) {
+        if let Err(e) = result {
+            let what = what();
+            tracing::error!("GC: {what}: {e:#}");
+            self.0.push(format!("{what}: {e:#}"));
         }
     }
 
-    if let Err(e) = sync_process::keep_running(conf) {
-        failed(format!("the sync process of {}", conf.name), e);
+    fn into_result(self) -> anyhow::Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(PluginError::new(GC_INCOMPLETE, self.0.join("; ")).into())
+        }
     }
+}
 
-    if failures.is_empty() {
-        Ok(())
+/// The attachments among the store's `keys` (`<cid>@<ifname>`) that are not in `valid`.
+fn not_valid(
+    keys: impl IntoIterator<Item = String>,
+    valid: &BTreeSet<(String, String)>,
+) -> Vec<(String, String)> {
+    keys.into_iter()
+        .filter_map(|key| {
+            let (cid, ifname) = key.rsplit_once('@')?;
+            Some((cid.to_string(), ifname.to_string()))
+        })
+        .filter(|a| !valid.contains(a))
+        .collect()
+}
+
+/// What becomes of a leftover redirect an earlier DEL noted.
+#[derive(Debug, PartialEq, Eq)]
+enum Leftover {
+    /// Its netns is still the one it was noted in, and no live sandbox serves it: the
+    /// removal is tried again.
+    Retry,
+    /// The rules went with the namespace, or belong to a live sandbox now (a later ADD into
+    /// the same namespace, `podman network connect`): the note goes.
+    Forget,
+}
+
+/// The leftover's fate: `inode`, what its netns path names now (`None`: nothing);
+/// `noted_inode`, the namespace it was noted in (`None`: an earlier version's note);
+/// `live`, the namespaces live sandboxes serve.
+fn leftover(inode: Option<u64>, noted_inode: Option<u64>, live: &[u64]) -> Leftover {
+    let same = inode.is_some() && noted_inode.is_none_or(|i| Some(i) == inode);
+    if same && !inode.is_some_and(|i| live.contains(&i)) {
+        Leftover::Retry
     } else {
-        Err(PluginError::new(GC_INCOMPLETE, failures.join("; ")).into())
+        Leftover::Forget
+    }
+}
+
+/// Leftover redirects of earlier DELs: retried where their netns still exists (and no live
+/// sandbox owns its rules now), forgotten where it is gone.
+fn retry_leftovers(paths: &StatePaths, failures: &mut Failures) {
+    let live: Vec<u64> = (sandbox::list(paths).unwrap_or_default().iter())
+        .filter_map(|cid| sandbox::load(paths, cid).ok().flatten())
+        .filter_map(|sb| sb.netns_inode)
+        .collect();
+    for note in sandbox::leftovers(paths) {
+        let retried = match leftover(netns::inode(&note.netns), note.netns_inode, &live) {
+            Leftover::Retry => redirect::remove_now(&note.netns),
+            Leftover::Forget => Ok(()),
+        };
+        let cleared =
+            retried.and_then(|()| Ok(sandbox::clear_leftover(paths, &note.container_id)?));
+        if cleared.is_ok() {
+            tracing::info!(netns = %note.netns, "GC: leftover redirect gone");
+        }
+        failures.note(|| format!("leftover redirect in {}", note.netns), cleared);
     }
 }
 
@@ -219,4 +263,41 @@ pub fn status(conf: &NetConf) -> anyhow::Result<()> {
             PluginError::new(NOT_AVAILABLE, format!("state directory not writable: {e}"))
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(cid: &str, ifname: &str) -> (String, String) {
+        (cid.to_string(), ifname.to_string())
+    }
+
+    #[test]
+    fn attachments_the_runtime_does_not_list_are_removed_and_others_kept() {
+        let valid = BTreeSet::from([pair("a", "eth0"), pair("b", "eth1")]);
+        let keys = ["a@eth0", "a@eth1", "b@eth1", "c@eth0", "no-at-sign"].map(String::from);
+        assert_eq!(
+            not_valid(keys, &valid),
+            vec![pair("a", "eth1"), pair("c", "eth0")]
+        );
+    }
+
+    #[test]
+    fn a_container_id_may_hold_an_at_sign_the_ifname_may_not() {
+        let valid = BTreeSet::from([pair("x@y", "eth0")]);
+        assert!(not_valid(["x@y@eth0".to_string()], &valid).is_empty());
+    }
+
+    #[test]
+    fn a_leftover_is_retried_only_in_the_namespace_it_was_noted_in_and_that_nobody_serves() {
+        assert_eq!(leftover(Some(7), Some(7), &[]), Leftover::Retry);
+        // An earlier version's note, without the inode: the path is trusted.
+        assert_eq!(leftover(Some(7), None, &[]), Leftover::Retry);
+        // The namespace is gone, or the path names another one now.
+        assert_eq!(leftover(None, Some(7), &[]), Leftover::Forget);
+        assert_eq!(leftover(Some(8), Some(7), &[]), Leftover::Forget);
+        // A live sandbox serves that namespace: its rules are its own now.
+        assert_eq!(leftover(Some(7), Some(7), &[3, 7]), Leftover::Forget);
+    }
 }
