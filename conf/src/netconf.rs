@@ -217,117 +217,19 @@ fn unknown_keys(ignored: Vec<String>) -> Vec<String> {
 impl NetConf {
     /// Parses and validates stdin. Errors are CNI code 6 (not JSON) or 7 (invalid values).
     pub fn parse(stdin: &[u8]) -> Result<NetConf, ConfError> {
-        let mut ignored = Vec::new();
-        let mut de = serde_json::Deserializer::from_slice(stdin);
-        let raw: RawNetConf = serde_ignored::deserialize(&mut de, |path| {
-            ignored.push(path.to_string());
-        })
-        .and_then(|raw| de.end().map(|()| raw))
-        .map_err(|source| {
-            if source.is_data() {
-                ConfError::InvalidConfig(source.to_string())
-            } else {
-                ConfError::Decode {
-                    what: "network configuration",
-                    source,
-                }
-            }
-        })?;
-        let unknown_keys = unknown_keys(ignored);
+        let (mut raw, unknown_keys) = decode(stdin)?;
         names::network(&raw.name)?;
-        let rc = raw.runtime_config.unwrap_or_default();
-        let dns = raw.dns.unwrap_or_default();
-        let dns_capability = rc.dns.unwrap_or_default();
-
-        let mut explicit_upstreams = Vec::new();
-        for s in dns.nameservers.iter().chain(&dns_capability.servers) {
-            let addr = parse_upstream(s)?;
-            if !redirected_in_container(addr) && !explicit_upstreams.contains(&addr) {
-                explicit_upstreams.push(addr);
-            }
-        }
-        explicit_upstreams.truncate(3);
-
-        let mut aliases = Vec::new();
-        for a in &raw.aliases {
-            names::dns_name("alias", a)?;
-            let a = names::normalize(a);
-            if !aliases.contains(&a) {
-                aliases.push(a);
-            }
-        }
-        // The runtime's aliases (`--network-alias`): one DNS cannot carry is skipped with a
-        // warning, never a reason to fail the container's start.
-        for a in capability_aliases(&raw.name, rc.aliases.as_ref())? {
-            if !names::served_name("alias", &a)? {
-                tracing::warn!(alias = %a, "DNS cannot carry this alias: not served");
-                continue;
-            }
-            let a = names::normalize(&a);
-            if !aliases.contains(&a) {
-                aliases.push(a);
-            }
-        }
-        let links = rc
-            .links
-            .unwrap_or_default()
-            .iter()
+        let rc = raw.runtime_config.take().unwrap_or_default();
+        let dns = raw.dns.take().unwrap_or_default();
+        let dns_capability = rc.dns.clone().unwrap_or_default();
+        let explicit_upstreams = explicit_upstreams(&dns, &dns_capability)?;
+        let aliases = aliases(&raw, &rc)?;
+        let links = (rc.links.iter().flatten())
             .map(Link::from_json)
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(d) = &raw.domain_name {
-            names::dns_name("domainName", d)?;
-        }
-        // These become lines of the container's resolv.conf: a newline would inject one.
-        for d in dns
-            .search
-            .iter()
-            .chain(&dns_capability.searches)
-            .chain(&dns.domain)
-        {
-            names::dns_name("search domain", d)?;
-        }
-        for o in dns.options.iter().chain(&dns_capability.options) {
-            names::resolv_option(o)?;
-        }
-        if raw.ttl == Some(0) {
-            return Err(ConfError::InvalidConfig("ttl must be at least 1".into()));
-        }
-        if raw.upstream_timeout_ms == Some(0) || raw.max_inflight == Some(0) {
-            return Err(ConfError::InvalidConfig(
-                "upstreamTimeoutMs and maxInflight must be at least 1".into(),
-            ));
-        }
-        let cache = CacheSettings {
-            size: raw.cache_size.unwrap_or(defaults::CACHE_SIZE),
-            max_ttl: raw.cache_max_ttl.unwrap_or(defaults::CACHE_MAX_TTL),
-            max_negative_ttl: raw
-                .cache_max_negative_ttl
-                .unwrap_or(defaults::CACHE_MAX_NEGATIVE_TTL),
-        };
-        if cache.size > MAX_CACHE_SIZE {
-            return Err(ConfError::InvalidConfig(format!(
-                "cacheSize is at most {MAX_CACHE_SIZE} bytes (64 MiB)"
-            )));
-        }
-        if !(1..=MAX_CACHE_TTL).contains(&cache.max_ttl) || cache.max_negative_ttl > MAX_CACHE_TTL {
-            return Err(ConfError::InvalidConfig(format!(
-                "cacheMaxTtl must be 1 to {MAX_CACHE_TTL} seconds, cacheMaxNegativeTtl 0 to {MAX_CACHE_TTL}"
-            )));
-        }
-        if let Some(t) = &raw.resolv_conf_path {
-            if !t.starts_with('/') {
-                return Err(ConfError::InvalidConfig(format!(
-                    "resolvConfPath {t:?} must be an absolute path"
-                )));
-            }
-        }
-        if let Some(p) = &raw.prev_result {
-            if !p.is_object() {
-                return Err(ConfError::InvalidConfig(
-                    "prevResult must be an object".into(),
-                ));
-            }
-        }
+        check_resolv_conf_lines(&raw, &dns, &dns_capability)?;
+        let cache = check_numbers(&raw)?;
+        check_shapes(&raw)?;
         Ok(NetConf {
             cni_version: raw.cni_version,
             name: raw.name,
@@ -432,6 +334,140 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfError> {
     s.parse::<SocketAddr>().map_err(|_| {
         ConfError::InvalidConfig(format!("nameserver {s:?} is not an IP address or IP:port"))
     })
+}
+
+/// The conf as JSON, and the top-level keys in it that no CNI convention and no key of ours
+/// names (noted, never refused).
+fn decode(stdin: &[u8]) -> Result<(RawNetConf, Vec<String>), ConfError> {
+    let mut ignored = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(stdin);
+    let raw: RawNetConf = serde_ignored::deserialize(&mut de, |path| {
+        ignored.push(path.to_string());
+    })
+    .and_then(|raw| de.end().map(|()| raw))
+    .map_err(|source| {
+        if source.is_data() {
+            ConfError::InvalidConfig(source.to_string())
+        } else {
+            ConfError::Decode {
+                what: "network configuration",
+                source,
+            }
+        }
+    })?;
+    Ok((raw, unknown_keys(ignored)))
+}
+
+/// R17: the conf's `dns.nameservers`, then the capability's servers, each once, none the
+/// redirect takes in the container, at most 3.
+fn explicit_upstreams(
+    dns: &DnsConf,
+    capability: &DnsCapability,
+) -> Result<Vec<SocketAddr>, ConfError> {
+    let mut explicit = Vec::new();
+    for s in dns.nameservers.iter().chain(&capability.servers) {
+        let addr = parse_upstream(s)?;
+        if !redirected_in_container(addr) && !explicit.contains(&addr) {
+            explicit.push(addr);
+        }
+    }
+    explicit.truncate(3);
+    Ok(explicit)
+}
+
+/// R3: the conf's aliases (a bad one fails), then the runtime's (`--network-alias`: one DNS
+/// cannot carry is skipped with a warning, never a reason to fail the container's start),
+/// normalized, each once.
+fn aliases(raw: &RawNetConf, rc: &RawRuntimeConfig) -> Result<Vec<String>, ConfError> {
+    let mut aliases = Vec::new();
+    for a in &raw.aliases {
+        names::dns_name("alias", a)?;
+        let a = names::normalize(a);
+        if !aliases.contains(&a) {
+            aliases.push(a);
+        }
+    }
+    for a in capability_aliases(&raw.name, rc.aliases.as_ref())? {
+        if !names::served_name("alias", &a)? {
+            tracing::warn!(alias = %a, "DNS cannot carry this alias: not served");
+            continue;
+        }
+        let a = names::normalize(&a);
+        if !aliases.contains(&a) {
+            aliases.push(a);
+        }
+    }
+    Ok(aliases)
+}
+
+/// The domain name, search domains and options, which become lines of the container's
+/// resolv.conf: a newline would inject one.
+fn check_resolv_conf_lines(
+    raw: &RawNetConf,
+    dns: &DnsConf,
+    capability: &DnsCapability,
+) -> Result<(), ConfError> {
+    if let Some(d) = &raw.domain_name {
+        names::dns_name("domainName", d)?;
+    }
+    for d in (dns.search.iter())
+        .chain(&capability.searches)
+        .chain(&dns.domain)
+    {
+        names::dns_name("search domain", d)?;
+    }
+    for o in dns.options.iter().chain(&capability.options) {
+        names::resolv_option(o)?;
+    }
+    Ok(())
+}
+
+/// The numbers' bounds: TTL, timeout and in-flight cap at least 1, the cache's size and
+/// TTLs (R34) within theirs; the cache settings, defaults filled in.
+fn check_numbers(raw: &RawNetConf) -> Result<CacheSettings, ConfError> {
+    if raw.ttl == Some(0) {
+        return Err(ConfError::InvalidConfig("ttl must be at least 1".into()));
+    }
+    if raw.upstream_timeout_ms == Some(0) || raw.max_inflight == Some(0) {
+        return Err(ConfError::InvalidConfig(
+            "upstreamTimeoutMs and maxInflight must be at least 1".into(),
+        ));
+    }
+    let cache = CacheSettings {
+        size: raw.cache_size.unwrap_or(defaults::CACHE_SIZE),
+        max_ttl: raw.cache_max_ttl.unwrap_or(defaults::CACHE_MAX_TTL),
+        max_negative_ttl: raw
+            .cache_max_negative_ttl
+            .unwrap_or(defaults::CACHE_MAX_NEGATIVE_TTL),
+    };
+    if cache.size > MAX_CACHE_SIZE {
+        return Err(ConfError::InvalidConfig(format!(
+            "cacheSize is at most {MAX_CACHE_SIZE} bytes (64 MiB)"
+        )));
+    }
+    if !(1..=MAX_CACHE_TTL).contains(&cache.max_ttl) || cache.max_negative_ttl > MAX_CACHE_TTL {
+        return Err(ConfError::InvalidConfig(format!(
+            "cacheMaxTtl must be 1 to {MAX_CACHE_TTL} seconds, cacheMaxNegativeTtl 0 to {MAX_CACHE_TTL}"
+        )));
+    }
+    Ok(cache)
+}
+
+/// `resolvConfPath` absolute, `prevResult` an object.
+fn check_shapes(raw: &RawNetConf) -> Result<(), ConfError> {
+    if let Some(t) = &raw.resolv_conf_path {
+        if !t.starts_with('/') {
+            return Err(ConfError::InvalidConfig(format!(
+                "resolvConfPath {t:?} must be an absolute path"
+            )));
+        }
+    }
+    if raw.prev_result.as_ref().is_some_and(|p| !p.is_object()) {
+        return Err(ConfError::InvalidConfig(
+            "prevResult must be an object".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The `aliases` capability: podman sends `{"<network>": [...]}`, the CNI conventions a list.
