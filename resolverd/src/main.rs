@@ -110,23 +110,7 @@ fn serve(args: &Args, ready: File, previous: Option<supervisor::Previous>) -> Ex
 fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Result<()> {
     let sb = sandbox::load(&paths, &args.container_id)?
         .with_context(|| format!("no sandbox for {}", args.container_id))?;
-    // What the container's networks forward to: whether one takes the host's upstreams, and
-    // the upstream ports, the only ones TCP may connect to.
-    let own: Vec<embedns_conf::record::Record> = (sb.attachments.iter())
-        .filter_map(|a| {
-            let net = embedns_conf::store::NetworkStore::new(&paths, &a.network);
-            net.get(&args.container_id, &a.ifname).ok().flatten()
-        })
-        .collect();
-    let needs_host = own
-        .iter()
-        .any(|r| r.resolver.upstreams.host_resolv_conf.is_some());
-    let mut tcp_ports = vec![53];
-    for addr in own.iter().flat_map(|r| &r.resolver.upstreams.explicit) {
-        if !tcp_ports.contains(&addr.port()) {
-            tcp_ports.push(addr.port());
-        }
-    }
+    let (needs_host, tcp_ports) = upstream_needs(args, &paths, &sb);
     // Host-netns sockets must be made by a thread that never leaves the host netns (R18).
     let host = if needs_host {
         HostSockets::start(args.user, tcp_ports.clone())
@@ -142,80 +126,26 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
         netns: sb.netns.clone(),
         supervisor: std::os::unix::process::parent_id(),
     };
-    // SAFETY: the plugin passes sockets it bound on 127.0.0.11 in the container's netns as
-    // these fds; we own them from here.
-    let (udp, tcp) = unsafe {
-        (
-            std::net::UdpSocket::from_raw_fd(args.udp_fd),
-            std::net::TcpListener::from_raw_fd(args.tcp_fd),
-        )
-    };
-    udp.set_nonblocking(true)?;
-    tcp.set_nonblocking(true)?;
-    let ports = (udp.local_addr()?.port(), tcp.local_addr()?.port());
-    // SAFETY: as above, the sockets the plugin bound on [::1], when it could.
-    let v6 = match (args.udp6_fd, args.tcp6_fd) {
-        (Some(u), Some(t)) => unsafe {
-            let (u, t) = (
-                std::net::UdpSocket::from_raw_fd(u),
-                std::net::TcpListener::from_raw_fd(t),
-            );
-            u.set_nonblocking(true)?;
-            t.set_nonblocking(true)?;
-            Some((u, t))
-        },
-        _ => None,
-    };
-
+    let sockets = Sockets::adopt(args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
         let st = Arc::new(Resolver::new(&args.container_id, paths));
-        let _ = st.ports.set(ports);
+        let _ = st.ports.set(sockets.ports);
         let _ = st.host_netns.set(host.present());
         let nets = st.reload()?;
-        let need = st.upstreams().max_inflight as u64 + 2 * server::MAX_TCP_CONNECTIONS as u64 + 64;
-        match confine::raise_nofile(need) {
-            Ok(limit) if limit < need => tracing::warn!(
-                limit,
-                need,
-                "the open files' hard limit is below what maxInflight needs: past it, \
-                 forwarding fails and TCP clients wait"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("raising the open files' limit: {e:#}"),
-        }
-        let control = control::bind(&st).context("binding the control socket")?;
-        confine::drop_privileges(args.user).context("dropping privileges")?;
-        match confine::restrict_tcp(&tcp_ports) {
-            Ok(true) => {}
-            Ok(false) => tracing::info!("this kernel does not restrict TCP connects (Landlock ABI 4)"),
-            Err(e) => tracing::warn!("restricting TCP connects: {e:#}"),
-        }
-        confine::confine().context("confining the resolver")?;
+        let control = confine_to_serve(args, &st, &tcp_ports)?;
         let fwd = Arc::new(Forwarder::new(st.clone(), host));
-        let udp = tokio::net::UdpSocket::from_std(udp)?;
-        let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let handler = Handler::new(st.clone(), fwd);
-        let (handler_tcp, st_control) = (handler.clone(), st.clone());
-        let (h6, h6_tcp) = (handler.clone(), handler.clone());
-        // Each task serves for as long as the resolver runs: one that ends (a panic) ends the
-        // resolver, so CHECK and `embedns status` see it gone, never a half-serving one.
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(async move { server::serve_udp(udp, handler.clone()).await; "udp" });
-        tasks.spawn(async move { server::serve_tcp(tcp, handler_tcp).await; "tcp" });
-        if let Some((udp6, tcp6)) = v6 {
-            let (udp6, tcp6) = (
-                tokio::net::UdpSocket::from_std(udp6)?,
-                tokio::net::TcpListener::from_std(tcp6)?,
-            );
-            tasks.spawn(async move { server::serve_udp(udp6, h6).await; "udp6" });
-            tasks.spawn(async move { server::serve_tcp(tcp6, h6_tcp).await; "tcp6" });
-        }
+        let ports = sockets.ports;
+        let mut tasks = sockets.serve(handler)?;
+        let signals = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
+        let st_control = st.clone();
         tasks.spawn(async move { control::serve(control, st_control).await; "control" });
         tracing::info!(udp = ports.0, tcp = ports.1, networks = ?nets, netns = %sb.netns, "serving 127.0.0.11");
         if let Some(mut r) = ready.take() {
@@ -226,23 +156,166 @@ fn run(args: &Args, paths: StatePaths, ready: &mut Option<File>) -> anyhow::Resu
             .write_to(&mut r)
             .context("signalling readiness")?;
         }
-        tokio::select! {
-            _ = term.recv() => tracing::info!("stopping"),
-            _ = int.recv() => tracing::info!("stopping"),
-            why = served.until_gone(liveness::period()) => {
-                tracing::warn!("the container is gone ({why}): stopping");
-            }
-            Some(ended) = tasks.join_next() => {
-                let why = match ended {
-                    Ok(task) => format!("the {task} task returned"),
-                    Err(e) => format!("a task failed: {e}"),
-                };
-                tracing::error!("{why}: stopping");
-                anyhow::bail!("{why}");
-            }
-        }
-        Ok(())
+        until_stopped(signals, served, tasks).await
     })
+}
+
+/// What the container's networks forward to: whether one takes the host's upstreams, and
+/// the upstream ports, the only ones TCP may connect to.
+fn upstream_needs(args: &Args, paths: &StatePaths, sb: &sandbox::Sandbox) -> (bool, Vec<u16>) {
+    let own: Vec<embedns_conf::record::Record> = (sb.attachments.iter())
+        .filter_map(|a| {
+            let net = embedns_conf::store::NetworkStore::new(paths, &a.network);
+            net.get(&args.container_id, &a.ifname).ok().flatten()
+        })
+        .collect();
+    let needs_host = own
+        .iter()
+        .any(|r| r.resolver.upstreams.host_resolv_conf.is_some());
+    let mut tcp_ports = vec![53];
+    for addr in own.iter().flat_map(|r| &r.resolver.upstreams.explicit) {
+        if !tcp_ports.contains(&addr.port()) {
+            tcp_ports.push(addr.port());
+        }
+    }
+    (needs_host, tcp_ports)
+}
+
+/// The listening sockets the plugin bound in the container's netns and passed as fds.
+struct Sockets {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    /// On [::1], for the IPv6 nameservers caught (R26), when the plugin could bind them.
+    v6: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+    /// The UDP and TCP ports on 127.0.0.11.
+    ports: (u16, u16),
+}
+
+impl Sockets {
+    /// Takes the fds of the command line, non-blocking.
+    fn adopt(args: &Args) -> anyhow::Result<Sockets> {
+        // SAFETY: the plugin passes sockets it bound on 127.0.0.11 in the container's netns
+        // as these fds; we own them from here.
+        let (udp, tcp) = unsafe {
+            (
+                std::net::UdpSocket::from_raw_fd(args.udp_fd),
+                std::net::TcpListener::from_raw_fd(args.tcp_fd),
+            )
+        };
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        let ports = (udp.local_addr()?.port(), tcp.local_addr()?.port());
+        // SAFETY: as above, the sockets the plugin bound on [::1], when it could.
+        let v6 = match (args.udp6_fd, args.tcp6_fd) {
+            (Some(u), Some(t)) => unsafe {
+                let (u, t) = (
+                    std::net::UdpSocket::from_raw_fd(u),
+                    std::net::TcpListener::from_raw_fd(t),
+                );
+                u.set_nonblocking(true)?;
+                t.set_nonblocking(true)?;
+                Some((u, t))
+            },
+            _ => None,
+        };
+        Ok(Sockets {
+            udp,
+            tcp,
+            v6,
+            ports,
+        })
+    }
+
+    /// A task per socket, each serving for as long as the resolver runs: one that ends (a
+    /// panic) ends the resolver, so CHECK and `embedns status` see it gone, never a
+    /// half-serving one.
+    fn serve(self, handler: Handler) -> anyhow::Result<tokio::task::JoinSet<&'static str>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (udp, tcp) = (
+            tokio::net::UdpSocket::from_std(self.udp)?,
+            tokio::net::TcpListener::from_std(self.tcp)?,
+        );
+        let h = handler.clone();
+        tasks.spawn(async move {
+            server::serve_udp(udp, h).await;
+            "udp"
+        });
+        let h = handler.clone();
+        tasks.spawn(async move {
+            server::serve_tcp(tcp, h).await;
+            "tcp"
+        });
+        if let Some((udp6, tcp6)) = self.v6 {
+            let (udp6, tcp6) = (
+                tokio::net::UdpSocket::from_std(udp6)?,
+                tokio::net::TcpListener::from_std(tcp6)?,
+            );
+            let h = handler.clone();
+            tasks.spawn(async move {
+                server::serve_udp(udp6, h).await;
+                "udp6"
+            });
+            tasks.spawn(async move {
+                server::serve_tcp(tcp6, handler).await;
+                "tcp6"
+            });
+        }
+        Ok(tasks)
+    }
+}
+
+/// What a resolver does to itself before it serves: the open files it may need, its control
+/// socket bound while it still can, then its privileges dropped, TCP connects restricted to
+/// `tcp_ports` and the seccomp filter on. Returns the control socket.
+fn confine_to_serve(
+    args: &Args,
+    st: &Arc<Resolver>,
+    tcp_ports: &[u16],
+) -> anyhow::Result<tokio::net::UnixListener> {
+    let need = st.upstreams().max_inflight as u64 + 2 * server::MAX_TCP_CONNECTIONS as u64 + 64;
+    match confine::raise_nofile(need) {
+        Ok(limit) if limit < need => tracing::warn!(
+            limit,
+            need,
+            "the open files' hard limit is below what maxInflight needs: past it, \
+             forwarding fails and TCP clients wait"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("raising the open files' limit: {e:#}"),
+    }
+    let control = control::bind(st).context("binding the control socket")?;
+    confine::drop_privileges(args.user).context("dropping privileges")?;
+    match confine::restrict_tcp(tcp_ports) {
+        Ok(true) => {}
+        Ok(false) => tracing::info!("this kernel does not restrict TCP connects (Landlock ABI 4)"),
+        Err(e) => tracing::warn!("restricting TCP connects: {e:#}"),
+    }
+    confine::confine().context("confining the resolver")?;
+    Ok(control)
+}
+
+/// Serves until SIGTERM or SIGINT, the container going away, or a task ending (an error).
+async fn until_stopped(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    served: Served,
+    mut tasks: tokio::task::JoinSet<&'static str>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = term.recv() => tracing::info!("stopping"),
+        _ = int.recv() => tracing::info!("stopping"),
+        why = served.until_gone(liveness::period()) => {
+            tracing::warn!("the container is gone ({why}): stopping");
+        }
+        Some(ended) = tasks.join_next() => {
+            let why = match ended {
+                Ok(task) => format!("the {task} task returned"),
+                Err(e) => format!("a task failed: {e}"),
+            };
+            tracing::error!("{why}: stopping");
+            anyhow::bail!("{why}");
+        }
+    }
+    Ok(())
 }
 
 /// `embedns-resolverd --confinement-check USER PATH`: confines itself exactly as a serving
