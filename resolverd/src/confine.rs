@@ -130,79 +130,76 @@ fn in_initial_user_namespace() -> bool {
         .unwrap_or(true)
 }
 
-/// The system calls a serving resolver makes (x86_64 and aarch64 names via libc).
+/// The system calls a serving resolver makes with any arguments (x86_64 and aarch64 names
+/// via libc; x86_64's `epoll_wait` is added in [`allowed`]).
+const ANY_ARGUMENTS: &[i64] = &[
+    // Sockets served and upstream exchanges.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_accept4,
+    libc::SYS_shutdown,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_close,
+    // The runtime.
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_futex,
+    libc::SYS_sched_yield,
+    libc::SYS_nanosleep,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_clock_gettime,
+    libc::SYS_gettimeofday,
+    libc::SYS_getrandom,
+    libc::SYS_restart_syscall,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_rseq,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // Memory.
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_mprotect,
+    libc::SYS_brk,
+    // Reading the store and the host's resolv.conf; rotating its own log (both files
+    // already open: emptied, then their names swapped).
+    libc::SYS_newfstatat,
+    libc::SYS_ftruncate,
+    libc::SYS_fstat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_getdents64,
+];
+
+/// The system calls a serving resolver makes: [`ANY_ARGUMENTS`], and a few more only with
+/// the arguments it uses.
 fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
-    let any = Vec::new;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for nr in [
-        // Sockets served and upstream exchanges.
-        libc::SYS_read,
-        libc::SYS_write,
-        libc::SYS_readv,
-        libc::SYS_writev,
-        libc::SYS_recvfrom,
-        libc::SYS_sendto,
-        libc::SYS_recvmsg,
-        libc::SYS_sendmsg,
-        libc::SYS_recvmmsg,
-        libc::SYS_sendmmsg,
-        libc::SYS_connect,
-        libc::SYS_bind,
-        libc::SYS_accept4,
-        libc::SYS_shutdown,
-        libc::SYS_getsockname,
-        libc::SYS_getpeername,
-        libc::SYS_setsockopt,
-        libc::SYS_getsockopt,
-        libc::SYS_close,
-        // The runtime.
-        libc::SYS_epoll_pwait,
-        libc::SYS_epoll_ctl,
-        libc::SYS_futex,
-        libc::SYS_sched_yield,
-        libc::SYS_nanosleep,
-        libc::SYS_clock_nanosleep,
-        libc::SYS_clock_gettime,
-        libc::SYS_gettimeofday,
-        libc::SYS_getrandom,
-        libc::SYS_restart_syscall,
-        libc::SYS_rt_sigaction,
-        libc::SYS_rt_sigprocmask,
-        libc::SYS_rt_sigreturn,
-        libc::SYS_sigaltstack,
-        libc::SYS_rseq,
-        libc::SYS_getpid,
-        libc::SYS_gettid,
-        libc::SYS_exit,
-        libc::SYS_exit_group,
-        // Memory.
-        libc::SYS_mmap,
-        libc::SYS_munmap,
-        libc::SYS_mremap,
-        libc::SYS_madvise,
-        libc::SYS_mprotect,
-        libc::SYS_brk,
-        // Reading the store and the host's resolv.conf; rotating its own log (both files
-        // already open: emptied, then their names swapped).
-        libc::SYS_newfstatat,
-        libc::SYS_ftruncate,
-        libc::SYS_fstat,
-        libc::SYS_statx,
-        libc::SYS_lseek,
-        libc::SYS_getdents64,
-    ] {
-        rules.insert(nr, any());
-    }
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ANY_ARGUMENTS.iter().map(|&nr| (nr, Vec::new())).collect();
     #[cfg(target_arch = "x86_64")]
-    rules.insert(libc::SYS_epoll_wait, any());
+    rules.insert(libc::SYS_epoll_wait, Vec::new());
     // Only IP sockets (upstreams), non-blocking or not: no raw, packet or netlink ones.
-    rules.insert(
-        libc::SYS_socket,
-        [libc::AF_INET, libc::AF_INET6]
-            .into_iter()
-            .map(|af| SeccompRule::new(vec![Cond::new(0, Len::Dword, Op::Eq, af as u64)?]))
-            .collect::<Result<_, _>>()?,
-    );
+    let families = [libc::AF_INET, libc::AF_INET6].map(|af| af as u64);
+    rules.insert(libc::SYS_socket, argument_is(0, families)?);
     // open only to read: nothing can be created, written or truncated by name.
     let writing = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
     rules.insert(
@@ -215,50 +212,44 @@ fn allowed() -> anyhow::Result<BTreeMap<i64, Vec<SeccompRule>>> {
         )?])?],
     );
     // ioctl only to set or read a socket's non-blocking mode and pending bytes.
-    rules.insert(
-        libc::SYS_ioctl,
-        [libc::FIONBIO, libc::FIONREAD, libc::FIOCLEX]
-            .into_iter()
-            .map(|req| SeccompRule::new(vec![Cond::new(1, Len::Dword, Op::Eq, req)?]))
-            .collect::<Result<_, _>>()?,
-    );
+    let requests = [libc::FIONBIO, libc::FIONREAD, libc::FIOCLEX];
+    rules.insert(libc::SYS_ioctl, argument_is(1, requests)?);
     // Rotating the log swaps the two files' names (RENAME_EXCHANGE): no rename that replaces
     // a file, nor one with other flags (RENAME_WHITEOUT needs privileges anyway).
-    rules.insert(
-        libc::SYS_renameat2,
-        vec![SeccompRule::new(vec![Cond::new(
-            4,
-            Len::Dword,
-            Op::Eq,
-            libc::RENAME_EXCHANGE as u64,
-        )?])?],
-    );
+    let exchange = [libc::RENAME_EXCHANGE as u64];
+    rules.insert(libc::SYS_renameat2, argument_is(4, exchange)?);
     // fcntl for descriptor and status flags (non-blocking, close-on-exec) and duplicates; not
     // F_SETOWN/F_SETSIG (signals to another process of the same identity), locks or leases.
-    rules.insert(
-        libc::SYS_fcntl,
-        [
-            libc::F_GETFD,
-            libc::F_SETFD,
-            libc::F_GETFL,
-            libc::F_SETFL,
-            libc::F_DUPFD_CLOEXEC,
-        ]
-        .into_iter()
-        .map(|cmd| SeccompRule::new(vec![Cond::new(1, Len::Dword, Op::Eq, cmd as u64)?]))
-        .collect::<Result<_, _>>()?,
-    );
+    let commands = [
+        libc::F_GETFD,
+        libc::F_SETFD,
+        libc::F_GETFL,
+        libc::F_SETFL,
+        libc::F_DUPFD_CLOEXEC,
+    ];
+    rules.insert(libc::SYS_fcntl, argument_is(1, commands.map(|c| c as u64))?);
     // A signal only to this process's own threads (abort on a panic).
-    rules.insert(
-        libc::SYS_tgkill,
-        vec![SeccompRule::new(vec![Cond::new(
-            0,
-            Len::Dword,
-            Op::Eq,
-            std::process::id() as u64,
-        )?])?],
-    );
+    let own = [std::process::id() as u64];
+    rules.insert(libc::SYS_tgkill, argument_is(0, own)?);
     Ok(rules)
+}
+
+/// Rules that allow a call whose argument `index` (its low 32 bits) is one of `values`.
+fn argument_is(
+    index: u8,
+    values: impl IntoIterator<Item = u64>,
+) -> anyhow::Result<Vec<SeccompRule>> {
+    values
+        .into_iter()
+        .map(|v| {
+            Ok(SeccompRule::new(vec![Cond::new(
+                index,
+                Len::Dword,
+                Op::Eq,
+                v,
+            )?])?)
+        })
+        .collect()
 }
 
 /// System calls the filter refused since the resolver started.
