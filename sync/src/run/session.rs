@@ -20,30 +20,19 @@ use crate::mirror::{split_key, Listing, Put};
 impl Sync {
     /// A session on `etcd`, connected to `endpoint`; `in_step` is set once it is in step
     /// (the backoff starts over after such a session).
-    pub(super) async fn session(
+    pub(super) async fn session<E: Etcd>(
         &mut self,
-        etcd: &mut impl Etcd,
+        etcd: &mut E,
         endpoint: &str,
         local: &mut LocalWatch,
         in_step: &mut bool,
     ) -> anyhow::Result<End> {
-        // The last session's lease, if it is still alive (an endpoint switch): kept, and with
-        // it this host's keys as they are.
-        // A member that cannot tell (no leader yet) ends the session with it kept for the next.
-        let resume = match self.resume {
-            Some(r) if etcd.lease_alive(r.lease).await? => Some(r),
-            _ => None,
-        };
-        let lease = match resume {
-            Some(r) => r.lease,
-            None => etcd.grant(self.conf.ttl).await?,
-        };
-        self.status.lease = lease;
-        let (mut renew, mut renewals) = etcd.keep_alive(lease).await?;
+        let (lease, resumed) = self.lease(etcd).await?;
+        let (mut renew, renewals) = etcd.keep_alive(lease).await?;
         // From here on a failed session leaves its lease to the next, to resume with.
         self.resume = Some(Resume {
             lease,
-            revision: resume.and_then(|r| r.revision),
+            revision: resumed,
         });
         let claim = Claim {
             key: self.keys().claim(self.conf.host()),
@@ -53,24 +42,59 @@ impl Sync {
         };
         claim.take(etcd, lease, &mut self.status).await?;
         let prefix = self.keys().network();
-        let revision = match resume.and_then(|r| r.revision) {
+        let revision = match resumed {
             Some(revision) => revision,
             None => match self.relist(etcd, &mut renew, &prefix).await? {
                 Some(revision) => revision,
                 None => return self.leave(etcd, lease).await,
             },
         };
+        let watch = self
+            .in_step(etcd, lease, &prefix, revision, endpoint)
+            .await?;
+        *in_step = true;
+        let lease_streams = (renew, renewals);
+        self.serve(etcd, lease, &prefix, lease_streams, watch, local)
+            .await
+    }
+
+    /// The session's lease: the last session's, if it is still alive (an endpoint switch:
+    /// kept, and with it this host's keys as they are, and the revision to resume the watch
+    /// from), else a new one. A member that cannot tell (no leader yet) ends the session with
+    /// it kept for the next.
+    async fn lease(&mut self, etcd: &mut impl Etcd) -> anyhow::Result<(i64, Option<i64>)> {
+        let resume = match self.resume {
+            Some(r) if etcd.lease_alive(r.lease).await? => Some(r),
+            _ => None,
+        };
+        let lease = match resume {
+            Some(r) => r.lease,
+            None => etcd.grant(self.conf.ttl).await?,
+        };
+        self.status.lease = lease;
+        Ok((lease, resume.and_then(|r| r.revision)))
+    }
+
+    /// In step at `revision`: every local record published, the watch started after it, the
+    /// status and the ready signal written.
+    async fn in_step<E: Etcd>(
+        &mut self,
+        etcd: &mut E,
+        lease: i64,
+        prefix: &str,
+        revision: i64,
+        endpoint: &str,
+    ) -> anyhow::Result<E::Watch> {
         self.set_seen(revision);
         let every = self.every_key()?;
         self.publish(etcd, lease, &every).await?;
-        let mut watch = etcd.watch(&prefix, revision + 1).await?;
+        let watch = etcd.watch(prefix, revision + 1).await?;
         self.status.endpoint = Some(endpoint.to_string());
         self.status.revision = revision;
         self.status.last_error = None;
         self.status.claim_refused = None;
         self.heard();
         self.write_status();
-        *in_step = true;
         self.tell_ready(Ready::InStep);
         tracing::info!(
             endpoint,
@@ -80,7 +104,20 @@ impl Sync {
             remote = self.remote.held.len(),
             "in step with etcd"
         );
+        Ok(watch)
+    }
 
+    /// The session's loop: renews the lease, applies the watch's messages and publishes local
+    /// changes until the network's last local container leaves (or an error ends it).
+    async fn serve<E: Etcd>(
+        &mut self,
+        etcd: &mut E,
+        lease: i64,
+        prefix: &str,
+        (mut renew, mut renewals): (E::Renew, E::Renewals),
+        mut watch: E::Watch,
+        local: &mut LocalWatch,
+    ) -> anyhow::Result<End> {
         let period = Duration::from_millis(self.conf.ttl * 1000 / 3);
         let mut tick = tokio::time::interval(period);
         let mut renewed_at = tokio::time::Instant::now();
@@ -112,28 +149,46 @@ impl Sync {
                         self.set_seen_lost();
                     }
                     let Some(batch) = message? else { bail!("the watch ended") };
-                    if self.watched(etcd, lease, &prefix, batch).await? {
+                    if self.watched(etcd, lease, prefix, batch).await? {
                         return self.leave(etcd, lease).await;
                     }
                 }
                 changed = local.changed() => {
-                    let changed = changed?;
-                    if changed.gone || self.store.is_empty()? {
+                    if self.local_change(etcd, lease, changed?).await? {
                         return self.leave(etcd, lease).await;
                     }
-                    if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
-                        // What this host published under the old config goes with its lease.
-                        let _ = etcd.revoke(lease).await;
-                        self.resume = None;
-                        self.adopt(new);
-                        bail!("the etcd config changed; starting over with the new one");
-                    }
-                    let keys = if changed.rescan { self.every_key()? } else { changed.keys };
-                    self.publish(etcd, lease, &keys).await?;
-                    self.write_status();
                 }
             }
         }
+    }
+
+    /// A change of the local store: published, unless it is the network's last local
+    /// container leaving (`true`: the session leaves) or a new etcd config (which ends the
+    /// session, to start over with it).
+    async fn local_change(
+        &mut self,
+        etcd: &mut impl Etcd,
+        lease: i64,
+        changed: crate::local::Changed,
+    ) -> anyhow::Result<bool> {
+        if changed.gone || self.store.is_empty()? {
+            return Ok(true);
+        }
+        if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
+            // What this host published under the old config goes with its lease.
+            let _ = etcd.revoke(lease).await;
+            self.resume = None;
+            self.adopt(new);
+            bail!("the etcd config changed; starting over with the new one");
+        }
+        let keys = if changed.rescan {
+            self.every_key()?
+        } else {
+            changed.keys
+        };
+        self.publish(etcd, lease, &keys).await?;
+        self.write_status();
+        Ok(false)
     }
 
     /// Applies one message of the watch: the other hosts' records and claims, this host's
