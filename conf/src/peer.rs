@@ -16,7 +16,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{attachment_key, Record, Upstreams};
+use crate::keys::AttachmentId;
+use crate::record::{Record, Upstreams};
 
 /// The version this build writes.
 pub const VERSION: u32 = 1;
@@ -74,7 +75,12 @@ impl PeerRecord {
 
     /// The store's key of the attachment: `CID@IFNAME`.
     pub fn key(&self) -> String {
-        attachment_key(&self.container_id, &self.ifname)
+        self.attachment().to_string()
+    }
+
+    /// The attachment this record is of.
+    pub fn attachment(&self) -> AttachmentId {
+        AttachmentId::new(&self.container_id, &self.ifname)
     }
 
     /// The record the store keeps of it: what peers answer from, and nothing of the

@@ -1,5 +1,6 @@
 //! One attachment of a container to a network, as the plugin stores it and resolvers read it.
 
+use crate::keys::AttachmentId;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -196,7 +197,12 @@ impl Record {
 
     /// The store's key of an attachment: unique per (container, interface) on a network.
     pub fn key(&self) -> String {
-        attachment_key(&self.container_id, &self.ifname)
+        self.attachment().to_string()
+    }
+
+    /// The attachment this record is of.
+    pub fn attachment(&self) -> AttachmentId {
+        AttachmentId::new(&self.container_id, &self.ifname)
     }
 }
 
@@ -204,11 +210,6 @@ impl Record {
 /// the index holds can contain, so a scoped name never meets a plain one.
 pub fn scoped_name(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
-}
-
-/// `CID@IFNAME`: both are validated to contain no `@` or `/`.
-pub fn attachment_key(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}@{ifname}")
 }
 
 #[cfg(test)]

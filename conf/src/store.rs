@@ -19,9 +19,9 @@ use crate::fsutil::{
     write_atomic,
 };
 use crate::index::{self, IndexWriter};
-use crate::keys::store_key;
+use crate::keys::{AttachmentId, RemoteKey};
 use crate::paths::{StatePaths, RECORD_SUFFIX};
-use crate::record::{attachment_key, Record};
+use crate::record::Record;
 use crate::user::ResolverUser;
 use crate::ConfError;
 
@@ -34,8 +34,18 @@ const REMOTE_DIR: &str = ".remote";
 pub enum RemoteChange {
     /// Host `host` has (or now has) the attachment `record`.
     Put { host: String, record: Box<Record> },
-    /// Host `host` no longer has the attachment `key`.
-    Remove { host: String, key: String },
+    /// The host no longer has the attachment.
+    Remove(RemoteKey),
+}
+
+impl RemoteChange {
+    /// The other host's attachment the change is of.
+    pub fn key(&self) -> RemoteKey {
+        match self {
+            RemoteChange::Put { host, record } => RemoteKey::new(host, record.attachment()),
+            RemoteChange::Remove(key) => key.clone(),
+        }
+    }
 }
 
 /// The note of a network conf's unknown keys, beside its records (not one: a dot file).
@@ -151,7 +161,7 @@ impl NetworkStore {
 
     /// Reads one record; `Ok(None)` when there is none.
     pub fn get(&self, container_id: &str, ifname: &str) -> Result<Option<Record>, ConfError> {
-        read_record(&self.record_path(&attachment_key(container_id, ifname)))
+        read_record(&self.record_path(&AttachmentId::new(container_id, ifname).to_string()))
     }
 
     /// Removes a record and its name claim; returns what was there.
@@ -161,7 +171,7 @@ impl NetworkStore {
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<Record>, ConfError> {
-        let key = attachment_key(container_id, ifname);
+        let key = AttachmentId::new(container_id, ifname).to_string();
         let path = self.record_path(&key);
         // A corrupt record is still removed: DEL must leave nothing behind.
         let old = read_record(&path).unwrap_or(None);
@@ -196,7 +206,7 @@ impl NetworkStore {
 
     /// Every record file of this host's attachments: its key and what parsing it gave.
     pub fn list(&self) -> Result<Vec<Listed>, ConfError> {
-        list_dir(&self.dir, |key| key.to_string())
+        list_dir(&self.dir, |key| Some(key.to_string()))
     }
 
     /// This host's records and the other hosts' (keys `<host>/<key>`): what the index holds.
@@ -211,7 +221,8 @@ impl NetworkStore {
         let mut out = Vec::new();
         let remote = self.dir.join(REMOTE_DIR);
         for host in subdirectory_names(&remote)? {
-            out.extend(list_dir(&remote.join(&host), |key| store_key(&host, key))?);
+            let key_of = |key: &str| Some(RemoteKey::new(&host, key.parse().ok()?).to_string());
+            out.extend(list_dir(&remote.join(&host), key_of)?);
         }
         Ok(out)
     }
@@ -228,7 +239,7 @@ impl NetworkStore {
         &self,
         lock: &NetworkLock,
         changes: &[RemoteChange],
-    ) -> Result<Vec<(String, String)>, ConfError> {
+    ) -> Result<Vec<RemoteKey>, ConfError> {
         let mut failed = Vec::new();
         if changes.is_empty() {
             return Ok(failed);
@@ -237,10 +248,8 @@ impl NetworkStore {
         let source = self.locked(lock);
         let mut index = Some(IndexWriter::open(&source)?);
         for change in changes {
-            let (host, key) = match change {
-                RemoteChange::Put { host, record } => (host, record.key()),
-                RemoteChange::Remove { host, key } => (host, key.clone()),
-            };
+            let remote_key = change.key();
+            let (host, key) = (&remote_key.host, remote_key.attachment.to_string());
             if let Err(e) = crate::names::host(host) {
                 tracing::warn!(key, "another host's change skipped: {e}");
                 continue;
@@ -258,7 +267,7 @@ impl NetworkStore {
                         create_private_dir(&dir).and_then(|()| write_atomic(&file, &body));
                     match written {
                         Err(e) => Err((e, Some(writer))),
-                        Ok(()) => match writer.insert_keyed(store_key(host, &key), record) {
+                        Ok(()) => match writer.insert_keyed(remote_key.to_string(), record) {
                             Ok(w) => Ok(w),
                             Err(e @ ConfError::InvalidConfig(_)) => {
                                 tracing::warn!(host, key, "another host's record left out: {e}");
@@ -269,7 +278,7 @@ impl NetworkStore {
                         },
                     }
                 }
-                RemoteChange::Remove { .. } => match writer.remove(&store_key(host, &key)) {
+                RemoteChange::Remove(_) => match writer.remove(&remote_key.to_string()) {
                     Ok(w) => {
                         let removed = remove_if_exists(&file);
                         let _ = fs::remove_dir(&dir); // only once the host has no record left
@@ -282,7 +291,7 @@ impl NetworkStore {
                 Ok(w) => Some(w),
                 Err((e, writer)) => {
                     tracing::warn!(host, key, "another host's change not applied: {e}");
-                    failed.push((host.clone(), key));
+                    failed.push(remote_key.clone());
                     writer
                 }
             };
@@ -292,7 +301,8 @@ impl NetworkStore {
 }
 
 /// The record files of `dir`, keyed by `key_of(<file name without .json>)`.
-fn list_dir(dir: &Path, key_of: impl Fn(&str) -> String) -> Result<Vec<Listed>, ConfError> {
+/// (`None`: a file of no record's name, left out).
+fn list_dir(dir: &Path, key_of: impl Fn(&str) -> Option<String>) -> Result<Vec<Listed>, ConfError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -301,7 +311,7 @@ fn list_dir(dir: &Path, key_of: impl Fn(&str) -> String) -> Result<Vec<Listed>, 
     let mut out = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let file_name = entry.file_name();
-        let Some(key) = record_key(&file_name.to_string_lossy()).map(&key_of) else {
+        let Some(key) = record_key(&file_name.to_string_lossy()).and_then(&key_of) else {
             continue;
         };
         match read_record(&entry.path()) {
@@ -564,10 +574,7 @@ mod tests {
         assert_eq!(keys, ["c1@eth0", "b/c1@eth0"]);
         let mut index = IndexReader::new(store.dir());
         assert_eq!(index.addresses("db").unwrap().unwrap().len(), 1);
-        let remove = RemoteChange::Remove {
-            host: "b".into(),
-            key: "c1@eth0".into(),
-        };
+        let remove = RemoteChange::Remove("b/c1@eth0".parse().unwrap());
         store.apply_remote(&lock, &[remove]).unwrap();
         assert_eq!(store.list_all().unwrap().len(), 1);
         let mut index = IndexReader::new(store.dir());

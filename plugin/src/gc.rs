@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 
 use embedns_conf::fsutil::{create_private_dir, remove_if_exists, write_atomic};
 use embedns_conf::index::IndexWriter;
+use embedns_conf::keys::AttachmentId;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;
@@ -31,12 +32,12 @@ use crate::{cgroup, del, netns, redirect, resolver, sync_process};
 
 /// GC (CNI 1.1): everything not in `cni.dev/valid-attachments`, and what faults left.
 pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
-    let valid: BTreeSet<(String, String)> = conf
+    let valid: BTreeSet<AttachmentId> = conf
         .valid_attachments
         .as_ref()
         .ok_or_else(|| ConfError::InvalidConfig("GC needs \"cni.dev/valid-attachments\"".into()))?
         .iter()
-        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .map(|a| AttachmentId::new(&a.container_id, &a.ifname))
         .collect();
     let paths = StatePaths::new(&conf.data_dir);
     let mut failures = Failures::default();
@@ -44,10 +45,11 @@ pub fn gc(conf: &NetConf) -> anyhow::Result<()> {
     match net.list() {
         Ok(listed) => {
             let keys = listed.into_iter().map(|(key, _)| key);
-            for (cid, ifname) in not_valid(keys, &valid) {
+            for a in not_valid(keys, &valid) {
+                let (cid, ifname) = (&a.container_id, &a.ifname);
                 tracing::info!(container = cid, ifname, "GC: removing a stale attachment");
-                let removed = del::detach(&paths, &cid, &conf.name, &ifname, del::Removal::Now);
-                failures.note(|| format!("removing {cid}@{ifname}"), removed);
+                let removed = del::detach(&paths, cid, &conf.name, ifname, del::Removal::Now);
+                failures.note(|| format!("removing {a}"), removed);
             }
         }
         Err(e) => failures.note(|| format!("listing network {}", conf.name), Err(e.into())),
@@ -100,16 +102,13 @@ impl Failures {
     }
 }
 
-/// The attachments among the store's `keys` (`<cid>@<ifname>`) that are not in `valid`.
+/// The attachments among the store's `keys` that are not in `valid`.
 fn not_valid(
     keys: impl IntoIterator<Item = String>,
-    valid: &BTreeSet<(String, String)>,
-) -> Vec<(String, String)> {
-    keys.into_iter()
-        .filter_map(|key| {
-            let (cid, ifname) = key.rsplit_once('@')?;
-            Some((cid.to_string(), ifname.to_string()))
-        })
+    valid: &BTreeSet<AttachmentId>,
+) -> Vec<AttachmentId> {
+    (keys.into_iter())
+        .filter_map(|key| key.parse::<AttachmentId>().ok())
         .filter(|a| !valid.contains(a))
         .collect()
 }
@@ -178,7 +177,7 @@ fn reconcile(net: &NetworkStore) -> anyhow::Result<()> {
 fn sweep_sandbox(
     paths: &StatePaths,
     network: &str,
-    valid: &BTreeSet<(String, String)>,
+    valid: &BTreeSet<AttachmentId>,
     cid: &str,
 ) -> anyhow::Result<()> {
     let Some(lock) = sandbox::try_lock(paths, cid)? else {
@@ -206,7 +205,7 @@ fn sweep_sandbox(
     // last, everything the sandbox started.
     drop(lock);
     for a in sb.attachments.iter().filter(|a| a.network == network) {
-        if !valid.contains(&(cid.to_string(), a.ifname.clone())) {
+        if !valid.contains(&AttachmentId::new(cid, &a.ifname)) {
             del::detach(paths, cid, &a.network, &a.ifname, del::Removal::Now)?;
         }
     }
@@ -269,8 +268,8 @@ pub fn status(conf: &NetConf) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn pair(cid: &str, ifname: &str) -> (String, String) {
-        (cid.to_string(), ifname.to_string())
+    fn pair(cid: &str, ifname: &str) -> AttachmentId {
+        AttachmentId::new(cid, ifname)
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! shared network is out of step: its sync process not running, cut off from etcd, or its
 //! host name's claim refused.
 
+use embedns_conf::keys::RemoteKey;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -233,7 +234,10 @@ fn overlaps(net: &NetworkStore) -> Vec<String> {
     let mut out = Vec::new();
     for (key, r) in net.list_remote().unwrap_or_default() {
         let Ok(r) = r else { continue };
-        let host = key.split('/').next().unwrap_or_default().to_string();
+        let Ok(key) = key.parse::<RemoteKey>() else {
+            continue;
+        };
+        let host = key.host;
         for ip in r.ips.iter().filter(|ip| local.contains(ip)) {
             out.push(format!("{ip} ({host})"));
         }

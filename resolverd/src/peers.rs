@@ -5,6 +5,7 @@
 //! tests. Other hosts' containers (a network shared through etcd) need no source of their
 //! own: the sync process writes them into the same index.
 
+use embedns_conf::keys::StoreKey;
 use std::net::IpAddr;
 
 use embedns_conf::index::Entry;
@@ -128,12 +129,12 @@ pub fn pointer_in(entries: &[Entry], ip: &IpAddr) -> Option<Pointer> {
             .filter(|e| e.ips.contains(ip) && e.name.is_some())
     };
     holding()
-        .find(|e| !e.key.contains('/'))
+        .find(|e| !StoreKey::is_remote(&e.key))
         .or_else(|| holding().next())
         .and_then(|e| {
             Some(Pointer {
                 name: e.name.clone()?,
-                local: !e.key.contains('/'),
+                local: !StoreKey::is_remote(&e.key),
             })
         })
 }

@@ -86,11 +86,3 @@ pub(crate) fn host_id(paths: &StatePaths) -> String {
         })
         .unwrap_or_default()
 }
-
-/// The host whose claim `key` is, if it is one (`keys::parse`).
-pub(crate) fn claim_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
-    match embedns_conf::keys::parse(prefix, key) {
-        Ok(embedns_conf::keys::NetworkKey::Claim { host }) => Some(host),
-        _ => None,
-    }
-}

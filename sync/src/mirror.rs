@@ -6,12 +6,11 @@ use embedns_conf::shared::NetworkBounds;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::etcd::Kv;
+use embedns_conf::keys::{AttachmentId, NetworkKey, RemoteKey};
 use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
 use embedns_conf::shared::RemoteHost;
 use embedns_conf::store::RemoteChange;
-
-use crate::claim::claim_of;
 
 /// The most bytes one value from another host may have (R31): a record is a few hundred.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
@@ -20,14 +19,12 @@ pub const MAX_NAMES: usize = 64;
 /// The most records one other host may have held here.
 pub const MAX_RECORDS_PER_HOST: usize = 8192;
 
-/// A record's key of the network's prefix (R30), split into host and attachment
-/// (`embedns_conf::keys::parse`, the one grammar): `None` for a host's claim, and for a key
-/// that is no key of ours, which is logged once and skipped.
-pub fn split_key<'k>(network_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
-    use embedns_conf::keys::{parse, NetworkKey};
-    match parse(network_prefix, key) {
-        Ok(NetworkKey::Record { host, attachment }) => Some((host, attachment)),
-        Ok(NetworkKey::Claim { .. }) => None,
+/// A key of the network's prefix (R30), read once by the one grammar
+/// (`embedns_conf::keys::parse`): a host's record or claim; `None` for a key that is no key
+/// of ours, which is logged once and skipped.
+pub fn read_key<'k>(network_prefix: &str, key: &'k str) -> Option<NetworkKey<'k>> {
+    match embedns_conf::keys::parse(network_prefix, key) {
+        Ok(k) => Some(k),
         Err(e) => {
             tracing::warn!("skipped a key no host of embedns writes: {e}");
             None
@@ -55,7 +52,7 @@ pub struct Published {
 pub struct Listing {
     pub published: BTreeMap<String, Put>,
     pub claims: BTreeSet<String>,
-    pub others: Vec<((String, String), Vec<u8>)>,
+    pub others: Vec<(RemoteKey, Vec<u8>)>,
 }
 
 impl Listing {
@@ -68,15 +65,15 @@ impl Listing {
             others: Vec::new(),
         };
         for kv in listed {
-            let k = kv.key.as_str();
-            if let Some(host) = claim_of(prefix, k) {
-                if host != me {
-                    out.claims.insert(host.to_string());
+            let (host, key) = match read_key(prefix, &kv.key) {
+                Some(NetworkKey::Claim { host }) => {
+                    if host != me {
+                        out.claims.insert(host.to_string());
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let Some((host, key)) = split_key(prefix, k) else {
-                continue;
+                Some(NetworkKey::Record { host, attachment }) => (host, attachment),
+                None => continue,
             };
             if host == me {
                 let put = Put {
@@ -86,9 +83,8 @@ impl Listing {
                 };
                 out.published.insert(key.to_string(), put);
             } else {
-                let value = kv.value.clone();
                 out.others
-                    .push(((host.to_string(), key.to_string()), value));
+                    .push((RemoteKey::new(host, key), kv.value.clone()));
             }
         }
         out
@@ -135,8 +131,8 @@ impl Published {
 /// The other hosts' records, as the local store holds them.
 #[derive(Debug, Default)]
 pub struct Remote {
-    /// (host, attachment key) → the value's bytes.
-    pub held: BTreeMap<(String, String), Vec<u8>>,
+    /// Another host's attachment → the value's bytes.
+    pub held: BTreeMap<RemoteKey, Vec<u8>>,
     /// Values skipped since the process started (not a record of this network under its key,
     /// names or addresses this host would not serve, past a cap), for `embedns status`.
     pub skipped: u64,
@@ -158,14 +154,14 @@ impl Remote {
     pub fn held_in_store(listed: Vec<embedns_conf::record::Listed>) -> Remote {
         let mut held = BTreeMap::new();
         for (key, record) in listed {
-            let Some((host, key)) = key.split_once('/') else {
+            let Ok(key) = key.parse::<RemoteKey>() else {
                 continue;
             };
             let body = record
                 .ok()
                 .map(|r| serde_json::to_vec(&r).expect("a record always serializes"))
                 .unwrap_or_default();
-            held.insert((host.to_string(), key.to_string()), body);
+            held.insert(key, body);
         }
         Remote {
             bytes: held.values().map(Vec::len).sum(),
@@ -182,14 +178,18 @@ impl Remote {
 
     /// Which bound taking `len` bytes into `slot` would pass, if any: the host's
     /// [`MAX_RECORDS_PER_HOST`], then the network's (R30).
-    fn over_bounds(&self, slot: &(String, String), len: usize) -> Option<String> {
+    fn over_bounds(&self, slot: &RemoteKey, len: usize) -> Option<String> {
         let old = self.held.get(slot).map(Vec::len);
-        let of_host = (self.held.range((slot.0.clone(), String::new())..))
-            .take_while(|((h, _), _)| *h == slot.0)
+        let first_of_host = RemoteKey::new(&slot.host, AttachmentId::new("", ""));
+        let of_host = (self.held.range(first_of_host..))
+            .take_while(|(k, _)| k.host == slot.host)
             .take(MAX_RECORDS_PER_HOST)
             .count();
         if old.is_none() && of_host >= MAX_RECORDS_PER_HOST {
-            return Some(format!("{MAX_RECORDS_PER_HOST} records of host {}", slot.0));
+            return Some(format!(
+                "{MAX_RECORDS_PER_HOST} records of host {}",
+                slot.host
+            ));
         }
         let b = self.bounds?;
         if old.is_none() && self.held.len() >= b.records {
@@ -210,16 +210,13 @@ impl Remote {
         &mut self,
         network: &str,
         me: &str,
-        listed: impl IntoIterator<Item = ((String, String), Vec<u8>)>,
+        listed: impl IntoIterator<Item = (RemoteKey, Vec<u8>)>,
     ) -> Vec<RemoteChange> {
-        let listed: BTreeMap<_, _> = listed.into_iter().filter(|((h, _), _)| h != me).collect();
+        let listed: BTreeMap<_, _> = listed.into_iter().filter(|(k, _)| k.host != me).collect();
         let mut changes = Vec::new();
-        for (host, key) in self.held.keys() {
-            if !listed.contains_key(&(host.clone(), key.clone())) {
-                changes.push(RemoteChange::Remove {
-                    host: host.clone(),
-                    key: key.clone(),
-                });
+        for key in self.held.keys() {
+            if !listed.contains_key(key) {
+                changes.push(RemoteChange::Remove(key.clone()));
             }
         }
         let gone: Vec<_> = self
@@ -231,8 +228,8 @@ impl Remote {
         for k in gone {
             self.held.remove(&k);
         }
-        for ((host, key), body) in listed {
-            changes.extend(self.put(network, &host, &key, body));
+        for (key, body) in listed {
+            changes.extend(self.put(network, key, body));
         }
         changes
     }
@@ -240,17 +237,12 @@ impl Remote {
     /// A put of another host's key: the change, unless the value is the one held or is not a
     /// record of this network under its key (logged and skipped: a bad value written by hand
     /// must not take the sync down).
-    pub fn put(
-        &mut self,
-        network: &str,
-        host: &str,
-        key: &str,
-        body: Vec<u8>,
-    ) -> Option<RemoteChange> {
-        let slot = (host.to_string(), key.to_string());
+    pub fn put(&mut self, network: &str, slot: RemoteKey, body: Vec<u8>) -> Option<RemoteChange> {
         if self.held.get(&slot) == Some(&body) {
             return None;
         }
+        let (host, key) = (slot.host.as_str(), slot.attachment.to_string());
+        let key = key.as_str();
         if body.len() > MAX_VALUE_BYTES {
             tracing::warn!(
                 host,
@@ -259,7 +251,7 @@ impl Remote {
                 "skipped: over {MAX_VALUE_BYTES} bytes"
             );
             self.skipped += 1;
-            return self.remove(host, key);
+            return self.remove(&slot);
         }
         if let Some(bound) = self.over_bounds(&slot, body.len()) {
             tracing::warn!(host, key, "skipped: the bound of {bound} is reached");
@@ -268,13 +260,13 @@ impl Remote {
             return None;
         }
         let record = match PeerRecord::decode(&body) {
-            Ok(p) if p.network == network && p.key() == key => {
+            Ok(p) if p.network == network && p.attachment() == slot.attachment => {
                 match answerable(&p.clone().into_record()) {
                     Ok(()) => p.into_record(),
                     Err(e) => {
                         tracing::warn!(host, key, "skipped: {e}");
                         self.skipped += 1;
-                        return self.remove(host, key);
+                        return self.remove(&slot);
                     }
                 }
             }
@@ -287,45 +279,43 @@ impl Remote {
                     r.key()
                 );
                 self.skipped += 1;
-                return self.remove(host, key);
+                return self.remove(&slot);
             }
             Err(e) => {
                 tracing::warn!(host, key, "skipped: not a record: {e}");
                 self.skipped += 1;
-                return self.remove(host, key);
+                return self.remove(&slot);
             }
         };
         self.bytes += body.len();
+        self.changed_at
+            .insert(slot.host.clone(), embedns_conf::shared::now_ms());
+        let host = slot.host.clone();
         if let Some(old) = self.held.insert(slot, body) {
             self.bytes -= old.len();
         }
-        self.changed_at
-            .insert(host.to_string(), embedns_conf::shared::now_ms());
         Some(RemoteChange::Put {
-            host: host.to_string(),
+            host,
             record: Box::new(record),
         })
     }
 
     /// A delete of another host's key: the change, if it was held.
-    pub fn remove(&mut self, host: &str, key: &str) -> Option<RemoteChange> {
-        let old = self.held.remove(&(host.to_string(), key.to_string()))?;
+    pub fn remove(&mut self, key: &RemoteKey) -> Option<RemoteChange> {
+        let old = self.held.remove(key)?;
         self.bytes -= old.len();
         // Only for a host held here: deletes of hosts never held grow nothing (R30).
         self.changed_at
-            .insert(host.to_string(), embedns_conf::shared::now_ms());
-        Some(RemoteChange::Remove {
-            host: host.to_string(),
-            key: key.to_string(),
-        })
+            .insert(key.host.clone(), embedns_conf::shared::now_ms());
+        Some(RemoteChange::Remove(key.clone()))
     }
 
     /// Every other host seen: those with records held here and those holding their claim
     /// (`claims`), with their record count and last change seen, for `embedns status`.
     pub fn hosts_seen(&self, claims: &std::collections::BTreeSet<String>) -> Vec<RemoteHost> {
         let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
-        for (h, _) in self.held.keys() {
-            *per_host.entry(h.as_str()).or_insert(0) += 1;
+        for k in self.held.keys() {
+            *per_host.entry(k.host.as_str()).or_insert(0) += 1;
         }
         let mut names: std::collections::BTreeSet<&str> = per_host.keys().copied().collect();
         names.extend(claims.iter().map(String::as_str));
@@ -341,7 +331,7 @@ impl Remote {
 
     /// How many hosts the held records come from.
     pub fn hosts(&self) -> usize {
-        let mut hosts: Vec<&String> = self.held.keys().map(|(h, _)| h).collect();
+        let mut hosts: Vec<&String> = self.held.keys().map(|k| &k.host).collect();
         hosts.dedup();
         hosts.len()
     }
@@ -394,6 +384,10 @@ fn answerable(r: &Record) -> Result<(), embedns_conf::ConfError> {
 mod tests {
     use super::*;
 
+    fn rk(host: &str, attachment: &str) -> RemoteKey {
+        RemoteKey::new(host, attachment.parse().unwrap())
+    }
+
     fn body(network: &str, cid: &str, name: &str) -> Vec<u8> {
         let r = Record::with_defaults(
             network,
@@ -433,7 +427,7 @@ mod tests {
         };
         let mut remote = Remote::default().with_bounds(bounds);
         let put = |r: &mut Remote, host: &str, cid: &str| {
-            r.put("n", host, &format!("{cid}@eth0"), body("n", cid, cid))
+            r.put("n", rk(host, &format!("{cid}@eth0")), body("n", cid, cid))
         };
         assert!(put(&mut remote, "a", "c1").is_some());
         assert!(put(&mut remote, "a", "c2").is_some());
@@ -441,7 +435,7 @@ mod tests {
         // A fourth record, and a third host: skipped, counted, named.
         assert!(put(&mut remote, "a", "c4").is_none());
         assert_eq!(remote.bound_reached.as_deref(), Some("3 records"));
-        assert!(remote.remove("a", "c2@eth0").is_some());
+        assert!(remote.remove(&rk("a", "c2@eth0")).is_some());
         assert!(put(&mut remote, "c", "c5").is_none());
         assert_eq!(remote.bound_reached.as_deref(), Some("2 hosts"));
         assert_eq!(remote.skipped, 2);
@@ -459,19 +453,29 @@ mod tests {
             small.held.values().map(Vec::len).sum::<usize>()
         );
         // A delete of a host never held grows nothing.
-        assert!(small.remove("z", "c9@eth0").is_none());
+        assert!(small.remove(&rk("z", "c9@eth0")).is_none());
         assert!(!small.changed_at.contains_key("z"));
     }
 
     #[test]
     fn keys_split_into_host_and_attachment() {
         let p = "/embedns/n/";
-        assert_eq!(split_key(p, "/embedns/n/a/c1@eth0"), Some(("a", "c1@eth0")));
-        assert_eq!(split_key(p, "/embedns/n/a/"), None);
-        assert_eq!(split_key(p, "/embedns/n/a/b/c"), None);
-        assert_eq!(split_key(p, "/embedns/m/a/c1@eth0"), None);
-        assert_eq!(split_key(p, "/embedns/n/../c1@eth0"), None);
-        assert_eq!(split_key(p, "/embedns/n/./c1@eth0"), None);
+        assert_eq!(
+            read_key(p, "/embedns/n/a/c1@eth0"),
+            Some(NetworkKey::Record {
+                host: "a",
+                attachment: AttachmentId::new("c1", "eth0")
+            })
+        );
+        assert_eq!(
+            read_key(p, "/embedns/n/a"),
+            Some(NetworkKey::Claim { host: "a" })
+        );
+        assert_eq!(read_key(p, "/embedns/n/a/"), None);
+        assert_eq!(read_key(p, "/embedns/n/a/b/c"), None);
+        assert_eq!(read_key(p, "/embedns/m/a/c1@eth0"), None);
+        assert_eq!(read_key(p, "/embedns/n/../c1@eth0"), None);
+        assert_eq!(read_key(p, "/embedns/n/./c1@eth0"), None);
     }
 
     #[test]
@@ -510,28 +514,28 @@ mod tests {
     fn a_relist_replaces_what_is_held_and_leaves_our_own_keys_out() {
         let mut remote = Remote::default();
         let a1 = body("n", "c1", "web");
-        assert!(remote.put("n", "a", "c1@eth0", a1.clone()).is_some());
+        assert!(remote.put("n", rk("a", "c1@eth0"), a1.clone()).is_some());
         assert!(
-            remote.put("n", "a", "c1@eth0", a1.clone()).is_none(),
+            remote.put("n", rk("a", "c1@eth0"), a1.clone()).is_none(),
             "same value"
         );
         assert!(remote
-            .put("n", "a", "c9@eth0", body("n", "c9", "old"))
+            .put("n", rk("a", "c9@eth0"), body("n", "c9", "old"))
             .is_some());
         let changes = remote.relist(
             "n",
             "me",
             [
-                (("a".to_string(), "c1@eth0".to_string()), a1),
-                (("b".into(), "c2@eth0".into()), body("n", "c2", "db")),
-                (("me".into(), "c3@eth0".into()), body("n", "c3", "mine")),
+                (rk("a", "c1@eth0"), a1),
+                (rk("b", "c2@eth0"), body("n", "c2", "db")),
+                (rk("me", "c3@eth0"), body("n", "c3", "mine")),
             ],
         );
         let kinds: Vec<String> = changes
             .iter()
             .map(|c| match c {
                 RemoteChange::Put { host, record } => format!("put {host}/{}", record.key()),
-                RemoteChange::Remove { host, key } => format!("remove {host}/{key}"),
+                RemoteChange::Remove(key) => format!("remove {key}"),
             })
             .collect();
         assert_eq!(kinds, ["remove a/c9@eth0", "put b/c2@eth0"]);
@@ -552,18 +556,15 @@ mod tests {
             ),
         ]);
         let listed = [
-            (
-                ("a".to_string(), "c1@eth0".to_string()),
-                body("n", "c1", "web"),
-            ),
-            (("b".into(), "c3@eth0".into()), body("n", "c3", "db")),
+            (rk("a", "c1@eth0"), body("n", "c1", "web")),
+            (rk("b", "c3@eth0"), body("n", "c3", "db")),
         ];
         let changes: Vec<String> = remote
             .relist("n", "me", listed)
             .iter()
             .map(|c| match c {
                 RemoteChange::Put { host, record } => format!("put {host}/{}", record.key()),
-                RemoteChange::Remove { host, key } => format!("remove {host}/{key}"),
+                RemoteChange::Remove(key) => format!("remove {key}"),
             })
             .collect();
         assert_eq!(changes, ["remove a/c2@eth0", "put b/c3@eth0"]);
@@ -573,17 +574,17 @@ mod tests {
     fn values_that_are_not_records_of_the_key_are_skipped() {
         let mut remote = Remote::default();
         assert!(remote
-            .put("n", "a", "c1@eth0", b"{garbage".to_vec())
+            .put("n", rk("a", "c1@eth0"), b"{garbage".to_vec())
             .is_none());
         assert!(remote
-            .put("n", "a", "c1@eth0", body("other", "c1", "x"))
+            .put("n", rk("a", "c1@eth0"), body("other", "c1", "x"))
             .is_none());
         assert!(remote
-            .put("n", "a", "c2@eth0", body("n", "c1", "x"))
+            .put("n", rk("a", "c2@eth0"), body("n", "c1", "x"))
             .is_none());
         for bad in ["bad name\n", "Upper", ""] {
             assert!(remote
-                .put("n", "a", "c1@eth0", body("n", "c1", bad))
+                .put("n", rk("a", "c1@eth0"), body("n", "c1", bad))
                 .is_none());
         }
         assert!(remote.held.is_empty());

@@ -1,6 +1,7 @@
 //! Calls of the plugin that no runtime flow through cnitool covers: a verb run alone with a
 //! made-up prevResult, GC with its valid attachments, and `embedns status`.
 
+use embedns_conf::keys::AttachmentId;
 use std::process::Command;
 
 use embedns_conf::control::StatusReply;
@@ -50,7 +51,7 @@ impl World {
         let ids: Vec<String> = self
             .records(net)
             .iter()
-            .map(|r| r.split('@').next().unwrap().to_string())
+            .map(|r| r.parse::<AttachmentId>().unwrap().container_id)
             .filter(|id| !others.contains(&id.as_str()))
             .collect();
         assert_eq!(ids.len(), 1, "records of {net}: {:?}", self.records(net));

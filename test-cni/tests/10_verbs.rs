@@ -1,6 +1,7 @@
 //! The CNI verbs through real libcni (cnitool) for every spec version, and the plugin's
 //! answers to bad input, called directly as a runtime would.
 
+use embedns_conf::keys::AttachmentId;
 use serde_json::{json, Value};
 use test_cni::World;
 
@@ -325,7 +326,7 @@ fn gc_and_status() {
     let ids: Vec<String> = w
         .records("n1")
         .iter()
-        .map(|r| r.split('@').next().unwrap().to_string())
+        .map(|r| r.parse::<AttachmentId>().unwrap().container_id)
         .collect();
     assert_eq!(ids.len(), 2);
     let keep = &ids[0];
@@ -373,5 +374,5 @@ fn gc_and_status() {
 fn container_id_of(w: &World, net: &test_cni::Network) -> String {
     let recs = w.records(&net.name);
     assert_eq!(recs.len(), 1, "{recs:?}");
-    recs[0].split('@').next().unwrap().to_string()
+    recs[0].parse::<AttachmentId>().unwrap().container_id
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use embedns_conf::control::{ReloadReply, Request, StatusReply};
 use embedns_conf::crash;
+use embedns_conf::keys::AttachmentId;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::sandbox::{self, Attachment, ResolverInfo, Sandbox, SandboxLock};
@@ -320,14 +321,18 @@ fn evict_stale_claims(
         if key == own_key {
             continue;
         }
-        let Some((cid, ifname)) = key.rsplit_once('@') else {
+        let Ok(AttachmentId {
+            container_id,
+            ifname,
+        }) = key.parse()
+        else {
             continue;
         };
-        match net.get(cid, ifname) {
+        match net.get(&container_id, &ifname) {
             Ok(Some(r)) if netns::exists(&r.netns) => {}
             Ok(Some(r)) => {
                 tracing::info!(name, stale = %key, netns = %r.netns, "replacing a dead attachment's record");
-                net.remove(lock, cid, ifname)?;
+                net.remove(lock, &container_id, &ifname)?;
             }
             Ok(None) | Err(_) => net.drop_claim(lock, name, &key)?,
         }

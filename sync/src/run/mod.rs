@@ -277,21 +277,14 @@ impl Sync {
         // Not applied, so not held as applied: the relist that follows the session's end
         // compares etcd with what is held and makes each again (a put held no more is put
         // again; a removal held again is removed again).
-        for change in changes {
+        for change in changes.iter().filter(|c| failed.contains(&c.key())) {
             match change {
-                RemoteChange::Put { host, record }
-                    if failed.contains(&(host.clone(), record.key())) =>
-                {
-                    self.remote.held.remove(&(host.clone(), record.key()));
+                RemoteChange::Put { .. } => {
+                    self.remote.held.remove(&change.key());
                 }
-                RemoteChange::Remove { host, key }
-                    if failed.contains(&(host.clone(), key.clone())) =>
-                {
-                    self.remote
-                        .held
-                        .insert((host.clone(), key.clone()), Vec::new());
+                RemoteChange::Remove(key) => {
+                    self.remote.held.insert(key.clone(), Vec::new());
                 }
-                _ => {}
             }
         }
         // The next session lists again (with the lease kept), rather than resume after them.

@@ -12,10 +12,11 @@ use embedns_conf::ready::Ready;
 use embedns_conf::store::read_record;
 
 use super::{End, Resume, Sync, TXN_OPS};
-use crate::claim::{claim_of, Claim};
+use crate::claim::Claim;
 use crate::etcd::{Etcd, Fence, Renew, Renewals, Watch, WatchBatch};
 use crate::local::LocalWatch;
-use crate::mirror::{split_key, Listing, Put};
+use crate::mirror::{read_key, Listing, Put};
+use embedns_conf::keys::{AttachmentId, NetworkKey, RemoteKey};
 
 impl Sync {
     /// A session on `etcd`, connected to `endpoint`; `in_step` is set once it is in step
@@ -218,44 +219,29 @@ impl Sync {
         for event in batch.events {
             let kv = event.kv;
             self.set_seen(kv.mod_revision);
-            if let Some(host) = claim_of(prefix, &kv.key) {
-                if host == me && (event.deleted || kv.value != self.claimant.as_bytes()) {
-                    bail!("the claim of host name {me:?} was deleted or taken over");
+            let (host, key) = match read_key(prefix, &kv.key) {
+                Some(NetworkKey::Record { host, attachment }) => (host, attachment),
+                Some(NetworkKey::Claim { host }) => {
+                    self.claim_event(host, event.deleted, &kv.value)?;
+                    continue;
                 }
-                if host != me {
-                    if event.deleted {
-                        self.claims.remove(host);
-                    } else {
-                        // R30: at most as many claims as hosts are held.
-                        if self.claims.contains(host)
-                            || self.claims.len() < self.conf.bounds().hosts
-                        {
-                            self.claims.insert(host.to_string());
-                        } else {
-                            self.remote.skipped += 1;
-                            self.remote.bound_reached =
-                                Some(format!("{} hosts", self.conf.bounds().hosts));
-                        }
-                    }
-                }
-                continue;
-            }
-            let Some((host, key)) = split_key(prefix, &kv.key) else {
-                continue;
+                None => continue,
             };
             if host == me {
                 // Our key deleted by someone else (by hand, or a lease we no longer renew):
                 // put it back if the record is still here.
-                let ours = (self.published.keys.get(key))
+                let key = key.to_string();
+                let ours = (self.published.keys.get(&key))
                     .is_some_and(|p| p.mod_revision < kv.mod_revision);
                 if event.deleted && ours {
-                    self.published.keys.remove(key);
-                    lost.insert(key.to_string());
+                    self.published.keys.remove(&key);
+                    lost.insert(key);
                 }
             } else if event.deleted {
-                changes.extend(self.remote.remove(host, key));
+                changes.extend(self.remote.remove(&RemoteKey::new(host, key)));
             } else {
-                changes.extend(self.remote.put(&self.network, host, key, kv.value));
+                let slot = RemoteKey::new(host, key);
+                changes.extend(self.remote.put(&self.network, slot, kv.value));
             }
         }
         if batch.revision > 0 {
@@ -270,6 +256,28 @@ impl Sync {
         }
         self.write_status();
         Ok(false)
+    }
+
+    /// A watch event of a host's claim (R32): this host's deleted or taken over ends the
+    /// session; another host's is held (at most as many as R30's bound on hosts) or let go.
+    fn claim_event(&mut self, host: &str, deleted: bool, value: &[u8]) -> anyhow::Result<()> {
+        let me = self.conf.host();
+        if host == me {
+            if deleted || value != self.claimant.as_bytes() {
+                bail!("the claim of host name {me:?} was deleted or taken over");
+            }
+            return Ok(());
+        }
+        if deleted {
+            self.claims.remove(host);
+        } else if self.claims.contains(host) || self.claims.len() < self.conf.bounds().hosts {
+            self.claims.insert(host.to_string());
+        } else {
+            // R30: at most as many claims as hosts are held.
+            self.remote.skipped += 1;
+            self.remote.bound_reached = Some(format!("{} hosts", self.conf.bounds().hosts));
+        }
+        Ok(())
     }
 
     /// Lists the network's prefix, renewing the lease while the pages come: the other hosts'
@@ -312,9 +320,9 @@ impl Sync {
     ) -> anyhow::Result<()> {
         let store = &self.store;
         let local = |key: &str| -> Option<Vec<u8>> {
-            let (cid, ifname) = key.rsplit_once('@')?;
+            let attachment: AttachmentId = key.parse().ok()?;
             let record = read_record(&store.record_path(key)).ok()??;
-            (record.container_id == cid && record.ifname == ifname)
+            (record.attachment() == attachment)
                 .then(|| embedns_conf::peer::PeerRecord::encode(&record))
         };
         let plan = self.published.plan(keys, local, lease);
