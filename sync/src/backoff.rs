@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::LeaderChanged;
+use crate::etcd::{LeaderChanged, NoLeader};
 
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -19,8 +19,8 @@ pub(crate) const ELECTION_WINDOW: Duration = Duration::from_secs(5);
 /// Whether a session that ended with `e` met an election: its member had no leader, or got a
 /// new one.
 pub(crate) fn election(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<LeaderChanged>().is_some()
-        || e.chain().any(|c| c.to_string().contains("no leader"))
+    e.chain()
+        .any(|c| c.is::<LeaderChanged>() || c.is::<NoLeader>())
 }
 
 /// What comes after a failed session.
@@ -72,7 +72,7 @@ impl Backoff {
         }
         Retry {
             pause,
-            same_endpoint: electing && e.downcast_ref::<LeaderChanged>().is_some(),
+            same_endpoint: electing && e.chain().any(|c| c.is::<LeaderChanged>()),
             failed_in_a_row: self.failed_in_a_row,
         }
     }
@@ -92,7 +92,7 @@ mod tests {
     }
 
     fn no_leader() -> anyhow::Error {
-        anyhow::anyhow!("status: Unavailable, message: \"etcdserver: no leader\"")
+        NoLeader("status: Unavailable, message: \"etcdserver: no leader\"".into()).into()
     }
 
     #[test]

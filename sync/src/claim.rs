@@ -8,6 +8,23 @@ use anyhow::bail;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::shared::SyncStatus;
 
+/// What this host's claim of its name says (R32), who claims: `<host id> <state directory>`
+/// (one machine may run several embedns with state directories of their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimant(String);
+
+impl Claimant {
+    /// This machine's ([`host_id`]) with the state directory of `paths`.
+    pub(crate) fn of(paths: &StatePaths) -> Claimant {
+        Claimant(format!("{} {}", host_id(paths), paths.root().display()))
+    }
+
+    /// The claim's value in etcd.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// This host's claim of its name on a network (R32).
 pub(crate) struct Claim<'a> {
     /// `<prefix>/<network>/<host>`.

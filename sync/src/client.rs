@@ -13,7 +13,9 @@ use etcd_client::{
     TxnOpResponse, WatchOptions, WatchStream,
 };
 
-use crate::etcd::{self, Cancelled, Connect, Created, Event, Fence, Kv, WatchBatch};
+use crate::etcd::{
+    self, Cancelled, Connect, Created, Event, Fence, Kv, LeaderChanged, NoLeader, WatchBatch,
+};
 use crate::mirror::MAX_VALUE_BYTES;
 
 /// How long a connection to one endpoint may take.
@@ -107,12 +109,15 @@ pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
 const LEADER_SLOW: Duration = Duration::from_millis(100);
 const LEADER_POLL: Duration = Duration::from_millis(50);
 
-/// The session ended because its member's leader changed while a request waited: the
-/// member forwarded it to the leader that died, which never answers it. The member follows a
-/// new leader: the next session may begin at once, on the same member.
-#[derive(Debug, thiserror::Error)]
-#[error("a new leader was elected (raft term {0}) while a request waited")]
-pub(crate) struct LeaderChanged(pub u64);
+/// An error of etcd's, typed where its text says the member has no leader ([`NoLeader`]):
+/// etcd reports that only as a status message.
+fn from_etcd(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    if e.chain().any(|c| c.to_string().contains("no leader")) {
+        return NoLeader(format!("{e:#}")).into();
+    }
+    e
+}
 
 /// The raft term a session's member was in when the session began, and a way to ask it
 /// again. A member whose leader died holds the requests that need one (forwarded to the dead
@@ -151,14 +156,15 @@ impl Leader {
         tokio::pin!(request);
         let deadline = tokio::time::Instant::now() + LEADER_TIMEOUT;
         if let Ok(r) = tokio::time::timeout(LEADER_SLOW, &mut request).await {
-            return r.map_err(Into::into);
+            return r.map_err(from_etcd);
         }
         let mut poll = tokio::time::interval(LEADER_POLL);
         loop {
             tokio::select! {
-                r = &mut request => return r.map_err(Into::into),
+                r = &mut request => return r.map_err(from_etcd),
                 _ = tokio::time::sleep_until(deadline) => {
-                    bail!("no answer within {LEADER_TIMEOUT:?} (no leader?)")
+                    let why = format!("no answer within {LEADER_TIMEOUT:?} (no leader?)");
+                    return Err(NoLeader(why).into());
                 }
                 _ = poll.tick() => {
                     // An error is a member without a leader (it refuses with require-leader):
@@ -179,7 +185,8 @@ async fn term(mut kv: KvClient, key: &str, within: Duration) -> anyhow::Result<u
     let local = GetOptions::new().with_serializable().with_count_only();
     let resp = tokio::time::timeout(within, kv.get(key, Some(local)))
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {within:?}"))??;
+        .map_err(|_| anyhow::anyhow!("no answer within {within:?}"))?
+        .map_err(from_etcd)?;
     Ok(resp.header().map_or(0, |h| h.raft_term()))
 }
 
@@ -228,7 +235,7 @@ async fn timed<T, E: Into<anyhow::Error>>(
     request: impl std::future::Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(r) => r.map_err(Into::into),
+        Ok(r) => r.map_err(from_etcd),
         Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
     }
 }
@@ -405,13 +412,13 @@ impl etcd::Renew for LeaseKeeper {
 
 impl etcd::Renewals for LeaseKeepAliveStream {
     async fn next(&mut self) -> anyhow::Result<Option<i64>> {
-        Ok(self.message().await?.map(|r| r.ttl()))
+        Ok(self.message().await.map_err(from_etcd)?.map(|r| r.ttl()))
     }
 }
 
 impl etcd::Watch for WatchStream {
     async fn next(&mut self) -> anyhow::Result<Option<WatchBatch>> {
-        let message = self.message().await.map_err(anyhow::Error::from);
+        let message = self.message().await.map_err(from_etcd);
         let message = message.map_err(|e| match too_large(&e) {
             true => anyhow::Error::new(etcd::TooLarge(DECODE_LIMIT)),
             false => e,
@@ -438,5 +445,21 @@ impl etcd::Watch for WatchStream {
             revision: resp.header().map_or(0, |h| h.revision()),
             cancelled,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcds_no_leader_status_is_typed_and_other_errors_are_left_as_they_are() {
+        let e = from_etcd(anyhow::anyhow!(
+            "grpc request error: status: Unavailable, message: \"etcdserver: no leader\""
+        ));
+        assert!(e.is::<NoLeader>());
+        let refused = from_etcd(anyhow::anyhow!("tcp connect error: connection refused"));
+        assert!(!refused.is::<NoLeader>());
+        assert!(crate::backoff::election(&e) && !crate::backoff::election(&refused));
     }
 }

@@ -138,3 +138,17 @@ pub trait Connect {
 #[derive(Debug, thiserror::Error)]
 #[error("a message from etcd over {0} bytes")]
 pub struct TooLarge(pub usize);
+
+/// The member has no leader (an election, or a member cut off from the majority): it refuses
+/// requests under require-leader, or a request that needs the leader had no answer in time.
+/// The client makes this of etcd's "no leader" status, the one place that reads etcd's text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoLeader(pub String);
+
+/// The session ended because its member's leader changed while a request waited: the
+/// member forwarded it to the leader that died, which never answers it. The member follows a
+/// new leader: the next session may begin at once, on the same member.
+#[derive(Debug, thiserror::Error)]
+#[error("a new leader was elected (raft term {0}) while a request waited")]
+pub struct LeaderChanged(pub u64);

@@ -17,7 +17,7 @@ use embedns_conf::paths::StatePaths;
 use embedns_conf::ready::Ready;
 use embedns_conf::store::NetworkStore;
 use embedns_sync::local::LocalWatch;
-use embedns_sync::run::Sync;
+use embedns_sync::run::Worker;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// One shared network's sync process, started by the embedns CNI plugin (ADD, CHECK, GC).
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     // SAFETY: the plugin passes the pipe's write end as this fd; nothing else owns it.
     let mut ready = args.ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
     match run(&args, &mut ready) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!("{e:#}");
             if let Some(mut pipe) = ready {
@@ -200,7 +200,8 @@ const LOG_CAP: u64 = 1 << 20;
 /// Between a worker's death and the next one's start.
 const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
+/// The sync process's work; its exit code ([`End::exit_code`](embedns_sync::run::End)).
+fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<u8> {
     let paths = StatePaths::new(&args.data_dir);
     let log = paths.sync_log(&args.network);
     if let Some(dir) = log.parent() {
@@ -222,7 +223,7 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         if let Some(mut pipe) = ready.take() {
             let _ = Ready::AlreadyRunning.write_to(&mut pipe);
         }
-        return Ok(());
+        return Ok(0);
     };
     confine()?;
     supervise(&NetworkStore::new(&paths, &args.network), ready)?;
@@ -244,14 +245,23 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let local = LocalWatch::new(&paths.network(&args.network))?;
-        let sync = Sync::new(&paths, &args.network, conf, ready.take()).with_tcp_ports(ports);
+        let worker = Worker::new(&paths, &args.network, conf, ready.take()).with_tcp_ports(ports);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            end = sync.run(&embedns_sync::client::Grpc, local) => tracing::info!("done: {end:?}"),
-            _ = term.recv() => tracing::info!("SIGTERM: leaving this host's records to the lease"),
-            _ = int.recv() => tracing::info!("SIGINT: leaving this host's records to the lease"),
-        }
-        Ok(())
+        let code = tokio::select! {
+            end = worker.run(&embedns_sync::client::Grpc, local) => {
+                tracing::info!("done: {end:?}");
+                end.exit_code()
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: leaving this host's records to the lease");
+                0
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: leaving this host's records to the lease");
+                0
+            }
+        };
+        Ok(code)
     })
 }

@@ -31,7 +31,7 @@ use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{NetworkStore, RemoteChange};
 
 use crate::backoff::{jittered, Backoff};
-use crate::claim::host_id;
+use crate::claim::Claimant;
 use crate::client::read_conf;
 use crate::etcd::Connect;
 use crate::local::LocalWatch;
@@ -49,10 +49,24 @@ const TXN_OPS: usize = 128;
 pub enum End {
     /// The network's last local container left: this host's keys were withdrawn.
     LastLeft,
+    /// A new config names endpoint ports this worker may not connect to (Landlock cannot be
+    /// widened): a new worker, restricted to them, must take over.
+    NewPorts,
 }
 
-/// One network's sync: its config, the local store and what is known of etcd.
-pub struct Sync {
+impl End {
+    /// The worker's exit code: 0 ends the sync process, another makes its supervisor start
+    /// a new worker.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            End::LastLeft => 0,
+            End::NewPorts => 3,
+        }
+    }
+}
+
+/// One network's sync worker: its config, the local store and what is known of etcd.
+pub struct Worker {
     network: String,
     conf: EtcdConf,
     store: NetworkStore,
@@ -66,7 +80,7 @@ pub struct Sync {
     from_first_endpoint: bool,
     ready: Option<File>,
     /// What this host's claim of its name says: `<machine id> <state directory>`.
-    claimant: String,
+    claimant: Claimant,
     /// The other hosts holding their name's claim on the network (alive, as far as etcd knows).
     claims: BTreeSet<String>,
     /// The TCP ports this worker may connect to (Landlock, set at its start: `main.rs`); a
@@ -84,12 +98,12 @@ struct Resume {
     revision: Option<i64>,
 }
 
-impl Sync {
+impl Worker {
     /// The sync of `network` under `paths`, telling `ready` (the plugin's pipe) once the
     /// first session is in step, or that no endpoint answered.
-    pub fn new(paths: &StatePaths, network: &str, conf: EtcdConf, ready: Option<File>) -> Sync {
+    pub fn new(paths: &StatePaths, network: &str, conf: EtcdConf, ready: Option<File>) -> Worker {
         let bounds = conf.bounds();
-        Sync {
+        Worker {
             network: network.to_string(),
             status: SyncStatus {
                 pid: std::process::id(),
@@ -108,7 +122,7 @@ impl Sync {
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
-            claimant: format!("{} {}", host_id(paths), paths.root().display()),
+            claimant: Claimant::of(paths),
         }
     }
 
@@ -182,7 +196,9 @@ impl Sync {
                             return End::LastLeft;
                         }
                         if let Some(new) = config.then(|| self.changed_conf()).flatten() {
-                            self.adopt(new);
+                            if let Err(end) = self.adopt(new) {
+                                return end;
+                            }
                             break;
                         }
                     }
@@ -219,24 +235,26 @@ impl Sync {
     }
 
     /// The TCP ports this worker was restricted to.
-    pub fn with_tcp_ports(mut self, ports: Vec<u16>) -> Sync {
+    pub fn with_tcp_ports(mut self, ports: Vec<u16>) -> Worker {
         self.tcp_ports = Some(ports);
         self
     }
 
-    /// Runs with `new` from the next session on, starting with its first endpoint.
-    fn adopt(&mut self, new: EtcdConf) {
+    /// Runs with `new` from the next session on, starting with its first endpoint; or
+    /// `Err(End::NewPorts)` when it names ports this worker may not connect to.
+    fn adopt(&mut self, new: EtcdConf) -> Result<(), End> {
         let allowed = self.tcp_ports.as_ref();
         if allowed.is_some_and(|a| new.endpoint_ports().iter().any(|p| !a.contains(p))) {
             // Landlock cannot be widened: a new worker, restricted to the new ports, takes over.
             tracing::warn!(endpoints = ?new.endpoints, "the new config names other endpoint ports: a new worker takes over");
-            std::process::exit(3);
+            return Err(End::NewPorts);
         }
         tracing::info!(host = new.host(), endpoints = ?new.endpoints, prefix = %new.prefix, "the etcd config changed");
         self.status.host = new.host().to_string();
         self.remote.bounds = Some(new.bounds());
         self.from_first_endpoint = true;
         self.conf = new;
+        Ok(())
     }
 
     /// Every attachment key this host has on disk or in etcd: what a full comparison covers.

@@ -1,7 +1,7 @@
 //! One session with etcd (R27-R33), over any [`Etcd`]: the lease (kept from the last session
 //! if it is still alive), the claim, a listing or the resumed watch, publishing, and the loop
 //! that renews the lease, applies the watch's events, puts back this host's keys deleted by
-//! someone else, and publishes local changes. Any error ends the session (`Sync::run` starts
+//! someone else, and publishes local changes. Any error ends the session (`Worker::run` starts
 //! the next one).
 
 use std::collections::BTreeSet;
@@ -11,14 +11,23 @@ use anyhow::bail;
 use embedns_conf::ready::Ready;
 use embedns_conf::store::read_record;
 
-use super::{End, Resume, Sync, TXN_OPS};
+use super::{End, Resume, Worker, TXN_OPS};
 use crate::claim::Claim;
 use crate::etcd::{Etcd, Fence, Renew, Renewals, Watch, WatchBatch};
 use crate::local::LocalWatch;
 use crate::mirror::{read_key, Listing, Put};
 use embedns_conf::keys::{AttachmentId, NetworkKey, RemoteKey};
 
-impl Sync {
+/// What the session does after a local change.
+enum Next {
+    Stay,
+    /// The network's last local container left.
+    Leave,
+    /// The worker ends.
+    End(End),
+}
+
+impl Worker {
     /// A session on `etcd`, connected to `endpoint`; `in_step` is set once it is in step
     /// (the backoff starts over after such a session).
     pub(super) async fn session<E: Etcd>(
@@ -37,7 +46,7 @@ impl Sync {
         });
         let claim = Claim {
             key: self.keys().claim(self.conf.host()),
-            claimant: &self.claimant,
+            claimant: self.claimant.as_str(),
             host: self.conf.host(),
             network: &self.network,
         };
@@ -155,8 +164,10 @@ impl Sync {
                     }
                 }
                 changed = local.changed() => {
-                    if self.local_change(etcd, lease, changed?).await? {
-                        return self.leave(etcd, lease).await;
+                    match self.local_change(etcd, lease, changed?).await? {
+                        Next::Stay => {}
+                        Next::Leave => return self.leave(etcd, lease).await,
+                        Next::End(end) => return Ok(end),
                     }
                 }
             }
@@ -164,22 +175,24 @@ impl Sync {
     }
 
     /// A change of the local store: published, unless it is the network's last local
-    /// container leaving (`true`: the session leaves) or a new etcd config (which ends the
-    /// session, to start over with it).
+    /// container leaving (the session leaves) or a new etcd config (which ends the session,
+    /// to start over with it, or the worker, when its endpoints need another).
     async fn local_change(
         &mut self,
         etcd: &mut impl Etcd,
         lease: i64,
         changed: crate::local::Changed,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Next> {
         if changed.gone || self.store.is_empty()? {
-            return Ok(true);
+            return Ok(Next::Leave);
         }
         if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
             // What this host published under the old config goes with its lease.
             let _ = etcd.revoke(lease).await;
             self.resume = None;
-            self.adopt(new);
+            if let Err(end) = self.adopt(new) {
+                return Ok(Next::End(end));
+            }
             bail!("the etcd config changed; starting over with the new one");
         }
         let keys = if changed.rescan {
@@ -189,7 +202,7 @@ impl Sync {
         };
         self.publish(etcd, lease, &keys).await?;
         self.write_status();
-        Ok(false)
+        Ok(Next::Stay)
     }
 
     /// Applies one message of the watch: the other hosts' records and claims, this host's
@@ -263,7 +276,7 @@ impl Sync {
     fn claim_event(&mut self, host: &str, deleted: bool, value: &[u8]) -> anyhow::Result<()> {
         let me = self.conf.host();
         if host == me {
-            if deleted || value != self.claimant.as_bytes() {
+            if deleted || value != self.claimant.as_str().as_bytes() {
                 bail!("the claim of host name {me:?} was deleted or taken over");
             }
             return Ok(());
@@ -335,7 +348,7 @@ impl Sync {
         let claim = layout.claim(me);
         let fence = Fence {
             claim: &claim,
-            claimant: &self.claimant,
+            claimant: self.claimant.as_str(),
         };
         for chunk in plan.put.chunks(TXN_OPS) {
             let puts: Vec<(String, Vec<u8>)> = chunk

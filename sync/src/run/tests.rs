@@ -11,7 +11,7 @@ use embedns_conf::record::Record;
 use embedns_conf::shared::{EtcdConf, SyncStatus};
 use embedns_conf::store::NetworkStore;
 
-use super::{End, Sync};
+use super::{End, Worker};
 use crate::fake::{Fake, FakeConnect};
 use crate::local::LocalWatch;
 
@@ -51,12 +51,12 @@ impl Host {
         self.store.remove(&lock, cid, "eth0").unwrap();
     }
 
-    fn sync(&self) -> (Sync, LocalWatch) {
+    fn sync(&self) -> (Worker, LocalWatch) {
         let conf: EtcdConf = serde_json::from_value(serde_json::json!({
             "endpoints": ["http://fake-1:2379", "http://fake-2:2379"], "host": "h1", "ttl": 6,
         }))
         .unwrap();
-        let sync = Sync::new(&self.paths, NET, conf.settle().unwrap(), None);
+        let sync = Worker::new(&self.paths, NET, conf.settle().unwrap(), None);
         (sync, LocalWatch::new(self.store.dir()).unwrap())
     }
 
@@ -109,7 +109,7 @@ async fn published(fake: &Fake) -> String {
 }
 
 /// Runs `sync` until `body` is done; the sync must not end before.
-async fn running(sync: Sync, fake: &Fake, local: LocalWatch, body: impl std::future::Future) {
+async fn running(sync: Worker, fake: &Fake, local: LocalWatch, body: impl std::future::Future) {
     let connect = FakeConnect(fake.clone());
     let run = sync.run(&connect, local);
     tokio::select! {
@@ -182,7 +182,7 @@ async fn r32_a_claim_left_by_an_earlier_process_of_this_host_is_taken_over() {
     let h = Host::new();
     let fake = Fake::default();
     let (sync, local) = h.sync();
-    let claimant = sync.claimant.clone();
+    let claimant = sync.claimant.as_str().to_string();
     // An earlier process's claim, under a lease of its own that has not expired yet.
     fake.put(&keys().claim("h1"), claimant.as_bytes());
     running(sync, &fake, local, async {
@@ -342,4 +342,24 @@ async fn r27_the_last_local_container_leaving_revokes_the_lease() {
         fake.keys(&keys().network()).is_empty(),
         "claim and records gone"
     );
+}
+
+#[tokio::test]
+async fn a_config_naming_ports_the_worker_may_not_reach_ends_it_for_a_new_one() {
+    let host = Host::new();
+    let (worker, _) = host.sync();
+    let mut worker = worker.with_tcp_ports(vec![2379]);
+    let conf = |endpoint: &str| -> EtcdConf {
+        serde_json::from_value(serde_json::json!({"endpoints": [endpoint], "host": "h2"}))
+            .map(|c: EtcdConf| c.settle().unwrap())
+            .unwrap()
+    };
+    // The same port: taken up by this worker.
+    assert_eq!(worker.adopt(conf("http://fake-3:2379")), Ok(()));
+    assert_eq!(worker.conf.host(), "h2");
+    // Another port: Landlock cannot be widened, so a new worker must take over (exit 3).
+    let end = worker.adopt(conf("http://fake-3:2380")).unwrap_err();
+    assert_eq!(end, End::NewPorts);
+    assert_eq!(end.exit_code(), 3);
+    assert_eq!(End::LastLeft.exit_code(), 0);
 }
