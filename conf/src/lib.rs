@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod catch;
 pub mod cgroup;
 pub mod cni;
+pub mod commands;
 pub mod conflist;
 pub mod control;
 pub mod crash;

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// `127.0.0.11` is the embedded resolver itself and never an upstream (R17).
 pub fn is_embedded_resolver(addr: SocketAddr) -> bool {
-    addr.ip() == IpAddr::from([127, 0, 0, 11])
+    addr.ip() == IpAddr::from(crate::sandbox::EMBEDDED_RESOLVER)
 }
 
 /// The parts of a resolv.conf embedns uses.

@@ -4,7 +4,7 @@
 //! `.lock` while it changes files there; readers (resolvers, `embedns status`) take no lock,
 //! because every file is written to a temporary name and renamed into place, so a reader sees
 //! the old record or the new one, never half of one. Resolvers read a network's peers from
-//! its shared index (`index.rs`), changed under the same lock, and their own records (and,
+//! its shared index (`index/`), changed under the same lock, and their own records (and,
 //! while an index is damaged, every record) from these files.
 
 use std::fs::{self, File};

@@ -57,7 +57,7 @@ pub fn container_resolv_conf(conf: &NetConf, host: &ResolvConf) -> ResolvConf {
         .cloned()
         .collect();
     ResolvConf {
-        nameservers: vec!["127.0.0.11".parse().expect("a literal address")],
+        nameservers: vec![embedns_conf::sandbox::EMBEDDED_RESOLVER.into()],
         search,
         options: container_options(&options),
     }

@@ -20,7 +20,7 @@ pub fn wait_answers(timeout: Duration) -> anyhow::Result<()> {
     let mut last_err = String::from("no answer");
     while Instant::now() < deadline {
         let sock = UdpSocket::bind((PROBE_SOURCE, 0))?;
-        sock.connect("127.0.0.11:53")?;
+        sock.connect((embedns_conf::sandbox::EMBEDDED_RESOLVER, 53))?;
         // ECONNREFUSED until the redirect is in place: the recv below reports it.
         let _ = sock.send(&bytes);
         let wait = deadline

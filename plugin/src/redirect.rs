@@ -24,16 +24,32 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 pub use embedns_conf::catch::Catch;
 use embedns_conf::catch::CATCH_CHAIN;
+use embedns_conf::sandbox::EMBEDDED_RESOLVER as RESOLVER_IP;
 
 use crate::error::{PluginError, REDIRECT_FAILED};
 use crate::netns;
 
 const OUTPUT_CHAIN: &str = "EMBEDNS_OUTPUT";
 const POSTROUTING_CHAIN: &str = "EMBEDNS_POSTROUTING";
-const RESOLVER_IP: &str = "127.0.0.11";
 /// The nameserver addresses attachments name (127.0.0.11-15, `sandbox::NAMESERVERS`), all
 /// redirected to the resolver.
 const NAMESERVERS: &str = "127.0.0.8/29";
+
+/// Where each chain of ours is entered from, as `(built-in chain, rule)`, in their order in
+/// the table: the one text of our jumps, which install inserts and removal deletes.
+fn jumps() -> [(&'static str, String); 3] {
+    [
+        ("OUTPUT", format!("-d {NAMESERVERS} -j {OUTPUT_CHAIN}")),
+        ("OUTPUT", format!("-j {CATCH_CHAIN}")),
+        (
+            "POSTROUTING",
+            format!("-d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}"),
+        ),
+    ]
+}
+
+/// Our chains.
+const CHAINS: [&str; 3] = [OUTPUT_CHAIN, CATCH_CHAIN, POSTROUTING_CHAIN];
 
 /// Starts installing the rules for a resolver listening on `udp`/`tcp` and returns without
 /// waiting (the caller overlaps it with the resolver's start and calls [`Pending::wait`]).
@@ -50,14 +66,15 @@ pub fn install(
         let _ = remove_start(netns_path).and_then(Pending::wait);
     }
     let catch_rules = catch.rules(udp, tcp);
+    let chains: String = CHAINS.iter().map(|c| format!(":{c} - [0:0]\n")).collect();
+    // Each inserted first, the last one first: they end up in `jumps()`'s order.
+    let jumps: String = (jumps().iter().rev())
+        .map(|(chain, rule)| format!("-I {chain} 1 {rule}\n"))
+        .collect();
     let batch = format!(
         "*nat\n\
-         :{OUTPUT_CHAIN} - [0:0]\n\
-         :{POSTROUTING_CHAIN} - [0:0]\n\
-         :{CATCH_CHAIN} - [0:0]\n\
-         -I OUTPUT 1 -j {CATCH_CHAIN}\n\
-         -I OUTPUT 1 -d {NAMESERVERS} -j {OUTPUT_CHAIN}\n\
-         -I POSTROUTING 1 -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
+         {chains}\
+         {jumps}\
          -A {OUTPUT_CHAIN} -d {NAMESERVERS} -p udp -m udp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{udp}\n\
          -A {OUTPUT_CHAIN} -d {NAMESERVERS} -p tcp -m tcp --dport 53 -j DNAT --to-destination {RESOLVER_IP}:{tcp}\n\
          -A {POSTROUTING_CHAIN} -s {RESOLVER_IP}/32 -p udp -m udp --sport {udp} -j SNAT --to-source :53\n\
@@ -182,16 +199,14 @@ impl Pending {
 /// Starts removing our rules and chains from the netns at `netns_path`; once [`Pending::wait`]
 /// returns they are gone, and what was already gone is not an error.
 pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
-    let batch = format!(
-        "*nat\n\
-         -D OUTPUT -d {NAMESERVERS} -j {OUTPUT_CHAIN}\n\
-         -D POSTROUTING -d {RESOLVER_IP}/32 -j {POSTROUTING_CHAIN}\n\
-         -D OUTPUT -j {CATCH_CHAIN}\n\
-         -F {OUTPUT_CHAIN}\n-X {OUTPUT_CHAIN}\n\
-         -F {CATCH_CHAIN}\n-X {CATCH_CHAIN}\n\
-         -F {POSTROUTING_CHAIN}\n-X {POSTROUTING_CHAIN}\n\
-         COMMIT\n"
-    );
+    let mut batch = String::from("*nat\n");
+    for (chain, rule) in jumps() {
+        batch += &format!("-D {chain} {rule}\n");
+    }
+    for chain in CHAINS {
+        batch += &format!("-F {chain}\n-X {chain}\n");
+    }
+    batch += "COMMIT\n";
     Ok(Pending {
         child: restore_start(netns_path, &batch)?,
         netns: netns_path.to_string(),
@@ -204,31 +219,19 @@ pub fn remove_start(netns_path: &str) -> anyhow::Result<Pending> {
 /// then checks that nothing of ours is left in the netns's nat table.
 pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
     let _in = netns::enter(netns_path)?;
-    let steps: [&[&str]; 10] = [
-        &["-D", "OUTPUT", "-d", NAMESERVERS, "-j", OUTPUT_CHAIN],
-        // The jump of versions that redirected 127.0.0.11 alone.
-        &["-D", "OUTPUT", "-d", "127.0.0.11/32", "-j", OUTPUT_CHAIN],
-        &[
-            "-D",
-            "POSTROUTING",
-            "-d",
-            "127.0.0.11/32",
-            "-j",
-            POSTROUTING_CHAIN,
-        ],
-        // Versions before R26 have no catch chain.
-        &["-D", "OUTPUT", "-j", CATCH_CHAIN],
-        &["-F", OUTPUT_CHAIN],
-        &["-X", OUTPUT_CHAIN],
-        &["-F", CATCH_CHAIN],
-        &["-X", CATCH_CHAIN],
-        &["-F", POSTROUTING_CHAIN],
-        &["-X", POSTROUTING_CHAIN],
-    ];
-    for step in steps {
+    // Each jump (versions before R26 have no catch chain's), the jump of versions that
+    // redirected 127.0.0.11 alone, then each chain.
+    let mut steps: Vec<String> = (jumps().into_iter())
+        .map(|(chain, rule)| format!("-D {chain} {rule}"))
+        .collect();
+    steps.push(format!("-D OUTPUT -d {RESOLVER_IP}/32 -j {OUTPUT_CHAIN}"));
+    for chain in CHAINS {
+        steps.extend([format!("-F {chain}"), format!("-X {chain}")]);
+    }
+    for step in &steps {
         let _ = Command::new(tool("iptables"))
             .args(["-w", "-t", "nat"])
-            .args(step)
+            .args(step.split_whitespace())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -248,11 +251,7 @@ pub fn remove_now(netns_path: &str) -> anyhow::Result<()> {
     let rules = String::from_utf8_lossy(&listed.stdout);
     let left: Vec<&str> = rules
         .lines()
-        .filter(|l| {
-            [OUTPUT_CHAIN, POSTROUTING_CHAIN, CATCH_CHAIN]
-                .iter()
-                .any(|c| l.contains(c))
-        })
+        .filter(|l| CHAINS.iter().any(|c| l.contains(c)))
         .collect();
     if !left.is_empty() {
         anyhow::bail!("rules left in place: {}", left.join("; "));

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use embedns_conf::commands::ResolverCommand;
 use embedns_conf::control::{Ack, Request};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::ready::Ready;
@@ -23,8 +24,6 @@ use crate::child::{self, read_line_until, ReadyPipe, Spawned};
 use crate::error::{PluginError, RESOLVER_FAILED};
 use crate::processes;
 
-/// The `argv[0]` a resolver's supervisor shows (embedns-resolverd's `SUPERVISOR_ARGV0`).
-const SUPERVISOR_ARGV0: &[u8] = b"embedns-resolverd:supervisor";
 /// How long a resolver may take to bind and report its ports.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long it may take to exit on SIGTERM before it gets SIGKILL.
@@ -73,17 +72,14 @@ pub fn start(
         Some([u, t]) => Some((local_port(u)?, local_port(t)?)),
         None => None,
     };
+    let args = ResolverCommand {
+        data_dir: paths.root(),
+        container_id,
+        user,
+        v6: v6.is_some(),
+    };
     let mut cmd = Command::new(binary);
-    cmd.arg("--data-dir")
-        .arg(paths.root())
-        .args(["--container-id", container_id])
-        .args(["--ready-fd", "3", "--udp-fd", "4", "--tcp-fd", "5"])
-        .args(["--user", &user.to_string()])
-        .args(if v6.is_some() {
-            &["--udp6-fd", "6", "--tcp6-fd", "7"][..]
-        } else {
-            &[]
-        })
+    cmd.args(args.args())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for var in [
@@ -288,7 +284,6 @@ pub struct Running {
 /// `embedns-resolverd --data-dir <root> --container-id <id> ...`, but the serving children of
 /// a supervisor that is itself listed (they share its command line; stopping it stops them).
 pub fn running(paths: &StatePaths) -> Vec<Running> {
-    let root = paths.root().as_os_str().as_encoded_bytes();
     let mut found: Vec<(Running, i32)> = Vec::new();
     for pid in processes::pids() {
         // Pinned first: its command line and start time are then of one process, never of
@@ -299,18 +294,7 @@ pub fn running(paths: &StatePaths) -> Vec<Running> {
         let Some(args) = processes::cmdline(pid) else {
             continue;
         };
-        let arg = |i: usize| args.get(i).map(Vec::as_slice);
-        // A supervisor retitles itself (embedns-resolverd's supervisor.rs); its child keeps
-        // the command line it was started with.
-        let ours = arg(0)
-            .is_some_and(|a| a.ends_with(b"embedns-resolverd") || a == SUPERVISOR_ARGV0)
-            && arg(1) == Some(b"--data-dir")
-            && arg(2) == Some(root)
-            && arg(3) == Some(b"--container-id");
-        let Some(container_id) = arg(4)
-            .filter(|_| ours)
-            .and_then(|a| std::str::from_utf8(a).ok())
-        else {
+        let Some(container_id) = ResolverCommand::container_of(&args, paths.root()) else {
             continue;
         };
         let Some(st) = stat(pid).filter(|s| !s.zombie) else {

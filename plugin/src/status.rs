@@ -206,8 +206,7 @@ fn shared(paths: &StatePaths, network: &str) -> Option<SharedReport> {
         .and_then(|b| serde_json::from_slice(&b).ok());
     let running = status.as_ref().is_some_and(|s| {
         crate::processes::cmdline(s.pid as i32)
-            .and_then(|args| args.into_iter().next())
-            .is_some_and(|exe| exe.ends_with(b"embedns-syncd"))
+            .is_some_and(|argv| embedns_conf::commands::SyncCommand::is_sync(&argv))
     });
     let heard_ms_ago = status
         .as_ref()

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use embedns_conf::commands::SyncCommand;
 use embedns_conf::fsutil::{try_lock_file, write_atomic};
 use embedns_conf::paths::StatePaths;
 use embedns_conf::ready::Ready;
@@ -68,10 +69,12 @@ pub fn ensure(
         return Ok(None); // running
     };
     drop(free);
+    let args = SyncCommand {
+        data_dir: paths.root(),
+        network,
+    };
     let mut cmd = Command::new(binary);
-    cmd.arg("--data-dir")
-        .arg(paths.root())
-        .args(["--network", network, "--ready-fd", "3"])
+    cmd.args(args.args())
         .current_dir("/")
         .env_remove("CNI_COMMAND");
     let Spawned { child, ready } = child::detached(&mut cmd, &[], &child::Placement::default())

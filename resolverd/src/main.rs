@@ -500,3 +500,32 @@ fn open_log_file(
         name.display()
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_the_plugin_builds_is_the_one_parsed_here() {
+        let cmd = embedns_conf::commands::ResolverCommand {
+            data_dir: std::path::Path::new("/run/embedns"),
+            container_id: "c1",
+            user: DEFAULT_RESOLVER_USER,
+            v6: true,
+        };
+        let argv = std::iter::once("embedns-resolverd".into()).chain(cmd.args());
+        let args = <Args as clap::Parser>::try_parse_from(argv).unwrap();
+        assert_eq!(args.data_dir, PathBuf::from("/run/embedns"));
+        assert_eq!(args.container_id, "c1");
+        assert_eq!(args.user, DEFAULT_RESOLVER_USER);
+        use embedns_conf::commands as c;
+        assert_eq!(
+            (args.ready_fd, args.udp_fd, args.tcp_fd),
+            (c::READY_FD, c::UDP_FD, c::TCP_FD)
+        );
+        assert_eq!(
+            (args.udp6_fd, args.tcp6_fd),
+            (Some(c::UDP6_FD), Some(c::TCP6_FD))
+        );
+    }
+}

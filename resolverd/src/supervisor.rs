@@ -54,7 +54,7 @@ const CHILD_STOP: Duration = Duration::from_millis(1500);
 /// The supervisor's `argv[0]` once it runs: `ps` and `pgrep -f "embedns-resolverd --data-dir
 /// …"` show one resolver per container (the serving child, which keeps the command line the
 /// plugin gave), and the plugin's process scan tells the two apart.
-pub const SUPERVISOR_ARGV0: &str = "embedns-resolverd:supervisor";
+pub use embedns_conf::commands::SUPERVISOR_ARGV0;
 /// The longest ready line taken from a child.
 const MAX_READY_LINE: usize = 4096;
 

@@ -265,3 +265,21 @@ fn run(args: &Args, ready: &mut Option<File>) -> anyhow::Result<u8> {
         Ok(code)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_the_plugin_builds_is_the_one_parsed_here() {
+        let cmd = embedns_conf::commands::SyncCommand {
+            data_dir: std::path::Path::new("/run/embedns"),
+            network: "n",
+        };
+        let argv = std::iter::once("embedns-syncd".into()).chain(cmd.args());
+        let args = <Args as clap::Parser>::try_parse_from(argv).unwrap();
+        assert_eq!(args.data_dir, PathBuf::from("/run/embedns"));
+        assert_eq!(args.network, "n");
+        assert_eq!(args.ready_fd, Some(embedns_conf::commands::READY_FD));
+    }
+}

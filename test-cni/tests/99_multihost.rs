@@ -16,8 +16,8 @@ use test_cni::{ip_of, sync_pids};
 mod common;
 use common::{absent, web_and_cli, WebAndCli, EXPIRY_SLACK_SECS, SPREAD};
 
-on_both!(r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts);
-fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd) {
+on_both!(r2_r3_r4_r5_r7_r10_r29_names_aliases_links_and_ptr_across_three_hosts);
+fn r2_r3_r4_r5_r7_r10_r29_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd) {
     let c = Cluster::new(etcd, "names_across_three_hosts", 3, 10);
     let nets = c.network("mh");
     let (h1, h2, h3) = (&c.hosts[0].w, &c.hosts[1].w, &c.hosts[2].w);
@@ -70,7 +70,7 @@ fn r2_r3_r4_r5_r7_r10_names_aliases_links_and_ptr_across_three_hosts(etcd: Etcd)
     // R10: PTR of a remote address names the container on the network.
     assert_eq!(h3.resolve(&cli, "-x", &web_ip)[..], ["web.mh."]);
 
-    // The same container name on two hosts is one name with both addresses (as a shared
+    // R29: the same container name on two hosts is one name with both addresses (as a shared
     // alias; R5), and each address's PTR names it.
     let web2 = h2.container("web2");
     let web2_ip = ip_of(&h2.adding(&nets[1], &web2).name("web").ok());

@@ -12,7 +12,9 @@ use embedns_conf::crash;
 use embedns_conf::keys::AttachmentId;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
-use embedns_conf::sandbox::{self, Attachment, ResolverInfo, Sandbox, SandboxLock};
+use embedns_conf::sandbox::{
+    self, Attachment, ResolverInfo, Sandbox, SandboxLock, EMBEDDED_RESOLVER,
+};
 use embedns_conf::store::{NetworkLock, NetworkStore};
 use embedns_conf::user::ResolverUser;
 
@@ -267,8 +269,8 @@ struct Sockets {
 fn bind_sockets(netns: &str) -> anyhow::Result<Sockets> {
     let _in = netns::enter(netns)?;
     netns::loopback_up()?;
-    let udp = UdpSocket::bind("127.0.0.11:0").context("binding UDP 127.0.0.11")?;
-    let tcp = TcpListener::bind("127.0.0.11:0").context("binding TCP 127.0.0.11")?;
+    let udp = UdpSocket::bind((EMBEDDED_RESOLVER, 0)).context("binding UDP 127.0.0.11")?;
+    let tcp = TcpListener::bind((EMBEDDED_RESOLVER, 0)).context("binding TCP 127.0.0.11")?;
     let v6 = UdpSocket::bind("[::1]:0")
         .and_then(|u| Ok((u, TcpListener::bind("[::1]:0")?)))
         .ok();
