@@ -98,12 +98,7 @@ impl<'a> Side<'a> {
     }
 
     pub fn writes(&self, net: &str) -> u64 {
-        let path = self
-            .w
-            .data_dir
-            .join("networks")
-            .join(net)
-            .join(".sync.json");
+        let path = self.w.paths().sync_status(net);
         let status: Option<SyncStatus> = std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());

@@ -342,6 +342,11 @@ impl Containerd {
         );
     }
 
+    /// embedns's state directory's layout (the conflist's `dataDir`).
+    pub fn paths(&self) -> embedns_conf::paths::StatePaths {
+        embedns_conf::paths::StatePaths::new(&self.data_dir)
+    }
+
     fn client(&self) -> RuntimeServiceClient<Channel> {
         self.client.clone()
     }

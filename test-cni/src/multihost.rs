@@ -522,12 +522,7 @@ impl Cluster {
 
     /// The sync status of network `net` on host `i` (`.sync.json`), if written.
     pub fn sync_status(&self, i: usize, net: &str) -> Option<SyncStatus> {
-        let path = self.hosts[i]
-            .w
-            .data_dir
-            .join("networks")
-            .join(net)
-            .join(".sync.json");
+        let path = self.hosts[i].w.paths().sync_status(net);
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 }
@@ -537,7 +532,7 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             // What the sync processes said, for the failure's report.
             for h in &self.hosts {
-                let sandboxes = std::fs::read_dir(h.w.data_dir.join("sandboxes"))
+                let sandboxes = std::fs::read_dir(h.w.paths().sandboxes())
                     .into_iter()
                     .flatten()
                     .flatten();

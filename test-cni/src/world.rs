@@ -464,9 +464,14 @@ impl World {
         )
     }
 
+    /// The state directory's layout (`dataDir`).
+    pub fn paths(&self) -> embedns_conf::paths::StatePaths {
+        embedns_conf::paths::StatePaths::new(&self.data_dir)
+    }
+
     /// Record files of a network in the store.
     pub fn records(&self, net: &str) -> Vec<String> {
-        let dir = self.data_dir.join("networks").join(net);
+        let dir = self.paths().network(net);
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .map(|d| {
                 d.filter_map(Result::ok)
@@ -481,7 +486,7 @@ impl World {
 
     /// How many sandboxes (per-container state dirs) the store holds.
     pub fn sandboxes(&self) -> usize {
-        std::fs::read_dir(self.data_dir.join("sandboxes"))
+        std::fs::read_dir(self.paths().sandboxes())
             .map(|d| d.count())
             .unwrap_or(0)
     }
@@ -507,8 +512,8 @@ impl World {
     /// state dir); the cgroups it named are removed when the world ends, as a runtime removes
     /// its pods' cgroups.
     pub fn remove_sandbox_by_hand(&self, id: &str) {
-        let dir = self.data_dir.join("sandboxes").join(id);
-        let text = std::fs::read(dir.join("sandbox.json")).unwrap_or_default();
+        let dir = self.paths().sandbox(id);
+        let text = std::fs::read(self.paths().sandbox_file(id)).unwrap_or_default();
         if let Ok(sb) = serde_json::from_slice::<embedns_conf::sandbox::Sandbox>(&text) {
             self.inner.lock().unwrap().cgroups.extend(sb.cgroups);
         }
@@ -560,7 +565,7 @@ impl Drop for World {
         crate::host::kill_resolvers(&self.data_dir);
         crate::host::remove_cgroups(&inner.cgroups);
         // The cgroups a failed test's sandboxes still name (their processes are gone now).
-        for sb in std::fs::read_dir(self.data_dir.join("sandboxes"))
+        for sb in std::fs::read_dir(self.paths().sandboxes())
             .into_iter()
             .flatten()
         {

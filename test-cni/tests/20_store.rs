@@ -227,7 +227,7 @@ fn store_is_private() {
         meta(&w.data_dir.join("networks/n1/.index")),
         (0o640, 0, 65530)
     );
-    let sb = std::fs::read_dir(w.data_dir.join("sandboxes"))
+    let sb = std::fs::read_dir(w.paths().sandboxes())
         .unwrap()
         .next()
         .unwrap()

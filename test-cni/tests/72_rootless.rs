@@ -2,6 +2,7 @@
 //! ids, slirp4netns, the CNI backend; the embedns entry of conf/examples/podman.conflist with
 //! no `dataDir`, as a user copies it.
 
+use embedns_conf::paths::StatePaths;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -109,10 +110,7 @@ fn rootless_podman_names_status_warnings_and_errors() {
         .ok(&["inspect", "-f", "{{.Id}}", "cli"])
         .trim()
         .to_string();
-    let log = data
-        .join("sandboxes")
-        .join(&cli_id)
-        .join("log/resolver.log");
+    let log = StatePaths::new(&data).resolver_log(&cli_id);
     let said = wait_until(
         Duration::from_secs(5),
         "the warning in the resolver's log",
@@ -140,7 +138,7 @@ fn rootless_podman_names_status_warnings_and_errors() {
     wait_until(Duration::from_secs(5), "the resolvers to stop", || {
         test_cni::resolver_pids(&data).is_empty().then_some(())
     });
-    let left = std::fs::read_dir(data.join("sandboxes"))
+    let left = std::fs::read_dir(StatePaths::new(&data).sandboxes())
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "sandboxes left");

@@ -52,7 +52,7 @@ fn nslookup(ctd: &Containerd, pod: &Pod, name: &str) -> String {
 }
 
 fn records(ctd: &Containerd) -> usize {
-    let dir = ctd.data_dir.join("networks");
+    let dir = ctd.paths().networks();
     walk_json(&dir)
 }
 
@@ -137,7 +137,7 @@ fn r1_r10_cri_pods_resolve_each_other_and_stop_and_remove_leave_nothing(v: Versi
             .then_some(())
     });
     assert_eq!(records(&ctd), 0, "records left");
-    let sandboxes = ctd.data_dir.join("sandboxes");
+    let sandboxes = ctd.paths().sandboxes();
     let left = std::fs::read_dir(&sandboxes)
         .map(|d| d.count())
         .unwrap_or(0);

@@ -341,7 +341,7 @@ fn pod_once_read(ctd: &test_cni::cri::Containerd, name: &str, chained: bool) -> 
         || {
             attempt += 1;
             let pod = ctd.run_pod(&format!("{name}{attempt}"), None);
-            let has = ctd.data_dir.join("sandboxes").join(&pod.sandbox).exists();
+            let has = ctd.paths().sandbox(&pod.sandbox).exists();
             if has == chained {
                 return Some(pod);
             }

@@ -119,13 +119,7 @@ fn r25_a_killed_resolver_answers_again_through_127_0_0_11_and_the_runtimes_names
         text.contains("restarted 1 times; the last resolver before this one killed by SIGKILL"),
         "{text}"
     );
-    let log = std::fs::read_to_string(
-        w.data_dir
-            .join("sandboxes")
-            .join(&c.id)
-            .join("log/resolver.log"),
-    )
-    .unwrap();
+    let log = std::fs::read_to_string(w.paths().resolver_log(&c.id)).unwrap();
     assert!(
         log.contains("restarting: the resolver before this one killed by SIGKILL"),
         "{log}"
@@ -257,7 +251,7 @@ fn r25_a_container_whose_netns_goes_without_a_del_is_released() {
 
 /// The ID of the container whose sandbox names `c`'s netns.
 fn sandbox_of(w: &World, c: &Container) -> String {
-    let dir = w.data_dir.join("sandboxes");
+    let dir = w.paths().sandboxes();
     std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(Result::ok)
@@ -271,7 +265,7 @@ fn sandbox_of(w: &World, c: &Container) -> String {
 
 /// The leaf cgroups the sandbox of container `id` names.
 fn leaves_of(w: &World, id: &str) -> Vec<PathBuf> {
-    let text = std::fs::read(w.data_dir.join("sandboxes").join(id).join("sandbox.json")).unwrap();
+    let text = std::fs::read(w.paths().sandbox_file(id)).unwrap();
     let sb: embedns_conf::sandbox::Sandbox = serde_json::from_slice(&text).unwrap();
     sb.cgroups
         .into_iter()

@@ -43,7 +43,7 @@ fn dead_resolver(w: &World, n1: &Network, c: &Container, id: &str) -> PathBuf {
     wait_until(Duration::from_secs(5), "the resolver to die", || {
         w.resolver_pids().is_empty().then_some(())
     });
-    w.data_dir.join("sandboxes").join(id).join("log")
+    w.paths().resolver_log_dir(id)
 }
 
 /// ADDs `c` (as `id`) to a second network, `net`, on eth1: with its recorded resolver dead,
@@ -245,7 +245,7 @@ fn a_nobody_process_cannot_read_the_store_signal_a_resolver_or_write_its_log() {
     assert_ne!(ids("Uid:"), "65534", "{status}");
     assert_ne!(ids("Gid:"), "65534", "{status}");
     let record = w.data_dir.join("networks/n1").join(&w.records("n1")[0]);
-    let log = w.data_dir.join("sandboxes").join(&id).join("log");
+    let log = w.paths().resolver_log_dir(&id);
     let tries = [
         vec!["cat".to_string(), record.display().to_string()],
         vec!["kill".to_string(), "-0".to_string(), pid.to_string()],

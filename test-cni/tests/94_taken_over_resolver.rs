@@ -28,7 +28,7 @@ fn add_against(w: &World, reply: Reply) -> (std::process::Output, bool, u64) {
     let c = w.container("c");
     let id = format!("{}-ctl", w.id);
     w.adding(&n1, &c).name("c").id(&id).ok();
-    let sock = w.data_dir.join("sandboxes").join(&id).join("control.sock");
+    let sock = w.paths().control_socket(&id);
     std::fs::remove_file(&sock).unwrap();
     let listener = UnixListener::bind(&sock).unwrap();
     listener.set_nonblocking(true).unwrap();

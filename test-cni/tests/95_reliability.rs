@@ -172,7 +172,7 @@ fn a_damaged_index_is_rebuilt_from_the_records_skipping_corrupt_ones() {
         vec![ip_a],
         "the rest is still served"
     );
-    let log: String = std::fs::read_dir(w.data_dir.join("sandboxes"))
+    let log: String = std::fs::read_dir(w.paths().sandboxes())
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| std::fs::read_to_string(e.path().join("log/resolver.log")).unwrap_or_default())
@@ -411,7 +411,7 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
     assert!(report["denied"].as_u64().unwrap() >= 6, "{report}");
     // Its fds: stdio on /dev/null, sockets, its log; nothing else (the indexes are mapped,
     // their files closed).
-    let sandbox = w.data_dir.join("sandboxes");
+    let sandbox = w.paths().sandboxes();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(Result::ok)

@@ -40,7 +40,7 @@ fn alive(pid: i32) -> bool {
 
 /// The container IDs that have a sandbox.
 fn sandbox_ids(w: &World) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(w.data_dir.join("sandboxes"))
+    let mut ids: Vec<String> = std::fs::read_dir(w.paths().sandboxes())
         .map(|d| {
             d.filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
