@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use embedns_conf::shared::SyncStatus;
+use embedns_conf::multihost::shared::SyncStatus;
 use serde_json::{json, Value};
 use test_cni::multihost::Cluster;
 use test_cni::{Container, World};

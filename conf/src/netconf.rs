@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::multihost::shared::EtcdConf;
 use crate::record::{CacheSettings, Link};
-use crate::shared::EtcdConf;
 use crate::user::{default_data_dir, default_resolver_user, ResolverUser};
 use crate::ConfError;
 use crate::{defaults, names};

@@ -1,7 +1,7 @@
 //! The plugin's children, the resolver and a shared network's sync process: each started
 //! detached (its own session, stdio on /dev/null, no fd of the runtime's), so it outlives the
 //! runtime process that called the plugin (R25), with a ready pipe as fd 3 on which it says
-//! how its start went (`embedns_conf::ready`). Also the one reader of a line from a
+//! how its start went (`embedns_conf::protocol::ready`). Also the one reader of a line from a
 //! less-privileged party (the ready pipe, a resolver's control socket): bounded in time and
 //! size.
 
@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
-use embedns_conf::ready::Ready;
+use embedns_conf::protocol::ready::Ready;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 

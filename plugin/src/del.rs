@@ -5,9 +5,9 @@
 //! that cannot be removed from a netns that still exists is logged and noted as a leftover
 //! (`embedns status` shows it, GC retries it); DEL still succeeds, as the spec asks.
 
-use embedns_conf::control::{ReloadReply, Request};
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::protocol::control::{ReloadReply, Request};
 use embedns_conf::sandbox::{self, Leftover, Sandbox, SandboxLock};
 use embedns_conf::store::NetworkStore;
 

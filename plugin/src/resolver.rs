@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use embedns_conf::commands::ResolverCommand;
-use embedns_conf::control::{Ack, Request};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::ready::Ready;
+use embedns_conf::protocol::control::{Ack, Request};
+use embedns_conf::protocol::ready::Ready;
 use embedns_conf::sandbox::ResolverInfo;
 use embedns_conf::user::ResolverUser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -414,7 +414,7 @@ fn kill_pid(pid: i32) {
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends one request on the resolver's control socket and returns its reply, typed as `R`
-/// (the types of `embedns_conf::control`); a refusal is an error saying why.
+/// (the types of `embedns_conf::protocol::control`); a refusal is an error saying why.
 pub fn control<R: DeserializeOwned>(
     paths: &StatePaths,
     container_id: &str,

@@ -6,19 +6,19 @@
 //! shared network is out of step: its sync process not running, cut off from etcd, or its
 //! host name's claim refused.
 
-use embedns_conf::keys::RemoteKey;
+use embedns_conf::multihost::keys::RemoteKey;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use embedns_conf::control::{Request, StatusReply};
+use embedns_conf::multihost::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::record::Record;
-use embedns_conf::report::{
+use embedns_conf::protocol::control::{Request, StatusReply};
+use embedns_conf::protocol::report::{
     Attachment, ContainerReport, LeftoverReport, Member, NetworkReport, Report, ResolverHealth,
     SharedReport,
 };
+use embedns_conf::record::Record;
 use embedns_conf::sandbox::{self, Sandbox};
-use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::store::{self, NetworkStore};
 use embedns_conf::supervision::Supervision;
 use embedns_conf::user::default_data_dir;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use embedns_conf::commands::SyncCommand;
 use embedns_conf::fsutil::{try_lock_file, write_atomic};
+use embedns_conf::multihost::shared::EtcdConf;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::ready::Ready;
-use embedns_conf::shared::EtcdConf;
+use embedns_conf::protocol::ready::Ready;
 
 use crate::child::{self, ReadyPipe, Spawned};
 

@@ -1,13 +1,13 @@
 //! The plugin's channel to a running resolver: a root-only unix socket in the sandbox
 //! directory, one JSON request per line, one JSON reply per line (the types are
-//! `embedns_conf::control`'s, shared with the plugin).
+//! `embedns_conf::protocol::control`'s, shared with the plugin).
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use embedns_conf::control::{
+use embedns_conf::protocol::control::{
     Ack, CacheUsage, Counters, NetworkCount, ReloadReply, Request, StatusReply, UpstreamStatus,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -2,7 +2,7 @@
 //! plugin, never by hand, with `--udp-fd 4 --tcp-fd 5`: the sockets the plugin bound on
 //! 127.0.0.11 (kernel-chosen ports) in the container's netns. It makes its host-netns socket
 //! maker, enters the container's netns, maps the indexes of the container's networks, and
-//! writes `READY <udp> <tcp>` (or `ERROR <why>`: `embedns_conf::ready`) on the ready FD.
+//! writes `READY <udp> <tcp>` (or `ERROR <why>`: `embedns_conf::protocol::ready`) on the ready FD.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::FromRawFd;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::ready::Ready;
+use embedns_conf::protocol::ready::Ready;
 use embedns_conf::sandbox;
 use embedns_conf::user::{ResolverUser, DEFAULT_RESOLVER_USER};
 use embedns_resolverd::forward::Forwarder;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use embedns_conf::catch::{self, Catch};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::ready::Ready;
+use embedns_conf::protocol::ready::Ready;
 use embedns_conf::sandbox;
 use embedns_conf::supervision::Supervision;
 

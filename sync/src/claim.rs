@@ -5,8 +5,8 @@ use std::io::Write;
 
 use crate::etcd::{Created, Etcd};
 use anyhow::bail;
+use embedns_conf::multihost::shared::SyncStatus;
 use embedns_conf::paths::StatePaths;
-use embedns_conf::shared::SyncStatus;
 
 /// What this host's claim of its name says (R32), who claims: `<host id> <state directory>`
 /// (one machine may run several embedns with state directories of their own).

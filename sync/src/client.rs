@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use embedns_conf::shared::EtcdConf;
+use embedns_conf::multihost::shared::EtcdConf;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
     KeyValue, KvClient, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp,

@@ -126,7 +126,7 @@ pub trait Connect {
     /// client follows the member's leader with it).
     async fn connect(
         &self,
-        conf: &embedns_conf::shared::EtcdConf,
+        conf: &embedns_conf::multihost::shared::EtcdConf,
         endpoint: &str,
         claim: &str,
     ) -> Result<Self::Etcd>;

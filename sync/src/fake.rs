@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use anyhow::{bail, Result};
-use embedns_conf::shared::EtcdConf;
+use embedns_conf::multihost::shared::EtcdConf;
 use tokio::sync::{mpsc, Notify};
 
 use crate::etcd::{

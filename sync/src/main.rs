@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use embedns_conf::fsutil::{create_private_dir, try_lock_file};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::ready::Ready;
+use embedns_conf::protocol::ready::Ready;
 use embedns_conf::store::NetworkStore;
 use embedns_sync::local::LocalWatch;
 use embedns_sync::run::Worker;
@@ -30,7 +30,7 @@ struct Args {
     /// The network it shares.
     #[arg(long)]
     network: String,
-    /// Where it says how its start went (`embedns_conf::ready`).
+    /// Where it says how its start went (`embedns_conf::protocol::ready`).
     #[arg(long)]
     ready_fd: Option<i32>,
 }

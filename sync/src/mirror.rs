@@ -2,14 +2,14 @@
 //! logic: which of this host's records to put or delete ([`Published`]), and which changes to
 //! the other hosts' records a listing or a watch event means ([`Remote`]).
 
-use embedns_conf::shared::NetworkBounds;
+use embedns_conf::multihost::shared::NetworkBounds;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::etcd::Kv;
-use embedns_conf::keys::{AttachmentId, NetworkKey, RemoteKey};
-use embedns_conf::peer::PeerRecord;
+use embedns_conf::multihost::keys::{AttachmentId, NetworkKey, RemoteKey};
+use embedns_conf::multihost::peer::PeerRecord;
+use embedns_conf::multihost::shared::RemoteHost;
 use embedns_conf::record::Record;
-use embedns_conf::shared::RemoteHost;
 use embedns_conf::store::RemoteChange;
 
 /// The most bytes one value from another host may have (R31): a record is a few hundred.
@@ -20,10 +20,10 @@ pub const MAX_NAMES: usize = 64;
 pub const MAX_RECORDS_PER_HOST: usize = 8192;
 
 /// A key of the network's prefix (R30), read once by the one grammar
-/// (`embedns_conf::keys::parse`): a host's record or claim; `None` for a key that is no key
+/// (`embedns_conf::multihost::keys::parse`): a host's record or claim; `None` for a key that is no key
 /// of ours, which is logged once and skipped.
 pub fn read_key<'k>(network_prefix: &str, key: &'k str) -> Option<NetworkKey<'k>> {
-    match embedns_conf::keys::parse(network_prefix, key) {
+    match embedns_conf::multihost::keys::parse(network_prefix, key) {
         Ok(k) => Some(k),
         Err(e) => {
             tracing::warn!("skipped a key no host of embedns writes: {e}");
@@ -289,7 +289,7 @@ impl Remote {
         };
         self.bytes += body.len();
         self.changed_at
-            .insert(slot.host.clone(), embedns_conf::shared::now_ms());
+            .insert(slot.host.clone(), embedns_conf::multihost::shared::now_ms());
         let host = slot.host.clone();
         if let Some(old) = self.held.insert(slot, body) {
             self.bytes -= old.len();
@@ -306,7 +306,7 @@ impl Remote {
         self.bytes -= old.len();
         // Only for a host held here: deletes of hosts never held grow nothing (R30).
         self.changed_at
-            .insert(key.host.clone(), embedns_conf::shared::now_ms());
+            .insert(key.host.clone(), embedns_conf::multihost::shared::now_ms());
         Some(RemoteChange::Remove(key.clone()))
     }
 

@@ -1,11 +1,11 @@
 //! Calls of the plugin that no runtime flow through cnitool covers: a verb run alone with a
 //! made-up prevResult, GC with its valid attachments, and `embedns status`.
 
-use embedns_conf::keys::AttachmentId;
+use embedns_conf::multihost::keys::AttachmentId;
 use std::process::Command;
 
-use embedns_conf::control::StatusReply;
-use embedns_conf::report::Report;
+use embedns_conf::protocol::control::StatusReply;
+use embedns_conf::protocol::report::Report;
 use serde_json::{json, Value};
 
 use crate::world::{Container, PluginOut, World};

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use embedns_conf::keys::Layout;
-use embedns_conf::shared::SyncStatus;
+use embedns_conf::multihost::keys::Layout;
+use embedns_conf::multihost::shared::SyncStatus;
 use serde_json::{json, Value};
 
 use crate::certs::make_certs;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use embedns_conf::keys::Layout;
+use embedns_conf::multihost::keys::Layout;
 use serde_json::json;
 use test_cni::ip_of;
 use test_cni::multihost::{Cluster, Etcd};

@@ -3,6 +3,7 @@
 //! that still answers this host's record, and one that is not must change nothing.
 
 use embedns_conf::index::IndexReader;
+use embedns_conf::multihost::keys::RemoteKey;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;
@@ -14,9 +15,10 @@ fn main() {
     let lock = store.lock().expect("the network lock");
     let ours = Record::with_defaults("n", "c0", Some("web"), &[], vec!["10.0.0.2".parse().unwrap()]);
     store.put(&lock, &ours).expect("this host's record");
+    let key: RemoteKey = "b/c1@eth0".parse().expect("a remote key");
     afl::fuzz!(|data: &[u8]| {
         let mut remote = Remote::default();
-        let Some(change) = remote.put("n", "b", "c1@eth0", data.to_vec()) else {
+        let Some(change) = remote.put("n", key.clone(), data.to_vec()) else {
             assert!(store.list_remote().unwrap().is_empty());
             return;
         };
@@ -32,7 +34,7 @@ fn main() {
             }
         }
         // Gone again, as a delete event would make it.
-        let gone = remote.remove("b", "c1@eth0").expect("held");
+        let gone = remote.remove(&key).expect("held");
         store.apply_remote(&lock, &[gone]).expect("removed");
         assert!(store.list_remote().unwrap().is_empty());
     });

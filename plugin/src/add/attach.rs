@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use embedns_conf::control::{ReloadReply, Request, StatusReply};
 use embedns_conf::crash;
-use embedns_conf::keys::AttachmentId;
+use embedns_conf::multihost::keys::AttachmentId;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::protocol::control::{ReloadReply, Request, StatusReply};
 use embedns_conf::record::Record;
 use embedns_conf::sandbox::{
     self, Attachment, ResolverInfo, Sandbox, SandboxLock, EMBEDDED_RESOLVER,
@@ -112,7 +112,7 @@ fn put_record(paths: &StatePaths, record: &Record) -> anyhow::Result<()> {
     let net = NetworkStore::new(paths, &record.network);
     let net_lock = net.lock()?;
     if let Some(name) = &record.name {
-        evict_stale_claims(&net, &net_lock, name, &record.key())?;
+        release_stale_holders(&net, &net_lock, name, &record.key())?;
     }
     net.put(&net_lock, record)?;
     Ok(())
@@ -313,13 +313,13 @@ fn is_stale(sb: &Sandbox, netns_path: &str, inode: Option<u64>) -> bool {
 
 /// A name held by an attachment whose netns is gone is released, so a restarted container
 /// does not leave a stale address next to its new one.
-fn evict_stale_claims(
+fn release_stale_holders(
     net: &NetworkStore,
     lock: &NetworkLock,
     name: &str,
     own_key: &str,
 ) -> anyhow::Result<()> {
-    for key in net.claimants(name)? {
+    for key in net.holders(name)? {
         if key == own_key {
             continue;
         }
@@ -336,7 +336,7 @@ fn evict_stale_claims(
                 tracing::info!(name, stale = %key, netns = %r.netns, "replacing a dead attachment's record");
                 net.remove(lock, &container_id, &ifname)?;
             }
-            Ok(None) | Err(_) => net.drop_claim(lock, name, &key)?,
+            Ok(None) | Err(_) => net.drop_holder(lock, name, &key)?,
         }
     }
     Ok(())

@@ -24,10 +24,10 @@ use std::time::Instant;
 
 use anyhow::bail;
 use embedns_conf::fsutil::write_atomic;
-use embedns_conf::keys::Layout;
+use embedns_conf::multihost::keys::Layout;
+use embedns_conf::multihost::shared::{now_ms, EtcdConf, SyncStatus};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::ready::Ready;
-use embedns_conf::shared::{now_ms, EtcdConf, SyncStatus};
+use embedns_conf::protocol::ready::Ready;
 use embedns_conf::store::{NetworkStore, RemoteChange};
 
 use crate::backoff::{jittered, Backoff};

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::bail;
-use embedns_conf::ready::Ready;
+use embedns_conf::protocol::ready::Ready;
 use embedns_conf::store::read_record;
 
 use super::{End, Resume, Worker, TXN_OPS};
@@ -16,7 +16,7 @@ use crate::claim::Claim;
 use crate::etcd::{Etcd, Fence, Renew, Renewals, Watch, WatchBatch};
 use crate::local::LocalWatch;
 use crate::mirror::{read_key, Listing, Put};
-use embedns_conf::keys::{AttachmentId, NetworkKey, RemoteKey};
+use embedns_conf::multihost::keys::{AttachmentId, NetworkKey, RemoteKey};
 
 /// What the session does after a local change.
 enum Next {
@@ -336,7 +336,7 @@ impl Worker {
             let attachment: AttachmentId = key.parse().ok()?;
             let record = read_record(&store.record_path(key)).ok()??;
             (record.attachment() == attachment)
-                .then(|| embedns_conf::peer::PeerRecord::encode(&record))
+                .then(|| embedns_conf::multihost::peer::PeerRecord::encode(&record))
         };
         let plan = self.published.plan(keys, local, lease);
         if plan.is_empty() {

@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use embedns_conf::keys::Layout;
+use embedns_conf::multihost::keys::Layout;
+use embedns_conf::multihost::peer::PeerRecord;
+use embedns_conf::multihost::shared::{EtcdConf, SyncStatus};
 use embedns_conf::paths::StatePaths;
-use embedns_conf::peer::PeerRecord;
 use embedns_conf::record::Record;
-use embedns_conf::shared::{EtcdConf, SyncStatus};
 use embedns_conf::store::NetworkStore;
 
 use super::{End, Worker};

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::AttachmentId;
+use crate::multihost::keys::AttachmentId;
 use crate::record::{Record, Upstreams};
 
 /// The version this build writes.

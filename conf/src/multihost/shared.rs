@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::Layout;
+use crate::multihost::keys::Layout;
 use crate::ConfError;
 
 /// Default key prefix in etcd.

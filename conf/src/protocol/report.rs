@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::StatusReply;
-use crate::shared::{EtcdConf, SyncStatus};
+use crate::multihost::shared::{EtcdConf, SyncStatus};
+use crate::protocol::control::StatusReply;
 
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
