@@ -3,9 +3,10 @@
 //! no `dataDir`, as a user copies it.
 
 use embedns_conf::paths::StatePaths;
+use embedns_conf::protocol::report::Report;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use test_cni::rootless::RootlessPodman;
 use test_cni::{nslookup_addresses, wait_until};
 
@@ -89,18 +90,20 @@ fn rootless_podman_names_status_warnings_and_errors() {
     // `embedns status` from the user's shell finds the same state.
     let embedns = pm.dir.join("cni-bin/embedns").display().to_string();
     let out = pm.as_user(&embedns, &["status", "--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "status --json ({e}): {}",
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    assert_eq!(report["dataDir"], json!(data), "{report}");
-    let names: Vec<&str> = report["containers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
-        .unwrap_or_default();
-    assert!(names.contains(&"web") && names.contains(&"cli"), "{report}");
+    assert_eq!(report.data_dir, data, "{report:?}");
+    let names: Vec<&str> = (report.containers.iter())
+        .filter_map(|c| c.name.as_deref())
+        .collect();
+    assert!(
+        names.contains(&"web") && names.contains(&"cli"),
+        "{report:?}"
+    );
 
     // The loopback upstream cannot be reached from where it is asked: said once, not per query.
     for _ in 0..3 {
