@@ -17,19 +17,20 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::cache::Question;
+use crate::cache::Asked;
 
 /// Queries that may wait for one question's reply; more are forwarded on their own.
 pub const MAX_WAITERS: usize = 64;
 
-/// The key of a query that may be coalesced: `None` for one that never is.
-pub fn key(query: &[u8], tcp: bool, generation: u64) -> Option<Vec<u8>> {
-    let q = Question::parse(query)?;
+/// The key of a query the cache could answer (`asked`; one it never could is never
+/// coalesced), asked over `tcp` of the upstream set `generation`.
+pub fn key(asked: &Asked, tcp: bool, generation: u64) -> Vec<u8> {
+    let q = asked;
     let mut key = q.key().to_vec();
     key.extend_from_slice(&q.edns_payload().unwrap_or(0).to_be_bytes());
     key.push(u8::from(tcp));
     key.extend_from_slice(&generation.to_be_bytes());
-    Some(key)
+    key
 }
 
 /// Where a waiting query is handed the reply.
@@ -129,6 +130,12 @@ pub fn reply_for(reply: &[u8], query: &[u8], question_end: usize) -> Option<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::Question;
+
+    /// [`key`] of a query's bytes, `None` for one the cache never answers.
+    fn key_of(query: &[u8], tcp: bool, generation: u64) -> Option<Vec<u8>> {
+        Question::parse(query).map(|q| key(&q, tcp, generation))
+    }
     use hickory_proto::op::{Edns, Message, Query};
     use hickory_proto::rr::{Name, RecordType};
 
@@ -151,8 +158,8 @@ mod tests {
         let first = query(1, "x.fwd.test.", None);
         let second = query(2, "X.Fwd.Test.", None);
         let (k1, k2) = (
-            key(&first, false, 7).unwrap(),
-            key(&second, false, 7).unwrap(),
+            key_of(&first, false, 7).unwrap(),
+            key_of(&second, false, 7).unwrap(),
         );
         assert_eq!(k1, k2);
         let Turn::Lead(leader) = t.join(k1) else {
@@ -200,22 +207,22 @@ mod tests {
     #[test]
     fn what_is_never_coalesced() {
         let plain = query(1, "x.fwd.test.", None);
-        let k = key(&plain, false, 1).unwrap();
+        let k = key_of(&plain, false, 1).unwrap();
         // Another transport, upstream set or EDNS payload is another question.
-        assert_ne!(key(&plain, true, 1).unwrap(), k);
-        assert_ne!(key(&plain, false, 2).unwrap(), k);
+        assert_ne!(key_of(&plain, true, 1).unwrap(), k);
+        assert_ne!(key_of(&plain, false, 2).unwrap(), k);
         assert_ne!(
-            key(&query(1, "x.fwd.test.", Some(1232)), false, 1).unwrap(),
+            key_of(&query(1, "x.fwd.test.", Some(1232)), false, 1).unwrap(),
             k
         );
         // Not a query the cache would answer: no key.
-        assert_eq!(key(&plain[..5], false, 1), None);
+        assert_eq!(key_of(&plain[..5], false, 1), None);
     }
 
     #[test]
     fn waiters_are_bounded_and_a_dropped_leader_frees_them() {
         let t = InFlight::default();
-        let k = key(&query(1, "a.test.", None), false, 1).unwrap();
+        let k = key_of(&query(1, "a.test.", None), false, 1).unwrap();
         let leader = t.join(k.clone());
         let mut waiting = Vec::new();
         for _ in 0..MAX_WAITERS {

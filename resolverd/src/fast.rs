@@ -13,16 +13,13 @@ use std::net::IpAddr;
 use hickory_proto::rr::RecordType;
 
 use crate::lookup::Outcome;
-use crate::wire::{self, reply_limit, OUR_EDNS_PAYLOAD, TYPE_OPT};
+use crate::wire::{
+    self, reply_limit, CLASS_IN, OPT_LEN, OUR_EDNS_PAYLOAD, RCODE_SERVFAIL as SERVFAIL, TYPE_A,
+    TYPE_AAAA, TYPE_OPT,
+};
 
 /// The longest name on the wire (RFC 1035 §3.1); longer ones are the general path's to reject.
 const MAX_WIRE_NAME: usize = 255;
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const CLASS_IN: u16 = 1;
-/// An OPT record without options: root name, type, class, TTL, RDLENGTH.
-const OPT_LEN: usize = 11;
-const SERVFAIL: u8 = 2;
 
 /// A query of the simple shape, parsed in place.
 pub struct Simple<'a> {
@@ -41,14 +38,7 @@ impl<'a> Simple<'a> {
     /// `None` when the query is not of the simple shape (the general path then decides).
     pub fn parse(bytes: &'a [u8]) -> Option<Simple<'a>> {
         let u16_at = |i: usize| wire::u16_at(bytes, i);
-        // A query (QR=0) of opcode QUERY; one question, nothing in answer or authority.
-        if bytes.len() < 12 || bytes[2] & 0xf8 != 0 {
-            return None;
-        }
-        let additional = u16_at(10)?;
-        if u16_at(4)? != 1 || u16_at(6)? != 0 || u16_at(8)? != 0 || additional > 1 {
-            return None;
-        }
+        let additional = wire::simple_query_header(bytes)?;
         let mut name = [0u8; MAX_WIRE_NAME];
         let mut name_len = 0;
         let mut i = 12;

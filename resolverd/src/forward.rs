@@ -17,7 +17,7 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use crate::cache::Question;
+use crate::cache::{Asked, Question};
 use crate::channel::{Channel, Channels};
 use crate::coalesce::{self, InFlight, Turn};
 use crate::failover::Failover;
@@ -58,6 +58,9 @@ pub struct Route {
     generation: u64,
     /// R34: keep the answer, which is asked under this upstream set (its generation).
     keep: Option<u64>,
+    /// The query as the cache reads it, read once here (`None`: a shape it never answers,
+    /// which is neither kept nor coalesced).
+    asked: Option<Asked>,
 }
 
 /// What a query about to be forwarded gets first.
@@ -87,7 +90,8 @@ impl Forwarder {
     /// change of upstreams (R22, a reload) empties the cache.
     pub fn prepare(&self, query: &[u8], tcp: bool, cacheable: bool) -> Prepared {
         let set = self.state.upstreams();
-        let route = |keep| Route {
+        let question = Question::parse(query);
+        let route = |keep, asked| Route {
             upstreams: self
                 .failover
                 .lock()
@@ -97,33 +101,31 @@ impl Forwarder {
             max_inflight: set.max_inflight,
             generation: set.generation,
             keep,
+            asked,
         };
         let mut cache = self.state.cache.lock().unwrap();
         cache.sync(set.generation, set.cache);
-        if !cacheable || set.cache.size == 0 {
-            return Prepared::Ask(route(None));
-        }
-        let Some(q) = Question::parse(query) else {
-            return Prepared::Ask(route(None));
+        let Some(q) = question else {
+            return Prepared::Ask(route(None, None));
         };
+        if !cacheable || set.cache.size == 0 {
+            return Prepared::Ask(route(None, Some(q.into_asked())));
+        }
         match cache.get(&q, tcp, Instant::now()) {
             Some(reply) => {
                 QueryCounters::bump(&self.state.counters.cached);
                 Prepared::Hit(reply)
             }
-            None => Prepared::Ask(route(Some(set.generation))),
+            None => Prepared::Ask(route(Some(set.generation), Some(q.into_asked()))),
         }
     }
 
-    /// R34: keeps the upstream's `reply` to `query` (its TTLs capped) if it may be kept and
-    /// the upstreams are still those it was asked of.
-    fn remember(&self, query: &[u8], reply: &mut [u8], generation: u64) {
-        let Some(q) = Question::parse(query) else {
-            return;
-        };
+    /// R34: keeps the upstream's `reply` to the query `asked` (its TTLs capped) if it may be
+    /// kept and the upstreams are still those it was asked of.
+    fn remember(&self, asked: &Asked, reply: &mut [u8], generation: u64) {
         let mut cache = self.state.cache.lock().unwrap();
         if cache.generation() == generation {
-            cache.put(&q, reply, Instant::now());
+            cache.put(asked, reply, Instant::now());
         }
     }
 
@@ -167,7 +169,7 @@ impl Forwarder {
             return error_for_raw(query, question_end, ResponseCode::Refused);
         };
         // R34a: a question already in flight is not asked again.
-        let key = coalesce::key(query, tcp, route.generation);
+        let key = (route.asked.as_ref()).map(|a| coalesce::key(a, tcp, route.generation));
         let turn = key.map_or(Turn::Alone, |k| self.questions.join(k));
         let leader = match turn {
             Turn::Wait(reply) => {
@@ -231,8 +233,8 @@ impl Forwarder {
                         .upstream_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     resp[..2].copy_from_slice(&client_id);
-                    if let Some(generation) = route.keep {
-                        self.remember(query, &mut resp, generation);
+                    if let (Some(generation), Some(asked)) = (route.keep, &route.asked) {
+                        self.remember(asked, &mut resp, generation);
                     }
                     return resp;
                 }

@@ -1,11 +1,36 @@
-//! What both ways of answering (the general path in `answer`, the byte-level one in `fast`)
-//! and the forwarder share about DNS on the wire: the size a reply may take (R13), our EDNS
-//! payload, and replies made from a request's raw bytes.
+//! What both ways of answering (the general path in `answer`, the byte-level one in `fast`),
+//! the cache and the forwarder share about DNS on the wire, in one place: the numbers they
+//! read, the query header they accept, the size a reply may take (R13), our EDNS payload,
+//! and replies made from a request's raw bytes.
 
 use hickory_proto::op::ResponseCode;
 
+pub const TYPE_A: u16 = 1;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_AAAA: u16 = 28;
 /// The type of EDNS's OPT record (RFC 6891).
 pub const TYPE_OPT: u16 = 41;
+pub const CLASS_IN: u16 = 1;
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_SERVFAIL: u8 = 2;
+pub const RCODE_NXDOMAIN: u8 = 3;
+/// An OPT record's length without options: root name, type, class, TTL, RDLENGTH.
+pub const OPT_LEN: usize = 11;
+/// EDNS options a query may carry and still be answered from the cache (RFC 7873, 7830).
+pub const OPTION_COOKIE: u16 = 10;
+pub const OPTION_PADDING: u16 = 12;
+
+/// The header of a query both the fast path and the cache read: a query (QR=0) of opcode
+/// QUERY with one question, nothing in answer or authority, and at most one more record (an
+/// OPT); its additional count, `None` for any other message.
+pub fn simple_query_header(bytes: &[u8]) -> Option<u16> {
+    if bytes.len() < 12 || bytes[2] & 0xf8 != 0 {
+        return None;
+    }
+    let additional = u16_at(bytes, 10)?;
+    let one_question = u16_at(bytes, 4)? == 1 && u16_at(bytes, 6)? == 0 && u16_at(bytes, 8)? == 0;
+    (one_question && additional <= 1).then_some(additional)
+}
 
 /// The big-endian 16-bit number at `i`, if the bytes reach that far.
 pub fn u16_at(bytes: &[u8], i: usize) -> Option<u16> {

@@ -24,14 +24,10 @@ use std::time::Instant;
 use embedns_conf::record::CacheSettings;
 use lru::LruCache;
 
-use crate::wire::{self, reply_limit, TYPE_OPT};
-
-const TYPE_SOA: u16 = 6;
-/// EDNS options a query may carry and still be answered from the cache (RFC 7873, 7830).
-const OPTION_COOKIE: u16 = 10;
-const OPTION_PADDING: u16 = 12;
-const NOERROR: u8 = 0;
-const NXDOMAIN: u8 = 3;
+use crate::wire::{
+    self, reply_limit, OPTION_COOKIE, OPTION_PADDING, OPT_LEN, RCODE_NOERROR as NOERROR,
+    RCODE_NXDOMAIN as NXDOMAIN, TYPE_OPT, TYPE_SOA,
+};
 /// What an entry costs beyond its key, bytes and TTL places: the list node and map slot, the
 /// entry's fields, allocation headers. Measured: glibc's bytes in use (`mallinfo2`) grew by
 /// 283 bytes per entry over 1,100 entries of a typical A answer, whose key, bytes and TTL
@@ -46,13 +42,28 @@ const KEY_CD: u8 = 0x02;
 const KEY_DO: u8 = 0x04;
 const KEY_EDNS: u8 = 0x08;
 
-/// A query the cache can answer, read in place.
-pub struct Question<'a> {
-    query: &'a [u8],
+/// What the cache and R34a's coalescing know of a query once it is read, owned: it goes with
+/// the query upstream, so the forward's coalescing and the reply's keeping read nothing again.
+#[derive(Debug, Clone)]
+pub struct Asked {
     question_end: usize,
     /// The question, lower-cased, and the flag byte.
     key: Vec<u8>,
     edns_payload: Option<u16>,
+}
+
+/// A query the cache can answer, read in place: its [`Asked`] and its bytes.
+pub struct Question<'a> {
+    query: &'a [u8],
+    asked: Asked,
+}
+
+impl std::ops::Deref for Question<'_> {
+    type Target = Asked;
+
+    fn deref(&self) -> &Asked {
+        &self.asked
+    }
 }
 
 impl<'a> Question<'a> {
@@ -60,13 +71,7 @@ impl<'a> Question<'a> {
     /// cookie or padding): those are forwarded and never cached.
     pub fn parse(query: &'a [u8]) -> Option<Question<'a>> {
         let u16_at = |i: usize| wire::u16_at(query, i);
-        // A query (QR=0) of opcode QUERY with one question and at most one more record.
-        if query.len() < 12 || query[2] & 0xf8 != 0 {
-            return None;
-        }
-        if u16_at(4)? != 1 || u16_at(6)? != 0 || u16_at(8)? != 0 || u16_at(10)? > 1 {
-            return None;
-        }
+        let additional = wire::simple_query_header(query)?;
         let question_end = wire::question_end(query)?;
         let mut flags = 0;
         if query[2] & 0x01 != 0 {
@@ -75,16 +80,16 @@ impl<'a> Question<'a> {
         if query[3] & 0x10 != 0 {
             flags |= KEY_CD;
         }
-        let edns_payload = if u16_at(10)? == 1 {
+        let edns_payload = if additional == 1 {
             // Root name, OPT, payload, extended rcode, version 0, flags, then its options.
             let opt = &query[question_end..];
-            if opt.len() < 11 || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
+            if opt.len() < OPT_LEN || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
                 return None;
             }
-            if opt[6] != 0 || usize::from(u16_at(question_end + 9)?) != opt.len() - 11 {
+            if opt[6] != 0 || usize::from(u16_at(question_end + 9)?) != opt.len() - OPT_LEN {
                 return None;
             }
-            let mut i = question_end + 11;
+            let mut i = question_end + OPT_LEN;
             while i < query.len() {
                 if ![OPTION_COOKIE, OPTION_PADDING].contains(&u16_at(i)?) {
                     return None;
@@ -109,12 +114,21 @@ impl<'a> Question<'a> {
         key.push(flags);
         Some(Question {
             query,
-            question_end,
-            key,
-            edns_payload,
+            asked: Asked {
+                question_end,
+                key,
+                edns_payload,
+            },
         })
     }
 
+    /// What is kept of it once its bytes go on.
+    pub fn into_asked(self) -> Asked {
+        self.asked
+    }
+}
+
+impl Asked {
     /// The cache's key: the question lower-cased and the flags that change the answer.
     pub fn key(&self) -> &[u8] {
         &self.key
@@ -217,7 +231,7 @@ impl Cache {
     /// Keeps `reply`, the upstream's answer to `q`, if it may be kept, with its TTLs capped
     /// (in `reply` too: the client that asked first is sent what the next will be). Returns
     /// whether it was kept.
-    pub fn put(&mut self, q: &Question, reply: &mut [u8], now: Instant) -> bool {
+    pub fn put(&mut self, q: &Asked, reply: &mut [u8], now: Instant) -> bool {
         if self.settings.size == 0 {
             return false;
         }
