@@ -23,8 +23,7 @@ use crate::bins;
 use crate::host::must;
 use crate::wait::wait_until;
 
-/// The sandbox ("pause") and container image: busybox, imported as an OCI archive.
-const IMAGE: &str = "localhost/embedns-box:1";
+use crate::image::IMAGE;
 
 /// A pod run by [`Containerd::run_pod`]: its sandbox, one busybox container and its address.
 #[derive(Debug, Clone)]
@@ -293,43 +292,10 @@ impl Containerd {
         c
     }
 
-    /// The busybox image, built from /bin/busybox with podman (private storage, run and tmp
-    /// dirs, vfs: no mounts, removed with the dir) and imported into containerd's `k8s.io`
-    /// namespace: no registry involved.
+    /// The busybox image ([`crate::image`]) imported into containerd's `k8s.io` namespace: no
+    /// registry involved.
     fn import_image(&self) {
-        let rootfs = self.dir.join("image/rootfs");
-        crate::podman::busybox_rootfs(&rootfs, &["sh", "sleep", "cat", "nslookup"]);
-        let image = self.dir.join("image");
-        must(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .arg("-cf")
-                .arg(image.join("rootfs.tar"))
-                .arg("."),
-        );
-        let podman = |args: &[&str]| {
-            let mut cmd = Command::new("podman");
-            cmd.arg("--root")
-                .arg(image.join("root"))
-                .arg("--runroot")
-                .arg(image.join("run"))
-                .arg("--tmpdir")
-                .arg(image.join("tmp"))
-                .args(["--storage-driver", "vfs"])
-                .args(args);
-            must(&mut cmd);
-        };
-        let tar = image.join("rootfs.tar").display().to_string();
-        let archive = image.join("box.tar").display().to_string();
-        podman(&[
-            "import",
-            "--change",
-            r#"CMD ["/bin/sleep","3600"]"#,
-            &tar,
-            IMAGE,
-        ]);
-        podman(&["save", "--format", "oci-archive", "-o", &archive, IMAGE]);
+        let archive = crate::image::busybox_archive(&self.dir.join("image"));
         let ctr = match self.version {
             Version::Debian => PathBuf::from("ctr"),
             Version::V2 => bins::newer_bin().join("ctr"),
@@ -338,7 +304,8 @@ impl Containerd {
             Command::new(ctr)
                 .arg("-a")
                 .arg(&self.socket)
-                .args(["-n", "k8s.io", "images", "import", &archive]),
+                .args(["-n", "k8s.io", "images", "import"])
+                .arg(archive),
         );
     }
 

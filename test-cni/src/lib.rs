@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cri;
 pub mod dig;
 pub mod host;
+pub mod image;
 pub mod multihost;
 pub mod parse;
 pub mod podman;
