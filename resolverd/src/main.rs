@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use embedns_conf::paths::StatePaths;
+use embedns_conf::protocol::confinement::{outcome, ResolverConfinement};
 use embedns_conf::protocol::ready::Ready;
 use embedns_conf::sandbox;
 use embedns_conf::user::{ResolverUser, DEFAULT_RESOLVER_USER};
@@ -329,10 +330,6 @@ fn confinement_check() -> ExitCode {
         eprintln!("usage: embedns-resolverd --confinement-check UID:GID PATH");
         return ExitCode::from(2);
     };
-    let outcome = |r: std::io::Result<()>| match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.to_string(),
-    };
     let write = || outcome(OpenOptions::new().append(true).open(path).map(drop));
     let dropped = ResolverUser::parse_from_plugin(user)
         .map_err(anyhow::Error::from)
@@ -352,11 +349,17 @@ fn confinement_check() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let scratch = std::env::temp_dir().join(format!("embedns-confinement-{}", std::process::id()));
-    let report = serde_json::json!({
-        "writeAsUser": write_as_user,
-        "write": write(),
-        "create": outcome(OpenOptions::new().write(true).create_new(true).open(&scratch).map(drop)),
-        "netlink": outcome(
+    let report = ResolverConfinement {
+        write_as_user,
+        write: write(),
+        create: outcome(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&scratch)
+                .map(drop),
+        ),
+        netlink: outcome(
             nix::sys::socket::socket(
                 nix::sys::socket::AddressFamily::Netlink,
                 nix::sys::socket::SockType::Raw,
@@ -364,12 +367,12 @@ fn confinement_check() -> ExitCode {
                 nix::sys::socket::SockProtocol::NetlinkRoute,
             )
             .map(drop)
-            .map_err(std::io::Error::from)
+            .map_err(std::io::Error::from),
         ),
-        "exec": outcome(embedns_conf::capabilities::try_exec()),
+        exec: outcome(embedns_conf::capabilities::try_exec()),
         // A rename that replaces a file (the log's own names: the one rename it may make is
         // their exchange), and asking for another process to be signalled.
-        "renameOver": outcome(
+        rename_over: outcome(
             nix::fcntl::renameat2(
                 nix::fcntl::AT_FDCWD,
                 path.as_str(),
@@ -377,20 +380,23 @@ fn confinement_check() -> ExitCode {
                 path.as_str(),
                 nix::fcntl::RenameFlags::empty(),
             )
-            .map_err(std::io::Error::from)
+            .map_err(std::io::Error::from),
         ),
         // SAFETY: fcntl on fd 0 with an integer argument.
-        "setown": outcome(match unsafe { libc::fcntl(0, libc::F_SETOWN, 1) } {
+        setown: outcome(match unsafe { libc::fcntl(0, libc::F_SETOWN, 1) } {
             -1 => Err(std::io::Error::last_os_error()),
             _ => Ok(()),
         }),
         // A TCP connect to a port no upstream uses (etcd's client port on loopback).
-        "connectTcp": outcome(std::net::TcpStream::connect("127.0.0.1:2379").map(drop)),
-        "denied": confine::denied(),
-        "uid": uid,
-        "gid": gid,
-    });
-    println!("{report}");
+        connect_tcp: outcome(std::net::TcpStream::connect("127.0.0.1:2379").map(drop)),
+        denied: confine::denied(),
+        uid,
+        gid,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("a report serializes")
+    );
     ExitCode::SUCCESS
 }
 

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use embedns_conf::fsutil::{create_private_dir, try_lock_file};
 use embedns_conf::paths::StatePaths;
+use embedns_conf::protocol::confinement::{outcome, SyncConfinement};
 use embedns_conf::protocol::ready::Ready;
 use embedns_conf::store::NetworkStore;
 use embedns_sync::local::LocalWatch;
@@ -121,10 +122,6 @@ fn confinement_check() -> ExitCode {
         return ExitCode::from(2);
     };
     let paths = StatePaths::new(std::path::Path::new(data_dir));
-    let outcome = |r: std::io::Result<()>| match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.to_string(),
-    };
     let restricted = confine()
         .and_then(|()| restrict(&paths, network, &[2379]))
         .and_then(|_| embedns_sync::doors::shut());
@@ -133,22 +130,45 @@ fn confinement_check() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let create = |p: PathBuf| outcome(std::fs::write(p, b"x"));
-    let report = serde_json::json!({
-        "write": outcome(std::fs::OpenOptions::new().append(true).open(path).map(drop)),
-        "createTmp": create(std::env::temp_dir().join(format!("embedns-sync-check-{}", std::process::id()))),
-        "createOwn": create(paths.network(network).join(format!(".check-{}", std::process::id()))),
-        "connectTcp": outcome(std::net::TcpStream::connect("127.0.0.1:2").map(drop)),
-        "tcpSocket": outcome(std::net::TcpListener::bind("127.0.0.1:0").map(drop).or_else(|e| {
-            // Landlock refuses the bind, not the socket: only EPERM is the filter's.
-            if e.raw_os_error() == Some(libc::EACCES) { Ok(()) } else { Err(e) }
-        })),
-        "connectUnix": outcome(std::os::unix::net::UnixStream::connect(socket).map(drop)),
-        "signal": outcome(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).map_err(std::io::Error::from)
+    let report = SyncConfinement {
+        write: outcome(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(drop),
         ),
-        "exec": outcome(embedns_conf::capabilities::try_exec()),
-    });
-    println!("{report}");
+        create_tmp: create(
+            std::env::temp_dir().join(format!("embedns-sync-check-{}", std::process::id())),
+        ),
+        create_own: create(
+            paths
+                .network(network)
+                .join(format!(".check-{}", std::process::id())),
+        ),
+        connect_tcp: outcome(std::net::TcpStream::connect("127.0.0.1:2").map(drop)),
+        tcp_socket: outcome(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .map(drop)
+                .or_else(|e| {
+                    // Landlock refuses the bind, not the socket: only EPERM is the filter's.
+                    if e.raw_os_error() == Some(libc::EACCES) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }),
+        ),
+        connect_unix: outcome(std::os::unix::net::UnixStream::connect(socket).map(drop)),
+        signal: outcome(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                .map_err(std::io::Error::from),
+        ),
+        exec: outcome(embedns_conf::capabilities::try_exec()),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("a report serializes")
+    );
     ExitCode::SUCCESS
 }
 

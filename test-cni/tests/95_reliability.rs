@@ -2,6 +2,7 @@
 //! lines: one scenario per test, each needing its own set-up; the fault scenarios
 //! are in 96_faults.rs, the log and the redirect in 97_log_and_redirect.rs.)
 
+use embedns_conf::protocol::confinement::{ResolverConfinement, SyncConfinement};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
@@ -385,30 +386,25 @@ fn resolver_runs_without_capabilities_or_stray_fds() {
     // (the plugin, which runs as root later), create a file, open a netlink socket, exec.
     let plugin = w.bin_dir.join("embedns").canonicalize().unwrap();
     let plugin = plugin.display().to_string();
-    let report = confinement_report(
+    let r: ResolverConfinement = confinement_report(
         &w.bin_dir.join("embedns-resolverd"),
         &["65530:65530", &plugin],
     );
-    assert_eq!(report["uid"], 65530, "{report}");
-    assert!(
-        report["writeAsUser"]
-            .as_str()
-            .unwrap()
-            .contains("Permission denied"),
-        "{report}"
-    );
-    let blocked = ["write", "create", "netlink", "exec", "renameOver", "setown"];
-    refused(&report, &blocked, "Operation not permitted");
+    assert_eq!(r.uid, 65530, "{r:?}");
+    refused(&[("writeAsUser", &r.write_as_user)], "Permission denied");
+    let blocked = [
+        ("write", &r.write),
+        ("create", &r.create),
+        ("netlink", &r.netlink),
+        ("exec", &r.exec),
+        ("renameOver", &r.rename_over),
+        ("setown", &r.setown),
+    ];
+    refused(&blocked, "Operation not permitted");
     // Landlock (kernel 6.7+): a TCP connect to a port no upstream uses, etcd's on loopback.
-    assert!(
-        report["connectTcp"]
-            .as_str()
-            .unwrap()
-            .contains("Permission denied"),
-        "{report}"
-    );
+    refused(&[("connectTcp", &r.connect_tcp)], "Permission denied");
     // Each refusal is counted (the serving resolver reports its count in `embedns status`).
-    assert!(report["denied"].as_u64().unwrap() >= 6, "{report}");
+    assert!(r.denied >= 6, "{r:?}");
     // Its fds: stdio on /dev/null, sockets, its log; nothing else (the indexes are mapped,
     // their files closed).
     let sandbox = w.paths().sandboxes();
@@ -541,7 +537,7 @@ fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endp
         .spawn()
         .unwrap();
     let syncd = test_cni::bins::bin_dir().join("embedns-syncd");
-    let report = confinement_report(
+    let r: SyncConfinement = confinement_report(
         &syncd,
         &[
             &data_dir,
@@ -554,32 +550,37 @@ fn a_sync_process_may_write_only_its_networks_state_and_connect_only_to_its_endp
     let _ = other.kill();
     let _ = other.wait();
     // What uid 0 may do without any capability, refused by the worker's seccomp filter.
-    refused(
-        &report,
-        &["connectUnix", "signal", "exec"],
-        "Operation not permitted",
-    );
-    assert_eq!(report["tcpSocket"], "ok", "{report}");
+    let seccomp = [
+        ("connectUnix", &r.connect_unix),
+        ("signal", &r.signal),
+        ("exec", &r.exec),
+    ];
+    refused(&seccomp, "Operation not permitted");
+    assert_eq!(r.tcp_socket, "ok", "{r:?}");
     // uid 0 without capabilities, yet Landlock refuses writes outside its state and TCP to a
     // port that is no endpoint's (etcd's own 2379 stays reachable).
-    refused(
-        &report,
-        &["write", "createTmp", "connectTcp"],
-        "Permission denied",
-    );
-    assert_eq!(report["createOwn"], "ok", "{report}");
+    let landlock = [
+        ("write", &r.write),
+        ("createTmp", &r.create_tmp),
+        ("connectTcp", &r.connect_tcp),
+    ];
+    refused(&landlock, "Permission denied");
+    assert_eq!(r.create_own, "ok", "{r:?}");
     assert_eq!(std::fs::read_to_string(&root_file).unwrap(), "root's\n");
 }
 
-/// Each of `what` in a confinement report failed with `error`.
-fn refused(report: &serde_json::Value, what: &[&str], error: &str) {
-    for w in what {
-        assert!(report[w].as_str().unwrap().contains(error), "{w}: {report}");
+/// Each of `outcomes` (a confinement report's, by its name) failed with `error`.
+fn refused(outcomes: &[(&str, &String)], error: &str) {
+    for (name, outcome) in outcomes {
+        assert!(outcome.contains(error), "{name}: {outcome}");
     }
 }
 
-/// `PROGRAM --confinement-check ARGS`: the JSON report of what it could do once confined.
-fn confinement_report(program: &std::path::Path, args: &[&str]) -> serde_json::Value {
+/// `PROGRAM --confinement-check ARGS`: the report of what it could do once confined.
+fn confinement_report<T: serde::de::DeserializeOwned>(
+    program: &std::path::Path,
+    args: &[&str],
+) -> T {
     let out = std::process::Command::new(program)
         .arg("--confinement-check")
         .args(args)
