@@ -114,6 +114,24 @@ pub fn detached(
     })
 }
 
+/// Starts `cmd` detached as [`detached`] does (its own session, no stdio, nothing the
+/// runtime left open), for a child no one waits for: no ready pipe, no fds given.
+pub fn detached_alone(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    // The runtime reads our stdout until EOF: a child must hold none of it.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, close_range).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
 impl ReadyPipe {
     /// The child's ready line, by `deadline`.
     pub fn read(self, deadline: Instant) -> anyhow::Result<Ready> {

@@ -24,9 +24,8 @@
 
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -69,21 +68,8 @@ pub fn spawn(
         .arg(inode.to_string())
         .arg(&token)
         .env_remove("CNI_COMMAND")
-        .current_dir("/")
-        // The runtime reads our stdout until EOF: the remover must hold none of it.
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, close_range).
-    unsafe {
-        cmd.pre_exec(|| {
-            // Its own session, away from the runtime's; nothing else the runtime left open.
-            nix::unistd::setsid()?;
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let child = match cmd.spawn() {
+        .current_dir("/");
+    let child = match crate::child::detached_alone(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
             let _ = remove_if_exists(&marker);
