@@ -10,7 +10,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use crate::fast::Simple;
 use crate::lookup::{Outcome, View};
 use crate::peers::Peers;
-use crate::wire::{header_only, question_end, reply_limit, OUR_EDNS_PAYLOAD};
+use crate::wire::{header_only, question_end, reply_limit, Query, OUR_EDNS_PAYLOAD};
 
 /// What becomes of one datagram or TCP message: the one decision of the answer path and of
 /// the server's loops. `F` is what a forward carries: an [`Ask`] here, the handler's
@@ -49,8 +49,18 @@ impl<F> Decision<F> {
 /// Handles one query asked by the container whose view is `view`. `tcp` lifts the size limit
 /// to 65535 (R13).
 pub fn handle<P: Peers>(bytes: &[u8], view: &View<P>, tcp: bool) -> Decision<Ask> {
+    handle_read(bytes, Query::parse(bytes).as_ref(), view, tcp)
+}
+
+/// [`handle`] of a query the caller read already (`read`: [`Query::parse`] of `bytes`).
+pub fn handle_read<P: Peers>(
+    bytes: &[u8],
+    read: Option<&Query>,
+    view: &View<P>,
+    tcp: bool,
+) -> Decision<Ask> {
     // What is too short or not a query is never of the simple shape; the general path drops it.
-    if let Some(q) = Simple::parse(bytes) {
+    if let Some(q) = read.and_then(Simple::of) {
         let outcome = view.lookup(q.name(), q.qtype);
         if outcome == Outcome::Forward {
             return Decision::Forward(Ask {

@@ -14,12 +14,9 @@ use hickory_proto::rr::RecordType;
 
 use crate::lookup::Outcome;
 use crate::wire::{
-    self, reply_limit, CLASS_IN, OPT_LEN, OUR_EDNS_PAYLOAD, RCODE_SERVFAIL as SERVFAIL, TYPE_A,
-    TYPE_AAAA, TYPE_OPT,
+    reply_limit, Options, Query, CLASS_IN, MAX_WIRE_NAME, OPT_LEN, OUR_EDNS_PAYLOAD,
+    RCODE_SERVFAIL as SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_OPT,
 };
-
-/// The longest name on the wire (RFC 1035 §3.1); longer ones are the general path's to reject.
-const MAX_WIRE_NAME: usize = 255;
 
 /// A query of the simple shape, parsed in place.
 pub struct Simple<'a> {
@@ -37,76 +34,33 @@ pub struct Simple<'a> {
 impl<'a> Simple<'a> {
     /// `None` when the query is not of the simple shape (the general path then decides).
     pub fn parse(bytes: &'a [u8]) -> Option<Simple<'a>> {
-        let u16_at = |i: usize| wire::u16_at(bytes, i);
-        let additional = wire::simple_query_header(bytes)?;
-        let mut name = [0u8; MAX_WIRE_NAME];
-        let mut name_len = 0;
-        let mut i = 12;
-        loop {
-            let len = *bytes.get(i)? as usize;
-            if len == 0 {
-                break;
-            }
-            // Compression pointers, extended label types, and names longer on the wire
-            // (closing zero included) than allowed: the general path.
-            if len > 63 || (i - 12) + 1 + len + 1 > MAX_WIRE_NAME {
-                return None;
-            }
-            let label = bytes.get(i + 1..i + 1 + len)?;
-            // Exactly the bytes hickory prints as themselves (`Name::to_ascii`); anything it
-            // would escape is left to it.
-            let plain = |(k, b): (usize, &u8)| {
-                b.is_ascii_alphanumeric() || *b == b'_' || (*b == b'-' && k > 0)
-            };
-            if !label.iter().enumerate().all(plain) {
-                return None;
-            }
-            if name_len > 0 {
-                name[name_len] = b'.';
-                name_len += 1;
-            }
-            for b in label {
-                name[name_len] = b.to_ascii_lowercase();
-                name_len += 1;
-            }
-            i += 1 + len;
-        }
-        if name_len == 0 {
-            return None; // the root
-        }
-        let qtype = match u16_at(i + 1)? {
+        Simple::of(&Query::parse(bytes)?)
+    }
+
+    /// The query `q`, read once already, if it is of the simple shape: a plain name of type
+    /// A or AAAA and class IN, and no OPT record but one of version 0 without options (a
+    /// version above 0 is the general path's BADVERS, R14).
+    pub fn of(q: &Query<'a>) -> Option<Simple<'a>> {
+        let qtype = match q.qtype {
             TYPE_A => RecordType::A,
             TYPE_AAAA => RecordType::AAAA,
             _ => return None,
         };
-        if u16_at(i + 3)? != CLASS_IN {
+        if q.qclass != CLASS_IN {
             return None;
         }
-        let question_end = i + 5;
-        let edns_payload = if additional == 1 {
-            // Root name, OPT, payload size, TTL (extended rcode, version, flags), no options.
-            let opt = bytes.get(question_end..)?;
-            if opt.len() != OPT_LEN || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
-                return None;
-            }
-            // Options, or an EDNS version the general path answers BADVERS (R14).
-            if u16_at(question_end + 9)? != 0 || opt[6] != 0 {
-                return None;
-            }
-            Some(u16_at(question_end + 3)?)
-        } else {
-            if bytes.len() != question_end {
-                return None;
-            }
-            None
+        let edns_payload = match q.opt {
+            None => None,
+            Some(o) if o.version == 0 && o.options == Options::None => Some(o.payload),
+            Some(_) => return None,
         };
         Some(Simple {
-            bytes,
-            question_end,
+            bytes: q.bytes,
+            question_end: q.question_end,
             qtype,
             edns_payload,
-            name,
-            name_len,
+            name: *q.plain_name()?,
+            name_len: q.plain_name_len()?,
         })
     }
 

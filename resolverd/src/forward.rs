@@ -24,7 +24,7 @@ use crate::failover::Failover;
 use crate::hostns::HostSockets;
 use crate::log::Limiter;
 use crate::state::{QueryCounters, Resolver, Upstream};
-use crate::wire::error_for_raw;
+use crate::wire::{error_for_raw, Query};
 
 /// When every upstream fails, the client has its SERVFAIL within this time (glibc waits 5 s
 /// before it resends).
@@ -85,12 +85,13 @@ impl Forwarder {
         }
     }
 
-    /// The route of a query that is not answered locally, or the cache's reply to it (R34)
+    /// The route of a query that is not answered locally (`read`: as the handler read it,
+    /// `None` for a shape the cache never takes), or the cache's reply to it (R34)
     /// when `cacheable` (never for R16a's names: peers come first). This is also where a
     /// change of upstreams (R22, a reload) empties the cache.
-    pub fn prepare(&self, query: &[u8], tcp: bool, cacheable: bool) -> Prepared {
+    pub fn prepare(&self, read: Option<&Query>, tcp: bool, cacheable: bool) -> Prepared {
         let set = self.state.upstreams();
-        let question = Question::parse(query);
+        let question = read.and_then(Question::of);
         let route = |keep, asked| Route {
             upstreams: self
                 .failover

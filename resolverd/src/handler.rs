@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::answer::{handle, Ask, Decision};
+use crate::answer::{handle_read, Ask, Decision};
 use crate::forward::{Forwarder, Prepared, Route};
 use crate::lookup::View;
 use crate::state::{QueryCounters, Resolver};
+use crate::wire::Query;
 
 /// What the loops hand every message to.
 #[derive(Clone)]
@@ -39,9 +40,11 @@ impl Handler {
 
     /// Decides what `query` gets; `tcp` lifts the size limit (R13).
     pub fn handle(&self, query: &[u8], tcp: bool) -> Step {
+        // Read once: the fast path, the cache and the coalescing all take this.
+        let read = Query::parse(query);
         let decided = {
             let nets = self.st.networks.read().unwrap();
-            handle(query, &View { networks: &nets }, tcp)
+            handle_read(query, read.as_ref(), &View { networks: &nets }, tcp)
         };
         match decided {
             Decision::Reply { bytes, local } => {
@@ -55,7 +58,7 @@ impl Handler {
                 fallback,
             }) => {
                 // Only what no peer answers is the cache's (R34: peers come first).
-                match self.fwd.prepare(query, tcp, fallback.is_none()) {
+                match self.fwd.prepare(read.as_ref(), tcp, fallback.is_none()) {
                     Prepared::Hit(bytes) => Decision::Reply {
                         bytes,
                         local: false,

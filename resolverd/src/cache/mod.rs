@@ -25,8 +25,8 @@ use embedns_conf::record::CacheSettings;
 use lru::LruCache;
 
 use crate::wire::{
-    self, reply_limit, OPTION_COOKIE, OPTION_PADDING, OPT_LEN, RCODE_NOERROR as NOERROR,
-    RCODE_NXDOMAIN as NXDOMAIN, TYPE_OPT, TYPE_SOA,
+    self, reply_limit, Options, Query, RCODE_NOERROR as NOERROR, RCODE_NXDOMAIN as NXDOMAIN,
+    TYPE_OPT, TYPE_SOA,
 };
 /// What an entry costs beyond its key, bytes and TTL places: the list node and map slot, the
 /// entry's fields, allocation headers. Measured: glibc's bytes in use (`mallinfo2`) grew by
@@ -70,9 +70,13 @@ impl<'a> Question<'a> {
     /// `None` for a query of another shape (more questions, records, EDNS options but a
     /// cookie or padding): those are forwarded and never cached.
     pub fn parse(query: &'a [u8]) -> Option<Question<'a>> {
-        let u16_at = |i: usize| wire::u16_at(query, i);
-        let additional = wire::simple_query_header(query)?;
-        let question_end = wire::question_end(query)?;
+        Question::of(&Query::parse(query)?)
+    }
+
+    /// The query `q`, read once already, if the cache may answer it: no OPT record, or one
+    /// of version 0 whose options, if any, are a COOKIE or padding.
+    pub fn of(q: &Query<'a>) -> Option<Question<'a>> {
+        let query = q.bytes;
         let mut flags = 0;
         if query[2] & 0x01 != 0 {
             flags |= KEY_RD;
@@ -80,42 +84,23 @@ impl<'a> Question<'a> {
         if query[3] & 0x10 != 0 {
             flags |= KEY_CD;
         }
-        let edns_payload = if additional == 1 {
-            // Root name, OPT, payload, extended rcode, version 0, flags, then its options.
-            let opt = &query[question_end..];
-            if opt.len() < OPT_LEN || opt[0] != 0 || u16_at(question_end + 1)? != TYPE_OPT {
-                return None;
-            }
-            if opt[6] != 0 || usize::from(u16_at(question_end + 9)?) != opt.len() - OPT_LEN {
-                return None;
-            }
-            let mut i = question_end + OPT_LEN;
-            while i < query.len() {
-                if ![OPTION_COOKIE, OPTION_PADDING].contains(&u16_at(i)?) {
-                    return None;
+        let edns_payload = match q.opt {
+            None => None,
+            Some(o) if o.version == 0 && o.options != Options::Other => {
+                flags |= KEY_EDNS;
+                if o.dnssec_ok {
+                    flags |= KEY_DO;
                 }
-                i += 4 + usize::from(u16_at(i + 2)?);
+                Some(o.payload)
             }
-            if i != query.len() {
-                return None;
-            }
-            flags |= KEY_EDNS;
-            if opt[7] & 0x80 != 0 {
-                flags |= KEY_DO;
-            }
-            Some(u16_at(question_end + 3)?)
-        } else {
-            if query.len() != question_end {
-                return None;
-            }
-            None
+            Some(_) => return None,
         };
-        let mut key = query[12..question_end].to_ascii_lowercase();
+        let mut key = query[12..q.question_end].to_ascii_lowercase();
         key.push(flags);
         Some(Question {
             query,
             asked: Asked {
-                question_end,
+                question_end: q.question_end,
                 key,
                 edns_payload,
             },

@@ -1,6 +1,7 @@
 //! R34's rules, one test each: what is kept, for how long, what a hit relays.
 
 use super::*;
+use crate::wire::OPTION_COOKIE;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
