@@ -8,6 +8,7 @@
 //! Everything here is pure logic or plain file I/O, but `capabilities`, which both daemons
 //! drop alike; namespaces, iptables and processes live in the binaries.
 
+pub mod attachment;
 pub mod capabilities;
 pub mod catch;
 pub mod cgroup;

@@ -1,6 +1,6 @@
 //! One attachment of a container to a network, as the plugin stores it and resolvers read it.
 
-use crate::multihost::keys::AttachmentId;
+use crate::attachment::AttachmentId;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 

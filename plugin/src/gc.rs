@@ -18,9 +18,9 @@
 
 use std::collections::BTreeSet;
 
+use embedns_conf::attachment::AttachmentId;
 use embedns_conf::fsutil::{create_private_dir, remove_if_exists, write_atomic};
 use embedns_conf::index::IndexWriter;
-use embedns_conf::multihost::keys::AttachmentId;
 use embedns_conf::netconf::NetConf;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::sandbox;

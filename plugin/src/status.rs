@@ -6,7 +6,7 @@
 //! shared network is out of step: its sync process not running, cut off from etcd, or its
 //! host name's claim refused.
 
-use embedns_conf::multihost::keys::RemoteKey;
+use embedns_conf::attachment::RemoteKey;
 use std::path::PathBuf;
 
 use anyhow::Context;

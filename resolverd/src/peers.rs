@@ -5,7 +5,7 @@
 //! tests. Other hosts' containers (a network shared through etcd) need no source of their
 //! own: the sync process writes them into the same index.
 
-use embedns_conf::multihost::keys::StoreKey;
+use embedns_conf::attachment::StoreKey;
 use std::net::IpAddr;
 
 use embedns_conf::index::Entry;

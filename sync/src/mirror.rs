@@ -6,7 +6,8 @@ use embedns_conf::multihost::shared::NetworkBounds;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::etcd::Kv;
-use embedns_conf::multihost::keys::{AttachmentId, NetworkKey, RemoteKey};
+use embedns_conf::attachment::{AttachmentId, RemoteKey};
+use embedns_conf::multihost::keys::NetworkKey;
 use embedns_conf::multihost::peer::PeerRecord;
 use embedns_conf::multihost::shared::RemoteHost;
 use embedns_conf::record::Record;
@@ -20,8 +21,8 @@ pub const MAX_NAMES: usize = 64;
 pub const MAX_RECORDS_PER_HOST: usize = 8192;
 
 /// A key of the network's prefix (R30), read once by the one grammar
-/// (`embedns_conf::multihost::keys::parse`): a host's record or claim; `None` for a key that is no key
-/// of ours, which is logged once and skipped.
+/// (`embedns_conf::multihost::keys::parse`): a host's record or claim; `None` for a key that
+/// is no key of ours, which is logged once and skipped.
 pub fn read_key<'k>(network_prefix: &str, key: &'k str) -> Option<NetworkKey<'k>> {
     match embedns_conf::multihost::keys::parse(network_prefix, key) {
         Ok(k) => Some(k),

@@ -1,7 +1,7 @@
 //! Calls of the plugin that no runtime flow through cnitool covers: a verb run alone with a
 //! made-up prevResult, GC with its valid attachments, and `embedns status`.
 
-use embedns_conf::multihost::keys::AttachmentId;
+use embedns_conf::attachment::AttachmentId;
 use std::process::Command;
 
 use embedns_conf::protocol::control::StatusReply;

@@ -1,7 +1,7 @@
 //! The CNI verbs through real libcni (cnitool) for every spec version, and the plugin's
 //! answers to bad input, called directly as a runtime would.
 
-use embedns_conf::multihost::keys::AttachmentId;
+use embedns_conf::attachment::AttachmentId;
 use serde_json::{json, Value};
 use test_cni::World;
 

@@ -195,9 +195,8 @@ impl IndexReader {
             let (mut local, mut remote) = (None, None);
             probe(mem, g, h, |_, kind, slot| {
                 if kind == ADDR {
-                    let from_another_host = crate::multihost::keys::StoreKey::is_remote(
-                        &Blob::at(mem, g, slot)?.string()?,
-                    );
+                    let from_another_host =
+                        crate::attachment::StoreKey::is_remote(&Blob::at(mem, g, slot)?.string()?);
                     let mut blob = Blob::at(mem, g, slot)?;
                     let name = blob.name()?;
                     for _ in 0..blob.u16()? {

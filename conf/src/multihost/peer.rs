@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::multihost::keys::AttachmentId;
+use crate::attachment::AttachmentId;
 use crate::record::{Record, Upstreams};
 
 /// The version this build writes.

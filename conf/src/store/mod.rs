@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
 
+use crate::attachment::AttachmentId;
 use crate::fsutil::{
     lock_dir, remove_if_exists, remove_locked_dir, subdirectory_names, write_atomic,
 };
 use crate::index::{self, IndexWriter};
-use crate::multihost::keys::AttachmentId;
 use crate::paths::{StatePaths, RECORD_SUFFIX};
 use crate::record::Record;
 use crate::ConfError;

@@ -4,9 +4,9 @@
 use std::fs;
 
 use super::{list_dir, Listed, NetworkLock, NetworkStore};
+use crate::attachment::RemoteKey;
 use crate::fsutil::{create_private_dir, remove_if_exists, subdirectory_names, write_atomic};
 use crate::index::IndexWriter;
-use crate::multihost::keys::RemoteKey;
 use crate::paths::RECORD_SUFFIX;
 use crate::record::Record;
 use crate::ConfError;

@@ -3,7 +3,7 @@
 //! that still answers this host's record, and one that is not must change nothing.
 
 use embedns_conf::index::IndexReader;
-use embedns_conf::multihost::keys::RemoteKey;
+use embedns_conf::attachment::RemoteKey;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::record::Record;
 use embedns_conf::store::NetworkStore;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use embedns_conf::attachment::AttachmentId;
 use embedns_conf::crash;
-use embedns_conf::multihost::keys::AttachmentId;
 use embedns_conf::paths::StatePaths;
 use embedns_conf::protocol::control::{ReloadReply, Request, StatusReply};
 use embedns_conf::record::Record;

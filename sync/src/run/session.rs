@@ -16,7 +16,8 @@ use crate::claim::Claim;
 use crate::etcd::{Etcd, Fence, Renew, Renewals, Watch, WatchBatch};
 use crate::local::LocalWatch;
 use crate::mirror::{read_key, Listing, Put};
-use embedns_conf::multihost::keys::{AttachmentId, NetworkKey, RemoteKey};
+use embedns_conf::attachment::{AttachmentId, RemoteKey};
+use embedns_conf::multihost::keys::NetworkKey;
 
 /// What the session does after a local change.
 enum Next {
