@@ -1,7 +1,7 @@
 //! The pause between two sessions with etcd, pure: 100 ms doubling to 2 s while sessions
 //! fail, back to 100 ms after one that got in step, and 100 ms without doubling while the
 //! cluster elects a leader (a member without one refuses requests; a member whose leader died
-//! ends a request with [`LeaderChanged`] once it follows a new one), for at most
+//! ends a request with [`EtcdError::LeaderChanged`] once it follows a new one), for at most
 //! [`ELECTION_WINDOW`]: an election takes etcd's election timeout (1 s by default) and a
 //! round or two more, and a backoff grown on its errors would leave the host asleep when the
 //! new leader is there. Each pause is jittered (half to the whole of it), so the hosts of a
@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::etcd::{LeaderChanged, NoLeader};
+use crate::etcd::EtcdError;
 
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -19,8 +19,10 @@ pub(crate) const ELECTION_WINDOW: Duration = Duration::from_secs(5);
 /// Whether a session that ended with `e` met an election: its member had no leader, or got a
 /// new one.
 pub(crate) fn election(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.is::<LeaderChanged>() || c.is::<NoLeader>())
+    matches!(
+        EtcdError::of(e),
+        Some(EtcdError::LeaderChanged(_) | EtcdError::NoLeader(_))
+    )
 }
 
 /// What comes after a failed session.
@@ -72,7 +74,8 @@ impl Backoff {
         }
         Retry {
             pause,
-            same_endpoint: electing && e.chain().any(|c| c.is::<LeaderChanged>()),
+            same_endpoint: electing
+                && matches!(EtcdError::of(e), Some(EtcdError::LeaderChanged(_))),
             failed_in_a_row: self.failed_in_a_row,
         }
     }
@@ -92,7 +95,7 @@ mod tests {
     }
 
     fn no_leader() -> anyhow::Error {
-        NoLeader("status: Unavailable, message: \"etcdserver: no leader\"".into()).into()
+        EtcdError::NoLeader("status: Unavailable, message: \"etcdserver: no leader\"".into()).into()
     }
 
     #[test]
@@ -132,7 +135,7 @@ mod tests {
         let now = Instant::now();
         b.failed(&refused(), false, now);
         b.failed(&refused(), false, now);
-        let e = anyhow::Error::from(LeaderChanged(7)).context("taking the claim");
+        let e = anyhow::Error::from(EtcdError::LeaderChanged(7)).context("taking the claim");
         assert!(election(&e));
         let r = b.failed(&e, false, now);
         assert_eq!(r.pause, MIN_BACKOFF);

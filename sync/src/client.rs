@@ -13,9 +13,7 @@ use etcd_client::{
     TxnOpResponse, WatchOptions, WatchStream,
 };
 
-use crate::etcd::{
-    self, Cancelled, Connect, Created, Event, Fence, Kv, LeaderChanged, NoLeader, WatchBatch,
-};
+use crate::etcd::{self, Cancelled, Connect, Created, EtcdError, Event, Fence, Kv, WatchBatch};
 use crate::mirror::MAX_VALUE_BYTES;
 
 /// How long a connection to one endpoint may take.
@@ -109,12 +107,13 @@ pub(crate) const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
 const LEADER_SLOW: Duration = Duration::from_millis(100);
 const LEADER_POLL: Duration = Duration::from_millis(50);
 
-/// An error of etcd's, typed where its text says the member has no leader ([`NoLeader`]):
+/// An error of etcd's, typed where its text says the member has no leader
+/// ([`EtcdError::NoLeader`]):
 /// etcd reports that only as a status message.
 fn from_etcd(e: impl Into<anyhow::Error>) -> anyhow::Error {
     let e = e.into();
     if e.chain().any(|c| c.to_string().contains("no leader")) {
-        return NoLeader(format!("{e:#}")).into();
+        return EtcdError::NoLeader(format!("{e:#}")).into();
     }
     e
 }
@@ -122,7 +121,8 @@ fn from_etcd(e: impl Into<anyhow::Error>) -> anyhow::Error {
 /// The raft term a session's member was in when the session began, and a way to ask it
 /// again. A member whose leader died holds the requests that need one (forwarded to the dead
 /// leader) and, once a new leader is elected, never answers them: such a request ends with
-/// [`LeaderChanged`] as soon as the member answers in a newer term, not at its timeout.
+/// [`EtcdError::LeaderChanged`] as soon as the member answers in a newer term, not at its
+/// timeout.
 /// The term comes in the header of a serializable read of one key, which the member answers
 /// from its own state, under require-leader only while it has a leader, and which an etcd
 /// user allowed to read the network's prefix may make (the Status call needs the root role
@@ -164,14 +164,14 @@ impl Leader {
                 r = &mut request => return r.map_err(from_etcd),
                 _ = tokio::time::sleep_until(deadline) => {
                     let why = format!("no answer within {LEADER_TIMEOUT:?} (no leader?)");
-                    return Err(NoLeader(why).into());
+                    return Err(EtcdError::NoLeader(why).into());
                 }
                 _ = poll.tick() => {
                     // An error is a member without a leader (it refuses with require-leader):
                     // the election is under way.
                     if let Ok(now) = term(self.kv.clone(), &self.key, LEADER_POLL).await {
                         if now > self.term {
-                            return Err(LeaderChanged(now).into());
+                            return Err(EtcdError::LeaderChanged(now).into());
                         }
                     }
                 }
@@ -420,7 +420,7 @@ impl etcd::Watch for WatchStream {
     async fn next(&mut self) -> anyhow::Result<Option<WatchBatch>> {
         let message = self.message().await.map_err(from_etcd);
         let message = message.map_err(|e| match too_large(&e) {
-            true => anyhow::Error::new(etcd::TooLarge(DECODE_LIMIT)),
+            true => anyhow::Error::new(EtcdError::TooLarge(DECODE_LIMIT)),
             false => e,
         });
         let Some(resp) = message? else {
@@ -457,9 +457,9 @@ mod tests {
         let e = from_etcd(anyhow::anyhow!(
             "grpc request error: status: Unavailable, message: \"etcdserver: no leader\""
         ));
-        assert!(e.is::<NoLeader>());
+        assert!(matches!(EtcdError::of(&e), Some(EtcdError::NoLeader(_))));
         let refused = from_etcd(anyhow::anyhow!("tcp connect error: connection refused"));
-        assert!(!refused.is::<NoLeader>());
+        assert!(EtcdError::of(&refused).is_none());
         assert!(crate::backoff::election(&e) && !crate::backoff::election(&refused));
     }
 }

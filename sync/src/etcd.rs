@@ -132,23 +132,31 @@ pub trait Connect {
     ) -> Result<Self::Etcd>;
 }
 
-/// A message from etcd over what the client takes in one (`client::DECODE_LIMIT`): a watch's
-/// catch-up over many large values. The session ends and the next lists anew, in pages it can
-/// take, instead of resuming into the same message.
+/// The errors of etcd's a session acts on, each by what follows it (`backoff.rs`, the
+/// session); any other error ends a session and is retried after the usual pause.
 #[derive(Debug, thiserror::Error)]
-#[error("a message from etcd over {0} bytes")]
-pub struct TooLarge(pub usize);
+pub enum EtcdError {
+    /// A message from etcd over what the client takes in one (`client::DECODE_LIMIT`): a
+    /// watch's catch-up over many large values. The session ends and the next lists anew, in
+    /// pages it can take, instead of resuming into the same message.
+    #[error("a message from etcd over {0} bytes")]
+    TooLarge(usize),
+    /// The member has no leader (an election, or a member cut off from the majority): it
+    /// refuses requests under require-leader, or a request that needs the leader had no
+    /// answer in time. The client makes this of etcd's "no leader" status, the one place that
+    /// reads etcd's text.
+    #[error("{0}")]
+    NoLeader(String),
+    /// The member's leader changed while a request waited: the member forwarded it to the
+    /// leader that died, which never answers it. The member follows a new leader: the next
+    /// session may begin at once, on the same member.
+    #[error("a new leader was elected (raft term {0}) while a request waited")]
+    LeaderChanged(u64),
+}
 
-/// The member has no leader (an election, or a member cut off from the majority): it refuses
-/// requests under require-leader, or a request that needs the leader had no answer in time.
-/// The client makes this of etcd's "no leader" status, the one place that reads etcd's text.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NoLeader(pub String);
-
-/// The session ended because its member's leader changed while a request waited: the
-/// member forwarded it to the leader that died, which never answers it. The member follows a
-/// new leader: the next session may begin at once, on the same member.
-#[derive(Debug, thiserror::Error)]
-#[error("a new leader was elected (raft term {0}) while a request waited")]
-pub struct LeaderChanged(pub u64);
+impl EtcdError {
+    /// The first of these in `e`'s chain, if any.
+    pub fn of(e: &anyhow::Error) -> Option<&EtcdError> {
+        e.chain().find_map(|c| c.downcast_ref::<EtcdError>())
+    }
+}

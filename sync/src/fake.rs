@@ -351,7 +351,7 @@ impl Watch for FakeWatch {
     async fn next(&mut self) -> Result<Option<WatchBatch>> {
         let batch = self.0.recv().await;
         if self.1.replace(false) {
-            return Err(crate::etcd::TooLarge(16 << 20).into());
+            return Err(crate::etcd::EtcdError::TooLarge(16 << 20).into());
         }
         Ok(batch)
     }

@@ -13,7 +13,7 @@ use embedns_conf::store::read_record;
 
 use super::{End, Resume, Worker, TXN_OPS};
 use crate::claim::Claim;
-use crate::etcd::{Etcd, Fence, Renew, Renewals, Watch, WatchBatch};
+use crate::etcd::{Etcd, EtcdError, Fence, Renew, Renewals, Watch, WatchBatch};
 use crate::local::LocalWatch;
 use crate::mirror::{read_key, Listing, Put};
 use embedns_conf::attachment::{AttachmentId, RemoteKey};
@@ -154,7 +154,10 @@ impl Worker {
                     None => bail!("the lease's keep-alive stream ended"),
                 },
                 message = watch.next() => {
-                    if message.as_ref().is_err_and(|e| e.is::<crate::etcd::TooLarge>()) {
+                    let too_large = |e: &anyhow::Error| {
+                        matches!(EtcdError::of(e), Some(EtcdError::TooLarge(_)))
+                    };
+                    if message.as_ref().is_err_and(too_large) {
                         // A catch-up over many large values: the next session lists anew,
                         // in pages it can take, instead of resuming into the same message.
                         self.set_seen_lost();
