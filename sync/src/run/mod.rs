@@ -72,8 +72,6 @@ pub struct Worker {
     store: NetworkStore,
     status_path: std::path::PathBuf,
     conf_path: std::path::PathBuf,
-    published: Published,
-    remote: Remote,
     status: SyncStatus,
     next_endpoint: usize,
     /// A new config: the next session starts with its first endpoint.
@@ -81,11 +79,21 @@ pub struct Worker {
     ready: Option<File>,
     /// What this host's claim of its name says: `<machine id> <state directory>`.
     claimant: Claimant,
-    /// The other hosts holding their name's claim on the network (alive, as far as etcd knows).
-    claims: BTreeSet<String>,
+
     /// The TCP ports this worker may connect to (Landlock, set at its start: `main.rs`); a
     /// config naming another ends the worker, and its supervisor starts one that may.
     tcp_ports: Option<Vec<u16>>,
+    /// What is known of etcd, kept from one session to the next.
+    known: Known,
+}
+
+/// What a worker knows of etcd, kept across its sessions: this host's keys as published, the
+/// other hosts' records and claims, and where the last session stood.
+struct Known {
+    published: Published,
+    remote: Remote,
+    /// The other hosts holding their name's claim on the network (alive, as far as etcd knows).
+    claims: BTreeSet<String>,
     /// Where the last session stood, for the next to resume from.
     resume: Option<Resume>,
 }
@@ -114,11 +122,13 @@ impl Worker {
             store: NetworkStore::new(paths, network),
             status_path: paths.sync_status(network),
             conf_path: paths.etcd_conf(network),
-            published: Published::default(),
-            remote: Remote::default().with_bounds(bounds),
-            claims: BTreeSet::new(),
+            known: Known {
+                published: Published::default(),
+                remote: Remote::default().with_bounds(bounds),
+                claims: BTreeSet::new(),
+                resume: None,
+            },
             tcp_ports: None,
-            resume: None,
             next_endpoint: 0,
             from_first_endpoint: false,
             ready,
@@ -131,7 +141,7 @@ impl Worker {
     pub async fn run(mut self, connect: &impl Connect, mut local: LocalWatch) -> End {
         match self.store.list_remote() {
             Ok(listed) => {
-                self.remote = Remote::held_in_store(listed).with_bounds(self.conf.bounds())
+                self.known.remote = Remote::held_in_store(listed).with_bounds(self.conf.bounds())
             }
             Err(e) => tracing::warn!("reading the other hosts' records left here: {e}"),
         }
@@ -209,14 +219,14 @@ impl Worker {
 
     /// The watch applied events up to `revision`: a next session resumes after it.
     fn set_seen(&mut self, revision: i64) {
-        if let Some(r) = &mut self.resume {
+        if let Some(r) = &mut self.known.resume {
             r.revision = Some(r.revision.map_or(revision, |seen| seen.max(revision)));
         }
     }
 
     /// The watch cannot be resumed (compacted): a next session lists again.
     fn set_seen_lost(&mut self) {
-        if let Some(r) = &mut self.resume {
+        if let Some(r) = &mut self.known.resume {
             r.revision = None;
         }
     }
@@ -251,7 +261,7 @@ impl Worker {
         }
         tracing::info!(host = new.host(), endpoints = ?new.endpoints, prefix = %new.prefix, "the etcd config changed");
         self.status.host = new.host().to_string();
-        self.remote.bounds = Some(new.bounds());
+        self.known.remote.bounds = Some(new.bounds());
         self.from_first_endpoint = true;
         self.conf = new;
         Ok(())
@@ -259,7 +269,7 @@ impl Worker {
 
     /// Every attachment key this host has on disk or in etcd: what a full comparison covers.
     fn every_key(&self) -> anyhow::Result<BTreeSet<String>> {
-        let mut keys: BTreeSet<String> = self.published.keys.keys().cloned().collect();
+        let mut keys: BTreeSet<String> = self.known.published.keys.keys().cloned().collect();
         keys.extend(self.store.list()?.into_iter().map(|(k, _)| k));
         Ok(keys)
     }
@@ -272,10 +282,10 @@ impl Worker {
     /// Applies changes to the other hosts' records under the network's lock. `false` when the
     /// network has no local record any more (its directory is then removed, not re-made).
     fn apply(&mut self, changes: &[RemoteChange]) -> anyhow::Result<bool> {
-        self.status.remote_records = self.remote.held.len();
-        self.status.skipped = self.remote.skipped;
-        self.status.bound_reached = self.remote.bound_reached.clone();
-        self.status.remote_hosts = self.remote.hosts();
+        self.status.remote_records = self.known.remote.held.len();
+        self.status.skipped = self.known.remote.skipped;
+        self.status.bound_reached = self.known.remote.bound_reached.clone();
+        self.status.remote_hosts = self.known.remote.hosts();
         if !self.store.dir().exists() {
             return Ok(false);
         }
@@ -298,10 +308,10 @@ impl Worker {
         for change in changes.iter().filter(|c| failed.contains(&c.key())) {
             match change {
                 RemoteChange::Put { .. } => {
-                    self.remote.held.remove(&change.key());
+                    self.known.remote.held.remove(&change.key());
                 }
                 RemoteChange::Remove(key) => {
-                    self.remote.held.insert(key.clone(), Vec::new());
+                    self.known.remote.held.insert(key.clone(), Vec::new());
                 }
             }
         }
@@ -318,7 +328,7 @@ impl Worker {
     }
 
     fn write_status(&mut self) {
-        self.status.hosts = self.remote.hosts_seen(&self.claims);
+        self.status.hosts = self.known.remote.hosts_seen(&self.known.claims);
         let body = serde_json::to_vec_pretty(&self.status).expect("the status always serializes");
         if self.store.dir().exists() {
             if let Err(e) = write_atomic(&self.status_path, &body) {

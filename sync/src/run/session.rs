@@ -41,7 +41,7 @@ impl Worker {
         let (lease, resumed) = self.lease(etcd).await?;
         let (mut renew, renewals) = etcd.keep_alive(lease).await?;
         // From here on a failed session leaves its lease to the next, to resume with.
-        self.resume = Some(Resume {
+        self.known.resume = Some(Resume {
             lease,
             revision: resumed,
         });
@@ -74,7 +74,7 @@ impl Worker {
     /// from), else a new one. A member that cannot tell (no leader yet) ends the session with
     /// it kept for the next.
     async fn lease(&mut self, etcd: &mut impl Etcd) -> anyhow::Result<(i64, Option<i64>)> {
-        let resume = match self.resume {
+        let resume = match self.known.resume {
             Some(r) if etcd.lease_alive(r.lease).await? => Some(r),
             _ => None,
         };
@@ -111,8 +111,8 @@ impl Worker {
             endpoint,
             revision,
             lease,
-            published = self.published.keys.len(),
-            remote = self.remote.held.len(),
+            published = self.known.published.keys.len(),
+            remote = self.known.remote.held.len(),
             "in step with etcd"
         );
         Ok(watch)
@@ -193,7 +193,7 @@ impl Worker {
         if let Some(new) = changed.config.then(|| self.changed_conf()).flatten() {
             // What this host published under the old config goes with its lease.
             let _ = etcd.revoke(lease).await;
-            self.resume = None;
+            self.known.resume = None;
             if let Err(end) = self.adopt(new) {
                 return Ok(Next::End(end));
             }
@@ -248,17 +248,17 @@ impl Worker {
                 // Our key deleted by someone else (by hand, or a lease we no longer renew):
                 // put it back if the record is still here.
                 let key = key.to_string();
-                let ours = (self.published.keys.get(&key))
+                let ours = (self.known.published.keys.get(&key))
                     .is_some_and(|p| p.mod_revision < kv.mod_revision);
                 if event.deleted && ours {
-                    self.published.keys.remove(&key);
+                    self.known.published.keys.remove(&key);
                     lost.insert(key);
                 }
             } else if event.deleted {
-                changes.extend(self.remote.remove(&RemoteKey::new(host, key)));
+                changes.extend(self.known.remote.remove(&RemoteKey::new(host, key)));
             } else {
                 let slot = RemoteKey::new(host, key);
-                changes.extend(self.remote.put(&self.network, slot, kv.value));
+                changes.extend(self.known.remote.put(&self.network, slot, kv.value));
             }
         }
         if batch.revision > 0 {
@@ -286,13 +286,15 @@ impl Worker {
             return Ok(());
         }
         if deleted {
-            self.claims.remove(host);
-        } else if self.claims.contains(host) || self.claims.len() < self.conf.bounds().hosts {
-            self.claims.insert(host.to_string());
+            self.known.claims.remove(host);
+        } else if self.known.claims.contains(host)
+            || self.known.claims.len() < self.conf.bounds().hosts
+        {
+            self.known.claims.insert(host.to_string());
         } else {
             // R30: at most as many claims as hosts are held.
-            self.remote.skipped += 1;
-            self.remote.bound_reached = Some(format!("{} hosts", self.conf.bounds().hosts));
+            self.known.remote.skipped += 1;
+            self.known.remote.bound_reached = Some(format!("{} hosts", self.conf.bounds().hosts));
         }
         Ok(())
     }
@@ -320,9 +322,9 @@ impl Worker {
         self.status.listing_ms = started.elapsed().as_millis() as u64;
         let me = self.conf.host().to_string();
         let sorted = Listing::sort(prefix, &me, &listing);
-        self.published.keys = sorted.published;
-        self.claims = sorted.claims;
-        let changes = self.remote.relist(&self.network, &me, sorted.others);
+        self.known.published.keys = sorted.published;
+        self.known.claims = sorted.claims;
+        let changes = self.known.remote.relist(&self.network, &me, sorted.others);
         Ok(self.apply(&changes)?.then_some(revision))
     }
 
@@ -342,7 +344,7 @@ impl Worker {
             (record.attachment() == attachment)
                 .then(|| embedns_conf::multihost::peer::PeerRecord::encode(&record))
         };
-        let plan = self.published.plan(keys, local, lease);
+        let plan = self.known.published.plan(keys, local, lease);
         if plan.is_empty() {
             return Ok(());
         }
@@ -371,7 +373,7 @@ impl Worker {
                     mod_revision,
                     lease,
                 };
-                self.published.keys.insert(key.clone(), put);
+                self.known.published.keys.insert(key.clone(), put);
             }
         }
         for (key, mod_revision) in plan.delete {
@@ -379,9 +381,9 @@ impl Worker {
                 .await?;
             self.status.writes += 1;
             // Not ours any more either way: deleted, or put since by a newer sync process.
-            self.published.keys.remove(&key);
+            self.known.published.keys.remove(&key);
         }
-        self.status.published = self.published.keys.len();
+        self.status.published = self.known.published.keys.len();
         self.heard();
         Ok(())
     }
@@ -390,7 +392,7 @@ impl Worker {
     async fn leave(&mut self, etcd: &mut impl Etcd, lease: i64) -> anyhow::Result<End> {
         tracing::info!(
             lease,
-            keys = self.published.keys.len(),
+            keys = self.known.published.keys.len(),
             "the network's last local container left; revoking the lease"
         );
         etcd.revoke(lease).await?;
