@@ -25,9 +25,8 @@ pub const MAX_WAITERS: usize = 64;
 /// The key of a query the cache could answer (`asked`; one it never could is never
 /// coalesced), asked over `tcp` of the upstream set `generation`.
 pub fn key(asked: &Asked, tcp: bool, generation: u64) -> Vec<u8> {
-    let q = asked;
-    let mut key = q.key().to_vec();
-    key.extend_from_slice(&q.edns_payload().unwrap_or(0).to_be_bytes());
+    let mut key = asked.key().to_vec();
+    key.extend_from_slice(&asked.edns_payload().unwrap_or(0).to_be_bytes());
     key.push(u8::from(tcp));
     key.extend_from_slice(&generation.to_be_bytes());
     key

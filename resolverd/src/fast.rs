@@ -54,13 +54,16 @@ impl<'a> Simple<'a> {
             Some(o) if o.version == 0 && o.options == Options::None => Some(o.payload),
             Some(_) => return None,
         };
+        let plain = q.plain_name()?;
+        let mut name = [0u8; MAX_WIRE_NAME];
+        name[..plain.len()].copy_from_slice(plain);
         Some(Simple {
             bytes: q.bytes,
             question_end: q.question_end,
             qtype,
             edns_payload,
-            name: *q.plain_name()?,
-            name_len: q.plain_name_len()?,
+            name,
+            name_len: plain.len(),
         })
     }
 

@@ -23,7 +23,7 @@ pub const OPTION_PADDING: u16 = 12;
 /// The header of a query both the fast path and the cache read: a query (QR=0) of opcode
 /// QUERY with one question, nothing in answer or authority, and at most one more record (an
 /// OPT); its additional count, `None` for any other message.
-pub fn simple_query_header(bytes: &[u8]) -> Option<u16> {
+fn simple_query_header(bytes: &[u8]) -> Option<u16> {
     if bytes.len() < 12 || bytes[2] & 0xf8 != 0 {
         return None;
     }
@@ -134,14 +134,10 @@ impl<'a> Query<'a> {
         })
     }
 
-    /// The name, normalized, if it is plain (see [`Query::name_len`]).
-    pub fn plain_name(&self) -> Option<&[u8; MAX_WIRE_NAME]> {
-        self.name_len.map(|_| &self.name)
-    }
-
-    /// The plain name's length.
-    pub fn plain_name_len(&self) -> Option<usize> {
-        self.name_len
+    /// The name as the lookup wants it, if it is plain: every label printable as itself,
+    /// not the root, within [`MAX_WIRE_NAME`] on the wire.
+    pub fn plain_name(&self) -> Option<&[u8]> {
+        self.name_len.map(|n| &self.name[..n])
     }
 }
 
@@ -278,8 +274,7 @@ mod tests {
         let q = query(&[b"Web", b"corp"], &opt(0, &[(OPTION_COOKIE, &[7; 8])]));
         let r = Query::parse(&q).unwrap();
         assert_eq!((r.qtype, r.qclass, r.question_end), (TYPE_A, CLASS_IN, 26));
-        let n = r.plain_name_len().unwrap();
-        assert_eq!(&r.plain_name().unwrap()[..n], b"web.corp");
+        assert_eq!(r.plain_name(), Some(&b"web.corp"[..]));
         let o = r.opt.unwrap();
         assert_eq!((o.payload, o.version, o.dnssec_ok), (1232, 0, true));
         assert_eq!(o.options, Options::CookieOrPadding);
@@ -293,7 +288,7 @@ mod tests {
         );
         // A name hickory would escape is read, but not as a plain name.
         let odd = query(&[b"a b"], &[]);
-        assert_eq!(Query::parse(&odd).unwrap().plain_name_len(), None);
+        assert_eq!(Query::parse(&odd).unwrap().plain_name(), None);
     }
 
     #[test]
